@@ -1,0 +1,189 @@
+"""Boxes in model completions: find ``[x1, y1, x2, y2]`` in every VLM output style.
+
+Pure text processing: no torch, no swift, no json. Every style is read by regexes over
+*flat* lists of exactly four numbers, so nesting depth never matters (``[[[[...]]]]``
+100,000 levels deep is just text) and no pattern can backtrack catastrophically: each
+pattern's variable parts are separated by literal delimiters, so every attempt ends at
+the next delimiter and a scan is linear in the text scanned.
+
+Styles, in the order they are tried (the first that yields a box wins, so the numbers in
+a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list):
+
+* ``qwen2_box_tokens`` (Qwen2-VL): ``<|box_start|>(10,20),(30,40)<|box_end|>``
+* ``internvl_box`` (InternVL): ``<ref>cat</ref><box>[[10, 20, 30, 40]]</box>``
+* ``qwen2_5_json`` (Qwen2.5-VL, Qwen3-VL): ``[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}]``
+* ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
+
+Where boxes are read from:
+
+* if the completion has ``<answer>``, only the text after the last ``<answer>`` up to the
+  next ``</answer>`` (or the end, for a completion cut short) - reasoning in ``<think>``
+  is full of numbers;
+* else, if it has ``</think>``, only the text after the last ``</think>``;
+* else the whole completion.
+
+Bounds (part of the contract):
+
+* ``MAX_SCAN_CHARS``: only the first 64 KiB of that region is scanned. A completion is
+  at most a few thousand tokens (~4 characters each), so a real answer fits many times
+  over; anything longer is a runaway generation, and the boxes of a detection answer come
+  first. Locating the region uses ``str.rfind``/``str.find`` over the whole text, which
+  is linear and runs at memory speed (a 1 MB completion takes well under 1 ms).
+* ``MAX_BOXES``: at most 100 boxes are returned (the first 100 in the text), the same
+  cap as ``scoring.MAX_GT_BOXES`` for ground truth, so the assignment problem in
+  ``scoring.matched_iou`` is at most 100 x 100 (about 1 ms).
+
+Numbers: ASCII digits only (``[0-9]``, not ``\\d``, which would accept Arabic-Indic or
+full-width digits), optional sign, decimals and exponent. ``NaN``/``inf`` never match;
+a literal that overflows a float (``1e309``, 400 digits) gives ``inf`` and its box is
+dropped. Coordinates that are finite here may still overflow after scaling (``1e308``);
+``scoring.iou_score`` drops those too. Inverted corners (``x1 > x2`` or ``y1 > y2``) are
+reordered; negative and zero-area boxes are returned as written (scoring clips them).
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import List, Optional, Tuple
+
+MAX_BOXES = 100
+MAX_SCAN_CHARS = 64 * 1024
+
+STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'bare_list')
+# Which styles a model family writes; the format reward accepts any of them.
+FAMILY_STYLES = {
+    'qwen2_vl': ('qwen2_box_tokens',),
+    'qwen2_5_vl': ('qwen2_5_json', 'bare_list'),
+    'qwen3_vl': ('qwen2_5_json', 'bare_list'),  # same JSON as Qwen2.5-VL, 0-1000 coords
+    'internvl': ('internvl_box',),
+}
+
+_NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
+_SEP = r'\s*,\s*'
+# A flat list of exactly four numbers: `[1, 2, 3]` and `[1, 2, 3, 4, 5]` do not match.
+_FLAT_LIST = r'\[\s*' + _SEP.join([_NUM] * 4) + r'\s*\]'
+_FLAT_LIST_RE = re.compile(_FLAT_LIST)
+_BBOX_2D_RE = re.compile(r'["\']bbox_2d["\']\s*:\s*' + _FLAT_LIST)
+_BOX_TOKENS_RE = re.compile(
+    r'<\|box_start\|>\s*\(\s*' + _NUM + _SEP + _NUM + r'\s*\)' + _SEP
+    + r'\(\s*' + _NUM + _SEP + _NUM + r'\s*\)\s*<\|box_end\|>')
+# `[^<]*` instead of `.*?`: an unclosed `<box>` stops at the next `<`, so many unclosed
+# tags cost one pass over the text, not one pass each.
+_INTERNVL_BOX_RE = re.compile(r'<box>([^<]*)</box>')
+
+
+def answer_region(text: str) -> str:
+    """The part of a completion that holds its answer (see the module docstring)."""
+    start = text.rfind('<answer>')
+    if start >= 0:
+        start += len('<answer>')
+        end = text.find('</answer>', start)
+        return text[start:end if end >= 0 else len(text)]
+    think_end = text.rfind('</think>')
+    if think_end >= 0:
+        return text[think_end + len('</think>'):]
+    return text
+
+
+def _to_box(numbers: Tuple[str, ...]) -> Optional[List[float]]:
+    """Four number literals to an ordered box, or None if any is not finite."""
+    x1, y1, x2, y2 = (float(n) for n in numbers)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None
+    return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
+
+
+def _collect(matches, max_boxes: int, into: List[List[float]]) -> None:
+    for match in matches:
+        if len(into) >= max_boxes:
+            return
+        box = _to_box(match.groups())
+        if box is not None:
+            into.append(box)
+
+
+def _boxes_in_style(region: str, style: str, max_boxes: int) -> List[List[float]]:
+    boxes: List[List[float]] = []
+    if style == 'qwen2_box_tokens':
+        _collect(_BOX_TOKENS_RE.finditer(region), max_boxes, boxes)
+    elif style == 'internvl_box':
+        for tag in _INTERNVL_BOX_RE.finditer(region):
+            if len(boxes) >= max_boxes:
+                break
+            _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
+    elif style == 'qwen2_5_json':
+        _collect(_BBOX_2D_RE.finditer(region), max_boxes, boxes)
+    else:
+        _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
+    return boxes
+
+
+def _scan(text: str, max_boxes: int) -> Tuple[Optional[str], List[List[float]]]:
+    if not isinstance(text, str):
+        raise TypeError(f'`text` should be a str, got {type(text).__name__}.')
+    if isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1:
+        raise ValueError(f'`max_boxes` should be a positive integer, got {max_boxes!r}.')
+    region = answer_region(text)[:MAX_SCAN_CHARS]
+    for style in STYLES:
+        boxes = _boxes_in_style(region, style, max_boxes)
+        if boxes:
+            return style, boxes
+    return None, []
+
+
+def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> List[List[float]]:
+    """Predicted ``[x1, y1, x2, y2]`` boxes in a completion, in the model's own coordinates.
+
+    Args:
+        text: the completion, in any style of the module docstring.
+        max_boxes: keep at most this many boxes (the first ones in the text).
+
+    Returns:
+        Boxes with ``x1 <= x2`` and ``y1 <= y2``; ``[]`` when none is found. Never raises
+        for a ``str``.
+
+    Example:
+        >>> parse_boxes('<think>[1, 2, 3, 4]?</think><answer>```json\\n'
+        ...             '[{"bbox_2d": [50, 60, 10, 20], "label": "cat"}]\\n```</answer>')
+        [[10.0, 20.0, 50.0, 60.0]]
+        >>> parse_boxes('<ref>dog</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>')
+        [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
+    """
+    return _scan(text, max_boxes)[1]
+
+
+def box_style(text: str) -> Optional[str]:
+    """Which style the completion's boxes are written in (one of ``STYLES``), or None.
+
+    Example:
+        >>> box_style('<|object_ref_start|>cat<|object_ref_end|>'
+        ...           '<|box_start|>(10,20),(30,40)<|box_end|>')
+        'qwen2_box_tokens'
+        >>> box_style('no box here') is None
+        True
+    """
+    return _scan(text, MAX_BOXES)[0]
+
+
+def is_well_formed(text: str, family_style: str) -> bool:
+    """True when the completion holds at least one box in the style its family writes.
+
+    Args:
+        text: the completion.
+        family_style: the model family, a key of ``FAMILY_STYLES`` (``'qwen2_vl'``,
+            ``'qwen2_5_vl'``, ``'qwen3_vl'``, ``'internvl'``).
+
+    Returns:
+        Whether a box of four finite numbers was found, in the answer region, in one of
+        the family's styles. Syntax only: ``[0, 0, 0, 0]`` is well formed (it scores 0 IoU).
+
+    Example:
+        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', 'qwen2_5_vl')
+        True
+        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', 'internvl')
+        False
+    """
+    if family_style not in FAMILY_STYLES:
+        raise ValueError(f'`family_style` should be one of {sorted(FAMILY_STYLES)}, '
+                         f'got {family_style!r}.')
+    return box_style(text) in FAMILY_STYLES[family_style]

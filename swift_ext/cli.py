@@ -1,0 +1,40 @@
+"""`swift-ext` command line: one subcommand per module, each with its own `main(argv)`."""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import List, Optional
+
+SUBCOMMANDS = {
+    'make-tiny-model': ('swift_ext.tiny_models', 'build a tiny random local checkpoint'),
+    'demo': ('swift_ext.demo', 'run the built-in GRPO grounding demo on a tiny model'),
+    'review': ('swift_ext.review', "summarise a run's geometry, rewards and metrics"),
+    'plan': ('swift_ext.plan', 'pre-flight: visual tokens a dataset will cost'),
+    'check': ('swift_ext.drift', 'compare trainer and rollout preprocessing settings'),
+    'bench': ('swift_ext.bench', 'run the benchmarks'),
+}
+
+
+def _usage() -> str:
+    lines = ['usage: swift-ext COMMAND [ARGS]', '', 'commands:']
+    lines += [f'  {name:<16} {help_}' for name, (_, help_) in SUBCOMMANDS.items()]
+    return '\n'.join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ('-h', '--help'):
+        print(_usage())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f'swift-ext: unknown command {name!r}.\n\n{_usage()}', file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    module = importlib.import_module(SUBCOMMANDS[name][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

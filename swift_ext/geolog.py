@@ -1,0 +1,117 @@
+"""Writing per-image geometry records as JSON lines, safely from several processes.
+
+The `geo_log` callback points this module at the run's output directory (through the
+environment, so dataloader workers started later inherit it). Each process appends to its
+rank's file with one ``os.write`` per batch of complete lines on an ``O_APPEND``
+descriptor: Linux holds the inode lock for a regular-file write, so lines from a rank's
+dataloader workers never interleave or tear, and a SIGKILL leaves only whole lines behind
+(at worst the one write in flight is missing).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from typing import Iterable, Optional
+
+from .geometry import ImageGeometry
+
+logger = logging.getLogger(__name__)
+
+ENV_DIR = 'SWIFT_EXT_GEO_LOG_DIR'
+GEOMETRY_FILE = 'image_geometry.jsonl'
+SETTINGS_FILE = 'geometry_settings.jsonl'
+
+
+class _State:
+    step: Optional[int] = None
+    fds: dict = {}
+    lock = threading.Lock()
+
+
+STATE = _State()
+
+
+def rank() -> int:
+    return int(os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0')) or 0)
+
+
+def geometry_path(log_dir: str, rank_: Optional[int] = None) -> str:
+    """The geometry file of a rank: rank 0 keeps the plain name, rank N adds `.rankN`."""
+    r = rank() if rank_ is None else rank_
+    name = GEOMETRY_FILE if r == 0 else GEOMETRY_FILE.replace('.jsonl', f'.rank{r}.jsonl')
+    return os.path.join(log_dir, name)
+
+
+def log_dir() -> Optional[str]:
+    return os.environ.get(ENV_DIR) or None
+
+
+def set_step(step: Optional[int]) -> None:
+    STATE.step = step
+
+
+def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,
+                 template: str, clamped: Optional[str], mismatch: Optional[dict],
+                 sample_id: str) -> dict:
+    rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
+           'sample_id': sample_id, 'image_index': image_index, 'image': key,
+           'template': template}
+    rec.update(geometry.to_dict())
+    rec.update({'clamped': clamped, 'mismatch': mismatch, 'error': None, 'time': time.time()})
+    return rec
+
+
+def failure_record(*, key: str, image_index: int, mode: str, template: str, error: str,
+                   sample_id: str) -> dict:
+    return {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
+            'sample_id': sample_id, 'image_index': image_index, 'image': key,
+            'template': template, 'error': error[:500], 'time': time.time()}
+
+
+def _mode(template_mode: str) -> str:
+    return {'transformers': 'rollout', 'vllm': 'rollout', 'lmdeploy': 'rollout',
+            'sglang': 'rollout'}.get(template_mode, 'train')
+
+
+def append_lines(path: str, records: Iterable[dict]) -> None:
+    """Append records as JSON lines with a single write on an O_APPEND descriptor."""
+    data = ''.join(json.dumps(r, separators=(',', ':')) + '\n' for r in records).encode()
+    if not data:
+        return
+    with STATE.lock:
+        key = (os.getpid(), path)
+        fd = STATE.fds.get(key)
+        if fd is None:
+            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            STATE.fds[key] = fd
+        os.write(fd, data)
+
+
+def emit(records: list) -> None:
+    """Write records to this rank's geometry file, if a run directory is configured."""
+    d = log_dir()
+    if not d or not records:
+        return
+    try:
+        append_lines(geometry_path(d), records)
+    except OSError as exc:
+        logger.warning('swift-ext could not write %s: %s', geometry_path(d), exc)
+
+
+def log_settings(settings) -> None:
+    """Log a template's effective settings and fingerprint (and write them to the run)."""
+    logger.info('swift-ext %s preprocessing fingerprint %s: %s', settings.template,
+                settings.fingerprint(), settings.to_dict())
+    d = log_dir()
+    if d:
+        try:
+            append_lines(os.path.join(d, SETTINGS_FILE), [{
+                'role': os.environ.get('SWIFT_EXT_ROLE', 'trainer'), 'rank': rank(),
+                'pid': os.getpid(), 'fingerprint': settings.fingerprint(),
+                'settings': settings.to_dict(), 'time': time.time()}])
+        except OSError as exc:
+            logger.warning('swift-ext could not write settings: %s', exc)

@@ -1,0 +1,277 @@
+"""Image geometry: what a VLM preprocessor does to an image, as arithmetic only.
+
+Importing this module imports no torch, PIL or swift: rewards and log tools can use it
+in microseconds. ``read_image_size`` imports PIL lazily, on first call.
+
+Axis conventions are spelled out in every name: PIL sizes are (width, height),
+``smart_resize`` takes (height, width), InternVL grids are (cols, rows).
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence, Tuple
+
+# qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
+MAX_RATIO = 200
+IMAGE_MIN_TOKEN_NUM = 4
+IMAGE_MAX_TOKEN_NUM = 16384
+SPATIAL_MERGE_SIZE = 2
+TEMPORAL_PATCH_SIZE = 2
+# PIL's own decompression-bomb limit is 2 * Image.MAX_IMAGE_PIXELS (~179 MP); we refuse at
+# the same point PIL would, but from the header alone.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+
+
+class GeometryError(ValueError):
+    """An image whose geometry cannot be computed: says which image, which rule, what value."""
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """What happened to one image between the user's file and the vision encoder."""
+
+    original_width: int
+    original_height: int
+    resized_width: int
+    resized_height: int
+    num_tokens: int
+    grid: Optional[Tuple[int, int, int]] = None  # (t, h_patches, w_patches), Qwen only
+    tile_cols: Optional[int] = None
+    tile_rows: Optional[int] = None
+    num_tiles: int = 1
+    thumbnail: bool = False
+
+    def _scale(self) -> Tuple[float, float]:
+        return (self.resized_width / self.original_width,
+                self.resized_height / self.original_height)
+
+    def to_resized(self, box: Sequence[float]) -> list:
+        """Map ``[x1, y1, x2, y2]`` from original pixels to the resized frame."""
+        sx, sy = self._scale()
+        x1, y1, x2, y2 = box
+        return [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
+
+    def to_original(self, box: Sequence[float]) -> list:
+        """Map ``[x1, y1, x2, y2]`` from the resized frame back to original pixels."""
+        sx, sy = self._scale()
+        x1, y1, x2, y2 = box
+        return [x1 / sx, y1 / sy, x2 / sx, y2 / sy]
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if d['grid'] is not None:
+            d['grid'] = list(d['grid'])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> 'ImageGeometry':
+        fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if fields.get('grid') is not None:
+            fields['grid'] = tuple(fields['grid'])
+        return cls(**fields)
+
+
+def _check_side(name: str, value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise GeometryError(f'{what}: `{name}` must be an integer, got {value!r}.')
+    if value <= 0:
+        raise GeometryError(f'{what}: `{name}` must be positive, got {value}.')
+    return value
+
+
+def _round_by_factor(number: float, factor: int) -> int:
+    return round(number / factor) * factor
+
+
+def _ceil_by_factor(number: float, factor: int) -> int:
+    return math.ceil(number / factor) * factor
+
+
+def _floor_by_factor(number: float, factor: int) -> int:
+    return math.floor(number / factor) * factor
+
+
+def smart_resize(*, width: int, height: int, factor: int = 28,
+                 min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
+                 name: str = 'image') -> Tuple[int, int]:
+    """qwen-vl-utils' ``smart_resize`` returning ``(width, height)``, with errors instead of zeros.
+
+    Re-implemented (not imported) so that this module needs no torch; tests pin it to
+    ``qwen_vl_utils.smart_resize`` for every accepted input.
+    """
+    _check_side('width', width, name)
+    _check_side('height', height, name)
+    if max_pixels is None:
+        max_pixels = IMAGE_MAX_TOKEN_NUM * factor ** 2
+    if min_pixels is None:
+        min_pixels = IMAGE_MIN_TOKEN_NUM * factor ** 2
+    if max_pixels < min_pixels:
+        raise GeometryError(f'{name}: `max_pixels` must be >= `min_pixels`, '
+                            f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
+    ratio = max(height, width) / min(height, width)
+    if ratio > MAX_RATIO:
+        raise GeometryError(f'{name}: aspect ratio must be at most {MAX_RATIO}, '
+                            f'got {ratio:.1f} ({width}x{height}).')
+    h_bar = max(factor, _round_by_factor(height, factor))
+    w_bar = max(factor, _round_by_factor(width, factor))
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = _floor_by_factor(height / beta, factor)
+        w_bar = _floor_by_factor(width / beta, factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = _ceil_by_factor(height * beta, factor)
+        w_bar = _ceil_by_factor(width * beta, factor)
+    if h_bar <= 0 or w_bar <= 0:
+        raise GeometryError(f'{name}: resizing {width}x{height} under max_pixels={max_pixels} '
+                            f'with factor {factor} gives a zero side ({w_bar}x{h_bar}).')
+    return w_bar, h_bar
+
+
+def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
+                  min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
+                  name: str = 'image') -> ImageGeometry:
+    """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize."""
+    factor = patch_size * merge_size
+    rw, rh = smart_resize(width=width, height=height, factor=factor,
+                          min_pixels=min_pixels, max_pixels=max_pixels, name=name)
+    grid = (1, rh // patch_size, rw // patch_size)
+    return ImageGeometry(original_width=width, original_height=height, resized_width=rw,
+                         resized_height=rh, num_tokens=grid[1] * grid[2] // merge_size ** 2,
+                         grid=grid)
+
+
+def internvl_target_ratios(min_num: int, max_num: int) -> list:
+    """Tile grids (cols, rows) in the order ms-swift's ``_dynamic_preprocess`` tries them."""
+    # The set-then-sort construction is copied on purpose: ties between grids of equal
+    # area are broken by the set's iteration order, which an equivalent list would change.
+    ratios = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
+                 for j in range(1, n + 1) if min_num <= i * j <= max_num)
+    return sorted(ratios, key=lambda x: x[0] * x[1])
+
+
+def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[Tuple[int, int]],
+                          image_size: int) -> Tuple[int, int]:
+    """The (cols, rows) grid InternVL picks: nearest aspect ratio, larger grid on ties if big."""
+    aspect_ratio = width / height
+    best_diff = float('inf')
+    best = (1, 1)
+    area = width * height
+    for cols, rows in ratios:
+        diff = abs(aspect_ratio - cols / rows)
+        if diff < best_diff:
+            best_diff = diff
+            best = (cols, rows)
+        elif diff == best_diff and area > 0.5 * image_size * image_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def internvl_geometry(*, width: int, height: int, image_size: int = 448, min_num: int = 1,
+                      max_num: int = 12, use_thumbnail: bool = True, patch_size: int = 14,
+                      downsample_ratio: float = 0.5, ratios: Optional[Sequence] = None,
+                      name: str = 'image') -> ImageGeometry:
+    """Geometry of an InternVL dynamic-resolution image: tile grid, thumbnail, tokens.
+
+    ``ratios`` overrides the candidate grids (and their order) for processors that
+    enumerate them differently, such as the transformers-native InternVL processor.
+    """
+    _check_side('width', width, name)
+    _check_side('height', height, name)
+    if min_num < 1 or max_num < min_num:
+        raise GeometryError(f'{name}: need 1 <= min_num <= max_num, '
+                            f'got min_num={min_num}, max_num={max_num}.')
+    if ratios is None:
+        ratios = internvl_target_ratios(min_num, max_num)
+    cols, rows = internvl_closest_grid(width=width, height=height, ratios=ratios,
+                                      image_size=image_size)
+    blocks = cols * rows
+    thumbnail = bool(use_thumbnail and blocks != 1)
+    num_tiles = blocks + (1 if thumbnail else 0)
+    tokens_per_tile = int((image_size // patch_size) ** 2 * downsample_ratio ** 2)
+    return ImageGeometry(original_width=width, original_height=height,
+                         resized_width=image_size * cols, resized_height=image_size * rows,
+                         num_tokens=num_tiles * tokens_per_tile, tile_cols=cols, tile_rows=rows,
+                         num_tiles=num_tiles, thumbnail=thumbnail)
+
+
+def describe_source(source: Any) -> str:
+    """A short human name for an image source, for error messages and logs."""
+    if isinstance(source, dict):
+        if source.get('path'):
+            return str(source['path'])
+        if source.get('bytes') is not None:
+            return f'<{len(source["bytes"])} bytes>'
+        return '<empty image dict>'
+    if isinstance(source, (bytes, bytearray)):
+        return f'<{len(source)} bytes>'
+    if isinstance(source, (str, os.PathLike)):
+        s = str(source)
+        return s if len(s) < 200 else s[:60] + '...'
+    return f'<{type(source).__name__}>'
+
+
+def read_image_size(source: Any, *, verify: bool = False) -> Tuple[int, int]:
+    """``(width, height)`` of an image from its header only (no pixel decode).
+
+    ``source``: a path, bytes, a ``{'path': ..., 'bytes': ...}`` dict (as ms-swift hands
+    to rewards), or a PIL image. The size reported is the stored pixel size, as PIL's
+    ``Image.open(...).size`` gives it: EXIF orientation is not applied, because neither
+    ms-swift nor qwen-vl-utils applies it before resizing.
+    A file cut short after its header reads fine here; ``verify=True`` adds PIL's
+    ``verify()`` (chunk checksums for PNG, still no pixel decode) to catch that.
+    """
+    name = describe_source(source)
+    if isinstance(source, dict):
+        if source.get('bytes') is not None:
+            source = source['bytes']
+        elif source.get('path'):
+            source = source['path']
+        else:
+            raise GeometryError(f'{name}: an image dict needs a `path` or `bytes`, '
+                                f'got keys {sorted(source)}.')
+    if hasattr(source, 'size') and hasattr(source, 'mode'):  # a PIL image
+        width, height = source.size
+        return _checked_size(width, height, name)
+    from PIL import Image, UnidentifiedImageError
+    if isinstance(source, (bytes, bytearray)):
+        if len(source) == 0:
+            raise GeometryError(f'{name}: image data is empty (0 bytes).')
+        fp = io.BytesIO(source)
+    elif isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if path.startswith('data:image') and ';base64,' in path[:100]:
+            import base64
+            fp = io.BytesIO(base64.b64decode(path.split(',', 1)[1]))
+        elif not os.path.exists(path):
+            raise GeometryError(f'{name}: image file does not exist.')
+        elif os.path.getsize(path) == 0:
+            raise GeometryError(f'{name}: image file is empty (0 bytes).')
+        else:
+            fp = path
+    else:
+        raise GeometryError(f'{name}: expected a path, bytes, dict or PIL image, '
+                            f'got {type(source).__name__}.')
+    try:
+        with Image.open(fp) as img:
+            width, height = img.size
+            if verify:
+                img.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise GeometryError(f'{name}: not a readable image ({exc}).') from exc
+    except Image.DecompressionBombError as exc:
+        raise GeometryError(f'{name}: image is more than the decompression-bomb limit '
+                            f'{MAX_IMAGE_PIXELS} pixels ({exc}).') from exc
+    return _checked_size(width, height, name)
+
+
+def _checked_size(width: int, height: int, name: str) -> Tuple[int, int]:
+    if width <= 0 or height <= 0:
+        raise GeometryError(f'{name}: image sides must be positive, got {width}x{height}.')
+    if width * height > MAX_IMAGE_PIXELS:
+        raise GeometryError(f'{name}: image is {width}x{height} = {width * height} pixels, '
+                            f'more than the decompression-bomb limit {MAX_IMAGE_PIXELS}.')
+    return width, height
