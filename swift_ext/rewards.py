@@ -110,7 +110,7 @@ class GeoReward(ORM):
         settings = resolve_settings(self.template)
         geometries = geometries_for_batch(kwargs, n, settings)
         columns = {k: v for k, v in kwargs.items()
-                   if isinstance(v, (list, tuple)) and len(v) == n and k != 'images'}
+                   if isinstance(v, (list, tuple)) and len(v) == n}
         out = []
         for i, completion in enumerate(completions):
             row = {k: v[i] for k, v in columns.items()}
