@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import mmap
 import os
+import struct
 import threading
 import time
 from typing import Iterable, Optional
@@ -26,9 +28,23 @@ SETTINGS_FILE = 'geometry_settings.jsonl'
 
 
 class _State:
-    step: Optional[int] = None
     fds: dict = {}
     lock = threading.Lock()
+    _step: Optional[int] = None
+    _shared = None  # an 8-byte shared mapping once share_step() ran (see there)
+
+    @property
+    def step(self) -> Optional[int]:
+        if self._shared is not None:
+            value = struct.unpack('q', self._shared[:8])[0]
+            return None if value < 0 else value
+        return self._step
+
+    @step.setter
+    def step(self, value: Optional[int]) -> None:
+        self._step = value
+        if self._shared is not None:
+            self._shared[:8] = struct.pack('q', -1 if value is None else int(value))
 
 
 STATE = _State()
@@ -51,6 +67,20 @@ def log_dir() -> Optional[str]:
 
 def set_step(step: Optional[int]) -> None:
     STATE.step = step
+
+
+def share_step() -> None:
+    """Let processes forked from now on (dataloader workers) see later ``set_step`` calls.
+
+    The step moves to an anonymous shared memory page, which a fork inherits as shared;
+    without this a worker keeps the step it had when it was forked. (Processes started
+    with 'spawn' still do not see it.) A batch a worker prefetches carries the step in
+    progress when it was encoded, which can be a step or two before the one it trains.
+    """
+    if STATE._shared is None:
+        step = STATE.step
+        STATE._shared = mmap.mmap(-1, 8)
+        STATE.step = step
 
 
 def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,

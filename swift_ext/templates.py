@@ -109,7 +109,7 @@ class GeoTemplateMixin:
             entry = pending[index]
             err = entry['error'] or self._predict_error(entry, inputs)
             if err is None:
-                err = GeometryError(f'{entry["name"]}: preprocessing failed ({exc}).')
+                err = GeometryError(f'{entry["name"]}: image could not be loaded ({exc}).')
             self._geo_fail(inputs, pending, err)
             raise err from exc
         if (media_type == 'image' and pending and index < len(pending)

@@ -18,6 +18,15 @@ class _Args:
     template = 'qwen2_5_vl_geo'
 
 
+@pytest.fixture(autouse=True)
+def no_templates_from_other_tests(monkeypatch):
+    # Templates built by earlier tests (with other limits) stay active process-wide; each
+    # test here starts as a fresh trainer process would, before any template is built.
+    from swift_ext import records
+    monkeypatch.setattr(records, '_ACTIVE', {})
+    STORE.clear()
+
+
 def _images(path):
     return [[{'bytes': None, 'path': path}]]
 

@@ -1,0 +1,184 @@
+"""`swift-ext review` on synthetic run folders: the numbers it computes, and what it writes."""
+import json
+import os
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from swift_ext import review
+from swift_ext.settings import default_settings
+
+SETTINGS = default_settings('qwen2_5_vl', max_pixels=401408)
+# Original sizes of the train-encoded images, rank 0 then rank 1.
+SIZES_RANK0 = [(640, 480), (1920, 1080), (50, 60), (300, 2000), (448, 448)]
+SIZES_RANK1 = [(1280, 720), (28, 28), (3000, 3000), (800, 600)]
+
+
+def geo_line(width, height, *, step, rank, mode='train', mismatch=None):
+    geo, clamped = SETTINGS.predict(width=width, height=height)
+    r = {'step': step, 'rank': rank, 'pid': 100 + rank, 'mode': mode, 'sample_id': 's',
+         'image_index': 0, 'image': f'/img/{width}x{height}.png', 'template': 'qwen2_5_vl_geo'}
+    r.update(geo.to_dict())
+    r.update({'clamped': clamped, 'mismatch': mismatch, 'error': None, 'time': 0.0})
+    return r
+
+
+def error_line(*, step, rank):
+    return {'step': step, 'rank': rank, 'pid': 1, 'mode': 'train', 'sample_id': 's',
+            'image_index': 0, 'image': '/img/missing.png', 'template': 'qwen2_5_vl_geo',
+            'error': '/img/missing.png: image file does not exist.', 'time': 0.0}
+
+
+def write_jsonl(path, rows, tail=''):
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
+        f.write(tail)
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """Two ranks (rank 1's file ends in a cut-off line), an error, a mismatch, rewards."""
+    rank0 = [geo_line(w, h, step=1 + i // 3, rank=0) for i, (w, h) in enumerate(SIZES_RANK0)]
+    rank0[1]['mismatch'] = {'num_tokens': [500, 510]}
+    rank0.append(error_line(step=2, rank=0))
+    rank0.append(geo_line(640, 480, step=1, rank=0, mode='rollout'))  # not in the train stats
+    rank1 = [geo_line(w, h, step=1 + i // 2, rank=1) for i, (w, h) in enumerate(SIZES_RANK1)]
+    write_jsonl(tmp_path / 'image_geometry.jsonl', rank0)
+    write_jsonl(tmp_path / 'image_geometry.rank1.jsonl', rank1, tail='{"step": 3, "rank": 1, "mo')
+    logs = [{'loss': 1.0, 'rewards/GeoIoU/mean': 0.2, 'rewards/GeoIoU/std': 0.1, 'reward': 0.2,
+             'vision/visual_tokens_per_image_mean': 300.0, 'global_step/max_steps': '1/2'},
+            {'loss': 0.9, 'rewards/GeoIoU/mean': 0.4, 'rewards/GeoIoU/std': 0.1, 'reward': 0.4,
+             'vision/visual_tokens_per_image_mean': 200.0, 'global_step/max_steps': '2/2'},
+            {'train_runtime': 3.0, 'global_step/max_steps': '2/2'},
+            {'global_step': 2, 'log_history': [{'rewards/GeoIoU/mean': 99.0}]}]
+    write_jsonl(tmp_path / 'logging.jsonl', logs)
+    tables = [{'step': ['1'] * 4, 'prompt': ['p'] * 4, 'completion': ['c'] * 4,
+               'GeoIoU': [0.0, 0.2, 0.4, None], 'advantages': [0.0] * 4,
+               'geo_visual_tokens': [100, 200, 300, 400]},
+              {'step': ['2'] * 4, 'prompt': ['p'] * 4, 'completion': ['c'] * 4,
+               'GeoIoU': [0.6, 0.8, 1.0, 1.0], 'advantages': [0.0] * 4,
+               'geo_visual_tokens': [500, 600, 700, 800]}]
+    write_jsonl(tmp_path / 'completions.jsonl', tables + tables[-1:])  # last step twice, as ms-swift does
+    return tmp_path
+
+
+def all_train_geometries():
+    return [SETTINGS.predict(width=w, height=h) for w, h in SIZES_RANK0 + SIZES_RANK1]
+
+
+def test_geometry_numbers(run_dir):
+    s = review.summarize(str(run_dir))
+    geos = all_train_geometries()
+    tokens = [g.num_tokens for g, _ in geos]
+    assert s['mode'] == 'train'
+    assert s['images'] == len(SIZES_RANK0) + len(SIZES_RANK1)  # both ranks, none lost
+    assert s['records_by_rank'] == {'0': 7, '1': 4}
+    assert s['records_by_mode'] == {'train': 10, 'rollout': 1}
+    d = s['visual_tokens_per_image']
+    assert d['p50'] == np.percentile(tokens, 50, method='inverted_cdf')
+    assert d['p95'] == np.percentile(tokens, 95, method='inverted_cdf')
+    assert (d['max'], d['min']) == (max(tokens), min(tokens))
+    assert d['mean'] == pytest.approx(np.mean(tokens))
+    resized_mp = [g.resized_width * g.resized_height / 1e6 for g, _ in geos]
+    assert s['resized_megapixels']['mean'] == pytest.approx(np.mean(resized_mp))
+    assert s['original_width']['max'] == 3000
+    assert s['shrunk_by_max_pixels'] == sum(c == 'max_pixels' for _, c in geos)
+    assert s['grown_by_min_pixels'] == sum(c == 'min_pixels' for _, c in geos) > 0
+    assert s['failures'] == 1
+    assert s['failure_messages'] == {'/img/missing.png: image file does not exist.': 1}
+    assert s['mismatches'] == 1 and s['mismatch_fields'] == {'num_tokens': 1}
+    assert s['tile_histogram'] == {}
+    assert s['per_step']['1']['images'] == 5  # steps 1: 3 on rank 0, 2 on rank 1
+
+
+def test_problems_are_reported_not_fatal(run_dir):
+    s = review.summarize(str(run_dir))
+    files = {f['file']: f for f in s['files']}
+    assert files['image_geometry.rank1.jsonl']['truncated_last_line']
+    assert files['image_geometry.rank1.jsonl']['lines'] == 5
+    assert files['completions.jsonl']['duplicate_lines'] == 1
+    assert any('truncated' in p for p in s['problems'])
+    os.remove(run_dir / 'completions.jsonl')
+    s = review.summarize(str(run_dir))
+    assert 'completions.jsonl: missing' in s['problems']
+    assert s['completion_rows'] == 0 and s['reward_by_token_quartile'] == []
+    assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.3)}
+
+
+def test_rewards_and_token_quartiles(run_dir):
+    s = review.summarize(str(run_dir))
+    assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.3)}  # summary lines skipped
+    assert s['reward_means_completions'] == {'GeoIoU': pytest.approx(4.0 / 7)}  # None skipped
+    assert s['completion_rows'] == 8 and s['completions_joined_by']['column'] == 8
+    quart = s['reward_by_token_quartile']
+    assert [(g['min_tokens'], g['max_tokens'], g['rows']) for g in quart] == [
+        (100, 200, 2), (300, 400, 2), (500, 600, 2), (700, 800, 2)]
+    assert [g['reward_means']['GeoIoU'] for g in quart] == pytest.approx([0.1, 0.4, 0.7, 1.0])
+    assert [p for p, _ in s['series']['vision/visual_tokens_per_image_mean']] == [1, 2]
+
+
+def test_join_by_step_without_the_geometry_column(run_dir):
+    tables = [{'step': ['1', '1'], 'GeoIoU': [0.0, 1.0]}, {'step': ['2'], 'GeoIoU': [0.5]}]
+    write_jsonl(run_dir / 'completions.jsonl', tables)
+    s = review.summarize(str(run_dir))
+    assert s['completions_joined_by'] == {'column': 0, 'step': 3, 'none': 0}
+    # Step 1 has a rollout encode (the 640x480 image): its rows get that image's tokens.
+    # Step 2 has none: its row gets the mean of step 2's train encodes (both ranks).
+    step1 = SETTINGS.predict(width=640, height=480)[0].num_tokens
+    geos = all_train_geometries()
+    step2 = np.mean([g.num_tokens for g, _ in geos[3:5] + geos[7:9]])
+    by_tokens = {g['min_tokens']: g for g in s['reward_by_token_quartile']}
+    assert by_tokens[step1]['rows'] == 2 and by_tokens[step1]['reward_means']['GeoIoU'] == 0.5
+    assert by_tokens[round(step2)]['rows'] == 1
+
+
+def test_percentile_matches_numpy():
+    rng = np.random.default_rng(0)
+    values = rng.integers(1, 50, size=997)
+    counter = Counter(values.tolist())
+    for q in (1, 25, 50, 90, 95, 99, 100):
+        assert review.percentile(counter, q) == np.percentile(values, q, method='inverted_cdf')
+    assert review.percentile(Counter(), 50) is None
+
+
+def test_tiled_runs_get_a_tile_histogram(tmp_path):
+    ivl = default_settings('internvl3_5')
+    rows = []
+    for w, h in [(448, 448), (1000, 500), (2000, 400), (1000, 500)]:
+        geo, clamped = ivl.predict(width=w, height=h)
+        rows.append({'step': 1, 'rank': 0, 'mode': 'train', **geo.to_dict(), 'clamped': clamped,
+                     'mismatch': None, 'error': None})
+    write_jsonl(tmp_path / 'image_geometry.jsonl', rows)
+    s = review.summarize(str(tmp_path))
+    expected = Counter(str(ivl.predict(width=w, height=h)[0].num_tiles)
+                       for w, h in [(448, 448), (1000, 500), (2000, 400), (1000, 500)])
+    assert s['tile_histogram'] == dict(expected)
+
+
+def test_cli_writes_report_and_plots(run_dir, capsys):
+    assert review.main([str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert 'Images (train encodes): 9' in out and 'report.html' in out
+    report = run_dir / 'review' / 'report.html'
+    assert report.exists()
+    pngs = sorted(p.name for p in (run_dir / 'review').glob('*.png'))
+    assert pngs == ['megapixels.png', 'reward_vs_tokens.png', 'rewards.png', 'vision_metrics.png',
+                    'visual_tokens.png']
+    page = report.read_text()
+    assert page.count('data:image/png;base64,') == len(pngs)  # self-contained
+
+
+def test_cli_json_and_no_plots(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / 'elsewhere'
+    assert review.main([str(run_dir), '--json', '--no-plots', '--out', str(out_dir)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data['images'] == 9 and '_histograms' not in data
+    assert (out_dir / 'report.html').exists() and not list(out_dir.glob('*.png'))
+
+
+def test_cli_on_an_empty_or_missing_folder(tmp_path, capsys):
+    assert review.main([str(tmp_path / 'nope')]) == 2
+    assert review.main([str(tmp_path), '--no-plots']) == 0
+    out = capsys.readouterr().out
+    assert 'no image_geometry*.jsonl' in out and 'logging.jsonl: missing' in out
