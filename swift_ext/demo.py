@@ -124,8 +124,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         model_type = SWIFT_MODEL_TYPES[family]
     dataset = ns.dataset
     if dataset is None:
-        from .demo_data import make_dataset
-        dataset = make_dataset(os.path.join(out, 'data'), row_max_pixels={'large': 200704})
+        from .demo_data import DEMO_ROW_MAX_PIXELS, make_dataset
+        dataset = make_dataset(os.path.join(out, 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
     from swift import rlhf_main
     rlhf_main(build_args(ns, model, model_type, dataset, os.path.join(out, 'output')))
     print('\nWhat the reward functions saw, per image (random tiny model: rewards are 0, '

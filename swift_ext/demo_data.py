@@ -14,6 +14,8 @@ DEMO_SIZES: Tuple[Tuple[str, int, int], ...] = (
     ('large', 1280, 960),
     ('square', 448, 448),
 )
+# The demo gives its largest image a per-row limit, to show chat_template_kwargs at work.
+DEMO_ROW_MAX_PIXELS = {'large': 200704}
 PROMPT = ('<image>Locate the red box in the image and output its bbox coordinates in JSON '
           'format, like [{"bbox_2d": [x1, y1, x2, y2], "label": "red box"}].')
 

@@ -153,6 +153,7 @@ class PlanStats:
     only_next_to_dataset: int = 0
     failures: list = field(default_factory=list)  # (row, image_index, image, message)
     sweep: Dict[int, list] = field(default_factory=dict)  # value -> [tokens, shrunk, failures]
+    verified: bool = False  # whether --verify checked file bodies, not just headers
 
     def merge(self, other: 'PlanStats') -> None:
         for name in ('rows', 'rows_with_images', 'images', 'shrunk', 'grown', 'remote',
@@ -269,7 +270,7 @@ def plan_dataset(path: str, settings: PreprocessSettings, *, sweep: Sequence[int
     """Plan every row of the dataset at ``path`` with ``workers`` processes (all cores by default)."""
     workers = workers or os.cpu_count() or 1
     init = (settings, tuple(sweep), os.path.dirname(os.path.abspath(path)), verify)
-    total = PlanStats(sweep={v: [0, 0, 0] for v in sweep})
+    total = PlanStats(sweep={v: [0, 0, 0] for v in sweep}, verified=verify)
     chunks = _chunks(iter_rows(path), CHUNK_ROWS)
     if workers == 1:
         _init_worker(*init)
@@ -301,6 +302,7 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
         'visual_tokens_per_image': describe(stats.tokens_per_image),
         'visual_tokens_per_sample': per_sample,
         'tile_histogram': {str(k): v for k, v in sorted(stats.tiles.items())},
+        'verified': stats.verified,
         'shrunk_by_max_pixels': stats.shrunk, 'grown_by_min_pixels': stats.grown,
         'remote_images_not_checked': stats.remote,
         'relative_paths_only_next_to_dataset': stats.only_next_to_dataset,
@@ -338,6 +340,8 @@ def format_text(s: dict) -> str:
         lines.append(f'  {where}: {f["error"]}')
     if len(failures) > MAX_FAILURES_SHOWN:
         lines.append(f'  ... and {len(failures) - MAX_FAILURES_SHOWN} more (see --json)')
+    if not s.get('verified'):
+        lines.append('  (headers only: files cut short after their header are found with --verify)')
     if s['sweep']:
         lines.append(f'Sweep (value applied as {s["sweep"][0]["applied_as"]}):')
         lines.append(f'  {"pixels":>10s} {"tokens total":>14s} {"shrunk":>8s} {"failing":>8s}')

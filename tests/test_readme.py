@@ -1,0 +1,59 @@
+"""README's examples run as written, and its plan output is what the command prints."""
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+import swift_ext.plugin  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = open(os.path.join(ROOT, 'README.md')).read()
+
+
+def _block(after: str, lang: str = 'python') -> str:
+    start = README.index(after)
+    m = re.compile(rf'```{lang}\n(.*?)```', re.S).search(README, start)
+    return m.group(1)
+
+
+def test_readme_commands_match_ci():
+    # The test command README gives is the one CI runs.
+    assert 'bash scripts/test.sh' in README
+    assert 'bash scripts/test.sh' in open(os.path.join(ROOT, '.ci', 'run')).read()
+
+
+def test_custom_reward_example(tmp_path, sample_images, monkeypatch):
+    code = _block('### Your own reward with geometry')
+    (tmp_path / 'my_plugin.py').write_text(code)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import my_plugin
+    from swift.rewards import orms
+    cls = orms['center_hit']
+    assert cls is my_plugin.center_hit and cls.__name__ == 'CenterHit'
+
+    class Args:
+        template = 'qwen2_5_vl_geo'
+    images = [[{'bytes': None, 'path': sample_images['landscape']}]] * 3  # 640x480 -> 644x476
+    out = cls(args=Args())(['[{"bbox_2d": [200, 150, 240, 190]}]', '[{"bbox_2d": [600, 400, 640, 470]}]', 'none'],
+                           images=images, solution=[[100, 100, 300, 300]] * 3)
+    assert out == [1.0, 0.0, 0.0]
+
+
+def test_iou_score_example():
+    from swift_ext.geometry import qwen_geometry
+    from swift_ext.scoring import iou_score
+    geo = qwen_geometry(width=640, height=480)
+    assert iou_score('[{"bbox_2d": [64.4, 47.6, 322, 238]}]', [64, 48, 320, 240], geo, 'abs') == pytest.approx(1.0)
+
+
+def test_plan_output_in_readme(tmp_path):
+    from swift_ext.demo_data import DEMO_ROW_MAX_PIXELS, make_dataset
+    data = make_dataset(str(tmp_path / 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
+    out = subprocess.run([sys.executable, '-m', 'swift_ext.cli', 'plan', data, '--template', 'qwen2_5_vl_geo'],
+                         capture_output=True, text=True, check=True).stdout
+    head = '$ swift-ext plan demo_run/data/grounding.jsonl --template qwen2_5_vl_geo\n'
+    start = README.index(head) + len(head)
+    documented = README[start:README.index('```', start)]
+    assert out.strip() == documented.strip()
