@@ -13,12 +13,12 @@ import multiprocessing
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .geometry import GeometryError, describe_source, read_image_size
 from .review import describe
-from .settings import INTERNVL, QWEN, PreprocessSettings, default_settings
+from .settings import INTERNVL, QWEN, PreprocessSettings, settings_from_environment
 
 # Pixel budgets compared by default: 256, 512, 1024, 1280 and 16384 tokens of 28x28 pixels.
 DEFAULT_SWEEP = (200704, 401408, 802816, 1003520, 12845056)
@@ -46,34 +46,12 @@ does (working directory, then ROOT_IMAGE_DIR)."""
 
 
 # --- settings ---------------------------------------------------------------------------------
-def _env_int(env: Dict[str, str], name: str) -> Optional[int]:
-    value = env.get(name)
-    if value in (None, ''):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
-
-
 def plan_settings(template: str, *, max_pixels: Optional[int] = None,
                   min_pixels: Optional[int] = None, max_num: Optional[int] = None,
                   env: Optional[Dict[str, str]] = None) -> PreprocessSettings:
     """The settings a `_geo` template would run with, under these flags and environment."""
-    env = dict(os.environ if env is None else env)
-    base = default_settings(template)
-    limits: Dict[str, Optional[int]] = {'swift_max_pixels': max_pixels}
-    if base.family == QWEN:
-        limits['max_pixels'] = _env_int(env, 'MAX_PIXELS')
-        limits['min_pixels'] = min_pixels if min_pixels is not None else _env_int(env, 'MIN_PIXELS')
-    elif base.tile_order == 'swift':  # ms-swift's own InternVL tiling reads MAX_NUM / INPUT_SIZE
-        limits['max_num'] = max_num if max_num is not None else _env_int(env, 'MAX_NUM')
-        size = _env_int(env, 'INPUT_SIZE')
-        if size:
-            base = replace(base, image_size=size, tokens_per_tile=int((size // 14) ** 2 * 0.25))
-    else:
-        limits['max_num'] = max_num
-    return base.with_limits(**limits)
+    return settings_from_environment(template, swift_max_pixels=max_pixels, min_pixels=min_pixels,
+                                     max_num=max_num, env=env)
 
 
 def sweep_settings(settings: PreprocessSettings, value: int) -> PreprocessSettings:

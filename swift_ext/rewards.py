@@ -21,20 +21,23 @@ from .boxes import is_well_formed
 from .geometry import GeometryError, ImageGeometry, describe_source, read_image_size
 from .records import STORE, active_settings, image_key, row_limits_key, warn_once
 from .scoring import iou_score
-from .settings import PreprocessSettings, base_template_name, default_settings
+from .settings import PreprocessSettings, base_template_name, settings_from_environment
 
 from swift.rewards import ORM
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_settings(template: Optional[str] = None) -> Optional[PreprocessSettings]:
-    """The active `_geo` template's settings: built in this process, else its defaults."""
+def resolve_settings(template: Optional[str] = None,
+                     swift_max_pixels: Optional[int] = None) -> Optional[PreprocessSettings]:
+    """The active `_geo` template's settings: the one built in this process, else the named
+    template's under ms-swift's flags and environment (`MAX_PIXELS`, `MAX_NUM`, ...)."""
     settings = active_settings(template) if template else active_settings()
     if settings is None and template:
         try:
-            settings = default_settings(template)
-        except ValueError:
+            settings = settings_from_environment(template, swift_max_pixels=swift_max_pixels)
+        except ValueError as exc:
+            warn_once('settings-env', f'swift-ext rewards cannot read the settings: {exc}')
             return None
     return settings
 
@@ -107,7 +110,7 @@ class GeoReward(ORM):
 
     def __call__(self, completions: List[str], **kwargs) -> List[Optional[float]]:
         n = len(completions)
-        settings = resolve_settings(self.template)
+        settings = resolve_settings(self.template, getattr(self.args, 'max_pixels', None))
         geometries = geometries_for_batch(kwargs, n, settings)
         columns = {k: v for k, v in kwargs.items()
                    if isinstance(v, (list, tuple)) and len(v) == n}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping, Optional, Tuple
 
@@ -181,6 +182,40 @@ def default_settings(template: str, **limits: Optional[int]) -> PreprocessSettin
     base = base_template_name(template)
     s = PreprocessSettings(template=base + '_geo', **_FAMILY_DEFAULTS[base])
     return s.with_limits(**limits)
+
+
+def settings_from_environment(template: str, *, swift_max_pixels: Optional[int] = None,
+                              min_pixels: Optional[int] = None, max_num: Optional[int] = None,
+                              env: Optional[Mapping[str, str]] = None) -> PreprocessSettings:
+    """The settings a `_geo` template runs with under ms-swift's flags and environment.
+
+    Reads `MAX_PIXELS` / `MIN_PIXELS` (Qwen) and `MAX_NUM` / `INPUT_SIZE` (ms-swift's own
+    InternVL tiling) the way ms-swift does; the transformers-native InternVL reads neither.
+    """
+    env = os.environ if env is None else env
+    base = default_settings(template)
+    limits: dict = {'swift_max_pixels': swift_max_pixels}
+    if base.family == QWEN:
+        limits['max_pixels'] = _env_int(env, 'MAX_PIXELS')
+        limits['min_pixels'] = min_pixels if min_pixels is not None else _env_int(env, 'MIN_PIXELS')
+    elif base.tile_order == 'swift':
+        limits['max_num'] = max_num if max_num is not None else _env_int(env, 'MAX_NUM')
+        size = _env_int(env, 'INPUT_SIZE')
+        if size:
+            base = replace(base, image_size=size, tokens_per_tile=int((size // 14) ** 2 * 0.25))
+    else:
+        limits['max_num'] = max_num
+    return base.with_limits(**limits)
+
+
+def _env_int(env: Mapping[str, str], name: str) -> Optional[int]:
+    value = env.get(name)
+    if value in (None, ''):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
 
 
 def diff_settings(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:

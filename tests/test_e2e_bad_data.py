@@ -19,7 +19,6 @@ import zlib
 import pytest
 from PIL import Image
 
-from swift_ext.tiny_models import SWIFT_MODEL_TYPES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from PIL import Image
 
 from swift_ext.demo_data import DEMO_SIZES, make_dataset

@@ -135,7 +135,7 @@ def test_transformers_own_resize_differs_on_thin_images():
 @given(width=st.integers(1, 8000), height=st.integers(1, 8000), max_num=st.integers(1, 40))
 def test_internvl_tiles_match_ms_swift(width, height, max_num):
     # ms-swift's own _dynamic_preprocess on a real image gives the same tile count.
-    from swift.template.vision_utils import _dynamic_preprocess, _find_closest_aspect_ratio
+    from swift.template.vision_utils import _find_closest_aspect_ratio
     geo = internvl_geometry(width=width, height=height, max_num=max_num)
     ratios = sorted(set((i, j) for n in range(1, max_num + 1) for i in range(1, n + 1)
                         for j in range(1, n + 1) if 1 <= i * j <= max_num), key=lambda x: x[0] * x[1])
