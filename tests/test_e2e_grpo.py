@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from swift_ext.demo_data import DEMO_SIZES, make_dataset
@@ -113,3 +114,17 @@ def test_grpo_internvl_hf(tiny_model, tmp_path):
         assert geo['resized_width'] == 448 * geo['tile_cols']
         assert line['coords'] == 'norm1000'
         assert line['from_template'] == [True]
+
+
+@pytest.mark.parametrize('family,patch', [('qwen2_vl', 14), ('qwen3_vl', 16)])
+def test_grpo_other_qwen_families(tiny_model, tmp_path, family, patch):
+    # Qwen2-VL and Qwen3-VL (factor 32) end to end on two shapes; both write 0-1000 boxes.
+    sizes = [('tiny', 50, 60), ('wide', 1000, 40)]
+    lines, _, _ = run_grpo(tiny_model, tmp_path, family, sizes=sizes)
+    assert len(lines) == 4
+    for line in lines:
+        path, geo = line['paths'][0], line['geometry'][0]
+        size = qwen_expected(path, patch=patch)
+        assert (geo['resized_width'], geo['resized_height']) == size, path
+        assert geo['num_tokens'] == size[0] * size[1] // (patch * 2) ** 2
+        assert line['coords'] == 'norm1000' and line['from_template'] == [True]
