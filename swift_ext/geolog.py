@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 ENV_DIR = 'SWIFT_EXT_GEO_LOG_DIR'
 GEOMETRY_FILE = 'image_geometry.jsonl'
 SETTINGS_FILE = 'geometry_settings.jsonl'
+# Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
+ENV_ROLE = 'SWIFT_EXT_ROLE'
 
 
 class _State:
@@ -132,16 +134,40 @@ def emit(records: list) -> None:
         logger.warning('swift-ext could not write %s: %s', geometry_path(d), exc)
 
 
+def role() -> str:
+    """This process's side of the run, from ``SWIFT_EXT_ROLE`` (default 'trainer')."""
+    return os.environ.get(ENV_ROLE) or 'trainer'
+
+
 def log_settings(settings) -> None:
-    """Log a template's effective settings and fingerprint (and write them to the run)."""
-    logger.info('swift-ext %s preprocessing fingerprint %s: %s', settings.template,
-                settings.fingerprint(), settings.to_dict())
+    """Log a template's effective settings and fingerprint (and write them to the run).
+
+    The log line ends with the settings as JSON, so `swift-ext check` can read them back
+    from a captured log.
+    """
+    fingerprint = settings.fingerprint()
+    _settings_logger().info(
+        'swift-ext %s preprocessing fingerprint %s (role %s, rank %d, pid %d): %s',
+        settings.template, fingerprint, role(), rank(), os.getpid(),
+        json.dumps(settings.to_dict(), sort_keys=True))
     d = log_dir()
     if d:
         try:
             append_lines(os.path.join(d, SETTINGS_FILE), [{
-                'role': os.environ.get('SWIFT_EXT_ROLE', 'trainer'), 'rank': rank(),
-                'pid': os.getpid(), 'fingerprint': settings.fingerprint(),
+                'role': role(), 'rank': rank(),
+                'pid': os.getpid(), 'fingerprint': fingerprint,
                 'settings': settings.to_dict(), 'time': time.time()}])
         except OSError as exc:
             logger.warning('swift-ext could not write settings: %s', exc)
+
+
+def _settings_logger() -> logging.Logger:
+    """This module's logger, or ms-swift's where only ms-swift's prints anything.
+
+    Under `swift sft` / `rlhf` / `rollout` nothing configures the root logger, so an INFO
+    line from `swift_ext` would be dropped; ms-swift's own logger prints it.
+    """
+    if logger.hasHandlers():
+        return logger
+    swift_logger = logging.getLogger('swift')
+    return swift_logger if swift_logger.handlers else logger
