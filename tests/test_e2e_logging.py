@@ -1,0 +1,412 @@
+"""Real `swift sft` / `swift rlhf --rlhf_type grpo` runs with `--callbacks geo_log` on the tiny
+Qwen2.5-VL, then `swift-ext review`: the geometry log is what the libraries did to each file,
+survives a SIGKILL, is complete and untorn with two ranks and dataloader workers, and a
+resumed run adds to it without touching the first run's file.
+
+Every run is a CLI subprocess (12-20 s each, nearly all start-up), on small images.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from typing import Dict, List, Tuple
+
+import pytest
+from PIL import Image
+
+from swift_ext.demo_data import box_for, make_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')
+BIN = os.path.dirname(sys.executable)
+SWIFT = os.path.join(BIN, 'swift')
+SWIFT_EXT = os.path.join(BIN, 'swift-ext')
+TIMEOUT = 300  # seconds, per CLI run
+
+# GRPO: one prompt of each shape; 2 prompts x 2 generations a step, so 2 steps see all 4.
+GRPO_SIZES = (('tiny', 50, 60), ('landscape', 160, 120), ('portrait', 90, 150),
+              ('wide', 300, 40))
+# SFT: 16 distinct small images (distinct names and sizes), so a record names its sample.
+SFT_SIZES = tuple((f'img{i:02d}', 40 + 13 * i, 30 + 11 * ((5 * i) % 16)) for i in range(16))
+RUN_PNGS = ('visual_tokens.png', 'megapixels.png', 'vision_metrics.png')
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def sft_dataset(out_dir, sizes=SFT_SIZES) -> str:
+    """make_dataset's grounding rows, each with the box as the assistant's answer."""
+    path = make_dataset(out_dir, sizes=sizes)
+    rows = [json.loads(x) for x in open(path)]
+    out = os.path.join(out_dir, 'sft.jsonl')
+    with open(out, 'w') as f:
+        for row in rows:
+            answer = json.dumps([{'bbox_2d': row['solution'], 'label': 'red box'}])
+            row['messages'].append({'role': 'assistant', 'content': answer})
+            f.write(json.dumps(row) + '\n')
+    return out
+
+
+def swift_cmd(kind: str, model: str, data: str, out: str, *extra: str) -> List[str]:
+    head = [SWIFT, 'rlhf', '--rlhf_type', 'grpo'] if kind == 'grpo' else [SWIFT, 'sft']
+    return [*head, '--model', model, '--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl_geo',
+            '--external_plugins', PLUGIN, '--callbacks', 'geo_log', '--dataset', data,
+            '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
+            '--check_model', 'false', '--output_dir', out, '--logging_steps', '1',
+            '--gradient_accumulation_steps', '1', '--seed', '1', *extra]
+
+
+def run(cmd: List[str], env=None) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, **(env or {})})
+    assert proc.returncode == 0, (proc.returncode, _traceback(proc.stdout + proc.stderr))
+    return proc
+
+
+def _traceback(text: str) -> str:
+    i = text.rfind('Traceback')
+    return text[i:][-4000:] if i >= 0 else text[-3000:]
+
+
+def run_dirs(out: str) -> List[str]:
+    """The `v<N>-<timestamp>` folders ms-swift made under --output_dir, oldest first."""
+    found = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')] \
+        if os.path.isdir(out) else []
+    return sorted(found, key=lambda d: int(os.path.basename(d)[1:].split('-')[0]))
+
+
+def read_lines(path: str) -> List[dict]:
+    """Every line of a JSON-lines file; each must be whole (newline-ended) and parse."""
+    data = open(path, 'rb').read()
+    assert data.endswith(b'\n'), f'{path}: last line is not complete'
+    return [json.loads(x) for x in data.splitlines()]
+
+
+def step_logs(run_dir: str) -> List[dict]:
+    """logging.jsonl's per-step lines (not the end-of-run summary or final state)."""
+    out = []
+    for rec in read_lines(os.path.join(run_dir, 'logging.jsonl')):
+        if 'loss' in rec and 'train_runtime' not in rec and 'log_history' not in rec:
+            out.append(rec)
+    return out
+
+
+def log_step(rec: dict) -> int:
+    return int(rec['global_step/max_steps'].split('/')[0])
+
+
+def review(run_dir: str, *args: str) -> Tuple[subprocess.CompletedProcess, dict]:
+    """`swift-ext review RUN_DIR --json`: exit code 0, the summary, report.html written."""
+    proc = subprocess.run([SWIFT_EXT, 'review', run_dir, '--json', *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isfile(os.path.join(run_dir, 'review', 'report.html'))
+    return proc, json.loads(proc.stdout)
+
+
+def expected_size(path: str) -> Tuple[int, int]:
+    """What qwen-vl-utils makes of the file as ms-swift calls it (no --max_pixels, no row limit)."""
+    from qwen_vl_utils import fetch_image
+    from swift.template.vision_utils import load_image
+    return fetch_image({'image': load_image(path)}, image_patch_size=14).size
+
+
+def check_records(lines: List[dict]) -> None:
+    """Each record is what the libraries did to its file: original, resized, grid and tokens."""
+    cache: Dict[str, Tuple[int, int]] = {}
+    for r in lines:
+        path = r['image']
+        if path not in cache:
+            cache[path] = expected_size(path)
+        w, h = cache[path]
+        assert r['error'] is None and r['mismatch'] is None, r
+        assert r['template'] == 'qwen2_5_vl_geo'
+        assert (r['original_width'], r['original_height']) == Image.open(path).size, r
+        assert (r['resized_width'], r['resized_height']) == (w, h), r
+        assert r['grid'] == [1, h // 14, w // 14], r
+        assert r['num_tokens'] == w * h // 28 ** 2, r
+
+
+def check_vision_metrics(run_dir: str, lines: List[dict]) -> None:
+    """Each logged step's `vision/` values equal those of the train records tagged with it.
+
+    Exact where encodes happen in the trainer's process between step ends: GRPO, or SFT with
+    ``--dataloader_num_workers 0``.
+    """
+    by_step = defaultdict(list)
+    for r in lines:
+        if r['mode'] == 'train':
+            by_step[r['step']].append(r)
+    logs = step_logs(run_dir)
+    assert sorted(log_step(x) for x in logs) == sorted(by_step)
+    for rec in logs:
+        recs = by_step[log_step(rec)]
+        tokens = [r['num_tokens'] for r in recs]
+        mp = [r['resized_width'] * r['resized_height'] / 1e6 for r in recs]
+        assert rec['vision/images_per_step'] == len(recs)
+        assert rec['vision/failed_images_per_step'] == 0
+        assert rec['vision/visual_tokens_per_image_mean'] == pytest.approx(
+            sum(tokens) / len(tokens), abs=1e-6)
+        assert rec['vision/visual_tokens_per_image_max'] == max(tokens)
+        assert rec['vision/resized_megapixels_mean'] == pytest.approx(sum(mp) / len(mp), abs=1e-6)
+        assert rec['vision/clamped_by_max_pixels_frac'] == 0
+
+
+def check_review_counts(summary: dict, lines: List[dict]) -> None:
+    modes = Counter(r['mode'] for r in lines)
+    assert summary['records_by_mode'] == dict(modes)
+    assert sum(summary['records_by_mode'].values()) == len(lines)
+    assert summary['images'] == modes['train']  # the report describes the train encodes
+    assert summary['failures'] == 0 and summary['mismatches'] == 0
+    assert not [p for p in summary['problems'] if 'image_geometry' in p], summary['problems']
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def group_alive(pgid: int) -> List[int]:
+    """Pids (not zombies) still in process group ``pgid``."""
+    alive = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f'/proc/{pid}/stat').read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(')') + 2:].split()  # state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] != 'Z':
+            alive.append(int(pid))
+    return alive
+
+
+# --- 1. GRPO and SFT, then review -----------------------------------------------------------------
+def test_grpo_geo_log_and_review(tiny_model, tmp_path):
+    data = make_dataset(str(tmp_path / 'data'), sizes=GRPO_SIZES)
+    out = str(tmp_path / 'out')
+    run(swift_cmd('grpo', tiny_model('qwen2_5_vl'), data, out,
+                  '--reward_funcs', 'geo_iou', 'geo_format', '--num_generations', '2',
+                  '--per_device_train_batch_size', '4', '--max_completion_length', '4',
+                  '--max_steps', '2', '--log_completions', 'true', '--save_strategy', 'no',
+                  '--dataloader_num_workers', '0'))
+    [run_dir] = run_dirs(out)
+    lines = read_lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    # Per step: 2 prompts x 2 generations, each encoded once for the rollout, once for training.
+    assert Counter((r['step'], r['mode']) for r in lines) == {
+        (1, 'rollout'): 4, (1, 'train'): 4, (2, 'rollout'): 4, (2, 'train'): 4}
+    assert {r['rank'] for r in lines} == {0}
+    check_records(lines)
+    assert {os.path.basename(r['image']) for r in lines} == {
+        f'{n}_{w}x{h}.png' for n, w, h in GRPO_SIZES}
+    check_vision_metrics(run_dir, lines)
+
+    # completions.jsonl: the callback's columns hold, row by row, the geometry of the row's
+    # own image (found through its solution box), the same as the step's train records.
+    by_box = {tuple(box_for(w, h)): f'{n}_{w}x{h}.png' for n, w, h in GRPO_SIZES}
+    tables = read_lines(os.path.join(run_dir, 'completions.jsonl'))
+    assert len(tables) == 3  # steps 1, 2, and step 2 again (ms-swift logs its last step twice)
+    assert tables[1] == tables[2]
+    train = {(r['step'], os.path.basename(r['image'])): r for r in lines if r['mode'] == 'train'}
+    for table in tables[:2]:
+        assert len(table['step']) == 4
+        for i, step in enumerate(table['step']):
+            rec = train[(int(step), by_box[tuple(table['solution'][i])])]
+            original = f'{rec["original_width"]}x{rec["original_height"]}'
+            resized = f'{rec["resized_width"]}x{rec["resized_height"]}'
+            assert (table['geo_original_size'][i], table['geo_resized_size'][i]) == (original, resized)
+            assert table['geo_visual_tokens'][i] == rec['num_tokens']
+
+    _, summary = review(run_dir)
+    check_review_counts(summary, lines)
+    assert summary['problems'] == []
+    assert summary['completion_rows'] == 8
+    assert summary['completions_joined_by'] == {'column': 8, 'step': 0, 'none': 0}
+    assert summary['visual_tokens_per_image']['max'] == max(r['num_tokens'] for r in lines)
+    for png in RUN_PNGS + ('rewards.png', 'reward_vs_tokens.png'):
+        assert os.path.getsize(os.path.join(run_dir, 'review', png)) > 0, png
+
+
+@pytest.fixture(scope='module')
+def resumed_sft(tiny_model, tmp_path_factory):
+    """An SFT run of 2 steps saving checkpoint-2, then a run resumed from it to step 4.
+
+    Returns (first run dir, second run dir, the first run's geometry file bytes before the
+    resume). Module-scoped: the SFT review test reads the first run, the resume test both.
+    """
+    root = tmp_path_factory.mktemp('resume')
+    data = sft_dataset(str(root / 'data'))
+    out = str(root / 'out')
+    model = tiny_model('qwen2_5_vl')
+    common = ('--per_device_train_batch_size', '2', '--save_strategy', 'steps',
+              '--save_steps', '2', '--dataloader_num_workers', '0')
+    run(swift_cmd('sft', model, data, out, *common, '--max_steps', '2'))
+    [first] = run_dirs(out)
+    before = open(os.path.join(first, 'image_geometry.jsonl'), 'rb').read()
+    checkpoint = os.path.join(first, 'checkpoint-2')
+    assert os.path.isdir(checkpoint)
+    run(swift_cmd('sft', model, data, out, *common, '--max_steps', '4',
+                  '--resume_from_checkpoint', checkpoint))
+    first_again, second = run_dirs(out)
+    assert first_again == first
+    return first, second, before
+
+
+def test_sft_geo_log_and_review(resumed_sft):
+    run_dir = resumed_sft[0]
+    lines = read_lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    # No dataloader worker: each step's batch (2 samples, one image each) is encoded once,
+    # in the trainer's process, right before the step.
+    assert Counter(r['step'] for r in lines) == {1: 2, 2: 2}
+    assert {r['mode'] for r in lines} == {'train'}
+    check_records(lines)
+    check_vision_metrics(run_dir, lines)
+    _, summary = review(run_dir)
+    check_review_counts(summary, lines)
+    assert summary['images'] == len(lines) == 4
+    assert summary['problems'] == ['completions.jsonl: missing']  # SFT writes none
+    for png in RUN_PNGS:
+        assert os.path.getsize(os.path.join(run_dir, 'review', png)) > 0, png
+
+
+# --- 2. SIGKILL mid-run -------------------------------------------------------------------------
+def test_sigkill_leaves_whole_lines_and_review_copes(tiny_model, tmp_path):
+    data = sft_dataset(str(tmp_path / 'data'))
+    out = str(tmp_path / 'out')
+    # Far more steps than it will live for; one dataloader worker, so the records are
+    # written by a second process of the group as well.
+    cmd = swift_cmd('sft', tiny_model('qwen2_5_vl'), data, out, '--max_steps', '500',
+                    '--per_device_train_batch_size', '2', '--save_strategy', 'no',
+                    '--dataloader_num_workers', '1')
+    with open(tmp_path / 'run.log', 'wb') as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        path = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            dirs = run_dirs(out)
+            path = os.path.join(dirs[-1], 'image_geometry.jsonl') if dirs else None
+            if path and os.path.exists(path) and open(path, 'rb').read().count(b'\n') >= 6:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, _traceback((tmp_path / 'run.log').read_text())
+        assert path is not None and os.path.exists(path), 'no geometry lines before the deadline'
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    for _ in range(50):  # the trainer and its dataloader worker die with the group
+        if not group_alive(proc.pid):
+            break
+        time.sleep(0.1)
+    assert group_alive(proc.pid) == []
+
+    data_ = open(path, 'rb').read()
+    whole, _, tail = data_.rpartition(b'\n')
+    records = [json.loads(x) for x in whole.split(b'\n')]  # every line but a torn last one
+    assert len(records) >= 6
+    if tail:  # a write cut short: never seen (one os.write per batch), but allowed
+        with pytest.raises(ValueError):
+            json.loads(tail)
+    check_records(records)
+
+    # A write in flight at the kill, simulated: half a record, no newline.
+    torn = json.dumps(records[-1]).encode()[:40]
+    with open(path, 'ab') as f:
+        f.write(torn)
+    _, summary = review(os.path.dirname(path))
+    [geo] = [f for f in summary['files'] if f['file'] == 'image_geometry.jsonl']
+    assert geo['truncated_last_line'] and geo['bad_lines'] == 0
+    assert 'image_geometry.jsonl: last line is truncated (ignored)' in summary['problems']
+    assert summary['images'] == sum(r['mode'] == 'train' for r in records) == len(records)
+    # The terminal summary too, with the same exit code.
+    proc = subprocess.run([SWIFT_EXT, 'review', os.path.dirname(path), '--no-plots'], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert 'last line is truncated' in proc.stdout
+    assert f'Images (train encodes): {len(records)}' in proc.stdout
+
+
+# --- 3. Two ranks ---------------------------------------------------------------------------------
+def test_two_ranks_with_two_dataloader_workers(tiny_model, tmp_path):
+    data = sft_dataset(str(tmp_path / 'data'))
+    out = str(tmp_path / 'out')
+    # `NPROC_PER_NODE=2 swift sft` runs `python -m torch.distributed.run --nproc_per_node 2`.
+    # On a machine without a GPU, accelerate makes a multi-process CPU (gloo) run only when
+    # told to use the CPU (`--use_cpu true`); without it each rank trains alone, unsynced.
+    # 16 samples / (2 ranks x 2 per batch) = 4 steps: exactly one epoch of each rank's shard.
+    run(swift_cmd('sft', tiny_model('qwen2_5_vl'), data, out, '--max_steps', '4',
+                  '--per_device_train_batch_size', '2', '--save_strategy', 'no',
+                  '--dataloader_num_workers', '2', '--use_cpu', 'true'),
+        env={'NPROC_PER_NODE': '2', 'MASTER_PORT': str(free_port()), 'MASTER_ADDR': '127.0.0.1'})
+    [run_dir] = run_dirs(out)
+    names = sorted(f for f in os.listdir(run_dir) if f.startswith('image_geometry'))
+    assert names == ['image_geometry.jsonl', 'image_geometry.rank1.jsonl']
+    per_rank = {0: read_lines(os.path.join(run_dir, names[0])),
+                1: read_lines(os.path.join(run_dir, names[1]))}  # whole lines that all parse
+    trainer_pid = {}  # the settings line each rank's trainer writes when the callback starts
+    for s in read_lines(os.path.join(run_dir, 'geometry_settings.jsonl')):
+        trainer_pid.setdefault(s['rank'], s['pid'])
+    assert sorted(trainer_pid) == [0, 1]
+    for rank_, lines in per_rank.items():
+        # Two dataloader workers prefetch up to 2 x 2 batches ahead, so which step a record
+        # is tagged with can run ahead of the step that trains it, and an inexact count is
+        # possible when a run stops mid-epoch. Here it cannot: a rank's shard is 8 samples
+        # (4 batches), 4 steps consume all of it, and the epoch ends with the last step, so
+        # no batch of a next epoch is fetched: exactly 8 records, one per sample.
+        assert len(lines) == 4 * 2, rank_
+        assert {r['rank'] for r in lines} == {rank_}
+        assert {r['mode'] for r in lines} == {'train'}
+        # Encoded and written by the rank's two workers (batches go to them in turn), not by
+        # its trainer process: two processes appending to one file, no line torn or mixed.
+        pids = Counter(r['pid'] for r in lines)
+        assert len(pids) == 2 and set(pids.values()) == {4}, pids
+        assert trainer_pid[rank_] not in pids
+        assert len({json.dumps(r, sort_keys=True) for r in lines}) == len(lines)  # no repeats
+        assert len({r['image'] for r in lines}) == len(lines)
+        assert {r['step'] for r in lines} <= {1, 2, 3, 4}
+    images = [{r['image'] for r in per_rank[k]} for k in (0, 1)]
+    assert not images[0] & images[1]  # the ranks' shards are disjoint ...
+    assert {os.path.basename(p) for p in images[0] | images[1]} == {
+        f'{n}_{w}x{h}.png' for n, w, h in SFT_SIZES}  # ... and cover the dataset
+    check_records(per_rank[0] + per_rank[1])
+
+    # The metrics are summed over ranks: every image is counted at some step, once.
+    logs = step_logs(run_dir)
+    assert sorted(log_step(x) for x in logs) == [1, 2, 3, 4]  # one line a step (rank 0)
+    assert sum(x['vision/images_per_step'] for x in logs) == len(SFT_SIZES)
+
+    _, summary = review(run_dir)
+    assert summary['records_by_rank'] == {'0': 8, '1': 8}
+    assert summary['images'] == len(per_rank[0]) + len(per_rank[1]) == 16
+    check_review_counts(summary, per_rank[0] + per_rank[1])
+
+
+# --- 4. Resume ------------------------------------------------------------------------------------
+def test_resume_appends_without_rewriting(resumed_sft):
+    # ms-swift gives the resumed run a new `v<N>-<timestamp>` folder under the same
+    # --output_dir; the geo_log callback follows the trainer's output_dir, so the resumed
+    # run's records go to the new folder's file and the first run's file is never opened
+    # again. "Appends without rewriting or duplicating" is, concretely: the first file is
+    # byte-for-byte unchanged, and the new file holds steps 3 and 4 only (the skipped
+    # batches of steps 1-2 are not encoded again).
+    first, second, before = resumed_sft
+    assert os.path.basename(first).startswith('v0-') and os.path.basename(second).startswith('v1-')
+    assert open(os.path.join(first, 'image_geometry.jsonl'), 'rb').read() == before
+    old = [json.loads(x) for x in before.splitlines()]
+    new = read_lines(os.path.join(second, 'image_geometry.jsonl'))
+    assert Counter(r['step'] for r in old) == {1: 2, 2: 2}
+    assert Counter(r['step'] for r in new) == {3: 2, 4: 2}
+    assert {r['pid'] for r in old}.isdisjoint({r['pid'] for r in new})
+    check_records(new)
+    check_vision_metrics(second, new)  # logging.jsonl of the resumed run: steps 3 and 4
+    _, summary = review(second)
+    check_review_counts(summary, new)
+    assert sorted(summary['per_step']) == ['3', '4']
