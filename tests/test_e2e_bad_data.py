@@ -66,15 +66,23 @@ def test_sft_skips_bad_rows_like_the_parent(tiny_model, tmp_path):
         'images': [p]}) + '\n' for p in rows))
     outputs = {}
     for template in ('qwen2_5_vl', 'qwen2_5_vl_geo'):
+        log = ['--callbacks', 'geo_log'] if template.endswith('_geo') else []
         proc = _run(['sft', '--model', tiny_model('qwen2_5_vl'), '--template', template,
                      '--dataset', str(data), '--per_device_train_batch_size', str(len(rows)),
-                     '--max_steps', '1', '--output_dir', str(tmp_path / template), *COMMON])
+                     '--max_steps', '1', '--output_dir', str(tmp_path / template), *log, *COMMON])
         assert proc.returncode == 0, proc.stderr[-3000:]
         outputs[template] = proc.stdout + proc.stderr
     geo_out = outputs['qwen2_5_vl_geo']
     for name, (path, rule) in bad.items():
         # Every bad row the loader touched failed with our message: file name and rule.
         assert f'{path}: ' in geo_out and rule in geo_out, name
+    # The geometry log records each failure with the same message.
+    run_dir = next((tmp_path / 'qwen2_5_vl_geo').glob('v*-*'))
+    records = [json.loads(x) for x in (run_dir / 'image_geometry.jsonl').read_text().splitlines()]
+    errors = {r['image']: r['error'] for r in records if r.get('error')}
+    for name, (path, rule) in bad.items():
+        assert rule in errors[os.path.abspath(path)], name
+    assert any(r.get('error') is None and r['resized_width'] == 56 for r in records)  # ok.png 64x48
     # Same handling as the parent: ms-swift replaced each failed row with another.
     replaced = 'another piece of data will be randomly selected'
     assert outputs['qwen2_5_vl'].count(replaced) > 0 and geo_out.count(replaced) > 0
