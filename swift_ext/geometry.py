@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
@@ -61,7 +61,9 @@ class ImageGeometry:
         return [x1 / sx, y1 / sy, x2 / sx, y2 / sy]
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        # Field by field, not dataclasses.asdict: every field is a scalar or a tuple of ints,
+        # so asdict's recursive deep copy buys nothing, and this runs for every logged image.
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if d['grid'] is not None:
             d['grid'] = list(d['grid'])
         return d

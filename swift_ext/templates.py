@@ -137,7 +137,7 @@ class GeoTemplateMixin:
         settings = self.geo_settings()
         row_kwargs = dict(inputs.chat_template_kwargs or {})
         tokens = self._actual_tokens(encoded, len(pending))
-        records = []
+        records, sample_id = [], _sample_id(inputs, pending)
         for i, entry in enumerate(pending):
             if entry['size'] is None:
                 continue
@@ -155,7 +155,7 @@ class GeoTemplateMixin:
             records.append(geolog.image_record(
                 geometry=actual, key=entry['key'], image_index=i, mode=self.mode,
                 template=settings.template, clamped=clamped, mismatch=mismatch,
-                sample_id=_sample_id(inputs, pending)))
+                sample_id=sample_id))
         geolog.emit(records)
 
     def _actual_geometry(self, predicted: ImageGeometry, entry, tokens, settings, encoded, i):
@@ -192,20 +192,28 @@ class _QwenGeo(GeoTemplateMixin):
     geo_family = QWEN
 
     def _actual_tokens(self, encoded, n_images):
-        grid = encoded.get('image_grid_thw')
+        grid = _grid_rows(encoded)
         if grid is None:
             return []
         merge = self.processor.image_processor.merge_size ** 2
-        return [int(g.prod()) // merge for g in grid]
+        return [t * h * w // merge for t, h, w in grid]
 
     def _actual_geometry(self, predicted, entry, tokens, settings, encoded, i):
-        grid = encoded.get('image_grid_thw')
+        grid = _grid_rows(encoded)
         resized = entry.get('resized')
         if grid is None or resized is None or i >= len(grid):
             return predicted
-        t, gh, gw = (int(x) for x in grid[i])
+        t, gh, gw = grid[i]
         return dataclasses.replace(predicted, resized_width=resized[0], resized_height=resized[1],
                                    grid=(t, gh, gw), num_tokens=tokens)
+
+
+def _grid_rows(encoded) -> Optional[list]:
+    """``image_grid_thw`` as ``[t, h, w]`` lists of ints: one tensor call, not one per value."""
+    grid = encoded.get('image_grid_thw')
+    if grid is None:
+        return None
+    return grid.tolist() if hasattr(grid, 'tolist') else [[int(x) for x in g] for g in grid]
 
 
 class _InternvlGeo(GeoTemplateMixin):
