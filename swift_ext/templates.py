@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import threading
 from importlib import metadata
 from typing import Any, Dict, List, Optional
 
@@ -78,26 +79,31 @@ class GeoTemplateMixin:
         return dataclasses.replace(base, **changes)
 
     # --- hooks ----------------------------------------------------------------------
+    def _load_image(self, image, load_images: bool):
+        # ms-swift opens each image here, before its `--max_pixels` pre-rescale: the size of
+        # what it opened is the original size, with no second read of the file.
+        loaded = super()._load_image(image, load_images)
+        sizes = getattr(_LOADED, 'sizes', None)
+        if sizes is not None:
+            sizes.append(tuple(loaded.size) if hasattr(loaded, 'size') else None)
+        return loaded
+
     def _preprocess_inputs(self, inputs) -> None:
         sources = list(inputs.images or [])
-        pending = []
-        for src in sources:
-            entry = {'key': image_key(src), 'name': describe_source(src), 'size': None,
-                     'error': None, 'resized': None}
-            try:
-                entry['size'] = read_image_size(src)
-            except GeometryError as exc:
-                entry['error'] = exc
-            pending.append(entry)
+        _LOADED.sizes = []
         try:
             super()._preprocess_inputs(inputs)
         except Exception as exc:
+            pending = [_entry(src, None) for src in sources]
             bad = next((e for e in pending if e['error'] is not None), None)
             self._geo_fail(inputs, pending, exc if bad is None else bad['error'])
             if bad is not None:
                 raise bad['error'] from exc
             raise GeometryError(f'{_names(pending)}: image could not be loaded ({exc}).') from exc
-        inputs._geo_pending = pending
+        finally:
+            sizes, _LOADED.sizes = _LOADED.sizes, None
+        inputs._geo_pending = [_entry(src, sizes[i] if i < len(sizes) else None)
+                               for i, src in enumerate(sources)]
 
     def replace_tag(self, media_type, index, inputs):
         pending = getattr(inputs, '_geo_pending', None)
@@ -237,6 +243,23 @@ class _InternvlGeo(GeoTemplateMixin):
         if not hasattr(self, '_geo_ctx_id'):
             self._geo_ctx_id = self.tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>')
         return self._geo_ctx_id
+
+
+# Sizes of the images ms-swift's _load_image opened for the encode running in this thread
+# (ms-swift's rollout engine encodes several samples at once in a thread pool).
+_LOADED = threading.local()
+
+
+def _entry(src, size) -> dict:
+    """What is known of one image before resizing; reads the header only if not loaded."""
+    entry = {'key': image_key(src), 'name': describe_source(src), 'size': size,
+             'error': None, 'resized': None}
+    if size is None:
+        try:
+            entry['size'] = read_image_size(src)
+        except GeometryError as exc:
+            entry['error'] = exc
+    return entry
 
 
 def _names(pending) -> str:
