@@ -50,6 +50,8 @@ def geometry_for_images(images: Any, settings: PreprocessSettings,
     """
     if images is None:
         return []
+    if not isinstance(row_kwargs, dict):
+        row_kwargs = None
     if not isinstance(images, (list, tuple)):
         images = [images]
     limits = row_limits_key(row_kwargs)
@@ -61,7 +63,7 @@ def geometry_for_images(images: Any, settings: PreprocessSettings,
                 w, h = read_image_size(src)
                 geo, _ = settings.predict(width=w, height=h, row_kwargs=row_kwargs,
                                           name=describe_source(src))
-            except GeometryError as exc:
+            except (ValueError, TypeError) as exc:  # GeometryError, or a malformed row limit
                 warn_once(f'reward-image:{type(exc).__name__}:{str(exc).split(":")[-1][:40]}',
                           f'{exc} The reward skips such samples (None).')
                 return None
@@ -76,9 +78,10 @@ def geometries_for_batch(kwargs: Dict[str, Any], n: int,
         warn_once('no-settings', 'swift-ext rewards found no `_geo` template in this process '
                   'and no --template to fall back on; geometry is unavailable (None).')
         return [None] * n
-    images = kwargs.get('images') or [None] * n
-    row_kwargs = kwargs.get('chat_template_kwargs') or [None] * n
-    return [geometry_for_images(images[i], settings, row_kwargs[i] if i < len(row_kwargs) else None)
+    images = kwargs.get('images') or []
+    row_kwargs = kwargs.get('chat_template_kwargs') or []
+    return [geometry_for_images(images[i] if i < len(images) else None, settings,
+                                row_kwargs[i] if i < len(row_kwargs) else None)
             for i in range(n)]
 
 

@@ -166,3 +166,11 @@ def test_fuzz_every_reward(sample_images, text):
 def test_default_settings_coords():
     assert default_settings('qwen2_5_vl_geo').coords == 'abs'
     assert {default_settings(t).coords for t in ('qwen2_vl', 'qwen3_vl', 'internvl_hf')} == {'norm1000'}
+
+
+def test_malformed_batch_columns_never_raise(sample_images):
+    # Fewer image entries than completions, and a row limit that is not a number.
+    out = GeoIoU(args=_Args())(['[1,2,3,4]'] * 3, images=_images(sample_images['landscape']),
+                               chat_template_kwargs=[{'max_pixels': 'lots'}, 'not a dict', None],
+                               solution=[[0, 0, 10, 10]] * 3)
+    assert out == [None, None, None]
