@@ -12,6 +12,7 @@ a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list)
 * ``qwen2_box_tokens`` (Qwen2-VL): ``<|box_start|>(10,20),(30,40)<|box_end|>``
 * ``internvl_box`` (InternVL): ``<ref>cat</ref><box>[[10, 20, 30, 40]]</box>``
 * ``qwen2_5_json`` (Qwen2.5-VL, Qwen3-VL): ``[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}]``
+* ``glm_box`` (GLM-4.1V / 4.5V): ``<|begin_of_box|>[10, 20, 30, 40]<|end_of_box|>``
 * ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
 
 Where boxes are read from:
@@ -44,19 +45,12 @@ from __future__ import annotations
 
 import math
 import re
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
 
-STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'bare_list')
-# Which styles a model family writes; the format reward accepts any of them.
-FAMILY_STYLES = {
-    'qwen2_vl': ('qwen2_box_tokens',),
-    'qwen2_5_vl': ('qwen2_5_json', 'bare_list'),
-    'qwen3_vl': ('qwen2_5_json', 'bare_list'),  # same JSON as Qwen2.5-VL, 0-1000 coords
-    'internvl': ('internvl_box',),
-}
+STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'bare_list')
 
 _NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
 _SEP = r'\s*,\s*'
@@ -70,6 +64,8 @@ _BOX_TOKENS_RE = re.compile(
 # `[^<]*` instead of `.*?`: an unclosed `<box>` stops at the next `<`, so many unclosed
 # tags cost one pass over the text, not one pass each.
 _INTERNVL_BOX_RE = re.compile(r'<box>([^<]*)</box>')
+# GLM-4.xV wraps its answer's box list in box tokens; `[^<]*` as for InternVL.
+_GLM_BOX_RE = re.compile(r'<\|begin_of_box\|>([^<]*)<\|end_of_box\|>')
 
 
 def answer_region(text: str) -> str:
@@ -113,6 +109,11 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> List[List[float]
             _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
     elif style == 'qwen2_5_json':
         _collect(_BBOX_2D_RE.finditer(region), max_boxes, boxes)
+    elif style == 'glm_box':
+        for tag in _GLM_BOX_RE.finditer(region):
+            if len(boxes) >= max_boxes:
+                break
+            _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
     else:
         _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
     return boxes
@@ -148,6 +149,8 @@ def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> List[List[float]]:
         [[10.0, 20.0, 50.0, 60.0]]
         >>> parse_boxes('<ref>dog</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>')
         [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
+        >>> parse_boxes('The cat is at <|begin_of_box|>[120,80,560,710]<|end_of_box|>.')
+        [[120.0, 80.0, 560.0, 710.0]]
     """
     return _scan(text, max_boxes)[1]
 
@@ -165,25 +168,24 @@ def box_style(text: str) -> Optional[str]:
     return _scan(text, MAX_BOXES)[0]
 
 
-def is_well_formed(text: str, family_style: str) -> bool:
-    """True when the completion holds at least one box in the style its family writes.
+def is_well_formed(text: str, styles: Sequence[str]) -> bool:
+    """True when the completion holds at least one box in one of ``styles``.
 
     Args:
         text: the completion.
-        family_style: the model family, a key of ``FAMILY_STYLES`` (``'qwen2_vl'``,
-            ``'qwen2_5_vl'``, ``'qwen3_vl'``, ``'internvl'``).
+        styles: the output styles the model writes (names from ``STYLES``); each `_geo`
+            template's settings carry its family's as ``settings.box_styles``.
 
     Returns:
         Whether a box of four finite numbers was found, in the answer region, in one of
-        the family's styles. Syntax only: ``[0, 0, 0, 0]`` is well formed (it scores 0 IoU).
+        ``styles``. Syntax only: ``[0, 0, 0, 0]`` is well formed (it scores 0 IoU).
 
     Example:
-        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', 'qwen2_5_vl')
+        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', ('qwen2_5_json', 'bare_list'))
         True
-        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', 'internvl')
+        >>> is_well_formed('[{"bbox_2d": [1, 2, 3, 4]}]', ('internvl_box',))
         False
     """
-    if family_style not in FAMILY_STYLES:
-        raise ValueError(f'`family_style` should be one of {sorted(FAMILY_STYLES)}, '
-                         f'got {family_style!r}.')
-    return box_style(text) in FAMILY_STYLES[family_style]
+    if isinstance(styles, str) or not styles or any(style not in STYLES for style in styles):
+        raise ValueError(f'`styles` should be a non-empty list of names from {list(STYLES)}, got {styles!r}.')
+    return box_style(text) in styles

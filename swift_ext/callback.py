@@ -35,6 +35,7 @@ from typing import Dict, Iterable, List, Optional
 from transformers import TrainerCallback
 
 from . import geolog
+from .registry import register
 from .records import STORE, active_settings, image_key, row_limits_key
 
 logger = logging.getLogger(__name__)
@@ -364,10 +365,5 @@ def completion_geometry(samples) -> Dict[str, list]:
 def register_callbacks() -> List[str]:
     """Add `geo_log` to ms-swift's ``callbacks_map``; a second call changes nothing."""
     from swift.callbacks import callbacks_map
-    existing = callbacks_map.get(CALLBACK_NAME)
-    name = f'{GeoLogCallback.__module__}.{GeoLogCallback.__qualname__}'
-    if existing is not None and f'{existing.__module__}.{existing.__qualname__}' != name:
-        raise ValueError(f'callback name `{CALLBACK_NAME}` is already registered to '
-                         f'{existing.__module__}.{existing.__qualname__}, not {name}.')
-    callbacks_map[CALLBACK_NAME] = GeoLogCallback
+    register(callbacks_map, CALLBACK_NAME, GeoLogCallback, 'callback')
     return [CALLBACK_NAME]

@@ -8,6 +8,7 @@ Axis conventions are spelled out in every name: PIL sizes are (width, height),
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -18,11 +19,15 @@ from typing import Any, Optional, Sequence, Tuple
 MAX_RATIO = 200
 IMAGE_MIN_TOKEN_NUM = 4
 IMAGE_MAX_TOKEN_NUM = 16384
-SPATIAL_MERGE_SIZE = 2
-TEMPORAL_PATCH_SIZE = 2
 # PIL's own decompression-bomb limit is 2 * Image.MAX_IMAGE_PIXELS (~179 MP); we refuse at
 # the same point PIL would, but from the header alone.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
+
+
+# How a model writes box coordinates: 'abs' = pixels of the frame it saw (the resized
+# image, or the padded canvas of a tiling family); 'norm1000' / 'norm1' = that frame scaled.
+COORDS = ('abs', 'norm1000', 'norm1')
+FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0}
 
 
 class GeometryError(ValueError):
@@ -31,7 +36,14 @@ class GeometryError(ValueError):
 
 @dataclass(frozen=True)
 class ImageGeometry:
-    """What happened to one image between the user's file and the vision encoder."""
+    """What happened to one image between the user's file and the vision encoder.
+
+    ``resized_*`` is the size of the image content the model sees. Tiling families that
+    pad the resized image into a larger canvas (LLaVA-NeXT) set ``canvas_*`` and the
+    content's offset ``pad_left`` / ``pad_top``; the canvas is then the frame of the model's
+    answers. ``global_*`` is the size of the extra whole-image view, where there is one.
+    ``extra`` holds a family's own facts as ``(name, value)`` pairs (a chosen pinpoint, ...).
+    """
 
     original_width: int
     original_height: int
@@ -43,22 +55,73 @@ class ImageGeometry:
     tile_rows: Optional[int] = None
     num_tiles: int = 1
     thumbnail: bool = False
+    canvas_width: Optional[int] = None
+    canvas_height: Optional[int] = None
+    pad_left: int = 0
+    pad_top: int = 0
+    global_width: Optional[int] = None
+    global_height: Optional[int] = None
+    extra: Tuple[Tuple[str, Any], ...] = ()
 
     def _scale(self) -> Tuple[float, float]:
         return (self.resized_width / self.original_width,
                 self.resized_height / self.original_height)
 
+    @property
+    def frame_size(self) -> Tuple[int, int]:
+        """``(width, height)`` of the frame the model's coordinates refer to."""
+        return (self.canvas_width or self.resized_width, self.canvas_height or self.resized_height)
+
     def to_resized(self, box: Sequence[float]) -> list:
-        """Map ``[x1, y1, x2, y2]`` from original pixels to the resized frame."""
-        sx, sy = self._scale()
-        x1, y1, x2, y2 = box
-        return [x1 * sx, y1 * sy, x2 * sx, y2 * sy]
+        """Map ``[x1, y1, x2, y2]`` from original pixels to the model's pixel frame."""
+        return self.to_model_frame(box, 'abs')
 
     def to_original(self, box: Sequence[float]) -> list:
-        """Map ``[x1, y1, x2, y2]`` from the resized frame back to original pixels."""
+        """Map ``[x1, y1, x2, y2]`` from the model's pixel frame back to original pixels."""
+        return self.from_model_frame(box, 'abs')
+
+    def _frame_scale(self, coords: str) -> Tuple[float, float]:
+        if coords == 'abs':
+            return 1.0, 1.0
+        if coords not in FRAME_UNITS:
+            raise ValueError(f'`coords` should be one of {list(COORDS)}, got {coords!r}.')
+        fw, fh = self.frame_size
+        return FRAME_UNITS[coords] / fw, FRAME_UNITS[coords] / fh
+
+    def to_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """Map ``[x1, y1, x2, y2]`` in original pixels to what the model writes.
+
+        ``coords``: ``'abs'`` (pixels of the frame the model saw), ``'norm1000'`` (that frame
+        as 0-1000) or ``'norm1'`` (as 0-1).
+
+        Example:
+            >>> geo = ImageGeometry(original_width=640, original_height=480, resized_width=644,
+            ...                     resized_height=476, num_tokens=391)
+            >>> [round(v, 2) for v in geo.to_model_frame([64, 48, 320, 240], 'abs')]
+            [64.4, 47.6, 322.0, 238.0]
+            >>> geo.to_model_frame([64, 48, 320, 240], 'norm1000')
+            [100.0, 100.0, 500.0, 500.0]
+        """
         sx, sy = self._scale()
+        fx, fy = self._frame_scale(coords)
         x1, y1, x2, y2 = box
-        return [x1 / sx, y1 / sy, x2 / sx, y2 / sy]
+        return [(x1 * sx + self.pad_left) * fx, (y1 * sy + self.pad_top) * fy,
+                (x2 * sx + self.pad_left) * fx, (y2 * sy + self.pad_top) * fy]
+
+    def from_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """Map a box the model wrote in ``coords`` back to original pixels (unclipped).
+
+        Example:
+            >>> geo = ImageGeometry(original_width=640, original_height=480, resized_width=644,
+            ...                     resized_height=476, num_tokens=391)
+            >>> geo.from_model_frame([100, 100, 500, 500], 'norm1000')
+            [64.0, 48.0, 320.0, 240.0]
+        """
+        sx, sy = self._scale()
+        fx, fy = self._frame_scale(coords)
+        x1, y1, x2, y2 = box
+        return [(x1 / fx - self.pad_left) / sx, (y1 / fy - self.pad_top) / sy,
+                (x2 / fx - self.pad_left) / sx, (y2 / fy - self.pad_top) / sy]
 
     def to_dict(self) -> dict:
         # Field by field, not dataclasses.asdict: every field is a scalar or a tuple of ints,
@@ -66,6 +129,7 @@ class ImageGeometry:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         if d['grid'] is not None:
             d['grid'] = list(d['grid'])
+        d['extra'] = dict(d['extra'])
         return d
 
     @classmethod
@@ -73,6 +137,9 @@ class ImageGeometry:
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         if fields.get('grid') is not None:
             fields['grid'] = tuple(fields['grid'])
+        extra = fields.get('extra') or {}
+        fields['extra'] = tuple((k, tuple(v) if isinstance(v, list) else v)
+                                for k, v in (extra.items() if isinstance(extra, dict) else extra))
         return cls(**fields)
 
 
@@ -133,6 +200,20 @@ def smart_resize(*, width: int, height: int, factor: int = 28,
     return w_bar, h_bar
 
 
+def swift_rescaled_size(*, width: int, height: int, max_pixels: Optional[float],
+                        name: str = 'image') -> Tuple[int, int]:
+    """The size ms-swift's ``rescale_image`` gives (its `--max_pixels` pre-rescale)."""
+    if max_pixels is None or max_pixels <= 0 or width * height <= max_pixels:
+        return width, height
+    ratio = width / height
+    height_scaled = math.sqrt(max_pixels / ratio)
+    new_w, new_h = int(height_scaled * ratio), int(height_scaled)
+    if new_w <= 0 or new_h <= 0:
+        raise GeometryError(f'{name}: --max_pixels {max_pixels} shrinks {width}x{height} '
+                            f'to a zero side ({new_w}x{new_h}).')
+    return new_w, new_h
+
+
 def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
                   min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
                   name: str = 'image') -> ImageGeometry:
@@ -148,11 +229,17 @@ def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: 
 
 def internvl_target_ratios(min_num: int, max_num: int) -> list:
     """Tile grids (cols, rows) in the order ms-swift's ``_dynamic_preprocess`` tries them."""
+    return list(_target_ratios(min_num, max_num))
+
+
+@functools.lru_cache(maxsize=64)
+def _target_ratios(min_num: int, max_num: int) -> tuple:
+    # Building the set is cubic in max_num: cached, as every image of a run asks the same.
     # The set-then-sort construction is copied on purpose: ties between grids of equal
     # area are broken by the set's iteration order, which an equivalent list would change.
     ratios = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
                  for j in range(1, n + 1) if min_num <= i * j <= max_num)
-    return sorted(ratios, key=lambda x: x[0] * x[1])
+    return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
 
 
 def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[Tuple[int, int]],

@@ -1,7 +1,13 @@
-"""Everything `--external_plugins templates/plugin.py` registers; importing twice is harmless."""
-from .callback import register_callbacks
-from .rewards import register_geo_rewards
-from .templates import register_geo_templates
+"""Everything swift-ext adds to ms-swift; pass this file to `--external_plugins`.
 
-REGISTERED = {'templates': register_geo_templates(), 'rewards': register_geo_rewards(),
-              'callbacks': register_callbacks()}
+`swift-ext plugin-path` prints its absolute path, so an installed swift-ext works with
+``--external_plugins "$(swift-ext plugin-path)"``. ms-swift imports a plugin file by path (not
+as part of a package), hence the absolute imports. Importing it twice is harmless.
+"""
+from swift_ext.callback import register_callbacks
+from swift_ext.rewards import register_geo_rewards
+from swift_ext.templates import register_geo_templates
+
+register_geo_templates()
+register_geo_rewards()
+register_callbacks()

@@ -7,13 +7,13 @@ the exact geometry the template recorded instead of recomputing it.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Tuple
 
 from .geometry import ImageGeometry
+from .registry import warn_once  # noqa: F401  (re-exported: the templates and rewards use it)
 
 # Enough for any realistic rollout batch several times over; bounded so a long run's
 # memory stays flat.
@@ -94,8 +94,6 @@ STORE = GeometryStore()
 
 _ACTIVE: dict = {}
 _ACTIVE_LOCK = threading.Lock()
-_WARNED: set = set()
-logger = logging.getLogger('swift_ext')
 
 
 def set_active_settings(settings) -> None:
@@ -113,8 +111,8 @@ def active_settings(template: Optional[str] = None):
         return next(reversed(_ACTIVE.values())) if _ACTIVE else None
 
 
-def warn_once(cause: str, message: str) -> None:
-    """Log ``message`` the first time ``cause`` is seen in this process."""
-    if cause not in _WARNED:
-        _WARNED.add(cause)
-        logger.warning(message)
+def reset() -> None:
+    """Forget every record and active template of this process (tests, a new run in-process)."""
+    STORE.clear()
+    with _ACTIVE_LOCK:
+        _ACTIVE.clear()

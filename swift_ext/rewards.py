@@ -14,14 +14,17 @@ file header and the active template's settings. Both give the same numbers (test
 from __future__ import annotations
 
 import logging
+import os
 import re
+import sys
 from typing import Any, Callable, Dict, List, Optional
 
 from .boxes import is_well_formed
-from .geometry import GeometryError, ImageGeometry, describe_source, read_image_size
-from .records import STORE, active_settings, image_key, row_limits_key, warn_once
+from .geometry import COORDS, GeometryError, ImageGeometry, describe_source, read_image_size
+from .records import STORE, active_settings, image_key, row_limits_key
+from .registry import register, warn_once
 from .scoring import iou_score
-from .settings import PreprocessSettings, base_template_name, settings_from_environment
+from .settings import PreprocessSettings, settings_for, template_parent
 
 from swift.rewards import ORM
 
@@ -35,7 +38,7 @@ def resolve_settings(template: Optional[str] = None,
     settings = active_settings(template) if template else active_settings()
     if settings is None and template:
         try:
-            settings = settings_from_environment(template, swift_max_pixels=swift_max_pixels)
+            settings = settings_for(template, swift_max_pixels=swift_max_pixels)
         except ValueError as exc:
             warn_once('settings-env', f'swift-ext rewards cannot read the settings: {exc}')
             return None
@@ -131,12 +134,28 @@ class GeoReward(ORM):
         return out
 
 
+# Names the convention the model answers in, for checkpoints trained to another one than
+# their family's (or families with no trained box output): 'abs', 'norm1000' or 'norm1'.
+COORDS_ENV = 'SWIFT_EXT_COORDS'
+
+
+def answer_coords(settings: PreprocessSettings) -> str:
+    """The coordinate convention rewards read boxes in: ``SWIFT_EXT_COORDS`` if set, else the template's."""
+    named = os.environ.get(COORDS_ENV)
+    if not named:
+        return settings.coords
+    if named not in COORDS:
+        warn_once('coords-env', f'{COORDS_ENV}={named[:40]!r} is not one of {list(COORDS)}; '
+                  f'using the template\'s own {settings.coords!r}.')
+        return settings.coords
+    return named
+
+
 def _template_from_args(args) -> Optional[str]:
     name = getattr(args, 'template', None) if args is not None else None
     if isinstance(name, str):
         try:
-            base_template_name(name)
-            return name if name.endswith('_geo') else name + '_geo'
+            return template_parent(name) + '_geo'
         except ValueError:
             return None
     return None
@@ -157,7 +176,7 @@ class GeoIoU(GeoReward):
             return None
         if not isinstance(image_index, int) or not 0 <= image_index < len(image_geometry):
             image_index = 0
-        result = iou_score(completion, solution, image_geometry[image_index], settings.coords)
+        result = iou_score(completion, solution, image_geometry[image_index], answer_coords(settings))
         if result is None:
             warn_once(f'{type(self).__name__}:bad-solution',
                       f'{type(self).__name__}: ground truth {str(solution)[:80]!r} is missing or '
@@ -181,12 +200,7 @@ class GeoFormat(GeoReward):
     def score(self, completion, *, image_geometry, settings, **row):
         if settings is None:
             return None
-        return 1.0 if is_well_formed(completion, _format_family(settings)) else 0.0
-
-
-def _format_family(settings: PreprocessSettings) -> str:
-    base = base_template_name(settings.template)
-    return 'internvl' if base.startswith('internvl') else base
+        return 1.0 if is_well_formed(completion, settings.box_styles) else 0.0
 
 
 def _class_name(func_name: str) -> str:
@@ -201,9 +215,15 @@ def geo_reward(name: Optional[str] = None, *, register: bool = True) -> Callable
     so ``--reward_funcs NAME`` finds it.
     """
     def wrap(func: Callable) -> type:
-        cls = type(_class_name(func.__name__), (GeoReward,), {
-            'score': lambda self, completion, **kw: func(completion, **kw),
-            '__doc__': func.__doc__, '__module__': func.__module__})
+        cls_name = _class_name(func.__name__)
+        cls = type(cls_name, (GeoReward,), {
+            'score': staticmethod(func), '__doc__': func.__doc__, '__module__': func.__module__,
+            # pickle finds a class by module + qualified name: the function's own module then
+            # holds the class under that name (set below), as a class statement would.
+            '__qualname__': cls_name})
+        module = sys.modules.get(func.__module__)
+        if module is not None and not hasattr(module, cls_name):
+            setattr(module, cls_name, cls)
         if register:
             register_reward(name or func.__name__, cls)
         return cls
@@ -213,10 +233,7 @@ def geo_reward(name: Optional[str] = None, *, register: bool = True) -> Callable
 def register_reward(name: str, cls: type) -> None:
     """Add ``cls`` to ms-swift's ``orms``; the same class again is fine, another is refused."""
     from swift.rewards import orms
-    existing = orms.get(name)
-    if existing is not None and existing.__qualname__ != cls.__qualname__:
-        raise ValueError(f'reward name {name!r} is already registered to {existing.__qualname__}.')
-    orms[name] = cls
+    register(orms, name, cls, 'reward')
 
 
 SHIPPED = {'geo_iou': GeoIoU, 'geo_iou50': GeoIoU50, 'geo_format': GeoFormat}

@@ -7,9 +7,9 @@ whatever the model wrote, the worst it gets is ``0.0``.
 Coordinates:
 
 * ground truth (``solution``) is in ORIGINAL image pixels, as datasets store it;
-* predictions are in the model's frame: ``'abs'`` = pixels of the resized image the
-  model saw (Qwen2.5-VL), ``'norm1000'`` = 0-1000 of that frame (Qwen2-VL, Qwen3-VL,
-  InternVL, whose frame is the tile canvas ``resized_width x resized_height``).
+* predictions are in the model's frame (``ImageGeometry.from_model_frame``): ``'abs'`` =
+  pixels of the image the model saw (Qwen2.5-VL), ``'norm1000'`` = 0-1000 of that frame
+  (Qwen2-VL, Qwen3-VL, InternVL, whose frame is the tile canvas), ``'norm1'`` = 0-1.
 
 Importing this module imports neither scipy nor numpy; ``matched_iou`` imports them on
 its first multi-box call. The assignment is scipy's ``linear_sum_assignment`` (the
@@ -24,10 +24,9 @@ import numbers
 from typing import Any, List, Optional, Sequence
 
 from swift_ext.boxes import parse_boxes
-from swift_ext.geometry import ImageGeometry
+from swift_ext.geometry import COORDS, ImageGeometry
 
 MAX_GT_BOXES = 100
-COORDS = ('abs', 'norm1000')
 # A JSON solution is at most 100 boxes with labels; longer strings are refused unread.
 MAX_SOLUTION_CHARS = 64 * 1024
 # `[{"bbox_2d": [...]}]` is 3 levels deep (8 leaves room for brackets inside labels);
@@ -175,10 +174,7 @@ def parse_solution(solution: Any) -> Optional[List[List[float]]]:
 
 def _to_original(box: List[float], geometry: ImageGeometry, coords: str) -> Optional[List[float]]:
     """A predicted box mapped to original pixels and clipped to the image, or None."""
-    if coords == 'norm1000':
-        sx, sy = geometry.resized_width / 1000, geometry.resized_height / 1000
-        box = [box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]
-    x1, y1, x2, y2 = geometry.to_original(box)
+    x1, y1, x2, y2 = geometry.from_model_frame(box, coords)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):  # 1e308 scaled past float
         return None
     width, height = geometry.original_width, geometry.original_height
@@ -201,8 +197,8 @@ def iou_score(completion: str, solution: Any, geometry: ImageGeometry,
         completion: the model's output text.
         solution: ground truth in original pixels (see ``parse_solution``).
         geometry: what the preprocessor did to the image (``swift_ext.geometry``).
-        coords: ``'abs'`` (pixels of the resized frame, Qwen2.5-VL) or ``'norm1000'``
-            (0-1000 of the frame: Qwen2-VL, Qwen3-VL, InternVL).
+        coords: ``'abs'`` (pixels of the resized frame, Qwen2.5-VL), ``'norm1000'``
+            (0-1000 of the frame: Qwen2-VL, Qwen3-VL, InternVL) or ``'norm1'`` (0-1).
 
     Returns:
         A float in ``[0, 1]`` (``0.0`` when no usable box was predicted), or None when the

@@ -1,12 +1,14 @@
 """ms-swift templates that record, per image, what the preprocessing really did.
 
-Each `<base>_geo` template subclasses ms-swift's own template class for that family and
-is registered with the parent's meta under a new name. The overrides wrap the smallest
-hooks that see the data and otherwise defer to the parent, so encodes stay identical:
-- ``_preprocess_inputs``: the user's image (file header) before ms-swift's `--max_pixels`;
-- ``replace_tag``: the image after qwen-vl-utils' smart_resize (Qwen);
-- ``_encode``: visual tokens / tiles actually produced (``image_grid_thw``, or the runs of
-  image-context tokens for InternVL).
+For every template a family in ``swift_ext.families`` covers, ``<parent>_geo`` is a subclass
+of the parent's own template class (taken from ms-swift's ``TEMPLATE_MAPPING``) with
+:class:`GeoTemplateMixin` in front, registered with the parent's meta under the new name.
+The mixin wraps the smallest hooks that see the data and otherwise defers to the parent,
+so encodes stay identical:
+- ``_load_image``: the size of the image ms-swift opened, before its `--max_pixels`;
+- ``_preprocess_inputs``: where an image fails to load, a record of the failure;
+- ``replace_tag``: the family's ``on_replace_tag`` (Qwen: the image after smart_resize);
+- ``_encode``: the family's ``actual`` reads tokens / tiles from what the encode produced.
 """
 from __future__ import annotations
 
@@ -18,15 +20,15 @@ from importlib import metadata
 from typing import Any, Dict, List, Optional
 
 from swift.template import TEMPLATE_MAPPING, register_template
-from swift.template.templates.internvl import Internvl2Template, InternvlhfTemplate
-from swift.template.templates.qwen import Qwen2_5VLTemplate, Qwen2VLTemplate, Qwen3VLTemplate
 
 from . import geolog
+from .families import families, family_of
 from .geometry import GeometryError, ImageGeometry, describe_source, read_image_size
 from .records import STORE, image_key, row_limits_key, set_active_settings, warn_once
-from .settings import INTERNVL, QWEN, PreprocessSettings, default_settings
+from .settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
+
 
 @functools.lru_cache(maxsize=None)
 def _versions() -> tuple:
@@ -42,10 +44,12 @@ def _versions() -> tuple:
 class GeoTemplateMixin:
     """Records an ImageGeometry for every image the template encodes."""
 
-    geo_base: str = ''
+    geo_family: Any = None  # the Family class
+    geo_spec: Any = None  # its TemplateSpec for this parent
 
     def init_processor(self, processor) -> None:
         super().init_processor(processor)
+        self.__dict__.pop('_geo_settings_cache', None)
         if processor is not None:
             settings = self.geo_settings()
             set_active_settings(settings)
@@ -53,30 +57,17 @@ class GeoTemplateMixin:
 
     # --- settings -------------------------------------------------------------------
     def geo_settings(self) -> PreprocessSettings:
-        """This template's effective preprocessing, read from its live state."""
-        base = default_settings(self.geo_base)
-        changes: Dict[str, Any] = {'swift_max_pixels': self.max_pixels, 'versions': _versions()}
-        if base.family == QWEN:
-            from qwen_vl_utils import vision_process as vp
-            patch = getattr(self.processor.image_processor, 'patch_size', base.patch_size)
-            if self.version != 'v3':
-                patch = 14  # ms-swift calls fetch_image without image_patch_size for Qwen2/2.5
-            merge = getattr(self.processor.image_processor, 'merge_size', base.merge_size)
-            factor = patch * vp.SPATIAL_MERGE_SIZE
-            changes.update(patch_size=patch, merge_size=merge,
-                           min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
-                           max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2)
-        elif base.tile_order == 'hf':
-            ip = self.processor.image_processor
-            size = getattr(ip, 'crop_size', None) or getattr(ip, 'size', None) or {}
-            changes.update(image_size=int(size.get('height', 448)),
-                           min_num=int(getattr(ip, 'min_patches', 1)),
-                           max_num=int(getattr(ip, 'max_patches', 12)),
-                           tokens_per_tile=int(getattr(self.processor, 'image_seq_length', 256)))
-        else:
-            changes.update(image_size=int(self.input_size), max_num=int(self.max_num),
-                           tokens_per_tile=int((self.input_size // 14) ** 2 * 0.25))
-        return dataclasses.replace(base, **changes)
+        """This template's effective preprocessing, read from its live state once."""
+        cached = self.__dict__.get('_geo_settings_cache')
+        key = (self.max_pixels, id(self.processor))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        family = self.geo_family
+        base = dataclasses.replace(family.default_settings(self.geo_spec.parent),
+                                   swift_max_pixels=self.max_pixels, versions=_versions())
+        settings = family.settings_from_template(self, base) if self.processor is not None else base
+        self.__dict__['_geo_settings_cache'] = (key, settings)
+        return settings
 
     # --- hooks ----------------------------------------------------------------------
     def _load_image(self, image, load_images: bool):
@@ -118,9 +109,8 @@ class GeoTemplateMixin:
                 err = GeometryError(f'{entry["name"]}: image could not be loaded ({exc}).')
             self._geo_fail(inputs, pending, err)
             raise err from exc
-        if (media_type == 'image' and pending and index < len(pending)
-                and self.geo_family == QWEN and hasattr(inputs.images[index], 'size')):
-            pending[index]['resized'] = tuple(inputs.images[index].size)
+        if media_type == 'image' and pending and index < len(pending):
+            self.geo_family.on_replace_tag(self, inputs, index, pending[index])
         return context
 
     def _encode(self, inputs) -> Dict[str, Any]:
@@ -136,50 +126,44 @@ class GeoTemplateMixin:
         return encoded
 
     # --- recording --------------------------------------------------------------------
-    def _actual_tokens(self, encoded, n_images: int) -> List[Optional[int]]:
-        raise NotImplementedError
-
     def _geo_record(self, inputs, encoded, pending) -> None:
         settings = self.geo_settings()
         row_kwargs = dict(inputs.chat_template_kwargs or {})
-        tokens = self._actual_tokens(encoded, len(pending))
-        records, sample_id = [], _sample_id(inputs, pending)
-        for i, entry in enumerate(pending):
+        predicted, clamps = [], []
+        for entry in pending:
             if entry['size'] is None:
+                predicted.append(None)
+                clamps.append(None)
                 continue
             w, h = entry['size']
-            predicted, clamped = settings.predict(width=w, height=h, row_kwargs=row_kwargs,
-                                                  name=entry['name'])
-            actual = self._actual_geometry(predicted, entry, tokens[i] if i < len(tokens) else None,
-                                           settings, encoded, i)
-            mismatch = _mismatch(actual, predicted)
+            geo, clamped = settings.predict(width=w, height=h, row_kwargs=row_kwargs, name=entry['name'])
+            predicted.append(geo)
+            clamps.append(clamped)
+        actual = self.geo_family.actual(self, encoded, pending, predicted)
+        records, sample_id = [], _sample_id(inputs, pending)
+        limits = row_limits_key(row_kwargs)
+        for i, entry in enumerate(pending):
+            geo = actual[i] if i < len(actual) else predicted[i]
+            if geo is None:
+                continue
+            mismatch = _mismatch(geo, predicted[i])
             if mismatch:
                 warn_once(f'mismatch:{settings.template}:{",".join(sorted(mismatch))}',
                           f'{entry["name"]}: template {settings.template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
-            STORE.put(entry['key'], row_limits_key(row_kwargs), settings.template, actual)
+            STORE.put(entry['key'], limits, settings.template, geo)
             records.append(geolog.image_record(
-                geometry=actual, key=entry['key'], image_index=i, mode=self.mode,
-                template=settings.template, clamped=clamped, mismatch=mismatch,
+                geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
+                template=settings.template, clamped=clamps[i], mismatch=mismatch,
                 sample_id=sample_id))
         geolog.emit(records)
-
-    def _actual_geometry(self, predicted: ImageGeometry, entry, tokens, settings, encoded, i):
-        if tokens is None:
-            return predicted
-        tiles = tokens // settings.tokens_per_tile if settings.family == INTERNVL else 1
-        if settings.family == INTERNVL and tiles != predicted.num_tiles:
-            # The tile count is a fact; keep the predicted grid only if it agrees.
-            return dataclasses.replace(predicted, num_tokens=tokens, num_tiles=tiles)
-        return dataclasses.replace(predicted, num_tokens=tokens)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
         if entry['size'] is None:
             return None
         try:
             self.geo_settings().predict(width=entry['size'][0], height=entry['size'][1],
-                                        row_kwargs=inputs.chat_template_kwargs,
-                                        name=entry['name'])
+                                        row_kwargs=inputs.chat_template_kwargs, name=entry['name'])
         except GeometryError as exc:
             return exc
         return None
@@ -187,62 +171,11 @@ class GeoTemplateMixin:
     def _geo_fail(self, inputs, pending, error) -> None:
         try:
             geolog.emit([geolog.failure_record(
-                key=e['key'], image_index=i, mode=self.mode, template=self.geo_base + '_geo',
+                key=e['key'], image_index=i, mode=self.mode, template=self.geo_spec.name,
                 error=str(error), sample_id=_sample_id(inputs, pending))
                 for i, e in enumerate(pending)])
         except Exception:  # logging a failure must not mask the failure itself
             logger.debug('could not log a geometry failure', exc_info=True)
-
-
-class _QwenGeo(GeoTemplateMixin):
-    geo_family = QWEN
-
-    def _actual_tokens(self, encoded, n_images):
-        grid = _grid_rows(encoded)
-        if grid is None:
-            return []
-        merge = self.processor.image_processor.merge_size ** 2
-        return [t * h * w // merge for t, h, w in grid]
-
-    def _actual_geometry(self, predicted, entry, tokens, settings, encoded, i):
-        grid = _grid_rows(encoded)
-        resized = entry.get('resized')
-        if grid is None or resized is None or i >= len(grid):
-            return predicted
-        t, gh, gw = grid[i]
-        return dataclasses.replace(predicted, resized_width=resized[0], resized_height=resized[1],
-                                   grid=(t, gh, gw), num_tokens=tokens)
-
-
-def _grid_rows(encoded) -> Optional[list]:
-    """``image_grid_thw`` as ``[t, h, w]`` lists of ints: one tensor call, not one per value."""
-    grid = encoded.get('image_grid_thw')
-    if grid is None:
-        return None
-    return grid.tolist() if hasattr(grid, 'tolist') else [[int(x) for x in g] for g in grid]
-
-
-class _InternvlGeo(GeoTemplateMixin):
-    geo_family = INTERNVL
-
-    def _actual_tokens(self, encoded, n_images):
-        # Each image is one contiguous run of <IMG_CONTEXT> ids (tiles x tokens per tile).
-        ctx = self._img_context_id()
-        runs, length = [], 0
-        for tok in encoded['input_ids']:
-            if tok == ctx:
-                length += 1
-            elif length:
-                runs.append(length)
-                length = 0
-        if length:
-            runs.append(length)
-        return runs if len(runs) == n_images else []
-
-    def _img_context_id(self) -> int:
-        if not hasattr(self, '_geo_ctx_id'):
-            self._geo_ctx_id = self.tokenizer.convert_tokens_to_ids('<IMG_CONTEXT>')
-        return self._geo_ctx_id
 
 
 # Sizes of the images ms-swift's _load_image opened for the encode running in this thread
@@ -285,40 +218,40 @@ def _sample_id(inputs, pending) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-class Qwen2VLGeoTemplate(_QwenGeo, Qwen2VLTemplate):
-    geo_base = 'qwen2_vl'
+GEO_TEMPLATES: Dict[str, type] = {}
 
 
-class Qwen2_5VLGeoTemplate(_QwenGeo, Qwen2_5VLTemplate):
-    geo_base = 'qwen2_5_vl'
-
-
-class Qwen3VLGeoTemplate(_QwenGeo, Qwen3VLTemplate):
-    geo_base = 'qwen3_vl'
-
-
-class Internvl2GeoTemplate(_InternvlGeo, Internvl2Template):
-    geo_base = 'internvl2_5'
-
-
-class Internvl3_5GeoTemplate(_InternvlGeo, Internvl2Template):
-    geo_base = 'internvl3_5'
-
-
-class InternvlhfGeoTemplate(_InternvlGeo, InternvlhfTemplate):
-    geo_base = 'internvl_hf'
-
-
-GEO_TEMPLATES = {cls.geo_base + '_geo': cls for cls in (
-    Qwen2VLGeoTemplate, Qwen2_5VLGeoTemplate, Qwen3VLGeoTemplate, Internvl2GeoTemplate,
-    Internvl3_5GeoTemplate, InternvlhfGeoTemplate)}
+def geo_template_class(name: str) -> type:
+    """The `_geo` class for template ``name``: the parent's class with the mixin in front."""
+    if name not in GEO_TEMPLATES:
+        family, spec = family_of(name)
+        parent_cls = TEMPLATE_MAPPING[spec.parent].template_cls
+        cls_name = ''.join(p.capitalize() for p in spec.parent.split('_')) + 'GeoTemplate'
+        cls = type(cls_name, (GeoTemplateMixin, parent_cls), {
+            'geo_family': family, 'geo_spec': spec, '__module__': __name__, '__qualname__': cls_name,
+            '__doc__': f'{parent_cls.__name__} that records image geometry ({family.name} family).'})
+        globals()[cls_name] = cls  # so the class pickles by name
+        GEO_TEMPLATES[name] = cls
+    return GEO_TEMPLATES[name]
 
 
 def register_geo_templates() -> List[str]:
-    """Register every `<base>_geo` template; a second call changes nothing."""
-    for name, cls in GEO_TEMPLATES.items():
-        if name in TEMPLATE_MAPPING:
-            continue
-        parent = TEMPLATE_MAPPING[cls.geo_base]
-        register_template(dataclasses.replace(parent, template_type=name, template_cls=cls))
-    return list(GEO_TEMPLATES)
+    """Register every `<parent>_geo` template; a second call changes nothing.
+
+    A family's template whose parent this ms-swift does not have is left out (older releases).
+    """
+    names = []
+    for family in families().values():
+        for spec in family.templates:
+            if spec.parent not in TEMPLATE_MAPPING:
+                continue
+            cls = geo_template_class(spec.name)
+            existing = TEMPLATE_MAPPING.get(spec.name)
+            if existing is None:
+                register_template(dataclasses.replace(TEMPLATE_MAPPING[spec.parent], template_type=spec.name,
+                                                      template_cls=cls))
+            elif existing.template_cls is not cls:
+                raise ValueError(f'template {spec.name!r} is already registered to '
+                                 f'{existing.template_cls.__qualname__}.')
+            names.append(spec.name)
+    return sorted(names)

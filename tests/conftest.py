@@ -1,7 +1,7 @@
 """Shared fixtures: tiny local checkpoints and small generated images.
 
 Nothing here downloads anything: the hub is switched off before any test module imports
-transformers or swift, and every model is built locally by ``swift_ext.tiny_models``.
+transformers or swift, and every model is built locally by ``swift_ext.testing.tiny``.
 Fixtures stay generic; add new ones below the existing ones.
 """
 import os
@@ -34,10 +34,10 @@ SAMPLE_IMAGE_SIZES = {
 def tiny_model(tmp_path_factory) -> Callable[[str], str]:
     """Factory: ``tiny_model(family) -> checkpoint dir``, each family built once per session.
 
-    Families are those of ``swift_ext.tiny_models.FAMILIES``. The returned directory is
+    Families are those of ``swift_ext.testing.tiny.parents()``. The returned directory is
     shared by every test of the session: read it, never write into it.
     """
-    from swift_ext.tiny_models import make_tiny_model
+    from swift_ext.testing.tiny import make_tiny_model
 
     root = tmp_path_factory.mktemp('tiny_models')
     built: Dict[str, str] = {}

@@ -8,11 +8,11 @@ import sys
 import pytest
 from PIL import Image
 
-from swift_ext.demo_data import DEMO_SIZES, make_dataset
-from swift_ext.tiny_models import SWIFT_MODEL_TYPES
+from swift_ext.testing.images import DEMO_SIZES, make_dataset
+from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = os.path.join(ROOT, 'tests', 'plugins', 'probe.py')
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PROBE = os.path.join(ROOT, "tests", "e2e", "plugins", "probe.py")
 SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 
 
@@ -22,7 +22,7 @@ def run_grpo(tiny_model, tmp_path, family, *, extra=(), env=None, row_max_pixels
     data = make_dataset(str(tmp_path / 'data'), sizes=sizes, row_max_pixels=row_max_pixels)
     probe_out = tmp_path / 'probe.jsonl'
     cmd = [SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model(family),
-           '--model_type', SWIFT_MODEL_TYPES[family], '--template', family + '_geo',
+           '--model_type', run_flags(family)['model_type'], '--template', family + '_geo',
            '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
            '--dataset', data, '--num_generations', '2',
            '--per_device_train_batch_size', str(2 * len(sizes)),

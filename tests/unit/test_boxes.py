@@ -150,12 +150,15 @@ WELL_FORMED_CASES = [
 
 @pytest.mark.parametrize('family, text, expected', WELL_FORMED_CASES)
 def test_is_well_formed(family, text, expected):
-    assert is_well_formed(text, family) is expected
+    from swift_ext.settings import default_settings
+    template = 'internvl3_5' if family == 'internvl' else family
+    assert is_well_formed(text, default_settings(template).box_styles) is expected
 
 
-def test_is_well_formed_unknown_family():
-    with pytest.raises(ValueError, match=r'`family_style` should be one of .*got \'llava\''):
-        is_well_formed('[1, 2, 3, 4]', 'llava')
+@pytest.mark.parametrize('styles', ['qwen2_5_json', (), ('llava',)])
+def test_is_well_formed_unknown_style(styles):
+    with pytest.raises(ValueError, match=r'`styles` should be a non-empty list of names from'):
+        is_well_formed('[1, 2, 3, 4]', styles)
 
 
 class TestBounds:

@@ -9,8 +9,16 @@ import os
 import pytest
 import torch
 
-from swift_ext.tiny_models import (FAMILIES, SWIFT_MODEL_TYPES, SWIFT_TEMPLATES, main,
-                                   make_tiny_model, special_token_ids)
+from swift_ext.testing.tiny import main, make_tiny_model, recipes, run_flags
+
+# The families these tests cover; every other family's recipe is tested in its own file.
+FAMILIES = ('qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'internvl_hf')
+
+
+def special_token_ids(family):
+    module = recipes()[family]
+    tokens = module.SPECIAL_TOKENS[family] if hasattr(module, 'SPECIAL_TOKENS') else module.INTERNVL_SPECIAL_TOKENS
+    return {token: token_id for token, token_id, _ in tokens}
 
 QWEN_FAMILIES = ('qwen2_vl', 'qwen2_5_vl', 'qwen3_vl')
 IMAGE_NAMES = ('tiny', 'landscape', 'portrait', 'wide', 'square')  # conftest's sample_images
@@ -18,7 +26,7 @@ MAX_CHECKPOINT_BYTES = 30 * 1024 * 1024
 SAMPLE = [{'role': 'user', 'content': '<image>Where is the box?'},
           {'role': 'assistant', 'content': 'here'}]
 
-# Written out here rather than read from swift_ext.tiny_models, so a typo there fails here.
+# Written out here rather than read from swift_ext.testing.tiny, so a typo there fails here.
 MODEL_CLASSES = {
     'qwen2_vl': 'Qwen2VLForConditionalGeneration',
     'qwen2_5_vl': 'Qwen2_5_VLForConditionalGeneration',
@@ -194,8 +202,8 @@ def swift_loaded(tiny_model):
             from swift.model import get_model_processor
             from swift.template import get_template
             model, processor = get_model_processor(
-                tiny_model(family), model_type=SWIFT_MODEL_TYPES[family], device_map='cpu')
-            template = get_template(processor, template_type=SWIFT_TEMPLATES[family])
+                tiny_model(family), model_type=run_flags(family)['model_type'], device_map='cpu')
+            template = get_template(processor, template_type=family)
             template.set_mode('train')
             if template.use_model:  # as swift's SFT pipeline does (see tiny_models' docstring)
                 template.model = model
@@ -227,7 +235,7 @@ class TestSwift:
         model, template = swift_loaded(family)
         assert type(model).__name__ == MODEL_CLASSES[family]
         assert model.dtype == torch.float32  # from config.json: no --torch_dtype needed
-        assert template.template_meta.template_type == SWIFT_TEMPLATES[family]
+        assert template.template_meta.template_type == family
 
     @pytest.mark.parametrize('image', IMAGE_NAMES)
     @pytest.mark.parametrize('family', QWEN_FAMILIES)

@@ -18,9 +18,9 @@ from typing import Dict, List, Tuple
 import pytest
 from PIL import Image
 
-from swift_ext.demo_data import box_for, make_dataset
+from swift_ext.testing.images import box_for, make_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')
 BIN = os.path.dirname(sys.executable)
 SWIFT = os.path.join(BIN, 'swift')

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from swift_ext import review
+from swift_ext.cli import review
 from swift_ext.settings import default_settings
 
 SETTINGS = default_settings('qwen2_5_vl', max_pixels=401408)

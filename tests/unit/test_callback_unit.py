@@ -215,8 +215,7 @@ def test_register_callbacks_is_idempotent():
 # --- GRPO completions table ---------------------------------------------------------------------------
 def test_completion_columns(tmp_path, clean_env, monkeypatch):
     from swift_ext import records
-    monkeypatch.setattr(records, '_ACTIVE', {})  # keep this test's settings and records to it
-    monkeypatch.setattr(STORE, '_data', type(STORE._data)())
+    records.reset()  # keep this test's settings and records to it
     settings = default_settings('qwen2_5_vl')
     set_active_settings(settings)
     image = str(tmp_path / 'a.png')

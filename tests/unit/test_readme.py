@@ -8,7 +8,7 @@ import pytest
 
 import swift_ext.plugin  # noqa: F401
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = open(os.path.join(ROOT, 'README.md')).read()
 
 
@@ -49,7 +49,7 @@ def test_iou_score_example():
 
 
 def test_plan_output_in_readme(tmp_path):
-    from swift_ext.demo_data import DEMO_ROW_MAX_PIXELS, make_dataset
+    from swift_ext.testing.images import DEMO_ROW_MAX_PIXELS, make_dataset
     data = make_dataset(str(tmp_path / 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
     out = subprocess.run([sys.executable, '-m', 'swift_ext.cli', 'plan', data, '--template', 'qwen2_5_vl_geo'],
                          capture_output=True, text=True, check=True).stdout

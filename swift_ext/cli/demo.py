@@ -13,9 +13,10 @@ import sys
 import threading
 from typing import List, Optional
 
-from .boxes import is_well_formed
-from .rewards import GeoReward, _format_family, register_reward
-from .scoring import iou_score
+from ..boxes import is_well_formed
+from ..rewards import GeoReward, register_reward
+from ..scoring import iou_score
+from .plugin_path import plugin_path
 
 _ROWS: List[dict] = []
 _LOCK = threading.Lock()
@@ -36,7 +37,7 @@ class GeoDemoProbe(GeoReward):
             _ROWS.append({'image': os.path.basename(str(name)), 'geometry': geo,
                           'coords': settings.coords, 'solution': solution,
                           'iou': iou_score(completion, solution, geo, settings.coords),
-                          'format': float(is_well_formed(completion, _format_family(settings)))})
+                          'format': float(is_well_formed(completion, settings.box_styles))})
         return None
 
 
@@ -44,10 +45,7 @@ def model_frame_box(box, geo, coords: str) -> Optional[list]:
     """The ground-truth box as the model should write it (its own frame and convention)."""
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return None
-    if coords == 'abs':
-        return [round(v) for v in geo.to_resized(box)]
-    sx, sy = 1000 / geo.original_width, 1000 / geo.original_height
-    return [round(box[0] * sx), round(box[1] * sy), round(box[2] * sx), round(box[3] * sy)]
+    return [round(v, 3 if coords == 'norm1' else 0) for v in geo.to_model_frame(box, coords)]
 
 
 def format_table(rows: List[dict]) -> str:
@@ -73,8 +71,7 @@ def format_table(rows: List[dict]) -> str:
 
 
 def build_args(ns, model: str, model_type: Optional[str], dataset: str, out: str) -> List[str]:
-    plugin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          'templates', 'plugin.py')
+    plugin = plugin_path()
     args = ['--rlhf_type', 'grpo', '--model', model, '--template', ns.template,
             '--reward_funcs', 'geo_iou', 'geo_format', 'geo_demo_probe',
             '--callbacks', 'geo_log', '--dataset', dataset,
@@ -115,16 +112,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         for k, v in OFFLINE_ENV.items():
             os.environ.setdefault(k, v)
     import swift_ext.plugin  # noqa: F401  (templates, rewards, callback)
-    from .tiny_models import SWIFT_MODEL_TYPES, make_tiny_model
+    from ..settings import template_parent
+    from ..testing.tiny import make_tiny_model, run_flags
     register_reward('geo_demo_probe', GeoDemoProbe)
     model, model_type = ns.model, ns.model_type
     if ns.tiny:
-        family = ns.template[:-4] if ns.template.endswith('_geo') else ns.template
-        model = make_tiny_model(family, os.path.join(out, f'tiny-{family}'))
-        model_type = SWIFT_MODEL_TYPES[family]
+        parent = template_parent(ns.template)
+        model = make_tiny_model(parent, os.path.join(out, f'tiny-{parent}'))
+        model_type = run_flags(parent)['model_type']
     dataset = ns.dataset
     if dataset is None:
-        from .demo_data import DEMO_ROW_MAX_PIXELS, make_dataset
+        from ..testing.images import DEMO_ROW_MAX_PIXELS, make_dataset
         dataset = make_dataset(os.path.join(out, 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
     from swift import rlhf_main
     rlhf_main(build_args(ns, model, model_type, dataset, os.path.join(out, 'output')))

@@ -1,5 +1,6 @@
 """`swift-ext plan`: its numbers equal `settings.predict` image by image, bad rows are named by
 row number, and (with a tiny local checkpoint) they equal what ms-swift's template encodes."""
+import dataclasses
 import json
 import os
 from collections import Counter
@@ -7,7 +8,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from swift_ext import plan
+from swift_ext.cli import plan
 from swift_ext.geometry import GeometryError
 from swift_ext.settings import default_settings
 
@@ -138,7 +139,7 @@ def test_sweep_totals(dataset, template, applied_as):
     values = [200704, 1003520]
     stats = plan.plan_dataset(path, settings, sweep=values, workers=1)
     for value in values:
-        swept = settings.with_limits(**{applied_as: value})
+        swept = dataclasses.replace(settings, **{applied_as: value})  # both values are multiples of 28**2
         tokens = expected(rows, os.path.dirname(path), swept)[0]
         assert stats.sweep[value][0] == sum(t * n for t, n in tokens.items())
 
@@ -203,8 +204,7 @@ def test_plan_matches_template_encode(tiny_model, dataset, family, model_type, s
         monkeypatch.delenv(name, raising=False)
     # The template registers its settings and records process-wide; keep them to this test.
     from swift_ext import records
-    monkeypatch.setattr(records, '_ACTIVE', {})
-    monkeypatch.setattr(records.STORE, '_data', type(records.STORE._data)())
+    records.reset()
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
     from swift import get_processor, get_template
     processor = get_processor(tiny_model(family), model_type=model_type)

@@ -12,11 +12,11 @@ import sys
 
 import pytest
 
-from swift_ext.bench import (BENCHES, Figure, Goal, build_parser, format_table, interleaved,
+from swift_ext.cli.bench import (BENCHES, Figure, Goal, build_parser, format_table, interleaved,
                              png_header, regex_iou, step_seconds, write_geometry_log)
 from swift_ext.geometry import read_image_size
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Figures that carry the goals: (bench, start of the figure name).
 GOAL_FIGURES = [

@@ -23,8 +23,7 @@ def no_templates_from_other_tests(monkeypatch):
     # Templates built by earlier tests (with other limits) stay active process-wide; each
     # test here starts as a fresh trainer process would, before any template is built.
     from swift_ext import records
-    monkeypatch.setattr(records, '_ACTIVE', {})
-    STORE.clear()
+    records.reset()
 
 
 def _images(path):

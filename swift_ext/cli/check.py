@@ -43,15 +43,14 @@ be read or holds nothing to compare.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import re
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from .geolog import SETTINGS_FILE
-from .settings import PreprocessSettings, diff_settings
+from ..geolog import SETTINGS_FILE
+from ..settings import diff_settings, settings_from_dict
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
@@ -90,7 +89,7 @@ def load_fingerprints(path: str) -> List[dict]:
     """Every fingerprint record in a run directory, settings file or captured log, in order.
 
     Each record: ``role``, ``rank``, ``pid`` (None where a log line does not say),
-    ``template``, ``fingerprint``, ``settings`` (``PreprocessSettings.to_dict()``),
+    ``template``, ``fingerprint``, ``settings`` (a settings ``to_dict()``),
     ``time`` (None for log lines), ``source`` (the file read) and ``line`` (1-based).
     Lines that are neither are skipped, so a whole `swift` log can be passed.
 
@@ -132,10 +131,7 @@ def _parse_line(text: str) -> Optional[dict]:
     try:
         settings = json.loads(match['settings'])
     except ValueError:
-        try:
-            settings = ast.literal_eval(match['settings'])  # lines of older versions
-        except (ValueError, SyntaxError):
-            return None
+        return None
     if not isinstance(settings, dict):
         return None
     meta = dict(part.split(' ', 1) for part in (match['meta'] or '').split(', ') if ' ' in part)
@@ -150,14 +146,14 @@ def _int(value: Optional[str]) -> Optional[int]:
 
 def _fingerprint(settings: Mapping[str, Any]) -> Optional[str]:
     try:
-        return PreprocessSettings.from_dict(settings).fingerprint()
+        return settings_from_dict(settings).fingerprint()
     except (TypeError, ValueError):
         return None
 
 
 # --- comparing --------------------------------------------------------------------------------
 def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
-    """How two fingerprint records (or two ``PreprocessSettings.to_dict()``) differ.
+    """How two fingerprint records (or two settings ``to_dict()``) differ.
 
     Returns:
         ``{'same': bool, 'fingerprints': [a, b], 'templates': [a, b],

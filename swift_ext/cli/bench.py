@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .plugin_path import plugin_path
+
 BENCHES = (1, 2, 3, 4, 5)
 NAMES = {1: 'template', 2: 'geometry', 3: 'reward', 4: 'grpo', 5: 'scale'}
 # (full, quick) sizes; rounds can be overridden with --rounds.
@@ -250,8 +252,8 @@ def bench_template(ctx: Context) -> List[Figure]:
     from swift.model import get_processor
     from swift.template import get_template
 
-    from .geolog import ENV_DIR
-    from .tiny_models import SWIFT_MODEL_TYPES, make_tiny_model
+    from ..geolog import ENV_DIR
+    from ..testing.tiny import make_tiny_model, run_flags
 
     paths = make_images(os.path.join(ctx.work, 'template_images'), TEMPLATE_SIZES)
     samples = template_samples(paths, ctx.size(TEMPLATE_SAMPLES))
@@ -263,7 +265,7 @@ def bench_template(ctx: Context) -> List[Figure]:
         with _env(**{ENV_DIR: os.path.join(ctx.work, 'template_geolog')}):
             for family in ('qwen2_5_vl', 'internvl_hf'):
                 model = make_tiny_model(family, os.path.join(ctx.work, f'tiny-{family}'))
-                proc = get_processor(model, model_type=SWIFT_MODEL_TYPES[family])
+                proc = get_processor(model, model_type=run_flags(family)['model_type'])
                 parent = get_template(proc, template_type=family)
                 geo = get_template(proc, template_type=family + '_geo')
                 for tpl in (parent, geo):
@@ -313,10 +315,10 @@ def _encode_round(parent, geo, samples: Sequence[dict]):
 def bench_geometry(ctx: Context) -> List[Figure]:
     from qwen_vl_utils import fetch_image
 
-    from .geometry import qwen_geometry, read_image_size
-    from .records import STORE, image_key, row_limits_key
-    from .rewards import geometry_for_images
-    from .settings import default_settings
+    from ..geometry import qwen_geometry, read_image_size
+    from ..records import STORE, image_key, row_limits_key
+    from ..rewards import geometry_for_images
+    from ..settings import default_settings
 
     sizes = GEOMETRY_SIZES[:4] if ctx.quick else GEOMETRY_SIZES
     paths = make_images(os.path.join(ctx.work, 'geometry_images'), sizes)
@@ -405,7 +407,7 @@ REWARD_MIX = (('single box', 0.35), ('multi-box', 0.20), ('malformed', 0.20),
 
 def reward_mix(n: int, seed: int = 0) -> List[Tuple[str, str, str, object]]:
     """``n`` (kind, completion, solution JSON, geometry) in the proportions of REWARD_MIX."""
-    from .geometry import qwen_geometry
+    from ..geometry import qwen_geometry
     rng = random.Random(seed)
     sizes = ((640, 480), (1280, 720), (500, 375), (1920, 1080), (375, 500))
     geos = [qwen_geometry(width=w, height=h) for w, h in sizes]
@@ -440,8 +442,8 @@ def _random_box(rng: random.Random, width: int, height: int) -> List[int]:
 
 
 def bench_reward(ctx: Context) -> List[Figure]:
-    from .rewards import GeoIoU
-    from .scoring import iou_score
+    from ..rewards import GeoIoU
+    from ..scoring import iou_score
 
     items = reward_mix(ctx.size(REWARD_COMPLETIONS))
     repeats = ctx.size(REWARD_REPEATS)
@@ -508,14 +510,14 @@ def _reward_image(geo) -> dict:
 
 
 def _put_reward_geometry(items) -> None:
-    from .records import STORE, image_key, row_limits_key
+    from ..records import STORE, image_key, row_limits_key
     for _, _, _, geo in items:
         STORE.put(image_key(_reward_image(geo)), row_limits_key(None), 'qwen2_5_vl_geo', geo)
 
 
 # --- 4. GRPO steps ------------------------------------------------------------------------------------------
 PLUGIN_SOURCE = '''"""Written by `swift-ext bench`: a step timer and the regex IoU reward of the plain run."""
-from swift_ext.bench import register_bench_plugin
+from swift_ext.cli.bench import register_bench_plugin
 
 register_bench_plugin()
 '''
@@ -565,7 +567,6 @@ def register_bench_plugin() -> None:
 
 def grpo_args(config: str, model: str, dataset: str, plugin: str, out: str, steps: int) -> List[str]:
     """The `swift rlhf` arguments of one run: config 'plain' or 'geo'."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     common = ['--rlhf_type', 'grpo', '--model', model, '--model_type', 'qwen2_5_vl',
               '--dataset', dataset, '--num_generations', '2', '--per_device_train_batch_size', '4',
               '--max_completion_length', '16', '--max_steps', str(steps), '--tuner_type', 'lora',
@@ -578,7 +579,7 @@ def grpo_args(config: str, model: str, dataset: str, plugin: str, out: str, step
                          '--reward_funcs', 'bench_regex_iou', 'format',
                          '--callbacks', 'bench_step_timer']
     return common + ['--template', 'qwen2_5_vl_geo', '--external_plugins',
-                     os.path.join(root, 'templates', 'plugin.py'), plugin,
+                     plugin_path(), plugin,
                      '--reward_funcs', 'geo_iou', 'geo_format',
                      '--callbacks', 'geo_log', 'bench_step_timer']
 
@@ -593,8 +594,8 @@ def step_seconds(path: str, warmup: int) -> Tuple[List[float], List[float]]:
 
 
 def bench_grpo(ctx: Context) -> List[Figure]:
-    from .demo_data import make_dataset
-    from .tiny_models import make_tiny_model
+    from ..testing.images import make_dataset
+    from ..testing.tiny import make_tiny_model
 
     model = make_tiny_model('qwen2_5_vl', os.path.join(ctx.work, 'tiny-qwen2_5_vl'))
     steps, warmup = ctx.size(GRPO_STEPS), ctx.size(GRPO_WARMUP)
@@ -660,7 +661,7 @@ def _grpo_run(ctx: Context, config: str, model: str, dataset: str, plugin: str, 
               warmup: int, r: int) -> Tuple[float, float]:
     from swift import rlhf_main
 
-    from .geolog import ENV_DIR
+    from ..geolog import ENV_DIR
 
     out = os.path.join(ctx.work, 'grpo_runs', f'{config}-{r}')
     shutil.rmtree(out, ignore_errors=True)
@@ -679,7 +680,7 @@ def _grpo_run(ctx: Context, config: str, model: str, dataset: str, plugin: str, 
 # --- 5. review and plan at scale ---------------------------------------------------------------------------------
 def write_geometry_log(run_dir: str, lines: int, seed: int = 0) -> None:
     """A run folder with ``lines`` image_geometry records (geolog's schema) and a logging.jsonl."""
-    from .settings import default_settings
+    from ..settings import default_settings
     rng = random.Random(seed)
     settings = default_settings('qwen2_5_vl_geo')
     pool = []

@@ -16,9 +16,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from .geometry import GeometryError, describe_source, read_image_size
+from ..geometry import GeometryError, describe_source, read_image_size
 from .review import describe
-from .settings import INTERNVL, QWEN, PreprocessSettings, settings_from_environment
+from ..families import family_of
+from ..settings import PreprocessSettings, settings_for, with_budget
 
 # Pixel budgets compared by default: 256, 512, 1024, 1280 and 16384 tokens of 28x28 pixels.
 DEFAULT_SWEEP = (200704, 401408, 802816, 1003520, 12845056)
@@ -50,15 +51,12 @@ def plan_settings(template: str, *, max_pixels: Optional[int] = None,
                   min_pixels: Optional[int] = None, max_num: Optional[int] = None,
                   env: Optional[Dict[str, str]] = None) -> PreprocessSettings:
     """The settings a `_geo` template would run with, under these flags and environment."""
-    return settings_from_environment(template, swift_max_pixels=max_pixels, min_pixels=min_pixels,
-                                     max_num=max_num, env=env)
+    return settings_for(template, env=env, swift_max_pixels=max_pixels, min_pixels=min_pixels, max_num=max_num)
 
 
 def sweep_settings(settings: PreprocessSettings, value: int) -> PreprocessSettings:
-    """``settings`` with a pixel budget: MAX_PIXELS for Qwen, `--max_pixels` for InternVL."""
-    if settings.family == QWEN:
-        return settings.with_limits(max_pixels=value)
-    return settings.with_limits(swift_max_pixels=value)
+    """``settings`` with a pixel budget, applied as the family's own knob (MAX_PIXELS for Qwen)."""
+    return with_budget(settings, value)
 
 
 # --- reading the dataset ---------------------------------------------------------------------------
@@ -214,7 +212,7 @@ def plan_chunk(chunk: List[Tuple[int, Any]]) -> PlanStats:
                 continue
             stats.tokens_per_image[geo.num_tokens] += 1
             sample_tokens += geo.num_tokens
-            if settings.family == INTERNVL:
+            if geo.tile_cols is not None:
                 stats.tiles[geo.num_tiles] += 1
             stats.shrunk += clamped == 'max_pixels'
             stats.grown += clamped == 'min_pixels'
@@ -286,7 +284,7 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
         'relative_paths_only_next_to_dataset': stats.only_next_to_dataset,
         'failures': [{'row': r, 'image_index': i, 'image': n, 'error': e}
                      for r, i, n, e in stats.failures],
-        'sweep': [{'pixels': v, 'applied_as': 'MAX_PIXELS' if settings.family == QWEN else '--max_pixels',
+        'sweep': [{'pixels': v, 'applied_as': family_of(settings.template)[0].sweep_knob,
                    'visual_tokens_total': t, 'shrunk_by_max_pixels': s, 'failing_images': f}
                   for v, (t, s, f) in stats.sweep.items()],
     }
@@ -361,8 +359,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ValueError as exc:
         print(f'swift-ext plan: {exc}', file=sys.stderr)
         return 2
-    if args.min_pixels is not None and settings.family != QWEN:
-        print('swift-ext plan: --min_pixels applies to Qwen templates only; ignored.', file=sys.stderr)
+    if args.min_pixels is not None and not hasattr(settings, 'min_pixels'):
+        print(f'swift-ext plan: --min_pixels does not apply to {settings.template}; ignored.', file=sys.stderr)
+    if args.max_num is not None and not hasattr(settings, 'max_num'):
+        print(f'swift-ext plan: --max_num does not apply to {settings.template}; ignored.', file=sys.stderr)
     if not os.path.isfile(args.dataset):
         print(f'swift-ext plan: DATASET must be a file, got {args.dataset!r}.', file=sys.stderr)
         return 2

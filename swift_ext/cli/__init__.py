@@ -7,12 +7,14 @@ import sys
 from typing import List, Optional
 
 SUBCOMMANDS = {
-    'make-tiny-model': ('swift_ext.tiny_models', 'build a tiny random local checkpoint'),
-    'demo': ('swift_ext.demo', 'run the built-in GRPO grounding demo on a tiny model'),
-    'review': ('swift_ext.review', "summarise a run's geometry, rewards and metrics"),
-    'plan': ('swift_ext.plan', 'pre-flight: visual tokens a dataset will cost'),
-    'check': ('swift_ext.drift', 'compare trainer and rollout preprocessing settings'),
-    'bench': ('swift_ext.bench', 'run the benchmarks'),
+    'make-tiny-model': ('swift_ext.testing.tiny', 'build a tiny random local checkpoint'),
+    'demo': ('swift_ext.cli.demo', 'run the built-in GRPO grounding demo on a tiny model'),
+    'review': ('swift_ext.cli.review', "summarise a run's geometry, rewards and metrics"),
+    'plan': ('swift_ext.cli.plan', 'pre-flight: visual tokens a dataset will cost'),
+    'check': ('swift_ext.cli.check', 'compare trainer and rollout preprocessing settings'),
+    'bench': ('swift_ext.cli.bench', 'run the benchmarks'),
+    'templates': ('swift_ext.cli.templates_table', 'list the registered _geo templates'),
+    'plugin-path': ('swift_ext.cli.plugin_path', 'print the plugin file for --external_plugins'),
 }
 
 

@@ -15,7 +15,8 @@ import sys
 
 import pytest
 
-from swift_ext import drift, geolog
+from swift_ext import geolog
+from swift_ext.cli import check as drift
 from swift_ext.settings import default_settings
 
 # What a `swift rollout` / `swift rlhf` process does with the plugin: load the processor
@@ -270,14 +271,14 @@ class TestLoading:
                        'template': 'qwen2_5_vl_geo', 'fingerprint': settings.fingerprint(),
                        'settings': settings.to_dict(), 'time': None, 'source': path, 'line': 1}
 
-    def test_other_lines_torn_lines_and_old_format_are_handled(self, tmp_path):
+    def test_other_lines_torn_lines_and_repr_lines_are_skipped(self, tmp_path):
+        # Settings written as a Python repr (not JSON) are not read: no literal_eval on log text.
         old_style = (f'INFO swift_ext.geolog: swift-ext qwen2_5_vl_geo preprocessing fingerprint '
                      f'{drift._fingerprint(QWEN)}: {QWEN!r}\n')
         path = write(tmp_path / 'mixed.log', 'some other line\n', '{"not": "ours"}\n',
                      record(QWEN), old_style, record(QWEN, pid=3)[:40] + '\n')
         recs = drift.load_fingerprints(path)
-        assert [(r['line'], r['pid'], r['settings']) for r in recs] == [
-            (3, 1, QWEN), (4, None, QWEN)]
+        assert [(r['line'], r['pid'], r['settings']) for r in recs] == [(3, 1, QWEN)]
 
     def test_each_process_counts_with_its_last_settings(self, tmp_path, capsys):
         # The trainer logs when its template loads and again from the callback: the latest wins.

@@ -15,12 +15,12 @@ ALL = QWEN + ['internvl_hf']
 @pytest.fixture(scope='module')
 def processors(tiny_model):
     from swift.model import get_processor
-    from swift_ext.tiny_models import SWIFT_MODEL_TYPES
+    from swift_ext.testing.tiny import run_flags
     cache = {}
 
     def get(family):
         if family not in cache:
-            cache[family] = get_processor(tiny_model(family), model_type=SWIFT_MODEL_TYPES[family])
+            cache[family] = get_processor(tiny_model(family), model_type=run_flags(family)['model_type'])
         return cache[family]
     return get
 
@@ -185,9 +185,12 @@ def _save(path, size):
 
 def test_registration_is_idempotent_and_inherits_meta():
     from swift.template import TEMPLATE_MAPPING
+    from swift_ext.families import template_names
     from swift_ext.templates import GEO_TEMPLATES, register_geo_templates
-    assert register_geo_templates() == list(GEO_TEMPLATES)
-    for name, cls in GEO_TEMPLATES.items():
-        meta, parent = TEMPLATE_MAPPING[name], TEMPLATE_MAPPING[cls.geo_base]
+    names = register_geo_templates()
+    assert names == register_geo_templates() == template_names()
+    for name in names:
+        cls = GEO_TEMPLATES[name]
+        meta, parent = TEMPLATE_MAPPING[name], TEMPLATE_MAPPING[cls.geo_spec.parent]
         assert issubclass(cls, parent.template_cls)
         assert meta.prompt == parent.prompt and meta.default_system == parent.default_system

@@ -20,7 +20,7 @@ import pytest
 from PIL import Image
 
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')
 COMMON = ['--model_type', 'qwen2_5_vl', '--tuner_type', 'lora', '--torch_dtype', 'float32',

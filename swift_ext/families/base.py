@@ -1,0 +1,200 @@
+"""What every geometry family provides: its settings, its prediction, and its template hooks.
+
+A family is a class with class attributes and classmethods only (it is never instantiated);
+one module per family under ``swift_ext/families/`` defines one and registers it with
+``register_family``. Nothing here imports torch, PIL or swift: the template hooks receive
+the live ms-swift template object and may import what they need inside the method.
+
+The contract, in the order a `_geo` template uses it:
+
+1. ``settings_from_template(template, settings)``: the family's defaults for this parent
+   (``default_settings``) refined from the live template/processor (patch size, limits, ...).
+   ``settings_for(parent, env=..., swift_max_pixels=...)`` is the same without a template in
+   the process (rewards in vLLM server mode, ``plan``), from ms-swift's flags and environment.
+2. ``predict(settings, width=, height=, row_kwargs=, name=)``: pure arithmetic, the
+   ``ImageGeometry`` of one file and which limit clamped it (``None``), raising
+   ``GeometryError`` exactly where the parent template refuses the image.
+3. ``on_replace_tag(template, inputs, index, entry)``: for families whose template resizes the
+   image itself (Qwen), note what ``replace_tag`` produced in ``entry``.
+4. ``actual(template, encoded, entries, predicted)``: the geometry the encode really produced,
+   one per image (the prediction corrected by the token runs / grids found in ``encoded``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
+
+from ..geometry import COORDS, GeometryError, ImageGeometry
+
+
+@dataclass(frozen=True)
+class TemplateSpec:
+    """One ms-swift parent template a family covers, and what differs per template."""
+
+    parent: str
+    coords: str  # the convention this template's checkpoints answer in (see COORDS)
+    box_styles: Tuple[str, ...]  # boxes.STYLES the format reward accepts, first = canonical
+    coords_source: str = ''  # where the convention comes from (model card, ms-swift norm_bbox, ...)
+    # ms-swift --model_type of a tiny checkpoint ``make-tiny-model --family PARENT`` builds;
+    # None when no tiny checkpoint is built for this template.
+    model_type: Optional[str] = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # settings overrides
+
+    @property
+    def name(self) -> str:
+        return self.parent + '_geo'
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    """The settings every family shares; each family subclasses it with its own fields."""
+
+    template: str
+    family: str
+    coords: str
+    box_styles: Tuple[str, ...] = ()
+    # ms-swift's own pre-rescale (`--max_pixels`), applied before the model's resize.
+    swift_max_pixels: Optional[int] = None
+    versions: Tuple[Tuple[str, str], ...] = ()
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d['versions'] = dict(self.versions)
+        d['box_styles'] = list(self.box_styles)
+        return d
+
+    def fingerprint(self) -> str:
+        """A short hash of every setting that changes geometry (the name excluded)."""
+        d = self.to_dict()
+        d.pop('template')
+        return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    def predict(self, *, width: int, height: int, row_kwargs: Optional[Mapping] = None,
+                name: str = 'image') -> Tuple[ImageGeometry, Optional[str]]:
+        """Predicted geometry of a ``width`` x ``height`` file, and which limit clamped it."""
+        from . import family_named
+        return family_named(self.family).predict(self, width=width, height=height,
+                                                 row_kwargs=row_kwargs or {}, name=name)
+
+
+def settings_fields_from_dict(cls: type, d: Mapping[str, Any]) -> dict:
+    """Constructor arguments of settings class ``cls`` from a ``to_dict()`` (JSON) form."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    out = {k: d[k] for k in names if k in d}
+    out['versions'] = tuple(sorted(dict(out.get('versions') or {}).items()))
+    for f in dataclasses.fields(cls):  # JSON turned tuples into lists
+        if f.name in out and isinstance(out[f.name], list):
+            out[f.name] = tuple(tuple(x) if isinstance(x, list) else x for x in out[f.name])
+    return out
+
+
+class Family:
+    """Base of every family. Subclasses set the class attributes and override the hooks."""
+
+    name: ClassVar[str] = ''
+    settings_cls: ClassVar[type] = PreprocessSettings
+    templates: ClassVar[Tuple[TemplateSpec, ...]] = ()
+    # What `plan --sweep` varies: 'MAX_PIXELS' (the model's own cap) or '--max_pixels'.
+    sweep_knob: ClassVar[str] = '--max_pixels'
+    # Environment variables ms-swift reads for this family (documented in `templates`).
+    env_vars: ClassVar[Tuple[str, ...]] = ()
+
+    # --- settings ---------------------------------------------------------------------
+    @classmethod
+    def spec(cls, parent: str) -> TemplateSpec:
+        for spec in cls.templates:
+            if spec.parent == parent:
+                return spec
+        raise KeyError(parent)
+
+    @classmethod
+    def default_settings(cls, parent: str) -> PreprocessSettings:
+        """The settings of ``parent``'s template with the real checkpoint's processor."""
+        spec = cls.spec(parent)
+        return cls.settings_cls(template=spec.name, family=cls.name, coords=spec.coords,
+                                box_styles=spec.box_styles, **dict(spec.defaults))
+
+    @classmethod
+    def settings_for(cls, parent: str, *, env: Mapping[str, str],
+                     swift_max_pixels: Optional[int] = None,
+                     overrides: Optional[Mapping[str, Any]] = None) -> PreprocessSettings:
+        """``parent``'s settings under ms-swift's flags and environment, with no template.
+
+        ``overrides`` are family settings named by the caller (``plan --max_num``), applied
+        after the environment. Families with environment variables override this.
+        """
+        settings = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
+        return replace(settings, **dict(overrides or {}))
+
+    @classmethod
+    def settings_from_template(cls, template: Any, settings: PreprocessSettings) -> PreprocessSettings:
+        """``settings`` (the parent's defaults) refined from the live template and processor."""
+        return settings
+
+    @classmethod
+    def with_budget(cls, settings: PreprocessSettings, pixels: int) -> PreprocessSettings:
+        """``settings`` under a pixel budget as ``sweep_knob`` applies it (for `plan`)."""
+        return replace(settings, swift_max_pixels=pixels)
+
+    # --- prediction -------------------------------------------------------------------
+    @classmethod
+    def predict(cls, settings: PreprocessSettings, *, width: int, height: int,
+                row_kwargs: Mapping, name: str) -> Tuple[ImageGeometry, Optional[str]]:
+        raise NotImplementedError
+
+    # --- template hooks -----------------------------------------------------------------
+    @classmethod
+    def on_replace_tag(cls, template: Any, inputs: Any, index: int, entry: dict) -> None:
+        """Note in ``entry`` what the parent's ``replace_tag`` did to image ``index``."""
+
+    @classmethod
+    def actual(cls, template: Any, encoded: Mapping, entries: Sequence[dict],
+               predicted: Sequence[Optional[ImageGeometry]]) -> List[Optional[ImageGeometry]]:
+        """The geometry the encode produced, per image; ``predicted`` where it says nothing."""
+        return list(predicted)
+
+
+def row_number(row_kwargs: Mapping, key: str, name: str) -> Optional[float]:
+    """A per-row numeric limit from ``chat_template_kwargs``, or None; refuses other types."""
+    value = row_kwargs.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GeometryError(f'{name}: chat_template_kwargs `{key}` must be a number, got {value!r}.')
+    return value
+
+
+def env_int(env: Mapping[str, str], name: str) -> Optional[int]:
+    """An integer environment variable, or None when unset or empty."""
+    value = env.get(name)
+    if value in (None, ''):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
+
+
+def token_runs(input_ids: Sequence[int], token_id: int) -> List[int]:
+    """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order."""
+    runs, length = [], 0
+    for tok in input_ids:
+        if tok == token_id:
+            length += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    if length:
+        runs.append(length)
+    return runs
+
+
+def token_id(template: Any, token: str) -> int:
+    """The tokenizer id of ``token`` for this template, memoised on the template object."""
+    cache = template.__dict__.setdefault('_geo_token_ids', {})
+    if token not in cache:
+        cache[token] = template.tokenizer.convert_tokens_to_ids(token)
+    return cache[token]

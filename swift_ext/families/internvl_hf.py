@@ -1,0 +1,52 @@
+"""InternVL through transformers (``internvl_hf``): GotOcr2's tiling, in its own grid order.
+
+The same tiling as ms-swift's InternVL, but the candidate grids are enumerated the way
+transformers' ``GotOcr2ImageProcessor`` does (cols-major, stable-sorted by area), which
+breaks ties between grids of equal area differently; the limits come from the processor
+(``min_patches`` / ``max_patches``, ``crop_size``, ``image_seq_length``), not the environment.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, replace
+
+from . import register_family
+from .base import TemplateSpec
+from .internvl import Internvl, InternvlSettings
+
+
+@functools.lru_cache(maxsize=64)
+def hf_tile_grids(min_num: int, max_num: int) -> tuple:
+    """Tile grids (cols, rows) in the order GotOcr2's ``get_all_supported_aspect_ratios`` gives."""
+    ratios = [(w, h) for w in range(1, max_num + 1) for h in range(1, max_num + 1) if min_num <= w * h <= max_num]
+    return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
+
+
+@dataclass(frozen=True)
+class InternvlHfSettings(InternvlSettings):
+    def tile_grids(self) -> tuple:
+        return hf_tile_grids(self.min_num, self.max_num)
+
+
+@register_family
+class InternvlHf(Internvl):
+    name = 'internvl_hf'
+    settings_cls = InternvlHfSettings
+    env_vars = ()
+    templates = (
+        TemplateSpec('internvl_hf', 'norm1000', ('internvl_box',), model_type='internvl',
+                     coords_source='InternVL grounding format: <box>[[x1, y1, x2, y2]]</box> in 0-1000'),
+    )
+
+    @classmethod
+    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
+        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
+        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+
+    @classmethod
+    def settings_from_template(cls, template, settings):
+        ip = template.processor.image_processor
+        size = getattr(ip, 'crop_size', None) or getattr(ip, 'size', None) or {}
+        return replace(settings, image_size=int(size.get('height', 448)),
+                       min_num=int(getattr(ip, 'min_patches', 1)), max_num=int(getattr(ip, 'max_patches', 12)),
+                       tokens_per_tile=int(getattr(template.processor, 'image_seq_length', 256)))

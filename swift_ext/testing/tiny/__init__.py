@@ -1,0 +1,211 @@
+"""Tiny, randomly initialised vision-language checkpoints that ms-swift loads offline.
+
+``make_tiny_model(parent, out_dir)`` writes a complete local checkpoint (config, safetensors
+weights, tokenizer, processor configs, chat template) of a few million parameters for the
+ms-swift parent template ``parent``, so tests and smoke runs exercise the real ms-swift code
+paths without downloading a model. The weights are random: the model emits filler tokens,
+and a run proves plumbing, not learning.
+
+One recipe module per family in this package declares ``PARENTS`` and ``build(parent,
+out_dir, seed)``; the module is found by name, like the families themselves. What is kept
+real in every recipe is what geometry depends on: the special-token ids the parent template
+hard-codes and the public checkpoint's image-processor settings.
+
+What ms-swift needs to recognise a tiny checkpoint in a directory ``DIR``
+(ms-swift 4.6.0 matches first on the directory's *name* against its model list, then
+on ``config.json``'s ``architectures``; measured with ``get_processor`` /
+``get_template``):
+
+==============  ======================================  ==================  ===============
+parent          architectures                           ``--model_type``    ``--template``
+==============  ======================================  ==================  ===============
+qwen2_vl        Qwen2VLForConditionalGeneration         ``qwen2_vl`` (1)    ``qwen2_vl`` (3)
+qwen2_5_vl      Qwen2_5_VLForConditionalGeneration      ``qwen2_5_vl`` (2)  ``qwen2_5_vl`` (3)
+qwen3_vl        Qwen3VLForConditionalGeneration         ``qwen3_vl`` (1)    ``qwen3_vl`` (4)
+internvl_hf     InternVLForConditionalGeneration        ``internvl`` (2)    ``internvl_hf`` (4)
+==============  ======================================  ==================  ===============
+
+(1) Required: the architecture is shared (``qwen2_gme``; ``qwen3_vl_emb``,
+    ``qwen3_vl_reranker``), so ms-swift refuses to guess ("Failed to automatically
+    match `model_type`").
+(2) Detected from the architecture; passing it does no harm.
+(3) Required: the model type also serves ``qvq`` (Qwen2-VL) and ``mimo_vl``
+    (Qwen2.5-VL).
+(4) Detected once the model type is known; passing it does no harm.
+
+So the safe command line is always ``--model DIR --model_type MT --template T`` (with
+a ``*_geo`` template in place of ``T`` where this project registers one).
+``SWIFT_MODEL_TYPES`` and ``SWIFT_TEMPLATES`` hold the two right-hand columns.
+
+In-process, set ``template.model = model`` before collating, as ms-swift's SFT pipeline
+does: a Qwen template without a model reloads the checkpoint by path to compute rope
+indices, *without* the model type, which fails for qwen2_vl and qwen3_vl.
+The marker file ``tiny_model.json`` records ``model_type`` and ``template`` (the flags a run
+needs) beside the parent, seed and builder version.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import shutil
+import sys
+import tempfile
+import time
+from typing import Dict, Optional, Sequence
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SEED = 0
+# Bumped whenever the layout of a tiny checkpoint changes, so an old one is not reused.
+BUILDER_VERSION = 2
+MARKER_FILE = 'tiny_model.json'
+# Files every recipe writes; the marker is written last, so its presence means complete.
+REQUIRED_FILES = ('config.json', 'model.safetensors', 'tokenizer_config.json', MARKER_FILE)
+
+_RECIPES: Dict[str, object] = {}
+
+
+def recipes() -> Dict[str, object]:
+    """``{parent template: recipe module}`` for every tiny checkpoint this package can build."""
+    if not _RECIPES:
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+            if info.name == 'common':
+                continue
+            module = importlib.import_module(f'{__name__}.{info.name}')
+            for parent in getattr(module, 'PARENTS', ()):
+                if parent in _RECIPES and _RECIPES[parent] is not module:
+                    raise ValueError(f'tiny recipe for {parent!r} is defined twice '
+                                     f'({_RECIPES[parent].__name__}, {module.__name__}).')
+                _RECIPES[parent] = module
+    return dict(_RECIPES)
+
+
+def parents() -> tuple:
+    """The parent templates a tiny checkpoint can be built for, sorted."""
+    return tuple(sorted(recipes()))
+
+
+def run_flags(parent: str) -> Dict[str, str]:
+    """``{'model_type': ..., 'template': ...}``: what `swift sft/rlhf` needs for a tiny ``parent``."""
+    from ...families import family_of
+    _, spec = family_of(parent)
+    return {'model_type': spec.model_type or parent, 'template': spec.name}
+
+
+def _check_parent(parent: str) -> None:
+    if parent not in recipes():
+        raise ValueError(f'`family` should be one of {", ".join(parents())}, got {parent!r}.')
+
+
+def _marker(parent: str, seed: int) -> dict:
+    return {'family': parent, 'seed': seed, 'builder_version': BUILDER_VERSION, **run_flags(parent)}
+
+
+def _read_marker(out_dir: str) -> Optional[dict]:
+    path = os.path.join(out_dir, MARKER_FILE)
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except ValueError:  # a damaged marker marks nothing
+        return None
+
+
+def is_complete(parent: str, out_dir: str, seed: int = DEFAULT_SEED) -> bool:
+    """Whether ``out_dir`` holds a complete tiny ``parent`` checkpoint built with ``seed``."""
+    if _read_marker(out_dir) != _marker(parent, seed):
+        return False
+    return all(os.path.isfile(os.path.join(out_dir, name)) for name in REQUIRED_FILES)
+
+
+def make_tiny_model(parent: str, out_dir: str, *, seed: int = DEFAULT_SEED) -> str:
+    """Write a tiny randomly initialised checkpoint for ``parent`` to ``out_dir``; return its path.
+
+    Deterministic (same ``seed``, same bytes) and idempotent: if ``out_dir`` already holds a
+    complete checkpoint of that parent and seed, it is returned untouched. The checkpoint is
+    built in a sibling temporary directory and moved into place, so ``out_dir`` never holds
+    half a checkpoint. ``out_dir`` must not exist or be empty otherwise.
+
+    Example:
+        >>> make_tiny_model('qwen2_5_vl', '/tmp/tiny-qwen2_5_vl')  # doctest: +SKIP
+        '/tmp/tiny-qwen2_5_vl'
+
+        then ``swift sft --model /tmp/tiny-qwen2_5_vl --model_type qwen2_5_vl
+        --template qwen2_5_vl_geo ...`` (``run_flags`` gives both names).
+    """
+    _check_parent(parent)
+    out_dir = os.path.abspath(out_dir)
+    if is_complete(parent, out_dir, seed):
+        logger.info('Reusing tiny %s checkpoint in %s', parent, out_dir)
+        return out_dir
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        marker = _read_marker(out_dir) if os.path.isdir(out_dir) else None
+        found = f'a tiny checkpoint {marker}' if marker else 'other files'
+        raise FileExistsError(f'`out_dir` should be missing or empty, or hold a tiny {parent!r} '
+                              f'checkpoint with seed {seed}; {out_dir!r} holds {found}.')
+    start = time.perf_counter()
+    base = os.path.dirname(out_dir)
+    os.makedirs(base, exist_ok=True)
+    tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(out_dir)}.partial-', dir=base)
+    try:
+        os.chmod(tmp_dir, 0o755)  # mkdtemp makes it private; a model directory is not
+        recipes()[parent].build(parent, tmp_dir, seed)
+        with open(os.path.join(tmp_dir, MARKER_FILE), 'w', encoding='utf-8') as f:
+            json.dump(_marker(parent, seed), f, indent=2)
+        if os.path.isdir(out_dir):
+            os.rmdir(out_dir)  # empty, checked above
+        try:
+            os.rename(tmp_dir, out_dir)
+        except OSError:
+            # Someone else finished the same build first: theirs is as good as ours.
+            if not is_complete(parent, out_dir, seed):
+                raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    logger.info('Built tiny %s checkpoint in %s (%.1f s, %.1f MB)', parent, out_dir,
+                time.perf_counter() - start, directory_size(out_dir) / 1e6)
+    return out_dir
+
+
+def directory_size(path: str) -> int:
+    """Total size in bytes of the regular files under ``path``."""
+    total = 0
+    for root, _, files in os.walk(path):
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    return total
+
+
+# ----------------------------------------------------------------------------- CLI
+def build_parser(prog: str = 'swift-ext make-tiny-model') -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description='Write a tiny randomly initialised vision-language checkpoint that ms-swift loads offline.')
+    parser.add_argument('--family', required=True, choices=parents(), metavar='PARENT',
+                        help='the ms-swift parent template: ' + ', '.join(parents()))
+    parser.add_argument('--out', required=True, help='output directory (missing or empty)')
+    parser.add_argument('--seed', type=int, default=DEFAULT_SEED, help='seed for the random weights')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``swift-ext make-tiny-model --family PARENT --out DIR [--seed N]``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        path = make_tiny_model(args.family, args.out, seed=args.seed)
+    except (FileExistsError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    flags = run_flags(args.family)
+    print(path)
+    print(f'use: --model {path} --model_type {flags["model_type"]} --template {flags["template"]} '
+          '--check_model false')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())

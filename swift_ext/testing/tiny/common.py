@@ -1,0 +1,109 @@
+"""What every tiny checkpoint recipe shares: toy widths, a byte-level BPE with special tokens at
+their real ids, and saving a model + processor the way ms-swift's loaders read them back."""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+# Model dimensions: the embedding table (tied with the LM head) is most of the parameters.
+HIDDEN_SIZE = 32
+NUM_HEADS = 2  # head_dim 16
+
+OPENAI_CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
+OPENAI_CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+# Words given whole-word BPE merges, so ordinary prompts tokenise to a handful of ids.
+COMMON_WORDS = (
+    'the', 'a', 'an', 'is', 'are', 'of', 'in', 'on', 'to', 'and', 'where', 'what', 'which',
+    'box', 'boxes', 'image', 'picture', 'object', 'here', 'there', 'left', 'right', 'top',
+    'bottom', 'point', 'click', 'find', 'answer', 'user', 'assistant', 'system', 'you',
+    'helpful', 'describe', 'red', 'blue', 'green', 'cat', 'dog', 'car', 'person',
+)
+
+
+# ---------------------------------------------------------------------------- tokenizer
+def byte_level_vocab_and_merges() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    """A byte-level BPE vocabulary: 256 byte symbols, then whole-word merges of COMMON_WORDS."""
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    alphabet = sorted(ByteLevel.alphabet())  # the 256 printable stand-ins for bytes
+    vocab: Dict[str, int] = {symbol: i for i, symbol in enumerate(alphabet)}
+    merges: List[Tuple[str, str]] = []
+    for word in COMMON_WORDS:
+        for spelled in (word, '\u0120' + word):  # U+0120 'Ġ' is the byte-level space
+            left = spelled[0]
+            for char in spelled[1:]:
+                merged = left + char
+                if merged not in vocab:
+                    merges.append((left, char))
+                    vocab[merged] = len(vocab)
+                left = merged
+    return vocab, merges
+
+
+def build_tokenizer(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_template: str, first_special_id: int,
+                    eos_token: str, pad_token: str, tokenizer_cls=None, extra: Optional[dict] = None,
+                    unk_token: Optional[str] = None, bos_token: Optional[str] = None):
+    """A byte-level BPE tokenizer (``Qwen2Tokenizer`` unless told) with ``special_tokens`` at their ids.
+
+    ``special_tokens`` are ``(token, id, special)``; special=False tokens are "added" but not
+    stripped by skip_special_tokens, as in the real tokenizers. Filler tokens no merge can
+    produce pad the vocabulary up to ``first_special_id``, so the ids land where ms-swift's
+    templates hard-code them.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = byte_level_vocab_and_merges()
+    for filler_id in range(len(vocab), first_special_id):
+        vocab[f'<|tiny_filler_{filler_id}|>'] = filler_id
+    for token, token_id, _ in special_tokens:
+        vocab[token] = token_id
+    cls = tokenizer_cls or Qwen2Tokenizer
+    kwargs = dict(vocab=vocab, merges=merges, unk_token=unk_token, eos_token=eos_token, pad_token=pad_token,
+                  model_max_length=32768, errors='replace', **(extra or {}))
+    if bos_token is not None:
+        kwargs['bos_token'] = bos_token
+    tokenizer = cls(**kwargs)
+    # Already in the vocabulary, so they keep their ids; this only marks them unsplittable.
+    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)
+                          for token, _, special in special_tokens])
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
+def save_model(model_cls_name: str, config, out_dir: str, seed: int, *, eos_token_id=None,
+               pad_token_id: Optional[int] = None, check_tied: bool = True) -> None:
+    """Initialise ``transformers.<model_cls_name>(config)`` with ``seed`` and save it in float32."""
+    import torch
+    import transformers
+
+    config.dtype = torch.float32  # tiny and CPU-bound: no bf16 surprises
+    # fork_rng: seed the weights without changing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(transformers, model_cls_name)(config).eval()
+    if check_tied:
+        embeddings = model.get_input_embeddings().weight
+        if model.get_output_embeddings().weight.data_ptr() != embeddings.data_ptr():
+            raise RuntimeError(f'The tiny {model_cls_name} did not tie its embeddings: '
+                               'the checkpoint would hold the embedding table twice.')
+    if eos_token_id is not None:
+        model.generation_config.eos_token_id = eos_token_id
+    if pad_token_id is not None:
+        model.generation_config.pad_token_id = pad_token_id
+    model.save_pretrained(out_dir)
+
+
+def save_processor(processor, tokenizer, out_dir: str) -> None:
+    """Save a processor so every loader finds its parts.
+
+    ``processor.save_pretrained`` writes only processor_config.json; loaders that go straight to
+    AutoImageProcessor / AutoVideoProcessor need their own files.
+    """
+    processor.save_pretrained(out_dir)
+    for part in ('image_processor', 'video_processor'):
+        if getattr(processor, part, None) is not None:
+            getattr(processor, part).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
