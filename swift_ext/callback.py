@@ -34,7 +34,8 @@ from typing import Dict, Iterable, List, Optional
 
 from transformers import TrainerCallback
 
-from . import geolog
+from . import runlog
+from .runlog import COMPLETION_COLUMNS, GeoFileTail
 from .registry import register
 from .records import STORE, active_settings, image_key, row_limits_key
 
@@ -42,50 +43,6 @@ logger = logging.getLogger(__name__)
 
 CALLBACK_NAME = 'geo_log'
 PREFIX = 'vision/'
-# Columns this callback adds to GRPO's completions table (``--log_completions true``).
-COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens')
-MAX_READ = 64 << 20  # bytes read per step at most; the rest waits for the next step
-
-
-# --- reading the geometry file ------------------------------------------------------------
-class GeoFileTail:
-    """Reads the complete JSON lines appended to a file since the previous call.
-
-    A last line without its newline (a write in progress) is left for the next call.
-    """
-
-    def __init__(self, path: str, *, from_end: bool = False):
-        self.path = path
-        self.offset = 0
-        self.bad_lines = 0
-        if from_end and os.path.exists(path):
-            self.offset = os.path.getsize(path)
-
-    def read_new(self) -> List[dict]:
-        try:
-            size = os.path.getsize(self.path)
-        except OSError:
-            return []
-        if size < self.offset:  # the file was replaced or truncated: start over
-            self.offset = 0
-        if size == self.offset:
-            return []
-        with open(self.path, 'rb') as f:
-            f.seek(self.offset)
-            data = f.read(min(size - self.offset, MAX_READ))
-        end = data.rfind(b'\n')
-        if end < 0:
-            return []
-        self.offset += end + 1
-        records = []
-        for line in data[:end].split(b'\n'):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                self.bad_lines += 1
-        return records
 
 
 # --- aggregation ----------------------------------------------------------------------------
@@ -254,41 +211,41 @@ class GeoLogCallback(TrainerCallback):
     @_guarded
     def _setup(self, device) -> None:
         self._point_at(getattr(self.args, 'output_dir', None))
-        geolog.share_step()  # before the dataloader workers fork, so they see each step
+        runlog.share_step()  # before the dataloader workers fork, so they see each step
         store = getattr(self.trainer, 'custom_metrics', None)
         if isinstance(store, dict) and isinstance(store.get('train'), dict):
             store['train'].update(self._own_metrics)  # the same keys on every rank
             self._own_metrics = None
         template = getattr(self.trainer, 'template', None)
         if hasattr(template, 'geo_settings') and getattr(template, 'processor', None) is not None:
-            geolog.log_settings(template.geo_settings())  # now that the run directory is known
+            runlog.log_settings(template.geo_settings())  # now that the run directory is known
 
     def _point_at(self, output_dir: Optional[str]) -> None:
         if not output_dir:
             return
         output_dir = os.path.abspath(output_dir)
-        os.environ[geolog.ENV_DIR] = output_dir
+        os.environ[runlog.ENV_DIR] = output_dir
         if output_dir != self.log_dir:
             self.log_dir = output_dir
-            self.tail = GeoFileTail(geolog.geometry_path(output_dir), from_end=True)
+            self.tail = GeoFileTail(runlog.geometry_path(output_dir), from_end=True)
             logger.info('swift-ext geo_log: image geometry goes to %s', self.tail.path)
 
     @_guarded
     def on_train_begin(self, args, state, control, **kwargs):
         self._point_at(getattr(args, 'output_dir', None))
-        geolog.set_step(state.global_step + 1)
+        runlog.set_step(state.global_step + 1)
         self._wrap_log_rollout()  # GRPO builds its completion logs after the callbacks
 
     @_guarded
     def on_step_begin(self, args, state, control, **kwargs):
         # Records of the step being computed carry its number as logging.jsonl will
         # show it (global_step after the step): state.global_step + 1.
-        geolog.set_step(state.global_step + 1)
+        runlog.set_step(state.global_step + 1)
 
     @_guarded
     def on_step_end(self, args, state, control, **kwargs):
         # Batches fetched from now on belong to the next step.
-        geolog.set_step(state.global_step + 1)
+        runlog.set_step(state.global_step + 1)
         if self.tail is not None:
             update_metrics(self.metrics, self.tail.read_new())
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
-from . import geolog
+from . import runlog
 from .families import families, family_of
 from .geometry import GeometryError, ImageGeometry, describe_source, read_image_size
 from .records import STORE, image_key, row_limits_key, set_active_settings, warn_once
@@ -53,7 +53,7 @@ class GeoTemplateMixin:
         if processor is not None:
             settings = self.geo_settings()
             set_active_settings(settings)
-            geolog.log_settings(settings)
+            runlog.log_settings(settings)
 
     # --- settings -------------------------------------------------------------------
     def geo_settings(self) -> PreprocessSettings:
@@ -152,11 +152,11 @@ class GeoTemplateMixin:
                           f'{entry["name"]}: template {settings.template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry['key'], limits, settings.template, geo)
-            records.append(geolog.image_record(
+            records.append(runlog.image_record(
                 geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
                 template=settings.template, clamped=clamps[i], mismatch=mismatch,
                 sample_id=sample_id))
-        geolog.emit(records)
+        runlog.emit(records)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
         if entry['size'] is None:
@@ -170,7 +170,7 @@ class GeoTemplateMixin:
 
     def _geo_fail(self, inputs, pending, error) -> None:
         try:
-            geolog.emit([geolog.failure_record(
+            runlog.emit([runlog.failure_record(
                 key=e['key'], image_index=i, mode=self.mode, template=self.geo_spec.name,
                 error=str(error), sample_id=_sample_id(inputs, pending))
                 for i, e in enumerate(pending)])

@@ -252,7 +252,7 @@ def bench_template(ctx: Context) -> List[Figure]:
     from swift.model import get_processor
     from swift.template import get_template
 
-    from ..geolog import ENV_DIR
+    from ..runlog import ENV_DIR
     from ..testing.tiny import make_tiny_model, run_flags
 
     paths = make_images(os.path.join(ctx.work, 'template_images'), TEMPLATE_SIZES)
@@ -262,7 +262,7 @@ def bench_template(ctx: Context) -> List[Figure]:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a DataLoader worker; keeps other load out of the timing
     try:
-        with _env(**{ENV_DIR: os.path.join(ctx.work, 'template_geolog')}):
+        with _env(**{ENV_DIR: os.path.join(ctx.work, 'template_runlog')}):
             for family in ('qwen2_5_vl', 'internvl_hf'):
                 model = make_tiny_model(family, os.path.join(ctx.work, f'tiny-{family}'))
                 proc = get_processor(model, model_type=run_flags(family)['model_type'])
@@ -661,7 +661,7 @@ def _grpo_run(ctx: Context, config: str, model: str, dataset: str, plugin: str, 
               warmup: int, r: int) -> Tuple[float, float]:
     from swift import rlhf_main
 
-    from ..geolog import ENV_DIR
+    from ..runlog import ENV_DIR
 
     out = os.path.join(ctx.work, 'grpo_runs', f'{config}-{r}')
     shutil.rmtree(out, ignore_errors=True)
@@ -679,7 +679,7 @@ def _grpo_run(ctx: Context, config: str, model: str, dataset: str, plugin: str, 
 
 # --- 5. review and plan at scale ---------------------------------------------------------------------------------
 def write_geometry_log(run_dir: str, lines: int, seed: int = 0) -> None:
-    """A run folder with ``lines`` image_geometry records (geolog's schema) and a logging.jsonl."""
+    """A run folder with ``lines`` image_geometry records (the run-log schema) and a logging.jsonl."""
     from ..settings import default_settings
     rng = random.Random(seed)
     settings = default_settings('qwen2_5_vl_geo')

@@ -4,7 +4,7 @@ A grounding reward scores boxes in the pixels the model saw. If the rollout side
 images differently from the trainer (another ``MAX_PIXELS``, ``--max_pixels``, ``MAX_NUM``
 or qwen-vl-utils version), the rewards are computed against the wrong geometry and
 nothing fails. Every `_geo` template logs its effective settings and their fingerprint
-(``swift_ext.geolog.log_settings``) when it gets its processor; this module reads what
+(``swift_ext.runlog.log_settings``) when it gets its processor; this module reads what
 each side logged and names every setting that differs.
 
 Capturing each side (both must use a ``*_geo`` template and load the plugin)::
@@ -49,13 +49,13 @@ import re
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
-from ..geolog import SETTINGS_FILE
+from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
 
-# The line geolog.log_settings writes, after whatever prefix the logger adds. The part in
+# The line runlog.log_settings writes, after whatever prefix the logger adds. The part in
 # parentheses and JSON settings are new in swift-ext 0.1; older lines hold a Python repr.
 LOG_LINE = re.compile(r'swift-ext (?P<template>\S+) preprocessing fingerprint '
                       r'(?P<fingerprint>[0-9a-f]+)(?: \((?P<meta>[^)]*)\))?: (?P<settings>\{.*\})')

@@ -22,18 +22,16 @@ from typing import Any, Dict, Iterator, List, Optional
 
 import msgspec
 
+from ..runlog import COMPLETION_COLUMNS, COMPLETIONS_FILE, GEOMETRY_GLOB, LOGGING_FILE
 from .review_report import format_text, to_json, write_report
 
 logger = logging.getLogger(__name__)
 
-GEOMETRY_GLOB = 'image_geometry*.jsonl'
-LOGGING_FILE = 'logging.jsonl'
-COMPLETIONS_FILE = 'completions.jsonl'
 MAX_EXAMPLES = 10  # examples kept per kind of problem
 MAX_DISTINCT = 5000  # distinct original sizes / error texts counted exactly
 # Columns of GRPO's completions table that are not rewards.
 NON_REWARD_COLUMNS = {'step', 'prompt', 'completion', 'advantages', 'entropy', 'solution',
-                      'num_turns', 'geo_original_size', 'geo_resized_size', 'geo_visual_tokens'}
+                      'num_turns', *COMPLETION_COLUMNS}
 
 
 class GeoLine(msgspec.Struct):

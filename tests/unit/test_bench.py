@@ -146,7 +146,7 @@ class TestHelpers:
         wall, cpu = step_seconds(str(path), warmup=1)
         assert wall == [1.5, 1.0] and cpu == [0.5, 0.5]
 
-    def test_generated_geometry_log_has_the_geolog_schema(self, tmp_path):
+    def test_generated_geometry_log_has_the_runlog_schema(self, tmp_path):
         write_geometry_log(str(tmp_path), 2000)
         lines = [json.loads(x) for x in (tmp_path / 'image_geometry.jsonl').read_text().splitlines()]
         assert len(lines) == 2000

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from swift_ext import callback, geolog
+from swift_ext import callback, runlog
 from swift_ext.geometry import ImageGeometry
 from swift_ext.records import STORE, row_limits_key, set_active_settings
 from swift_ext.settings import default_settings
@@ -35,12 +35,12 @@ def line(r) -> bytes:
 # --- GeoFileTail ---------------------------------------------------------------------------------
 class TestGeoFileTail:
     def test_missing_file_reads_nothing(self, tmp_path):
-        assert callback.GeoFileTail(str(tmp_path / 'none.jsonl')).read_new() == []
+        assert runlog.GeoFileTail(str(tmp_path / 'none.jsonl')).read_new() == []
 
     def test_reads_only_what_is_new(self, tmp_path):
         path = tmp_path / 'g.jsonl'
         path.write_bytes(line(rec(1)) + line(rec(2)))
-        tail = callback.GeoFileTail(str(path))
+        tail = runlog.GeoFileTail(str(path))
         assert [r['num_tokens'] for r in tail.read_new()] == [1, 2]
         assert tail.read_new() == []
         with open(path, 'ab') as f:
@@ -51,7 +51,7 @@ class TestGeoFileTail:
         path = tmp_path / 'g.jsonl'
         whole = line(rec(5))
         path.write_bytes(line(rec(4)) + whole[:10])  # a write in progress
-        tail = callback.GeoFileTail(str(path))
+        tail = runlog.GeoFileTail(str(path))
         assert [r['num_tokens'] for r in tail.read_new()] == [4]
         assert tail.read_new() == []  # still torn: nothing, and no bad line counted
         with open(path, 'ab') as f:
@@ -62,7 +62,7 @@ class TestGeoFileTail:
     def test_from_end_skips_earlier_lines(self, tmp_path):
         path = tmp_path / 'g.jsonl'
         path.write_bytes(line(rec(1)))
-        tail = callback.GeoFileTail(str(path), from_end=True)
+        tail = runlog.GeoFileTail(str(path), from_end=True)
         assert tail.read_new() == []
         with open(path, 'ab') as f:
             f.write(line(rec(2)))
@@ -71,14 +71,14 @@ class TestGeoFileTail:
     def test_bad_line_is_counted_and_skipped(self, tmp_path):
         path = tmp_path / 'g.jsonl'
         path.write_bytes(line(rec(1)) + b'{oops\n' + line(rec(2)))
-        tail = callback.GeoFileTail(str(path))
+        tail = runlog.GeoFileTail(str(path))
         assert [r['num_tokens'] for r in tail.read_new()] == [1, 2]
         assert tail.bad_lines == 1
 
     def test_replaced_file_is_read_from_the_start(self, tmp_path):
         path = tmp_path / 'g.jsonl'
         path.write_bytes(line(rec(1)) + line(rec(2)))
-        tail = callback.GeoFileTail(str(path))
+        tail = runlog.GeoFileTail(str(path))
         tail.read_new()
         path.write_bytes(line(rec(9)))
         assert [r['num_tokens'] for r in tail.read_new()] == [9]
@@ -140,16 +140,16 @@ def swift_like_trainer(**extra):
 @pytest.fixture
 def clean_env(monkeypatch):
     # setenv first, so that the value the callback sets is undone after the test.
-    for name in (geolog.ENV_DIR, 'RANK'):
+    for name in (runlog.ENV_DIR, 'RANK'):
         monkeypatch.setenv(name, '0')
         monkeypatch.delenv(name)
     yield
-    geolog.set_step(None)
+    runlog.set_step(None)
 
 
 def _child_emit(ready, done):
     ready.wait(10)
-    geolog.emit([{'step': geolog.STATE.step, 'mode': 'train', 'num_tokens': 64,
+    runlog.emit([{'step': runlog.STATE.step, 'mode': 'train', 'num_tokens': 64,
                   'resized_width': 224, 'resized_height': 224, 'error': None}])
     done.set()
 
@@ -158,7 +158,7 @@ def test_callback_routes_records_and_fills_the_store(tmp_path, clean_env):
     args = SimpleNamespace(output_dir=str(tmp_path))
     trainer = swift_like_trainer()
     cb = callback.GeoLogCallback(args, trainer)
-    assert os.environ[geolog.ENV_DIR] == str(tmp_path)
+    assert os.environ[runlog.ENV_DIR] == str(tmp_path)
     assert set(trainer.custom_metrics['train']) == {'vision/' + k for k in callback.METRICS}
     state, control = TrainerState(), TrainerControl()
     cb.on_train_begin(args, state, control)
@@ -173,18 +173,18 @@ def test_callback_routes_records_and_fills_the_store(tmp_path, clean_env):
     assert done.is_set()
     state.global_step = 1
     cb.on_step_end(args, state, control)
-    lines = (tmp_path / geolog.GEOMETRY_FILE).read_text().splitlines()
+    lines = (tmp_path / runlog.GEOMETRY_FILE).read_text().splitlines()
     assert json.loads(lines[0])['step'] == 1
     logs = compute_like_swift(trainer.custom_metrics['train'])
     assert logs['vision/visual_tokens_per_image_mean'] == 64
     assert logs['vision/images_per_step'] == 1.0
-    assert geolog.STATE.step == 2  # what is fetched next belongs to step 2
+    assert runlog.STATE.step == 2  # what is fetched next belongs to step 2
 
 
 def test_callback_without_a_metric_store_adds_keys_in_on_log(tmp_path, clean_env):
     args = SimpleNamespace(output_dir=str(tmp_path))
     cb = callback.GeoLogCallback(args, SimpleNamespace())
-    geolog.emit([rec(40)])
+    runlog.emit([rec(40)])
     state, control = TrainerState(), TrainerControl()
     state.global_step = 1
     cb.on_step_end(args, state, control)

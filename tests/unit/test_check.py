@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from swift_ext import geolog
+from swift_ext import runlog
 from swift_ext.cli import check as drift
 from swift_ext.settings import default_settings
 
@@ -53,7 +53,7 @@ for name, side in sides.items():
 failed = [n for n, pid in pids.items() if os.waitpid(pid, 0)[1] != 0]
 print(json.dumps({'pids': pids, 'failed': failed}))
 """
-SETTINGS_ENV = ('MAX_PIXELS', 'MIN_PIXELS', 'MAX_NUM', geolog.ENV_DIR, geolog.ENV_ROLE)
+SETTINGS_ENV = ('MAX_PIXELS', 'MIN_PIXELS', 'MAX_NUM', runlog.ENV_DIR, runlog.ENV_ROLE)
 
 
 @pytest.fixture(scope='module')
@@ -73,7 +73,7 @@ def sides(tiny_model, tmp_path_factory):
         'rollout_same': (root / 'rollout_same', {'SWIFT_EXT_ROLE': 'rollout'}, None),
     }
     launch = {name: {'log': str(root / f'{name}.log'), 'max_pixels': max_pixels,
-                     'env': {geolog.ENV_DIR: str(log_dir), **env}}
+                     'env': {runlog.ENV_DIR: str(log_dir), **env}}
               for name, (log_dir, env, max_pixels) in specs.items()}
     proc = subprocess.run([sys.executable, '-c', LAUNCHER, model, json.dumps(launch)],
                           capture_output=True, text=True, timeout=300,
@@ -83,7 +83,7 @@ def sides(tiny_model, tmp_path_factory):
     assert not result['failed'], {n: (root / f'{n}.log').read_text()[-3000:]
                                   for n in result['failed']}
     out = {name: str(root / f'{name}.log') for name in specs}
-    out.update(root=str(root), shared=str(shared / geolog.SETTINGS_FILE),
+    out.update(root=str(root), shared=str(shared / runlog.SETTINGS_FILE),
                rollout_flag_dir=str(root / 'rollout_flag'),
                rollout_same_dir=str(root / 'rollout_same'))
     out['pid'] = result['pids']
@@ -127,7 +127,7 @@ class TestTwoProcesses:
 
     def test_template_max_pixels_on_one_side(self, sides, capsys):
         # `--max_pixels` is ms-swift's own pre-rescale, distinct from qwen-vl-utils' limit.
-        flag_file = os.path.join(sides['rollout_flag_dir'], geolog.SETTINGS_FILE)
+        flag_file = os.path.join(sides['rollout_flag_dir'], runlog.SETTINGS_FILE)
         rc, out, _ = run_check([sides['trainer'], sides['rollout_flag_dir']], capsys)
         assert rc == 1
         assert out.splitlines() == listing(
@@ -136,7 +136,7 @@ class TestTwoProcesses:
              '  swift_max_pixels: trainer unset, rollout 100352']
 
     def test_same_settings_agree(self, sides, capsys):
-        same_file = os.path.join(sides['rollout_same_dir'], geolog.SETTINGS_FILE)
+        same_file = os.path.join(sides['rollout_same_dir'], runlog.SETTINGS_FILE)
         rc, out, _ = run_check([sides['trainer'], sides['rollout_same_dir']], capsys)
         assert rc == 0
         assert sides['fp']['trainer'] == sides['fp']['rollout_same']
@@ -227,7 +227,7 @@ class TestCompare:
 
 # --- reading and the CLI on written files -------------------------------------------------------
 def record(settings, role='trainer', pid=1, rank=0):
-    """A geometry_settings.jsonl line as geolog.log_settings writes it."""
+    """A geometry_settings.jsonl line as runlog.log_settings writes it."""
     fp = drift._fingerprint(settings)
     return json.dumps({'role': role, 'rank': rank, 'pid': pid, 'fingerprint': fp,
                        'settings': settings, 'time': 0.0}) + '\n'
@@ -259,12 +259,12 @@ class TestVersionsInTheReport:
 
 
 class TestLoading:
-    def test_log_line_written_by_geolog_reads_back(self, tmp_path, caplog, monkeypatch):
-        monkeypatch.setenv(geolog.ENV_ROLE, 'rollout')
-        monkeypatch.delenv(geolog.ENV_DIR, raising=False)
+    def test_log_line_written_by_runlog_reads_back(self, tmp_path, caplog, monkeypatch):
+        monkeypatch.setenv(runlog.ENV_ROLE, 'rollout')
+        monkeypatch.delenv(runlog.ENV_DIR, raising=False)
         settings = default_settings('qwen2_5_vl_geo', max_pixels=50176)
-        with caplog.at_level(logging.INFO, logger='swift_ext.geolog'):
-            geolog.log_settings(settings)
+        with caplog.at_level(logging.INFO, logger='swift_ext.runlog'):
+            runlog.log_settings(settings)
         path = write(tmp_path / 'x.log', *(f'[INFO:swift] {m}\n' for m in caplog.messages))
         [rec] = drift.load_fingerprints(path)
         assert rec == {'role': 'rollout', 'rank': 0, 'pid': os.getpid(),
@@ -273,7 +273,7 @@ class TestLoading:
 
     def test_other_lines_torn_lines_and_repr_lines_are_skipped(self, tmp_path):
         # Settings written as a Python repr (not JSON) are not read: no literal_eval on log text.
-        old_style = (f'INFO swift_ext.geolog: swift-ext qwen2_5_vl_geo preprocessing fingerprint '
+        old_style = (f'INFO swift_ext.runlog: swift-ext qwen2_5_vl_geo preprocessing fingerprint '
                      f'{drift._fingerprint(QWEN)}: {QWEN!r}\n')
         path = write(tmp_path / 'mixed.log', 'some other line\n', '{"not": "ours"}\n',
                      record(QWEN), old_style, record(QWEN, pid=3)[:40] + '\n')

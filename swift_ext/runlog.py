@@ -1,6 +1,15 @@
-"""Writing per-image geometry records as JSON lines, safely from several processes.
+"""The run-log contract: the files a run folder holds, their record fields, the writer and the reader.
 
-The `geo_log` callback points this module at the run's output directory (through the
+Files in a run folder (``output_dir/v<N>-<time>/``):
+- ``image_geometry.jsonl`` (rank N > 0: ``image_geometry.rankN.jsonl``): one line per image
+  encode, written by the `_geo` templates (``image_record`` / ``failure_record`` fields);
+- ``geometry_settings.jsonl``: one line per template built (settings and fingerprint);
+- ms-swift's ``logging.jsonl`` (per-step metrics, ``vision/`` among them) and, with
+  ``--log_completions true``, ``completions.jsonl`` with the ``COMPLETION_COLUMNS`` the
+  `geo_log` callback adds.
+`swift-ext review`, `check` and the callback read them through the names and reader here.
+
+Writing is safe from several processes. The `geo_log` callback points this module at the run's output directory (through the
 environment, so dataloader workers started later inherit it). Each process appends to its
 rank's file with one ``os.write`` per batch of complete lines on an ``O_APPEND``
 descriptor: Linux holds the inode lock for a regular-file write, so lines from a rank's
@@ -24,7 +33,13 @@ logger = logging.getLogger(__name__)
 
 ENV_DIR = 'SWIFT_EXT_GEO_LOG_DIR'
 GEOMETRY_FILE = 'image_geometry.jsonl'
+GEOMETRY_GLOB = 'image_geometry*.jsonl'
 SETTINGS_FILE = 'geometry_settings.jsonl'
+LOGGING_FILE = 'logging.jsonl'
+COMPLETIONS_FILE = 'completions.jsonl'
+# Columns the geo_log callback adds to GRPO's completions table (``--log_completions true``).
+COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens')
+MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'
 
@@ -171,3 +186,43 @@ def _settings_logger() -> logging.Logger:
         return logger
     swift_logger = logging.getLogger('swift')
     return swift_logger if swift_logger.handlers else logger
+
+
+class GeoFileTail:
+    """Reads the complete JSON lines appended to a file since the previous call.
+
+    A last line without its newline (a write in progress) is left for the next call.
+    """
+
+    def __init__(self, path: str, *, from_end: bool = False):
+        self.path = path
+        self.offset = 0
+        self.bad_lines = 0
+        if from_end and os.path.exists(path):
+            self.offset = os.path.getsize(path)
+
+    def read_new(self) -> List[dict]:
+        try:
+            size = os.path.getsize(self.path)
+        except OSError:
+            return []
+        if size < self.offset:  # the file was replaced or truncated: start over
+            self.offset = 0
+        if size == self.offset:
+            return []
+        with open(self.path, 'rb') as f:
+            f.seek(self.offset)
+            data = f.read(min(size - self.offset, MAX_READ))
+        end = data.rfind(b'\n')
+        if end < 0:
+            return []
+        self.offset += end + 1
+        records = []
+        for line in data[:end].split(b'\n'):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                self.bad_lines += 1
+        return records
