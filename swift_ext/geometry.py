@@ -1,7 +1,7 @@
 """Image geometry: what a VLM preprocessor does to an image, as arithmetic only.
 
 Importing this module imports no torch, PIL or swift: rewards and log tools can use it
-in microseconds. ``read_image_size`` imports PIL lazily, on first call.
+in microseconds. Reading images (``read_image_size``) lives in ``swift_ext.images``.
 
 Axis conventions are spelled out in every name: PIL sizes are (width, height),
 ``smart_resize`` takes (height, width), InternVL grids are (cols, rows).
@@ -9,9 +9,7 @@ Axis conventions are spelled out in every name: PIL sizes are (width, height),
 from __future__ import annotations
 
 import functools
-import io
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
 
@@ -99,7 +97,7 @@ class ImageGeometry:
             ...                     resized_height=476, num_tokens=391)
             >>> [round(v, 2) for v in geo.to_model_frame([64, 48, 320, 240], 'abs')]
             [64.4, 47.6, 322.0, 238.0]
-            >>> geo.to_model_frame([64, 48, 320, 240], 'norm1000')
+            >>> [round(v, 6) for v in geo.to_model_frame([64, 48, 320, 240], 'norm1000')]
             [100.0, 100.0, 500.0, 500.0]
         """
         sx, sy = self._scale()
@@ -114,7 +112,7 @@ class ImageGeometry:
         Example:
             >>> geo = ImageGeometry(original_width=640, original_height=480, resized_width=644,
             ...                     resized_height=476, num_tokens=391)
-            >>> geo.from_model_frame([100, 100, 500, 500], 'norm1000')
+            >>> [round(v, 6) for v in geo.from_model_frame([100, 100, 500, 500], 'norm1000')]
             [64.0, 48.0, 320.0, 240.0]
         """
         sx, sy = self._scale()
@@ -287,80 +285,13 @@ def internvl_geometry(*, width: int, height: int, image_size: int = 448, min_num
                          num_tiles=num_tiles, thumbnail=thumbnail)
 
 
-def describe_source(source: Any) -> str:
-    """A short human name for an image source, for error messages and logs."""
-    if isinstance(source, dict):
-        if source.get('path'):
-            return str(source['path'])
-        if source.get('bytes') is not None:
-            return f'<{len(source["bytes"])} bytes>'
-        return '<empty image dict>'
-    if isinstance(source, (bytes, bytearray)):
-        return f'<{len(source)} bytes>'
-    if isinstance(source, (str, os.PathLike)):
-        s = str(source)
-        return s if len(s) < 200 else s[:60] + '...'
-    return f'<{type(source).__name__}>'
+# The image I/O (identity, short names, header reads) lives in swift_ext.images; these names stay
+# importable from here for code written against earlier releases.
+_MOVED_TO_IMAGES = ('describe_source', 'read_image_size')
 
 
-def read_image_size(source: Any, *, verify: bool = False) -> Tuple[int, int]:
-    """``(width, height)`` of an image from its header only (no pixel decode).
-
-    ``source``: a path, bytes, a ``{'path': ..., 'bytes': ...}`` dict (as ms-swift hands
-    to rewards), or a PIL image. The size reported is the stored pixel size, as PIL's
-    ``Image.open(...).size`` gives it: EXIF orientation is not applied, because neither
-    ms-swift nor qwen-vl-utils applies it before resizing.
-    A file cut short after its header reads fine here; ``verify=True`` adds PIL's
-    ``verify()`` (chunk checksums for PNG, still no pixel decode) to catch that.
-    """
-    name = describe_source(source)
-    if isinstance(source, dict):
-        if source.get('bytes') is not None:
-            source = source['bytes']
-        elif source.get('path'):
-            source = source['path']
-        else:
-            raise GeometryError(f'{name}: an image dict needs a `path` or `bytes`, '
-                                f'got keys {sorted(source)}.')
-    if hasattr(source, 'size') and hasattr(source, 'mode'):  # a PIL image
-        width, height = source.size
-        return _checked_size(width, height, name)
-    from PIL import Image, UnidentifiedImageError
-    if isinstance(source, (bytes, bytearray)):
-        if len(source) == 0:
-            raise GeometryError(f'{name}: image data is empty (0 bytes).')
-        fp = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if path.startswith('data:image') and ';base64,' in path[:100]:
-            import base64
-            fp = io.BytesIO(base64.b64decode(path.split(',', 1)[1]))
-        elif not os.path.exists(path):
-            raise GeometryError(f'{name}: image file does not exist.')
-        elif os.path.getsize(path) == 0:
-            raise GeometryError(f'{name}: image file is empty (0 bytes).')
-        else:
-            fp = path
-    else:
-        raise GeometryError(f'{name}: expected a path, bytes, dict or PIL image, '
-                            f'got {type(source).__name__}.')
-    try:
-        with Image.open(fp) as img:
-            width, height = img.size
-            if verify:
-                img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise GeometryError(f'{name}: not a readable image ({exc}).') from exc
-    except Image.DecompressionBombError as exc:
-        raise GeometryError(f'{name}: image is more than the decompression-bomb limit '
-                            f'{MAX_IMAGE_PIXELS} pixels ({exc}).') from exc
-    return _checked_size(width, height, name)
-
-
-def _checked_size(width: int, height: int, name: str) -> Tuple[int, int]:
-    if width <= 0 or height <= 0:
-        raise GeometryError(f'{name}: image sides must be positive, got {width}x{height}.')
-    if width * height > MAX_IMAGE_PIXELS:
-        raise GeometryError(f'{name}: image is {width}x{height} = {width * height} pixels, '
-                            f'more than the decompression-bomb limit {MAX_IMAGE_PIXELS}.')
-    return width, height
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_IMAGES:
+        from . import images
+        return getattr(images, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -13,10 +13,10 @@ from typing import Any, Mapping, Optional
 
 from .families import family_of, settings_from_dict
 from .families.base import PreprocessSettings
-from .geometry import swift_rescaled_size
+from .geometry import GeometryError, ImageGeometry, swift_rescaled_size
 
-__all__ = ['PreprocessSettings', 'default_settings', 'settings_for', 'settings_from_dict', 'diff_settings',
-           'swift_rescaled_size', 'template_parent']
+__all__ = ['GeometryError', 'PreprocessSettings', 'default_settings', 'settings_for', 'settings_from_dict',
+           'diff_settings', 'predict_geometry', 'swift_rescaled_size', 'template_parent', 'with_budget']
 
 
 def template_parent(template: str) -> str:
@@ -75,3 +75,32 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and value != value
 
 
+
+
+def predict_geometry(template: str, *, width: int, height: int, row_kwargs: Optional[Mapping] = None,
+                     swift_max_pixels: Optional[int] = None,
+                     env: Optional[Mapping[str, str]] = None) -> ImageGeometry:
+    """What `template` (a registered `_geo` template) does to a ``width`` x ``height`` image.
+
+    Args:
+        template: a `_geo` template name (or its parent's), see ``swift-ext templates``.
+        width, height: the image file's size in pixels.
+        row_kwargs: the dataset row's ``chat_template_kwargs`` (per-row limits).
+        swift_max_pixels: ms-swift's ``--max_pixels`` (a pre-rescale before the model's own resize).
+        env: the environment ms-swift would read (``MAX_PIXELS``, ``MAX_NUM``, ...); default ``os.environ``.
+
+    Raises:
+        GeometryError: (a ``ValueError``) where the parent template refuses the image.
+
+    Example:
+        >>> geo = predict_geometry('qwen2_5_vl_geo', width=640, height=480, env={})
+        >>> (geo.resized_width, geo.resized_height, geo.num_tokens)
+        (644, 476, 391)
+        >>> [round(v, 1) for v in geo.to_model_frame([64, 48, 320, 240], 'abs')]
+        [64.4, 47.6, 322.0, 238.0]
+        >>> geo = predict_geometry('internvl3_5_geo', width=800, height=600, env={'MAX_NUM': '6'})
+        >>> (geo.tile_cols, geo.tile_rows, geo.num_tiles, geo.num_tokens)
+        (3, 2, 7, 1792)
+    """
+    settings = settings_for(template, env=env, swift_max_pixels=swift_max_pixels)
+    return settings.predict(width=width, height=height, row_kwargs=row_kwargs)[0]

@@ -23,8 +23,9 @@ from swift.template import TEMPLATE_MAPPING, register_template
 
 from . import runlog
 from .families import families, family_of
-from .geometry import GeometryError, ImageGeometry, describe_source, read_image_size
-from .records import STORE, image_key, row_limits_key, set_active_settings, warn_once
+from .geometry import GeometryError, ImageGeometry
+from .images import describe_source, image_key, read_image_size
+from .records import STORE, row_limits_key, set_active_settings, warn_once
 from .settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 @functools.lru_cache(maxsize=None)
 def _versions() -> tuple:
     out = []
-    for lib in ('ms-swift', 'qwen-vl-utils', 'transformers'):
+    for lib in ('ms-swift', 'qwen-vl-utils', 'qwen-omni-utils', 'transformers'):
         try:
             out.append((lib, metadata.version(lib)))
         except metadata.PackageNotFoundError:
@@ -114,8 +115,17 @@ class GeoTemplateMixin:
         return context
 
     def _encode(self, inputs) -> Dict[str, Any]:
-        encoded = super()._encode(inputs)
         pending = getattr(inputs, '_geo_pending', None)
+        try:
+            encoded = super()._encode(inputs)
+        except Exception as exc:
+            # Families whose HF processor resizes inside _encode refuse images here.
+            errors = [e['error'] or self._predict_error(e, inputs) for e in pending or ()]
+            error = next((e for e in errors if e is not None), None)
+            if error is None:
+                raise
+            self._geo_fail(inputs, pending, error)
+            raise error from exc
         if pending:
             try:
                 self._geo_record(inputs, encoded, pending)

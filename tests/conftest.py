@@ -16,6 +16,9 @@ for _name, _value in {
 }.items():
     os.environ.setdefault(_name, _value)
 
+import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 from typing import Callable, Dict  # noqa: E402
 
 import pytest  # noqa: E402
@@ -69,3 +72,98 @@ def sample_images(tmp_path_factory) -> Dict[str, str]:
         image.save(path)
         paths[name] = str(path)
     return paths
+
+
+# --- end-to-end helpers ----------------------------------------------------------------------------
+class E2E:
+    """What the e2e tests share: paths, running `swift` / `swift-ext`, reading a run folder, processes."""
+
+    ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')  # the file users pass
+    PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')  # PLUGIN + a reward that records
+    BIN = os.path.dirname(sys.executable)
+    SWIFT = os.path.join(BIN, 'swift')
+    SWIFT_EXT = os.path.join(BIN, 'swift-ext')
+    TIMEOUT = 600  # seconds, per CLI run
+
+    def run(self, cmd, *, env=None, check=True, timeout=TIMEOUT) -> subprocess.CompletedProcess:
+        """Run a command from the repository root; with ``check``, fail showing its traceback."""
+        proc = subprocess.run(cmd, cwd=self.ROOT, capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+        if check:
+            assert proc.returncode == 0, (proc.returncode, self.traceback(proc.stdout + proc.stderr))
+        return proc
+
+    def swift(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        return self.run([self.SWIFT, *args], **kwargs)
+
+    def swift_ext(self, *args, **kwargs) -> subprocess.CompletedProcess:
+        return self.run([self.SWIFT_EXT, *args], **kwargs)
+
+    def grpo_args(self, model: str, parent: str, data: str, out: str, *, batch: int, plugins=None,
+                  rewards=('geo_iou', 'geo_format', 'geo_probe'), callbacks=('geo_log',), extra=()) -> list:
+        """`swift rlhf --rlhf_type grpo` arguments for one tiny step on a tiny ``parent`` checkpoint."""
+        from swift_ext.testing.tiny import run_flags
+        flags = run_flags(parent)
+        args = ['rlhf', '--rlhf_type', 'grpo', '--model', model, '--model_type', flags['model_type'],
+                '--template', flags['template'], '--external_plugins', *(plugins or [self.PROBE]),
+                '--reward_funcs', *rewards, '--dataset', data, '--num_generations', '2',
+                '--per_device_train_batch_size', str(batch), '--max_completion_length', '8',
+                '--max_steps', '1', '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
+                '--check_model', 'false', '--log_completions', 'true', '--output_dir', out, '--logging_steps', '1',
+                '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
+        if callbacks:
+            args += ['--callbacks', *callbacks]
+        return args + list(extra)
+
+    def grpo(self, model: str, parent: str, data: str, out_dir, *, batch: int, env=None, **kwargs):
+        """One GRPO step with the probe reward: ``(probe lines, process, newest run folder)``."""
+        out_dir = str(out_dir)
+        probe = os.path.join(out_dir, 'probe.jsonl')
+        os.makedirs(out_dir, exist_ok=True)
+        proc = self.swift(*self.grpo_args(model, parent, data, os.path.join(out_dir, 'out'), batch=batch, **kwargs),
+                          env={'GEO_PROBE_OUT': probe, **(env or {})})
+        lines = self.read_lines(probe) if os.path.exists(probe) else []
+        return lines, proc, self.run_dirs(os.path.join(out_dir, 'out'))[-1]
+
+    @staticmethod
+    def traceback(text: str) -> str:
+        i = text.rfind('Traceback')
+        return text[i:][-4000:] if i >= 0 else text[-3000:]
+
+    @staticmethod
+    def run_dirs(out: str) -> list:
+        """The `v<N>-<timestamp>` folders ms-swift made under --output_dir, oldest first."""
+        found = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')] if os.path.isdir(out) else []
+        return sorted(found, key=lambda d: int(os.path.basename(d)[1:].split('-')[0]))
+
+    @staticmethod
+    def read_lines(path: str) -> list:
+        """Every line of a JSON-lines file; each must be whole (newline-ended) and parse."""
+        with open(path, 'rb') as f:
+            data = f.read()
+        assert not data or data.endswith(b'\n'), f'{path}: last line is not complete'
+        return [json.loads(x) for x in data.splitlines() if x.strip()]
+
+    @staticmethod
+    def group_alive(pgid: int) -> list:
+        """Pids (not zombies) still in process group ``pgid``."""
+        alive = []
+        for pid in os.listdir('/proc'):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f'/proc/{pid}/stat') as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rfind(')') + 2:].split()  # state, ppid, pgrp, ...
+            if int(fields[2]) == pgid and fields[0] != 'Z':
+                alive.append(int(pid))
+        return alive
+
+
+@pytest.fixture(scope='session')
+def e2e() -> E2E:
+    """The shared e2e helpers (see :class:`E2E`)."""
+    return E2E()

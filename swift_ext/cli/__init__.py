@@ -11,6 +11,7 @@ SUBCOMMANDS = {
     'demo': ('swift_ext.cli.demo', 'run the built-in GRPO grounding demo on a tiny model'),
     'review': ('swift_ext.cli.review', "summarise a run's geometry, rewards and metrics"),
     'plan': ('swift_ext.cli.plan', 'pre-flight: visual tokens a dataset will cost'),
+    'show': ('swift_ext.cli.show', 'draw what a template hands the model for one image'),
     'check': ('swift_ext.cli.check', 'compare trainer and rollout preprocessing settings'),
     'bench': ('swift_ext.cli.bench', 'run the benchmarks'),
     'templates': ('swift_ext.cli.templates_table', 'list the registered _geo templates'),

@@ -112,6 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         for k, v in OFFLINE_ENV.items():
             os.environ.setdefault(k, v)
     import swift_ext.plugin  # noqa: F401  (templates, rewards, callback)
+
     from ..settings import template_parent
     from ..testing.tiny import make_tiny_model, run_flags
     register_reward('geo_demo_probe', GeoDemoProbe)

@@ -10,7 +10,8 @@ import importlib
 import pkgutil
 from typing import Dict, List, Mapping, Optional, Tuple
 
-from .base import COORDS, Family, PreprocessSettings, TemplateSpec, settings_fields_from_dict
+from ..geometry import COORDS
+from .base import Family, PreprocessSettings, TemplateSpec, settings_fields_from_dict
 
 __all__ = ['COORDS', 'Family', 'PreprocessSettings', 'TemplateSpec', 'register_family', 'family_named',
            'family_of', 'template_names', 'settings_from_dict', 'parent_name']

@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
 
-from ..geometry import COORDS, GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry
 
 
 @dataclass(frozen=True)

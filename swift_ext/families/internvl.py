@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
+
 from ..geometry import _target_ratios, internvl_geometry, swift_rescaled_size
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number, token_id, token_runs

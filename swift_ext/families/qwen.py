@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, replace
-from typing import Mapping, Optional
+from typing import Optional
 
 from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry, swift_rescaled_size
 from . import register_family

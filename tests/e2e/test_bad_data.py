@@ -12,17 +12,14 @@ import io
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 
 import pytest
+from conftest import E2E  # noqa: I001  (tests/conftest.py, on sys.path)
 from PIL import Image
 
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
-PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')
+H = E2E()  # the shared e2e helpers (tests/conftest.py)
+PLUGIN = H.PLUGIN
 COMMON = ['--model_type', 'qwen2_5_vl', '--tuner_type', 'lora', '--torch_dtype', 'float32',
           '--report_to', 'none', '--check_model', 'false', '--save_strategy', 'no',
           '--external_plugins', PLUGIN, '--seed', '3', '--dataloader_num_workers', '0']
@@ -52,8 +49,7 @@ def _bad_images(d):
 
 
 def _run(args, env=None):
-    return subprocess.run([SWIFT, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, **(env or {})})
+    return H.swift(*args, env=env, check=False)
 
 
 def test_sft_skips_bad_rows_like_the_parent(tiny_model, tmp_path):

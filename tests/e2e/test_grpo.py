@@ -1,49 +1,17 @@
 """Real `swift rlhf --rlhf_type grpo` runs on tiny checkpoints: the rewards get each image's exact
 geometry, checked against what qwen-vl-utils / ms-swift / transformers do to that file."""
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from swift_ext.testing.images import DEMO_SIZES, make_dataset
-from swift_ext.testing.tiny import run_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, "tests", "e2e", "plugins", "probe.py")
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 
 
-def run_grpo(tiny_model, tmp_path, family, *, extra=(), env=None, row_max_pixels=None,
-             callbacks=(), sizes=DEMO_SIZES):
-    """Run one GRPO step over every image of ``sizes``; return (probe lines, proc, run dir)."""
+def run_grpo(e2e, tiny_model, tmp_path, parent, *, sizes=DEMO_SIZES, row_max_pixels=None, **kwargs):
+    """One GRPO step over every image of ``sizes``: (probe lines, process, run folder)."""
     data = make_dataset(str(tmp_path / 'data'), sizes=sizes, row_max_pixels=row_max_pixels)
-    probe_out = tmp_path / 'probe.jsonl'
-    cmd = [SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model(family),
-           '--model_type', run_flags(family)['model_type'], '--template', family + '_geo',
-           '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-           '--dataset', data, '--num_generations', '2',
-           '--per_device_train_batch_size', str(2 * len(sizes)),
-           '--max_completion_length', '8', '--max_steps', '1', '--tuner_type', 'lora',
-           '--torch_dtype', 'float32', '--report_to', 'none', '--check_model', 'false',
-           '--log_completions', 'true', '--output_dir', str(tmp_path / 'out'),
-           '--logging_steps', '1', '--save_strategy', 'no', '--dataloader_num_workers', '0',
-           '--seed', '1', *extra]
-    if callbacks:
-        cmd += ['--callbacks', *callbacks]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'GEO_PROBE_OUT': str(probe_out), **(env or {})})
-    assert proc.returncode == 0, (proc.returncode, _traceback(proc.stdout + proc.stderr))
-    lines = [json.loads(x) for x in probe_out.read_text().splitlines()]
-    run_dirs = sorted((tmp_path / 'out').glob('v*-*'))
-    return lines, proc, str(run_dirs[-1])
-
-
-def _traceback(text):
-    i = text.rfind('Traceback')
-    return text[i:][-4000:] if i >= 0 else text[-2000:]
+    return e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=2 * len(sizes), **kwargs)
 
 
 def qwen_expected(path, *, patch=14, swift_max_pixels=None, row=None, env_max_pixels=None):
@@ -73,9 +41,9 @@ def _check_qwen(lines, **expected_kwargs):
         assert line['from_template'] == [True]  # PyTorch rollout: the template's own record
 
 
-def test_grpo_qwen25_defaults_and_row_limits(tiny_model, tmp_path):
+def test_grpo_qwen25_defaults_and_row_limits(e2e, tiny_model, tmp_path):
     # 'large' (1280x960) carries chat_template_kwargs max_pixels=200704 in its row.
-    lines, _, _ = run_grpo(tiny_model, tmp_path, 'qwen2_5_vl', row_max_pixels={'large': 200704})
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, 'qwen2_5_vl', row_max_pixels={'large': 200704})
     _check_qwen(lines)
     large = [x for x in lines if 'large' in x['paths'][0]]
     assert large[0]['row'] == {'max_pixels': 200704}
@@ -83,26 +51,26 @@ def test_grpo_qwen25_defaults_and_row_limits(tiny_model, tmp_path):
     assert {x['coords'] for x in lines} == {'abs'}
 
 
-def test_grpo_swift_max_pixels_flag(tiny_model, tmp_path):
-    lines, _, _ = run_grpo(tiny_model, tmp_path, 'qwen2_5_vl', extra=['--max_pixels', '50176'])
+def test_grpo_swift_max_pixels_flag(e2e, tiny_model, tmp_path):
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, 'qwen2_5_vl', extra=['--max_pixels', '50176'])
     _check_qwen(lines, swift_max_pixels=50176)
     large = [x for x in lines if 'large' in x['paths'][0]][0]['geometry'][0]
     assert (large['original_width'], large['resized_width'], large['resized_height']) == (1280, 252, 196)
 
 
-def test_grpo_max_pixels_environment(tiny_model, tmp_path):
-    lines, _, _ = run_grpo(tiny_model, tmp_path, 'qwen2_5_vl', env={'MAX_PIXELS': '50176'})
+def test_grpo_max_pixels_environment(e2e, tiny_model, tmp_path):
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, 'qwen2_5_vl', env={'MAX_PIXELS': '50176'})
     _check_qwen(lines, env_max_pixels=50176)
     large = [x for x in lines if 'large' in x['paths'][0]][0]['geometry'][0]
     assert (large['resized_width'], large['resized_height']) == (252, 168)
 
 
-def test_grpo_internvl_hf(tiny_model, tmp_path):
+def test_grpo_internvl_hf(e2e, tiny_model, tmp_path):
     from transformers import AutoProcessor
     # Three shapes of 1, 3 and 4 tiles: a tiny InternVL's memory grows with tiles (256
     # tokens each, times a 151936-word vocabulary of logits), 16 GB for 6 samples of ~7 tiles.
     sizes = [('square', 448, 448), ('two', 896, 448), ('tall', 300, 900)]
-    lines, _, _ = run_grpo(tiny_model, tmp_path, 'internvl_hf', sizes=sizes)
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, 'internvl_hf', sizes=sizes)
     proc = AutoProcessor.from_pretrained(tiny_model('internvl_hf'))
     assert len(lines) == 6
     for line in lines:
@@ -117,10 +85,10 @@ def test_grpo_internvl_hf(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize('family,patch', [('qwen2_vl', 14), ('qwen3_vl', 16)])
-def test_grpo_other_qwen_families(tiny_model, tmp_path, family, patch):
+def test_grpo_other_qwen_families(e2e, tiny_model, tmp_path, family, patch):
     # Qwen2-VL and Qwen3-VL (factor 32) end to end on two shapes; both write 0-1000 boxes.
     sizes = [('tiny', 50, 60), ('wide', 1000, 40)]
-    lines, _, _ = run_grpo(tiny_model, tmp_path, family, sizes=sizes)
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, family, sizes=sizes)
     assert len(lines) == 4
     for line in lines:
         path, geo = line['paths'][0], line['geometry'][0]

@@ -10,22 +10,20 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter, defaultdict
 from typing import Dict, List, Tuple
 
 import pytest
+from conftest import E2E  # noqa: I001  (tests/conftest.py, on sys.path)
 from PIL import Image
 
 from swift_ext.testing.images import box_for, make_dataset
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PLUGIN = os.path.join(ROOT, 'templates', 'plugin.py')
-BIN = os.path.dirname(sys.executable)
-SWIFT = os.path.join(BIN, 'swift')
-SWIFT_EXT = os.path.join(BIN, 'swift-ext')
+H = E2E()  # the shared e2e helpers (tests/conftest.py)
+ROOT, PLUGIN, SWIFT, SWIFT_EXT = H.ROOT, H.PLUGIN, H.SWIFT, H.SWIFT_EXT
 TIMEOUT = 300  # seconds, per CLI run
+run_dirs, read_lines, group_alive, _traceback = H.run_dirs, H.read_lines, H.group_alive, H.traceback
 
 # GRPO: one prompt of each shape; 2 prompts x 2 generations a step, so 2 steps see all 4.
 GRPO_SIZES = (('tiny', 50, 60), ('landscape', 160, 120), ('portrait', 90, 150),
@@ -59,29 +57,7 @@ def swift_cmd(kind: str, model: str, data: str, out: str, *extra: str) -> List[s
 
 
 def run(cmd: List[str], env=None) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT,
-                          env={**os.environ, **(env or {})})
-    assert proc.returncode == 0, (proc.returncode, _traceback(proc.stdout + proc.stderr))
-    return proc
-
-
-def _traceback(text: str) -> str:
-    i = text.rfind('Traceback')
-    return text[i:][-4000:] if i >= 0 else text[-3000:]
-
-
-def run_dirs(out: str) -> List[str]:
-    """The `v<N>-<timestamp>` folders ms-swift made under --output_dir, oldest first."""
-    found = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')] \
-        if os.path.isdir(out) else []
-    return sorted(found, key=lambda d: int(os.path.basename(d)[1:].split('-')[0]))
-
-
-def read_lines(path: str) -> List[dict]:
-    """Every line of a JSON-lines file; each must be whole (newline-ended) and parse."""
-    data = open(path, 'rb').read()
-    assert data.endswith(b'\n'), f'{path}: last line is not complete'
-    return [json.loads(x) for x in data.splitlines()]
+    return H.run(cmd, env=env, timeout=TIMEOUT)
 
 
 def step_logs(run_dir: str) -> List[dict]:
@@ -167,22 +143,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
-
-
-def group_alive(pgid: int) -> List[int]:
-    """Pids (not zombies) still in process group ``pgid``."""
-    alive = []
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            stat = open(f'/proc/{pid}/stat').read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(')') + 2:].split()  # state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] != 'Z':
-            alive.append(int(pid))
-    return alive
 
 
 # --- 1. GRPO and SFT, then review -----------------------------------------------------------------

@@ -6,9 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swift_ext.geometry import (GeometryError, ImageGeometry, internvl_geometry, qwen_geometry,
-                                smart_resize)
 from swift_ext.families.internvl_hf import hf_tile_grids as hf_tile_ratios
+from swift_ext.geometry import GeometryError, ImageGeometry, internvl_geometry, qwen_geometry, smart_resize
 
 qvu = pytest.importorskip('qwen_vl_utils.vision_process')
 

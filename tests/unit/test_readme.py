@@ -39,6 +39,12 @@ def test_custom_reward_example(tmp_path, sample_images, monkeypatch):
     out = cls(args=Args())(['[{"bbox_2d": [200, 150, 240, 190]}]', '[{"bbox_2d": [600, 400, 640, 470]}]', 'none'],
                            images=images, solution=[[100, 100, 300, 300]] * 3)
     assert out == [1.0, 0.0, 0.0]
+    # Every solution form README documents: one box, a list of boxes, a JSON string of either.
+    forms = [[100, 100, 300, 300], [[0, 0, 10, 10], [100, 100, 300, 300]], '[100, 100, 300, 300]',
+             '[[0, 0, 10, 10], [100, 100, 300, 300]]']
+    out = cls(args=Args())(['[{"bbox_2d": [200, 150, 240, 190]}]'] * 4, images=images + images[:1],
+                           solution=forms)
+    assert out == [1.0] * 4
 
 
 def test_iou_score_example():

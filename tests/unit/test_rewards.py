@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 import swift_ext.plugin  # noqa: F401
 from swift_ext.records import STORE
-from swift_ext.rewards import (SHIPPED, GeoFormat, GeoIoU, GeoIoU50, GeoReward, geo_reward,
-                               geometry_for_images)
+from swift_ext.rewards import SHIPPED, GeoFormat, GeoIoU, GeoIoU50, GeoReward, geo_reward, geometry_for_images
 from swift_ext.settings import default_settings
 
 
@@ -126,6 +125,35 @@ def test_custom_reward_decorator(sample_images):
     assert resized_area.__name__ == 'ResizedArea'  # the log key
     out = resized_area(args=_Args())(['x'], images=_images(sample_images['tiny']))
     assert out == [1.0]  # 50x60 is grown to 56x56
+
+
+@geo_reward('test_pickled_center')
+def pickled_center(completion, *, image_geometry, settings, **row):
+    """A user reward defined at module level, as in a plugin file."""
+    return 1.0 if image_geometry else None
+
+
+def test_decorated_reward_pickles(sample_images):
+    # A rollout worker receives rewards pickled: class and instance must come back by name.
+    import pickle
+    assert pickled_center.__qualname__ == 'PickledCenter'
+    assert pickle.loads(pickle.dumps(pickled_center)) is pickled_center
+    instance = pickle.loads(pickle.dumps(pickled_center(args=_Args())))
+    assert type(instance) is pickled_center
+    assert instance(['x'], images=_images(sample_images['tiny'])) == [1.0]
+
+
+def test_second_registration_is_a_noop_and_a_clash_is_refused():
+    from swift.rewards import orms
+
+    from swift_ext.rewards import register_reward
+    register_reward('test_pickled_center', pickled_center)  # the same class again: no-op
+    assert orms['test_pickled_center'] is pickled_center
+
+    class Other(GeoReward):
+        pass
+    with pytest.raises(ValueError, match="reward name 'test_pickled_center' is already registered to"):
+        register_reward('test_pickled_center', Other)
 
 
 def test_user_exception_is_none_not_zero(sample_images):

@@ -15,6 +15,7 @@ ALL = QWEN + ['internvl_hf']
 @pytest.fixture(scope='module')
 def processors(tiny_model):
     from swift.model import get_processor
+
     from swift_ext.testing.tiny import run_flags
     cache = {}
 
@@ -185,6 +186,7 @@ def _save(path, size):
 
 def test_registration_is_idempotent_and_inherits_meta():
     from swift.template import TEMPLATE_MAPPING
+
     from swift_ext.families import template_names
     from swift_ext.templates import GEO_TEMPLATES, register_geo_templates
     names = register_geo_templates()
@@ -194,3 +196,17 @@ def test_registration_is_idempotent_and_inherits_meta():
         meta, parent = TEMPLATE_MAPPING[name], TEMPLATE_MAPPING[cls.geo_spec.parent]
         assert issubclass(cls, parent.template_cls)
         assert meta.prompt == parent.prompt and meta.default_system == parent.default_system
+
+
+@pytest.mark.parametrize('family', ALL)
+@pytest.mark.parametrize('max_pixels', [None, 50176])
+def test_public_predict_geometry_equals_the_encode(processors, sample_images, family, max_pixels):
+    # The public API, with no template in play, gives what the real encode recorded.
+    import swift_ext
+    tpl = _template(processors(family), family + '_geo', max_pixels=max_pixels)
+    for name, path in sample_images.items():
+        tpl.encode(_sample([path]))
+        width, height = Image.open(path).size
+        predicted = swift_ext.predict_geometry(family + '_geo', width=width, height=height,
+                                               swift_max_pixels=max_pixels, env={})
+        assert predicted == _recorded(family + '_geo', path), (name, max_pixels)

@@ -183,7 +183,7 @@ def directory_size(path: str) -> int:
 # ----------------------------------------------------------------------------- CLI
 def build_parser(prog: str = 'swift-ext make-tiny-model') -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description='Write a tiny randomly initialised vision-language checkpoint that ms-swift loads offline.')
+        prog=prog, description='Write a tiny random vision-language checkpoint that ms-swift loads offline.')
     parser.add_argument('--family', required=True, choices=parents(), metavar='PARENT',
                         help='the ms-swift parent template: ' + ', '.join(parents()))
     parser.add_argument('--out', required=True, help='output directory (missing or empty)')

@@ -7,8 +7,6 @@ tokenizer as a named special token.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from .common import HIDDEN_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_HEADS, build_tokenizer, save_model, save_processor
 from .qwen import FIRST_SPECIAL_ID, QWEN2_5_SPECIAL_TOKENS, qwen_text_config
 

@@ -9,7 +9,15 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from .common import HIDDEN_SIZE, NUM_HEADS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer, save_model, save_processor
+from .common import (
+    HIDDEN_SIZE,
+    NUM_HEADS,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    build_tokenizer,
+    save_model,
+    save_processor,
+)
 
 PARENTS = ('qwen2_vl', 'qwen2_5_vl', 'qwen3_vl')
 

@@ -1,0 +1,164 @@
+"""PaddleOCR-VL 1.5 (``paddle_ocr_1_5``): the processor resizes inside ``_encode``.
+
+ms-swift's ``PaddleOCR1_5Template._encode`` calls ``processor.image_processor`` and expands
+each ``<|IMAGE_PLACEHOLDER|>`` (id 100295, hard-coded) to ``image_grid_thw.prod() // merge**2``
+tokens. The resize is transformers' ``models/paddleocr_vl/image_processing_paddleocr_vl.py::
+smart_resize`` (factor ``patch * merge`` = 28, one frame): a side under 28 is first set to 28
+with the other side scaled by ``round``; a ratio over 200 is refused; then Qwen-style
+rounding inside ``[min_pixels, max_pixels]``. Re-implemented here without torch and pinned by
+tests.
+
+Limits: the processor's ``size`` (PaddleOCR-VL-1.5's ``preprocessor_config.json``:
+``min_pixels`` 112896 = 144 x 28², ``max_pixels`` 1003520 = 1280 x 28²; transformers' class
+defaults are 384² / 1536²). A row's ``chat_template_kwargs`` ``shortest_edge`` /
+``longest_edge`` (pixel counts; falsy values ignored) replace the ``size`` for that row, and
+the processor then needs BOTH: one alone makes it raise, and so does ``predict``. A row's
+``max_pixels`` is ms-swift's own pre-rescale, as for every template.
+
+Coordinates: PaddleOCR-VL 1.5 has no trained box output. Its only localisation is the
+``Spotting:`` task, text-line quadrilaterals written as eight ``<|LOC_n|>`` tokens on a 0-1000
+grid (upstream ``post_process_for_spotting``), which no ``[x1, y1, x2, y2]`` style reads.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from . import register_family
+from .base import Family, PreprocessSettings, TemplateSpec, row_number, token_runs
+
+PADDLE_MAX_RATIO = 200
+# PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.
+PADDLE_MIN_PIXELS = 112896
+PADDLE_MAX_PIXELS = 1003520
+IMAGE_PLACEHOLDER_ID = 100295  # ms-swift PaddleOCRTemplate.image_token_id
+ROW_LIMITS = ('shortest_edge', 'longest_edge')
+
+_SOURCE = ('no trained box output: PaddleOCR-VL 1.5 localises only in its Spotting: task, as '
+           'quadrilaterals of eight <|LOC_n|> tokens on a 0-1000 grid; norm1000 and bare lists are '
+           'the closest default')
+
+
+@dataclass(frozen=True)
+class PaddleOcrSettings(PreprocessSettings):
+    patch_size: int = 14
+    merge_size: int = 2
+    min_pixels: int = PADDLE_MIN_PIXELS  # size['shortest_edge']
+    max_pixels: int = PADDLE_MAX_PIXELS  # size['longest_edge']
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+
+def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels: float = PADDLE_MIN_PIXELS,
+                        max_pixels: float = PADDLE_MAX_PIXELS,
+                        name: str = 'image') -> Tuple[Tuple[int, int], Optional[str]]:
+    """transformers' PaddleOCR-VL ``smart_resize`` as ``((width, height), clamped)``.
+
+    Example:
+        >>> paddle_smart_resize(width=640, height=480)
+        ((644, 476), None)
+        >>> paddle_smart_resize(width=20, height=600)
+        ((84, 1848), 'min_pixels')
+    """
+    if height < factor:
+        width, height = round(width * factor / height), factor
+    if width < factor:
+        height, width = round(height * factor / width), factor
+    ratio = max(height, width) / min(height, width)
+    if ratio > PADDLE_MAX_RATIO:
+        raise GeometryError(f'{name}: PaddleOCR-VL refuses an aspect ratio over {PADDLE_MAX_RATIO}, '
+                            f'got {ratio:.1f} ({width}x{height} after its small-side upscale).')
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        return (w_bar, h_bar), 'max_pixels'
+    if h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+        return (w_bar, h_bar), 'min_pixels'
+    return (w_bar, h_bar), None
+
+
+def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> Tuple[float, float]:
+    """``(min_pixels, max_pixels)`` for a row, as ``PaddleOCR1_5Template._encode`` passes them."""
+    given = {}
+    for key in ROW_LIMITS:
+        value = row_kwargs.get(key)
+        if value:  # ms-swift skips falsy values (`if value:`)
+            given[key] = row_number(row_kwargs, key, name)
+    if not given:
+        return settings.min_pixels, settings.max_pixels
+    if len(given) == 1:
+        (key, value), = given.items()
+        raise GeometryError(f'{name}: chat_template_kwargs gives only `{key}`={value!r}; PaddleOCR-VL\'s '
+                            f'processor needs both `shortest_edge` and `longest_edge` in one row.')
+    return given['shortest_edge'], given['longest_edge']
+
+
+@register_family
+class PaddleOcr(Family):
+    name = 'paddle_ocr'
+    settings_cls = PaddleOcrSettings
+    env_vars = ()
+    templates = (
+        TemplateSpec('paddle_ocr_1_5', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='paddleocr_vl'),
+    )
+
+    @classmethod
+    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
+        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
+        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+
+    @classmethod
+    def settings_from_template(cls, template, settings):
+        ip = template.processor.image_processor
+        size = ip.size
+        get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+        return replace(settings, patch_size=int(ip.patch_size), merge_size=int(ip.merge_size),
+                       min_pixels=get('shortest_edge'), max_pixels=get('longest_edge'))
+
+    @classmethod
+    def with_budget(cls, settings, pixels):
+        return replace(settings, max_pixels=pixels)
+
+    @classmethod
+    def predict(cls, settings, *, width, height, row_kwargs, name):
+        pre_max = row_number(row_kwargs, 'max_pixels', name)  # ms-swift's pre-rescale, per row
+        if pre_max is None:
+            pre_max = settings.swift_max_pixels
+        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
+        swift_clamped = 'max_pixels' if (w, h) != (width, height) else None
+        min_pixels, max_pixels = row_size_limits(settings, row_kwargs, name)
+        (rw, rh), clamped = paddle_smart_resize(width=w, height=h, factor=settings.factor,
+                                                min_pixels=min_pixels, max_pixels=max_pixels, name=name)
+        grid = (1, rh // settings.patch_size, rw // settings.patch_size)
+        geo = ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                            grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2)
+        return geo, swift_clamped or clamped
+
+    @classmethod
+    def actual(cls, template, encoded, entries, predicted):
+        grid = encoded.get('image_grid_thw')
+        if grid is None:
+            return list(predicted)
+        rows = grid.tolist() if hasattr(grid, 'tolist') else [list(g) for g in grid]
+        runs = token_runs(encoded['input_ids'], template.image_token_id)
+        settings = template.geo_settings()
+        out = []
+        for i, geo in enumerate(predicted):
+            if geo is None or i >= len(rows):
+                out.append(geo)
+                continue
+            t, gh, gw = (int(v) for v in rows[i])
+            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
+            out.append(replace(geo, resized_width=gw * settings.patch_size, resized_height=gh * settings.patch_size,
+                               grid=(t, gh, gw), num_tokens=tokens))
+        return out

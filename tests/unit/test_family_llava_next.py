@@ -1,0 +1,327 @@
+"""LLaVA-NeXT / LLaVA-OneVision geometry: parity with transformers' anyres functions and ms-swift's encode.
+
+Thousands of sizes go through transformers' own pure functions (``select_best_resolution``,
+``get_patch_output_size``, the processor's ``_get_padding_size``, ``divide_to_patches``,
+``_get_number_of_features``); a handful go through the real parent template's ``encode``, whose
+``pixel_values`` are laid back into the canvas to see where the content and the padding really are.
+"""
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import swift_ext.plugin  # noqa: F401  (registers the templates)
+from swift_ext import records
+from swift_ext.families import family_of
+from swift_ext.families.llava_next import best_pinpoint, fit_in_canvas
+from swift_ext.records import STORE, image_key
+from swift_ext.rewards import GeoFormat, GeoIoU
+from swift_ext.settings import default_settings
+
+NEXT, OV = 'llava1_6_mistral_hf', 'llava_onevision_hf'
+ALL_NEXT = ('llava1_6_mistral_hf', 'llava1_6_vicuna_hf', 'llava1_6_yi_hf', 'llama3_llava_next_hf',
+            'llava_next_qwen_hf')
+OTHER_PINPOINTS = [[336, 336], [336, 1344], [1344, 336], [672, 1008], [1008, 672], [1008, 1008]]
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope='module')
+def processors(tiny_model):
+    from swift.model import get_processor
+    from swift_ext.testing.tiny import run_flags
+    cache = {}
+
+    def get(parent):
+        if parent not in cache:
+            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
+        return cache[parent]
+    return get
+
+
+def _template(processor, name, **kwargs):
+    from swift.template import get_template
+    tpl = get_template(processor, template_type=name, **kwargs)
+    tpl.set_mode('train')
+    return tpl
+
+
+def _sample(paths):
+    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
+                         {'role': 'assistant', 'content': '[0.1, 0.2, 0.3, 0.4]'}], 'images': list(paths)}
+
+
+def _image(tmp_path, width, height, rect=None):
+    """A grey image (no pixel equals the zero padding) with an optional red rectangle."""
+    img = Image.new('RGB', (width, height), (180, 180, 180))
+    if rect is not None:
+        ImageDraw.Draw(img).rectangle(rect, fill=(230, 20, 20))
+    path = tmp_path / f'img_{width}x{height}_{len(list(tmp_path.iterdir()))}.png'
+    img.save(path)
+    return str(path)
+
+
+# --------------------------------------------------------------- parity over many sizes
+def _sizes(pinpoints, n, seed):
+    """Tiny, extreme, pinpoint-boundary, exact-ratio and random (log-uniform) sizes, as (width, height)."""
+    rng = random.Random(seed)
+    out = {(w, h) for w in range(1, 13) for h in range(1, 13)}
+    out |= {s for short in (1, 2, 3, 7) for long in (500, 1000, 3001, 10000) for s in ((short, long), (long, short))}
+    for ph, pw in pinpoints:
+        for k in (1 / 3, 0.5, 1, 2, 3):
+            out |= {(round(pw * k) + dw, round(ph * k) + dh) for dw in (-1, 0, 1) for dh in (-1, 0, 1)}
+    for base in range(1, 700, 13):
+        out |= {(base * a, base * b) for a, b in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3), (4, 3), (16, 9), (9, 16))}
+    while len(out) < n:
+        out.add((int(math.exp(rng.uniform(0, math.log(8000)))), int(math.exp(rng.uniform(0, math.log(8000))))))
+    return sorted(s for s in out if min(s) >= 1)
+
+
+def _blank(height, width):
+    # A zero-stride array: transformers' size functions read only `.shape`.
+    return np.broadcast_to(np.zeros((1, 1, 1), np.uint8), (3, height, width))
+
+
+def _reference(processor, width, height, drop):
+    """What transformers (and ms-swift's token rule) give for a ``width`` x ``height`` processor input."""
+    from transformers.image_processing_utils import get_patch_output_size, select_best_resolution
+    from transformers.image_transforms import divide_to_patches
+    from transformers.image_utils import ChannelDimension
+    ip = processor.image_processor
+    canvas_h, canvas_w = select_best_resolution((height, width), ip.image_grid_pinpoints)
+    new_h, new_w = get_patch_output_size(_blank(height, width), (canvas_h, canvas_w), ChannelDimension.FIRST)
+    left, top, _, _ = ip._get_padding_size((new_h, new_w), (canvas_h, canvas_w))
+    tile = ip.crop_size['height'] if ip.crop_size is not None else ip.size['height']
+    tiles = len(divide_to_patches(_blank(canvas_h, canvas_w), tile))
+    tokens = processor._get_number_of_features(height, width, tile, tile) - drop
+    return {'canvas_width': canvas_w, 'canvas_height': canvas_h, 'resized_width': new_w, 'resized_height': new_h,
+            'pad_left': left, 'pad_top': top, 'num_tiles': tiles + 1, 'num_tokens': tokens}
+
+
+def _parity(processor, settings, sizes, drop):
+    mismatches = []
+    for w, h in sizes:
+        geo, _ = settings.predict(width=w, height=h)
+        got = {k: getattr(geo, k) for k in ('canvas_width', 'canvas_height', 'resized_width', 'resized_height',
+                                             'pad_left', 'pad_top', 'num_tiles', 'num_tokens')}
+        want = _reference(processor, w, h, drop)
+        if got != want:
+            mismatches.append(((w, h), got, want))
+    return mismatches
+
+
+@pytest.mark.parametrize('parent,drop', [(NEXT, 1), (OV, 0)])
+def test_parity_with_transformers_over_thousands_of_sizes(processors, parent, drop):
+    # drop: ms-swift's LlavaHfTemplate subtracts 1 under the 'default' strategy (NeXT); OneVision never does.
+    proc = processors(parent)
+    settings = _template(proc, parent + '_geo').geo_settings()
+    sizes = _sizes(proc.image_processor.image_grid_pinpoints, 3000, seed=10)
+    assert len(sizes) >= 3000
+    mismatches = _parity(proc, settings, sizes, drop)
+    assert mismatches == [], f'{len(mismatches)} of {len(sizes)} sizes differ, first: {mismatches[:3]}'
+
+
+def test_parity_with_other_pinpoints_and_anyres_max(processors):
+    # Settings come from the live processor: other pinpoints (NeXT) and anyres_max_4 (OneVision) too.
+    nxt, ov = processors(NEXT), processors(OV)
+    old = (nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio)
+    try:
+        nxt.image_processor.image_grid_pinpoints = OTHER_PINPOINTS
+        ov.vision_aspect_ratio = 'anyres_max_4'
+        for parent, proc, drop in ((NEXT, nxt, 1), (OV, ov, 0)):
+            settings = _template(proc, parent + '_geo').geo_settings()
+            sizes = _sizes(proc.image_processor.image_grid_pinpoints, 1500, seed=11)
+            assert _parity(proc, settings, sizes, drop) == []
+        assert _template(nxt, NEXT + '_geo').geo_settings().image_grid_pinpoints[0] == (336, 336)
+    finally:
+        nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio = old
+
+
+def test_settings_for_without_template_are_the_public_checkpoints(processors):
+    # The tiny checkpoints carry the public processors' settings; `settings_for` must equal what a
+    # live template reads from them (the 'versions' field aside).
+    for parent in (NEXT, OV):
+        live = _template(processors(parent), parent + '_geo').geo_settings()
+        offline = default_settings(parent + '_geo')
+        assert {**live.to_dict(), 'versions': {}} == {**offline.to_dict(), 'versions': {}}
+    for parent in ALL_NEXT:
+        assert family_of(parent)[0].name == 'llava_next'
+    assert default_settings('llava1_6_yi_hf_geo').coords == 'norm1'
+
+
+def test_every_parent_is_an_ms_swift_template_of_the_right_class():
+    from swift.template import TEMPLATE_MAPPING
+    from swift.template.templates.llava import Llava1_6HfTemplate, LlavaOneVisionHfTemplate
+    served = {name for name, cls in ((n, m.template_cls) for n, m in TEMPLATE_MAPPING.items())
+              if not name.endswith('_geo') and (cls in (Llava1_6HfTemplate, LlavaOneVisionHfTemplate)
+                                                or Llava1_6HfTemplate in cls.__bases__)}
+    assert served == set(ALL_NEXT) | {OV}
+    for parent in served:
+        assert TEMPLATE_MAPPING[parent + '_geo'].template_cls.__mro__[2] is TEMPLATE_MAPPING[parent].template_cls
+
+
+def test_swift_max_pixels_prescale_comes_first():
+    from swift_ext.geometry import swift_rescaled_size
+    settings = default_settings(NEXT + '_geo', swift_max_pixels=50176)
+    geo, clamped = settings.predict(width=1280, height=960)
+    w, h = swift_rescaled_size(width=1280, height=960, max_pixels=50176)
+    plain, _ = default_settings(NEXT + '_geo').predict(width=w, height=h)
+    assert (geo.original_width, clamped) == (1280, 'max_pixels')
+    assert (geo.num_tokens, geo.resized_width, geo.pad_top) == (plain.num_tokens, plain.resized_width, plain.pad_top)
+
+
+# ----------------------------------------------------------------------- real encodes
+def _canvas(pixel_values, geo, mean, std):
+    """Lay the tiles back into the canvas; return its pixels (3, H, W) and where they differ from padding."""
+    tile = pixel_values.shape[-1]
+    views = pixel_values[1:1 + geo.tile_cols * geo.tile_rows]
+    canvas = torch.zeros(3, geo.tile_rows * tile, geo.tile_cols * tile)
+    for i, view in enumerate(views):
+        r, c = divmod(i, geo.tile_cols)
+        canvas[:, r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = view
+    pad = (-torch.tensor(mean) / torch.tensor(std)).view(3, 1, 1)  # a zero pixel, normalised
+    return canvas, (canvas - pad).abs().amax(0) > 1e-4
+
+
+def _extent(mask):
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    return [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+
+
+SIZES = {NEXT: [(50, 60), (640, 480), (1000, 300), (672, 336), (300, 1100)],
+         OV: [(50, 60), (640, 480), (1000, 300), (768, 384), (2000, 90)]}
+
+
+@pytest.mark.parametrize('parent', [NEXT, OV])
+def test_encode_identical_and_geometry_is_what_the_processor_did(processors, tmp_path, parent):
+    proc = processors(parent)
+    base, geo_tpl = _template(proc, parent), _template(proc, parent + '_geo')
+    ip = proc.image_processor
+    token = 32000 if parent == NEXT else 151646
+    for width, height in SIZES[parent]:
+        path = _image(tmp_path, width, height)
+        sample = _sample([path])
+        a, b = base.encode(sample), geo_tpl.encode(sample)
+        assert sorted(a) == sorted(b)
+        for key in a:  # byte-identical to the parent
+            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+        geo = STORE.get(image_key(path), (None, None), parent + '_geo')
+        predicted, _ = geo_tpl.geo_settings().predict(width=width, height=height)
+        assert geo == predicted
+        # The processor's own view: its token expansion, its views, its input size.
+        out = proc(images=[Image.open(path).convert('RGB')], text='<image>', return_tensors='pt')
+        assert geo.num_tokens == int((out['input_ids'] == token).sum()) == a['input_ids'].count(token)
+        assert geo.num_tiles == out['pixel_values'].shape[1] == a['pixel_values'].shape[1]
+        assert out['image_sizes'][0].tolist() == [height, width]
+        # Where the content really is in the canvas the tiles come from.
+        _, content = _canvas(a['pixel_values'][0], geo, ip.image_mean, ip.image_std)
+        assert content.shape == (geo.canvas_height, geo.canvas_width)
+        assert _extent(content) == [geo.pad_left, geo.pad_top, geo.pad_left + geo.resized_width,
+                                    geo.pad_top + geo.resized_height], (width, height)
+        assert (geo.global_width, geo.global_height) == tuple(a['pixel_values'].shape[-2:])
+
+
+@pytest.mark.parametrize('parent', [NEXT, OV])
+def test_two_images_in_one_row(processors, tmp_path, parent):
+    # pixel_values is padded to the larger image's view count: each image keeps its own geometry.
+    proc = processors(parent)
+    tpl = _template(proc, parent + '_geo')
+    paths = [_image(tmp_path, 40, 30), _image(tmp_path, 1000, 700)]
+    encoded = tpl.encode(_sample(paths))
+    geos = [STORE.get(image_key(p), (None, None), parent + '_geo') for p in paths]
+    for path, geo in zip(paths, geos):
+        assert geo == tpl.geo_settings().predict(width=Image.open(path).width, height=Image.open(path).height)[0]
+    assert encoded['pixel_values'].shape[1] == max(g.num_tiles for g in geos) > min(g.num_tiles for g in geos)
+    token = 32000 if parent == NEXT else 151646
+    assert encoded['input_ids'].count(token) == sum(g.num_tokens for g in geos)
+
+
+def test_swift_max_pixels_in_the_template(processors, tmp_path):
+    proc = processors(NEXT)
+    tpl = _template(proc, NEXT + '_geo', max_pixels=50176)
+    path = _image(tmp_path, 1280, 960)
+    encoded = tpl.encode(_sample([path]))
+    geo = STORE.get(image_key(path), (None, None), NEXT + '_geo')
+    assert geo == default_settings(NEXT + '_geo', swift_max_pixels=50176).predict(width=1280, height=960)[0]
+    assert encoded['image_sizes'][0].tolist() == [193, 258]  # ms-swift's rescale_image: int(sqrt(50176 / (4/3)))
+
+
+# ----------------------------------------------------------------------------- boxes
+def test_pure_helpers_order_width_height():
+    # select_best_resolution takes (height, width) pinpoints; ours answer (width, height) like PIL.
+    assert best_pinpoint(width=1000, height=300, pinpoints=[[336, 1008], [1008, 336]]) == (1008, 336)
+    assert fit_in_canvas(width=640, height=480, canvas_width=672, canvas_height=672) == (672, 504)
+
+
+def test_from_model_frame_padded_band_and_box_across_tiles():
+    geo, _ = default_settings(NEXT + '_geo').predict(width=640, height=480)
+    assert (geo.canvas_width, geo.canvas_height, geo.resized_height, geo.pad_top) == (672, 672, 504, 84)
+    # Entirely in the top padding band (canvas y < 84): maps above the image (negative y).
+    band = geo.from_model_frame([0.25, 0.02, 0.5, 0.1], 'norm1')
+    assert band == pytest.approx([160.0, (0.02 * 672 - 84) / 1.05, 320.0, (0.1 * 672 - 84) / 1.05])
+    assert band[3] < 0
+    # Across the tile seams at 336 px in both axes: one affine map, no per-tile offset.
+    cross = geo.from_model_frame([0.4, 0.4, 0.6, 0.6], 'norm1')
+    assert cross == pytest.approx([0.4 * 672 / 1.05, (0.4 * 672 - 84) / 1.05, 0.6 * 672 / 1.05,
+                                   (0.6 * 672 - 84) / 1.05])
+    assert geo.to_model_frame(cross, 'norm1') == pytest.approx([0.4, 0.4, 0.6, 0.6])
+
+
+@pytest.mark.parametrize('parent,size,rect', [
+    (NEXT, (640, 480), (250, 150, 399, 329)),  # crosses the 336 px seams of the 2x2 canvas
+    (NEXT, (1000, 300), (300, 40, 420, 260)),  # 1008x336 canvas, padded top and bottom
+    (OV, (640, 480), (300, 120, 420, 330)),  # 768x768 canvas, seams at 384
+])
+def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(processors, tmp_path, parent, size, rect):
+    # Find the drawn rectangle in the pixels the model gets, write it as the model would (0-1 of the
+    # padded canvas), and let GeoIoU / GeoFormat score that completion against the drawn box.
+    records.reset()
+    proc = processors(parent)
+    tpl = _template(proc, parent + '_geo')
+    path = _image(tmp_path, *size, rect=rect)
+    encoded = tpl.encode(_sample([path]))
+    geo = STORE.get(image_key(path), (None, None), parent + '_geo')
+    canvas, _ = _canvas(encoded['pixel_values'][0], geo, proc.image_processor.image_mean,
+                        proc.image_processor.image_std)
+    std = torch.tensor(proc.image_processor.image_std).view(3, 1, 1)
+    mean = torch.tensor(proc.image_processor.image_mean).view(3, 1, 1)
+    rgb = (canvas * std + mean) * 255
+    x1, y1, x2, y2 = _extent((rgb[0] > 200) & (rgb[1] < 100))
+    norm = [x1 / geo.canvas_width, y1 / geo.canvas_height, x2 / geo.canvas_width, y2 / geo.canvas_height]
+    drawn = [rect[0], rect[1], rect[2] + 1, rect[3] + 1]  # PIL's rectangle includes its far edge
+    assert geo.from_model_frame(norm, 'norm1') == pytest.approx(drawn, abs=2.5)
+
+    class Args:
+        template = parent + '_geo'
+    completion = '[{:.4f}, {:.4f}, {:.4f}, {:.4f}]'.format(*norm)
+    images = [[{'bytes': None, 'path': path}]] * 3
+    iou = GeoIoU(args=Args())([completion, '[0.0, 0.0, 0.05, 0.05]', 'no box'], images=images,
+                              solution=[drawn] * 3)
+    assert iou[0] > 0.95 and iou[1] == 0.0 and iou[2] == 0.0
+    assert GeoFormat(args=Args())([completion, 'no box', '{"bbox_2d": [1, 2, 3, 4]}'], images=images) == [1.0, 0.0,
+                                                                                                       0.0]
+
+
+# --------------------------------------------------------------------- tiny checkpoints
+@pytest.mark.parametrize('parent,ids', [
+    (NEXT, {'<unk>': 0, '<s>': 1, '</s>': 2, '<image>': 32000}),
+    (OV, {'<|endoftext|>': 151643, '<|im_start|>': 151644, '<|im_end|>': 151645, '<image>': 151646,
+          '<video>': 151647}),
+])
+def test_tiny_checkpoint_is_small_with_the_real_ids(tiny_model, parent, ids):
+    import os
+
+    import transformers
+    path = tiny_model(parent)
+    assert sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path)) < 30e6
+    config = transformers.AutoConfig.from_pretrained(path)
+    assert config.image_token_index == ids['<image>']  # the id the model looks for in input_ids
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+    assert len(tokenizer) <= config.get_text_config().vocab_size
+    for token, token_id in ids.items():
+        assert tokenizer.encode(token, add_special_tokens=False) == [token_id], token
+    model = getattr(transformers, config.architectures[0]).from_pretrained(path)
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert sum(p.numel() for p in model.parameters()) < 6_000_000
