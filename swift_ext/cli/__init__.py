@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import List, Optional
 
+DEBUG_ENV = 'SWIFT_EXT_DEBUG'
 SUBCOMMANDS = {
     'make-tiny-model': ('swift_ext.testing.tiny', 'build a tiny random local checkpoint'),
     'demo': ('swift_ext.cli.demo', 'run the built-in GRPO grounding demo on a tiny model'),
     'review': ('swift_ext.cli.review', "summarise a run's geometry, rewards and metrics"),
+    'score': ('swift_ext.cli.score', 'grounding metrics of `swift infer` results, in original pixels'),
     'plan': ('swift_ext.cli.plan', 'pre-flight: visual tokens a dataset will cost'),
     'show': ('swift_ext.cli.show', 'draw what a template hands the model for one image'),
     'check': ('swift_ext.cli.check', 'compare trainer and rollout preprocessing settings'),
@@ -35,8 +38,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f'swift-ext: unknown command {name!r}.\n\n{_usage()}', file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
-    module = importlib.import_module(SUBCOMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        module = importlib.import_module(SUBCOMMANDS[name][0])
+        return int(module.main(rest) or 0)
+    except BrokenPipeError:  # `swift-ext templates | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        print(f'swift-ext {name}: interrupted.', file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug of ours: a short message, the traceback only on request
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f'swift-ext {name}: internal error: {type(exc).__name__}: {str(exc)[:500]} '
+              f'(set {DEBUG_ENV}=1 for the traceback; please report it).', file=sys.stderr)
+        return 1
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
-"""`swift-ext templates [--json]`: every registered `_geo` template, its parent and family,
-the coordinate convention its checkpoints answer in, the box styles `geo_format` accepts, and
-whether `make-tiny-model --family PARENT` can build a tiny checkpoint for it."""
+"""`swift-ext templates [--json | --markdown]`: every registered `_geo` template, its parent and family,
+the coordinate convention its checkpoints answer in (and whether they were trained to write boxes
+at all), the box styles `geo_format` accepts, and whether `make-tiny-model --family PARENT` builds
+a tiny checkpoint for it."""
 from __future__ import annotations
 
 import argparse
@@ -10,22 +11,46 @@ from typing import List, Optional
 from ..families import describe
 
 
-def format_text(rows: List[dict]) -> str:
+def rows() -> List[dict]:
+    """``families.describe()`` with ``tiny_model`` true only where a recipe exists."""
+    from ..testing.tiny import parents
+    buildable = set(parents())
+    out = describe()
+    for row in out:
+        row['tiny_model'] = row['tiny_model'] and row['parent'] in buildable
+    return out
+
+
+def _coords(row: dict) -> str:
+    return row['coords'] if row['boxes_trained'] else f'none trained (default {row["coords"]})'
+
+
+def format_text(table_rows: List[dict]) -> str:
     head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny')
-    table = [head] + [(r['template'], r['parent'], r['family'], r['coords'], ', '.join(r['box_styles']),
-                       'yes' if r['tiny_model'] else 'no') for r in rows]
+    table = [head] + [(r['template'], r['parent'], r['family'], _coords(r), ', '.join(r['box_styles']),
+                       'yes' if r['tiny_model'] else 'no') for r in table_rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
 
 
+def format_markdown(table_rows: List[dict]) -> str:
+    lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint |', '|---|---|---|---|---|']
+    for r in table_rows:
+        coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
+        styles = ', '.join(f'`{s}`' for s in r['box_styles'])
+        lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {"yes" if r["tiny_model"] else "-"} |')
+    return '\n'.join(lines)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog='swift-ext templates', description=__doc__)
-    p.add_argument('--json', action='store_true', help='print machine-readable JSON')
+    group = p.add_mutually_exclusive_group()
+    group.add_argument('--json', action='store_true', help='print machine-readable JSON')
+    group.add_argument('--markdown', action='store_true', help="print README's template table")
     args = p.parse_args(argv)
-    rows = describe()
-    from ..testing.tiny import parents
-    buildable = set(parents())
-    for row in rows:  # a recipe exists only where the family declared a model type and one was written
-        row['tiny_model'] = row['tiny_model'] and row['parent'] in buildable
-    print(json.dumps(rows, indent=1) if args.json else format_text(rows))
+    table_rows = rows()
+    if args.json:
+        print(json.dumps(table_rows, indent=1))
+    else:
+        print(format_markdown(table_rows) if args.markdown else format_text(table_rows))
     return 0

@@ -102,6 +102,7 @@ def describe(template: Optional[str] = None) -> List[dict]:
         family, spec = family_of(name)
         rows.append({'template': spec.name, 'parent': spec.parent, 'family': family.name,
                      'coords': spec.coords, 'box_styles': list(spec.box_styles),
-                     'coords_source': spec.coords_source, 'tiny_model': spec.model_type is not None,
+                     'boxes_trained': spec.boxes_trained, 'coords_source': spec.coords_source,
+                     'tiny_model': spec.model_type is not None,
                      'model_type': spec.model_type, 'env': list(family.env_vars)})
     return rows

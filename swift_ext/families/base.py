@@ -42,10 +42,23 @@ class TemplateSpec:
     # None when no tiny checkpoint is built for this template.
     model_type: Optional[str] = None
     defaults: Mapping[str, Any] = field(default_factory=dict)  # settings overrides
+    # False where the checkpoints have no trained (or no documented) box output: `coords` is then
+    # only the closest default, and geo_iou scores only in the convention the user names
+    # (SWIFT_EXT_COORDS) instead of guessing.
+    boxes_trained: bool = True
 
     @property
     def name(self) -> str:
         return self.parent + '_geo'
+
+
+def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
+    """The spec of a template whose checkpoints have no trained box output.
+
+    ``norm1000`` (ms-swift's default ``norm_bbox``) and ``bare_list`` are then only defaults that
+    geo_iou does not guess with: the user names the convention (``SWIFT_EXT_COORDS``).
+    """
+    return TemplateSpec(parent, 'norm1000', ('bare_list',), boxes_trained=False, **kwargs)
 
 
 @dataclass(frozen=True)

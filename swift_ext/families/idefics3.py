@@ -116,7 +116,8 @@ class Idefics3(Family):
     name = 'idefics3'
     settings_cls = Idefics3Settings
     env_vars = ()
-    templates = (TemplateSpec('idefics3', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='idefics3'),)
+    templates = (TemplateSpec('idefics3', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='idefics3',
+                              boxes_trained=False),)
 
     @classmethod
     def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):

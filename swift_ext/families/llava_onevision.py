@@ -46,7 +46,7 @@ class LlavaOnevision(LlavaNext):
     name = 'llava_onevision'
     settings_cls = LlavaOnevisionSettings
     templates = (TemplateSpec('llava_onevision_hf', 'norm1', ('bare_list',), coords_source=_OV_SOURCE,
-                              model_type='llava_onevision_hf'),)
+                              model_type='llava_onevision_hf', boxes_trained=False),)
 
     @classmethod
     def base_grid(cls, settings):

@@ -134,8 +134,10 @@ class Minicpmv(Family):
     settings_cls = MinicpmvSettings
     env_vars = ('MAX_SLICE_NUMS', 'DOWNSAMPLE_MODE')
     templates = (
-        TemplateSpec('minicpmv4_6', 'norm1000', _STYLES, coords_source=_SOURCE, model_type='minicpmv4_6'),
-        TemplateSpec('minicpmv4_7', 'norm1000', _STYLES, coords_source=_SOURCE, model_type='minicpmv4_7'),
+        TemplateSpec('minicpmv4_6', 'norm1000', _STYLES, coords_source=_SOURCE, model_type='minicpmv4_6',
+                     boxes_trained=False),
+        TemplateSpec('minicpmv4_7', 'norm1000', _STYLES, coords_source=_SOURCE, model_type='minicpmv4_7',
+                     boxes_trained=False),
     )
 
     @classmethod

@@ -98,7 +98,7 @@ def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> Tuple
         return settings.min_pixels, settings.max_pixels
     if len(given) == 1:
         (key, value), = given.items()
-        raise GeometryError(f'{name}: chat_template_kwargs gives only `{key}`={value!r}; PaddleOCR-VL\'s '
+        raise GeometryError(f"{name}: chat_template_kwargs gives only `{key}`={value!r}; PaddleOCR-VL's "
                             f'processor needs both `shortest_edge` and `longest_edge` in one row.')
     return given['shortest_edge'], given['longest_edge']
 
@@ -109,7 +109,8 @@ class PaddleOcr(Family):
     settings_cls = PaddleOcrSettings
     env_vars = ()
     templates = (
-        TemplateSpec('paddle_ocr_1_5', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='paddleocr_vl'),
+        TemplateSpec('paddle_ocr_1_5', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='paddleocr_vl',
+                     boxes_trained=False),
     )
 
     @classmethod

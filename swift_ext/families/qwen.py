@@ -68,12 +68,13 @@ class Qwen(Family):
         TemplateSpec('qwen3_8', 'norm1000', _JSON, model_type='qwen3_5', defaults={'patch_size': 16},
                      coords_source=_QWEN3_5_SOURCE),
         TemplateSpec('ovis_ocr2', 'norm1000', _JSON, model_type='ovis_ocr2', defaults={'patch_size': 16},
+                     boxes_trained=False,
                      coords_source='no trained box output documented for OvisOCR2 (an OCR model); 0-1000 is '
                                    "ms-swift's norm_bbox for its Qwen3_5Template"),
         # Embedding templates: no completions to score, but their encodes are recorded all the same.
-        TemplateSpec('qwen3_5_emb', 'norm1000', _JSON, defaults=_EMB_DEFAULTS,
+        TemplateSpec('qwen3_5_emb', 'norm1000', _JSON, defaults=_EMB_DEFAULTS, boxes_trained=False,
                      coords_source='no trained box output (embedding model); ' + _QWEN3_5_SOURCE),
-        TemplateSpec('wemm_embedding', 'norm1000', _JSON, defaults=_EMB_DEFAULTS,
+        TemplateSpec('wemm_embedding', 'norm1000', _JSON, defaults=_EMB_DEFAULTS, boxes_trained=False,
                      coords_source='no trained box output (embedding model); ' + _QWEN3_5_SOURCE),
     )
 

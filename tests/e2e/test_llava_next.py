@@ -93,7 +93,9 @@ def test_grpo_logs_and_rewards_get_what_the_processor_does(tiny_model, tmp_path,
     probe = tmp_path / 'probe.jsonl'
     run_swift('grpo', model, parent, data, out, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
               '--num_generations', '2', '--per_device_train_batch_size', str(2 * len(sizes)),
-              '--max_completion_length', '8', '--log_completions', 'true', env={'GEO_PROBE_OUT': str(probe)})
+              '--max_completion_length', '8', '--log_completions', 'true',
+              # OneVision has no trained box output: name the convention, as a user must.
+              env={'GEO_PROBE_OUT': str(probe), **({'SWIFT_EXT_COORDS': 'norm1'} if parent == OV else {})})
     processor = AutoProcessor.from_pretrained(model)
     [run_dir] = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')]
     logged = _lines(os.path.join(run_dir, 'image_geometry.jsonl'))

@@ -63,3 +63,21 @@ def test_plan_output_in_readme(tmp_path):
     start = README.index(head) + len(head)
     documented = README[start:README.index('```', start)]
     assert out.strip() == documented.strip()
+
+
+def test_geometry_api_example_prints_what_it_says():
+    # Each line `expression  # literal` of README's API example evaluates to that literal.
+    import ast
+    code = _block('## The geometry API')
+    scope: dict = {}
+    checked = 0
+    for line in code.splitlines():
+        expr, _, comment = line.partition('  #')
+        try:
+            expected = ast.literal_eval(comment.strip())
+        except (ValueError, SyntaxError):
+            exec(line, scope)  # an assignment, or a comment that is prose
+            continue
+        assert eval(expr, scope) == expected, line
+        checked += 1
+    assert checked == 3

@@ -1,0 +1,121 @@
+"""Gemma 4 (``gemma4``, ``gemma4_nothinking``, ``diffusion_gemma``): aspect kept under a soft-token budget.
+
+The HF processor decides the size inside the template's ``_encode`` (``Gemma4Template`` calls the
+whole processor): transformers' ``models/gemma4/image_processing_gemma4.py::
+get_aspect_ratio_preserving_size`` scales the image (up or down) to about ``max_soft_tokens *
+pooling**2`` patches of ``patch_size``, flooring each side to a multiple of ``pooling * patch``
+(48 pixels for patch 16, pooling 3); a side that floors to 0 becomes one 48-pixel row/column
+and the other ``floor(ratio) * 48``, capped at ``max_soft_tokens * 48``. Soft tokens =
+``(height / 48) * (width / 48)``, between ``<|image>`` and ``<image|>``.
+``max_soft_tokens`` is one of 70, 140, 280, 560, 1120 (default 280).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+from typing import Optional, Tuple
+
+from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from . import register_family
+from .base import Family, PreprocessSettings, token_runs, untrained_spec
+
+# Real google/gemma-4-* image processor settings (also transformers' class defaults).
+GEMMA4_PATCH_SIZE = 16
+GEMMA4_POOLING_KERNEL_SIZE = 3
+GEMMA4_MAX_SOFT_TOKENS = 280
+SUPPORTED_SOFT_TOKENS = (70, 140, 280, 560, 1120)
+
+
+@dataclass(frozen=True)
+class Gemma4Settings(PreprocessSettings):
+    patch_size: int = GEMMA4_PATCH_SIZE
+    pooling_kernel_size: int = GEMMA4_POOLING_KERNEL_SIZE
+    max_soft_tokens: int = GEMMA4_MAX_SOFT_TOKENS
+
+    @property
+    def side_multiple(self) -> int:
+        return self.pooling_kernel_size * self.patch_size
+
+
+def gemma4_resize(*, width: int, height: int, patch_size: int, max_soft_tokens: int, pooling_kernel_size: int,
+                  name: str = 'image') -> Tuple[int, int]:
+    """``(width, height)`` as ``get_aspect_ratio_preserving_size`` gives it, GeometryError where it raises.
+
+    Re-implemented so this module imports no torch; tests pin it to transformers' function.
+    """
+    max_patches = max_soft_tokens * pooling_kernel_size ** 2
+    target_px = max_patches * patch_size ** 2
+    factor = math.sqrt(target_px / (height * width))
+    side = pooling_kernel_size * patch_size
+    target_h = int(math.floor(factor * height / side)) * side
+    target_w = int(math.floor(factor * width / side)) * side
+    if target_h == 0 and target_w == 0:
+        raise GeometryError(f'{name}: {width}x{height} resizes to 0x0 under {max_soft_tokens} soft tokens '
+                            f'(sides must be multiples of {side}).')
+    max_side = (max_patches // pooling_kernel_size ** 2) * side
+    if target_h == 0:
+        target_h, target_w = side, min(int(math.floor(width / height)) * side, max_side)
+    elif target_w == 0:
+        target_w, target_h = side, min(int(math.floor(height / width)) * side, max_side)
+    if target_h * target_w > target_px:
+        raise GeometryError(f'{name}: {width}x{height} resizes to {target_w}x{target_h}, more than '
+                            f'{max_patches} patches of {patch_size} pixels.')
+    return target_w, target_h
+
+
+_SOURCE = ("no trained box output documented in transformers' Gemma 4 docs; closest default: ms-swift "
+           "Template.norm_bbox='norm1000' (Gemini-style prompts answer 0-1000 but [y_min, x_min, y_max, x_max])")
+
+
+@register_family
+class Gemma4(Family):
+    name = 'gemma4'
+    settings_cls = Gemma4Settings
+    templates = (
+        untrained_spec('gemma4', coords_source=_SOURCE, model_type='gemma4'),
+        untrained_spec('gemma4_nothinking', coords_source=_SOURCE, model_type='gemma4'),
+        # Same processor; a block-diffusion model (DiffusionGemmaForBlockDiffusion), no tiny checkpoint here.
+        untrained_spec('diffusion_gemma', coords_source=_SOURCE),
+    )
+
+    @classmethod
+    def settings_from_template(cls, template, settings):
+        ip = template.processor.image_processor
+        return replace(settings, patch_size=int(ip.patch_size), pooling_kernel_size=int(ip.pooling_kernel_size),
+                       max_soft_tokens=int(ip.max_soft_tokens))
+
+    @classmethod
+    def predict(cls, settings, *, width, height, row_kwargs, name):
+        if settings.max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
+            raise GeometryError(f'{name}: `max_soft_tokens` must be one of {SUPPORTED_SOFT_TOKENS}, '
+                                f'got {settings.max_soft_tokens}.')
+        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
+        clamped: Optional[str] = 'max_pixels' if (w, h) != (width, height) else None
+        rw, rh = gemma4_resize(width=w, height=h, patch_size=settings.patch_size,
+                               max_soft_tokens=settings.max_soft_tokens,
+                               pooling_kernel_size=settings.pooling_kernel_size, name=name)
+        if clamped is None and rw * rh < w * h:
+            clamped = 'max_soft_tokens'
+        side = settings.side_multiple
+        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                             num_tokens=(rh // side) * (rw // side)), clamped
+
+    @classmethod
+    def actual(cls, template, encoded, entries, predicted):
+        positions = encoded.get('image_position_ids')
+        if positions is None:
+            return list(predicted)
+        # (images, max_patches, 2) of (x, y) patch positions, padding rows are -1.
+        extents = (positions.amax(dim=1) + 1).tolist()
+        patch = template.processor.image_processor.patch_size
+        runs = token_runs(encoded['input_ids'], template.config.image_token_id)
+        out = []
+        for i, geo in enumerate(predicted):
+            if geo is None or i >= len(extents):
+                out.append(geo)
+                continue
+            cols, rows = extents[i]
+            out.append(dataclasses.replace(geo, resized_width=int(cols) * patch, resized_height=int(rows) * patch,
+                                           num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
+        return out

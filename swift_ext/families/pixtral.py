@@ -1,0 +1,155 @@
+"""Pixtral and Mistral 3 (Mistral Small 3.1 / 3.2, Ministral 3): fit the longest edge, ceil to patches.
+
+The HF processor decides the size inside the template's ``_encode``: transformers'
+``models/pixtral/image_processing_pixtral.py::get_resize_output_image_size`` scales the image
+down (never up) so both sides fit ``size['longest_edge']``, flooring each side, then rounds each
+side UP to a multiple of the token patch, and resizes to exactly that (a slight stretch).
+``image_sizes`` in the encode is that resized (height, width).
+
+The token patch is ``patch_size * spatial_merge_size``: Pixtral 16 x 1 (``PixtralTemplate``
+passes ``processor.patch_size``), Mistral 3 14 x 2 = 28 (``Mistral2503Template`` passes
+``patch_size * spatial_merge_size``). The text holds ``rows`` lines of ``cols`` ``[IMG]`` tokens,
+each line closed by ``[IMG_BREAK]``, the last one by ``[IMG_END]``: ``rows * (cols + 1)`` tokens.
+ms-swift refuses an image that floors to a zero side (its token list is empty).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, replace
+from typing import List, Sequence, Tuple
+
+from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from . import register_family
+from .base import Family, PreprocessSettings, untrained_spec
+
+# Real processor settings: mistral-community/pixtral-12b, mistralai/Mistral-Small-3.1-24B-Instruct-2503
+# (Mistral-Small-3.2 and Ministral-3 reuse the 3.1 vision encoder settings).
+PIXTRAL_LONGEST_EDGE = 1024
+PIXTRAL_PATCH_SIZE = 16
+MISTRAL3_LONGEST_EDGE = 1540
+MISTRAL3_PATCH_SIZE = 14
+MISTRAL3_MERGE_SIZE = 2
+
+
+@dataclass(frozen=True)
+class PixtralSettings(PreprocessSettings):
+    # The resize limit as (height, width); real checkpoints set size={'longest_edge': N}, i.e. N x N.
+    max_height: int = MISTRAL3_LONGEST_EDGE
+    max_width: int = MISTRAL3_LONGEST_EDGE
+    patch_size: int = MISTRAL3_PATCH_SIZE
+    merge_size: int = MISTRAL3_MERGE_SIZE
+
+    @property
+    def token_patch(self) -> int:
+        """Side in pixels of one image token (the patch the image is rounded up to)."""
+        return self.patch_size * self.merge_size
+
+
+def pixtral_resize(*, width: int, height: int, max_width: int, max_height: int,
+                   token_patch: int) -> Tuple[int, int]:
+    """``(width, height)`` as ``get_resize_output_image_size`` gives it; a side may be 0 (refused later).
+
+    Re-implemented so this module imports no torch; tests pin it to transformers' function.
+    """
+    ratio = max(height / max_height, width / max_width)
+    if ratio > 1:
+        # transformers floors (not banker's rounding) so the result never exceeds the limit.
+        height = int(math.floor(height / ratio))
+        width = int(math.floor(width / ratio))
+    rows = (height - 1) // token_patch + 1
+    cols = (width - 1) // token_patch + 1
+    return cols * token_patch, rows * token_patch
+
+
+_MISTRAL_SOURCE = ("no trained box output in the Mistral Small 3.1/3.2 or Ministral 3 model cards; ms-swift's "
+                   "Mistral2503Template keeps Template.norm_bbox='norm1000', so its grounding data is 0-1000")
+_PIXTRAL_SOURCE = ("no trained box output in the Pixtral-12B model card; ms-swift's PixtralTemplate keeps "
+                   "Template.norm_bbox='norm1000', so its grounding data is 0-1000")
+_PIXTRAL_DEFAULTS = {'max_height': PIXTRAL_LONGEST_EDGE, 'max_width': PIXTRAL_LONGEST_EDGE,
+                     'patch_size': PIXTRAL_PATCH_SIZE, 'merge_size': 1}
+
+
+@register_family
+class Pixtral(Family):
+    name = 'pixtral'
+    settings_cls = PixtralSettings
+    templates = (
+        untrained_spec('mistral_2503', coords_source=_MISTRAL_SOURCE, model_type='mistral3'),
+        untrained_spec('mistral_2506', coords_source=_MISTRAL_SOURCE, model_type='mistral3'),
+        untrained_spec('mistral_2512', coords_source=_MISTRAL_SOURCE, model_type='mistral3'),
+        untrained_spec('mistral_2512_thinking', coords_source=_MISTRAL_SOURCE,
+                     model_type='mistral3'),
+        untrained_spec('pixtral', coords_source=_PIXTRAL_SOURCE, model_type='pixtral',
+                     defaults=_PIXTRAL_DEFAULTS),
+    )
+
+    @classmethod
+    def settings_from_template(cls, template, settings):
+        from swift.template.templates.pixtral import PixtralTemplate
+
+        processor = template.processor
+        size = dict(processor.image_processor.size)
+        if size.get('longest_edge'):
+            max_height = max_width = int(size['longest_edge'])
+        else:  # the resize also accepts {'height', 'width'} as the limit
+            max_height, max_width = int(size['height']), int(size['width'])
+        # PixtralTemplate passes processor.patch_size alone; Mistral2503Template multiplies by the merge.
+        merge = 1 if isinstance(template, PixtralTemplate) else int(getattr(processor, 'spatial_merge_size', 1))
+        return replace(settings, max_height=max_height, max_width=max_width,
+                       patch_size=int(processor.patch_size), merge_size=merge)
+
+    @classmethod
+    def predict(cls, settings, *, width, height, row_kwargs, name):
+        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
+        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        rw, rh = pixtral_resize(width=w, height=h, max_width=settings.max_width, max_height=settings.max_height,
+                                token_patch=settings.token_patch)
+        if rw <= 0 or rh <= 0:
+            raise GeometryError(f'{name}: fitting {w}x{h} into {settings.max_width}x{settings.max_height} '
+                                f'(longest_edge) floors a side to 0 ({rw}x{rh}); the template refuses it.')
+        if max(h / settings.max_height, w / settings.max_width) > 1 and clamped is None:
+            clamped = 'longest_edge'
+        rows, cols = rh // settings.token_patch, rw // settings.token_patch
+        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                             num_tokens=rows * (cols + 1), extra=(('token_rows', rows), ('token_cols', cols))), clamped
+
+    @classmethod
+    def actual(cls, template, encoded, entries, predicted):
+        sizes = encoded.get('image_sizes')
+        if sizes is None:
+            return list(predicted)
+        sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
+        ids = encoded['input_ids']
+        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
+        proc = template.processor  # the ids the template expanded the image into
+        grids = image_token_grids(ids, proc.image_token_id, proc.image_break_token_id, proc.image_end_token_id)
+        out = []
+        for i, geo in enumerate(predicted):
+            if geo is None or i >= len(sizes) or i >= len(grids):
+                out.append(geo)
+                continue
+            (rh, rw), (rows, cols) = sizes[i], grids[i]
+            out.append(dataclasses.replace(geo, resized_width=int(rw), resized_height=int(rh),
+                                           num_tokens=rows * (cols + 1),
+                                           extra=(('token_rows', rows), ('token_cols', cols))))
+        return out
+
+
+def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int) -> List[Tuple[int, int]]:
+    """``(rows, cols)`` of each image's token block: ``[IMG]`` runs closed by ``[IMG_BREAK]`` / ``[IMG_END]``."""
+    grids, rows, cols, run = [], 0, None, 0
+    for tok in input_ids:
+        if tok == img:
+            run += 1
+        elif tok in (brk, end) and run:
+            rows += 1
+            cols = run if cols is None else cols
+            run = 0
+            if tok == end:
+                grids.append((rows, cols))
+                rows, cols = 0, None
+        else:
+            rows, cols, run = 0, None, 0
+    return grids
+
