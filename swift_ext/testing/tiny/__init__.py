@@ -11,31 +11,14 @@ out_dir, seed)``; the module is found by name, like the families themselves. Wha
 real in every recipe is what geometry depends on: the special-token ids the parent template
 hard-codes and the public checkpoint's image-processor settings.
 
-What ms-swift needs to recognise a tiny checkpoint in a directory ``DIR``
-(ms-swift 4.6.0 matches first on the directory's *name* against its model list, then
-on ``config.json``'s ``architectures``; measured with ``get_processor`` /
-``get_template``):
-
-==============  ======================================  ==================  ===============
-parent          architectures                           ``--model_type``    ``--template``
-==============  ======================================  ==================  ===============
-qwen2_vl        Qwen2VLForConditionalGeneration         ``qwen2_vl`` (1)    ``qwen2_vl`` (3)
-qwen2_5_vl      Qwen2_5_VLForConditionalGeneration      ``qwen2_5_vl`` (2)  ``qwen2_5_vl`` (3)
-qwen3_vl        Qwen3VLForConditionalGeneration         ``qwen3_vl`` (1)    ``qwen3_vl`` (4)
-internvl_hf     InternVLForConditionalGeneration        ``internvl`` (2)    ``internvl_hf`` (4)
-==============  ======================================  ==================  ===============
-
-(1) Required: the architecture is shared (``qwen2_gme``; ``qwen3_vl_emb``,
-    ``qwen3_vl_reranker``), so ms-swift refuses to guess ("Failed to automatically
-    match `model_type`").
-(2) Detected from the architecture; passing it does no harm.
-(3) Required: the model type also serves ``qvq`` (Qwen2-VL) and ``mimo_vl``
-    (Qwen2.5-VL).
-(4) Detected once the model type is known; passing it does no harm.
-
-So the safe command line is always ``--model DIR --model_type MT --template T`` (with
-a ``*_geo`` template in place of ``T`` where this project registers one).
-``SWIFT_MODEL_TYPES`` and ``SWIFT_TEMPLATES`` hold the two right-hand columns.
+What a run needs: ``--model DIR --model_type MT --template T --check_model false``.
+``run_flags(parent)`` gives ``MT`` and ``T`` (the `_geo` template); each family module names
+``MT`` in its ``TemplateSpec.model_type``, and ``swift-ext templates`` shows which parents have a
+recipe. Pass ``--model_type`` always: ms-swift 4.6 matches a local directory first on its *name*,
+then on ``config.json``'s ``architectures``, and several architectures are shared (Qwen2-VL with
+``qwen2_gme``, Qwen3-VL with ``qwen3_vl_emb`` / ``qwen3_vl_reranker``), so it refuses to guess
+("Failed to automatically match `model_type`"); ``--template`` is needed too, since one model
+type serves several templates (``qwen2_5_vl`` and ``mimo_vl``).
 
 In-process, set ``template.model = model`` before collating, as ms-swift's SFT pipeline
 does: a Qwen template without a model reloads the checkpoint by path to compute rope
