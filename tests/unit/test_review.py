@@ -88,7 +88,8 @@ def test_geometry_numbers(run_dir):
     assert s['failures'] == 1
     assert s['failure_messages'] == {'/img/missing.png: image file does not exist.': 1}
     assert s['mismatches'] == 1 and s['mismatch_fields'] == {'num_tokens': 1}
-    assert s['tile_histogram'] == {}
+    assert 'tile_histogram' not in s  # a Qwen run has no tiles: no empty table
+    assert s['encodes'] == 9 and s['unique_images'] == 9
     assert s['per_step']['1']['images'] == 5  # steps 1: 3 on rank 0, 2 on rank 1
 
 
@@ -110,6 +111,7 @@ def test_rewards_and_token_quartiles(run_dir):
     s = review.summarize(str(run_dir))
     assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.3)}  # summary lines skipped
     assert s['reward_means_completions'] == {'GeoIoU': pytest.approx(4.0 / 7)}  # None skipped
+    assert s['reward_missing_completions'] == {'GeoIoU': 1}  # ... and counted
     assert s['completion_rows'] == 8 and s['completions_joined_by']['column'] == 8
     quart = s['reward_by_token_quartile']
     assert [(g['min_tokens'], g['max_tokens'], g['rows']) for g in quart] == [
@@ -179,6 +181,49 @@ def test_cli_json_and_no_plots(run_dir, tmp_path, capsys):
 
 def test_cli_on_an_empty_or_missing_folder(tmp_path, capsys):
     assert review.main([str(tmp_path / 'nope')]) == 2
+    assert review.main([str(tmp_path), '--no-plots']) == 2  # nothing to review: said, not an empty report
+    assert 'holds no run logs' in capsys.readouterr().err
+    write_jsonl(tmp_path / 'logging.jsonl', [])
     assert review.main([str(tmp_path), '--no-plots']) == 0
-    out = capsys.readouterr().out
-    assert 'no image_geometry*.jsonl' in out and 'logging.jsonl: missing' in out
+    assert 'no image_geometry*.jsonl' in capsys.readouterr().out
+
+
+def test_unique_images_and_encodes_are_separate(tmp_path):
+    # 3 images, each encoded 4 times (2 generations x rollout/train seen as train here).
+    rows = [geo_line(w, h, step=1, rank=0) for _ in range(4) for w, h in [(640, 480), (50, 60), (448, 448)]]
+    write_jsonl(tmp_path / 'image_geometry.jsonl', rows)
+    s = review.summarize(str(tmp_path))
+    assert (s['encodes'], s['unique_images'], s['unique_images_exact']) == (12, 3, True)
+
+
+def test_output_dir_with_runs_reviews_the_newest(tmp_path, run_dir, capsys):
+    out = tmp_path / 'output'
+    for name in ('v0-20260101-000000', 'v2-20260102-000000', 'v10-20260103-000000'):
+        (out / name).mkdir(parents=True)
+        write_jsonl(out / name / 'logging.jsonl', [{'loss': 1.0, 'global_step/max_steps': '1/1'}])
+    assert review.main([str(out), '--no-plots']) == 0
+    err = capsys.readouterr().err
+    assert 'holds 3 run(s)' in err and 'reviewing the newest, v10-20260103-000000' in err
+    assert (out / 'v10-20260103-000000' / 'review' / 'report.html').exists()
+    assert not (out / 'v2-20260102-000000' / 'review').exists()
+    assert review.main([str(out), '--no-plots', '--all']) == 0
+    assert all((out / n / 'review' / 'report.html').exists() for n in ('v0-20260101-000000', 'v2-20260102-000000'))
+
+
+def test_glob_metacharacters_in_the_run_folder(run_dir, tmp_path):
+    # A folder named like a glob character class: the files are still found.
+    odd = tmp_path / 'run[v1]'
+    odd.mkdir()
+    for f in run_dir.iterdir():
+        if f.is_file():
+            (odd / f.name).write_bytes(f.read_bytes())
+    s = review.summarize(str(odd))
+    assert s['images'] == 9 and not any('no image_geometry' in p for p in s['problems'])
+
+
+def test_report_page_is_for_people(run_dir):
+    assert review.main([str(run_dir), '--no-plots']) == 0
+    page = (run_dir / 'review' / 'report.html').read_text()
+    assert 'class="sortable"' in page and '<script>' in page
+    assert '0.22863859999999997' not in page and '{&quot;' not in page  # no raw floats, no JSON in cells
+    assert 'values missing' in page and 'num_tokens 500 (predicted 510)' in page

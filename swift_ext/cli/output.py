@@ -1,0 +1,91 @@
+"""Writing a command's outputs without following symlinks.
+
+A report folder may sit inside a run folder that came from someone else (an untarred run,
+a shared disk), so a file already there may be a symlink planted to redirect our write.
+Every output is written to a fresh temporary file created in the real output folder with
+``O_CREAT | O_EXCL | O_NOFOLLOW`` (it cannot be an existing file or a link), then renamed
+over the target with ``os.replace``: a rename replaces the directory entry, so a symlink
+at the target is replaced, never written through.
+
+The folder itself is checked too: ``prepare_out_dir`` refuses one that is a symlink (or
+has a symlink among the components the tool created), unless the user named the folder
+explicitly, in which case the user chose where it points.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from typing import Union
+
+
+class OutputError(OSError):
+    """An output folder or file that cannot be written safely: says which, and why."""
+
+
+def prepare_out_dir(path: str, *, named_by_user: bool) -> str:
+    """Create ``path`` if needed and return its real path; refuse a symlinked default folder.
+
+    Args:
+        path: the output folder.
+        named_by_user: True when the user passed the folder (``--out``); a symlink is then
+            followed as asked. False for a default folder inside an input (``RUN/review``),
+            where a symlink is refused.
+    """
+    if os.path.islink(path) and not named_by_user:
+        raise OutputError(f'output folder {path} is a symlink (to {os.readlink(path)!r}); refusing to write '
+                          'through it. Remove it, or name an output folder with --out.')
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f'output folder {path} exists and is not a folder.') from None
+    except OSError as exc:
+        raise OutputError(f'cannot create output folder {path}: {exc.strerror or exc}.') from None
+    if not os.path.isdir(path):
+        raise OutputError(f'output folder {path} exists and is not a folder.')
+    if os.path.islink(path) and not named_by_user:  # appeared between the check and makedirs
+        raise OutputError(f'output folder {path} is a symlink; refusing to write through it.')
+    return os.path.realpath(path)
+
+
+def write_bytes(path: str, data: Union[bytes, str], mode: int = 0o644) -> str:
+    """Write ``data`` to ``path`` atomically without following a symlink at ``path``.
+
+    The temporary file is created next to the target (same file system, so the rename is
+    atomic) with a random name and ``O_EXCL | O_NOFOLLOW``; on any error it is removed.
+    A symlink or a file at ``path`` is replaced, never written through. A folder at
+    ``path`` is refused.
+    """
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    folder = os.path.dirname(path) or '.'
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        st = None
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise OutputError(f'cannot write {path}: a folder is in the way.')
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
+    tmp = os.path.join(folder, f'.{os.path.basename(path)}.{secrets.token_hex(6)}.tmp')
+    try:
+        fd = os.open(tmp, flags, mode)
+    except OSError as exc:
+        raise OutputError(f'cannot write {path}: {exc.strerror or exc}.') from None
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OutputError(f'cannot write {path}: {exc.strerror or exc}.') from None
+        raise
+    return path
+
+
+def write_text(path: str, text: str) -> str:
+    """``write_bytes`` for text (UTF-8)."""
+    return write_bytes(path, text.encode('utf-8'))

@@ -1,0 +1,168 @@
+"""`swift-ext score` on constructed `swift infer` result files whose metrics are known exactly.
+
+Responses are built from the ground truth in each family's own convention (Qwen2.5-VL: pixels
+of the resized image; Qwen3-VL and InternVL: 0-1000 of the frame), so every metric must be
+exactly 1.0; boxes shifted by a known amount give a known IoU.
+"""
+import json
+
+import pytest
+
+from swift_ext.cli import score
+from swift_ext.settings import default_settings, settings_for
+
+SIZES = [(640, 480), (1280, 960), (300, 500), (50, 60)]
+
+
+def gt_box(width, height):
+    return [width // 5, height // 4, (3 * width) // 5, (3 * height) // 4]
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    from PIL import Image
+    root = tmp_path_factory.mktemp('score_images')
+    paths = {}
+    for w, h in SIZES:
+        path = root / f'{w}x{h}.png'
+        Image.new('RGB', (w, h), (200, 200, 200)).save(path)
+        paths[(w, h)] = str(path)
+    return paths
+
+
+def response_for(template, box, width, height, row_kwargs=None, shift=0.0):
+    """The answer a perfect model of ``template`` writes for ``box``, optionally shifted right."""
+    settings = default_settings(template)
+    g, _ = settings.predict(width=width, height=height, row_kwargs=row_kwargs)
+    x1, y1, x2, y2 = g.to_model_frame([box[0] + shift, box[1], box[2] + shift, box[3]], settings.coords)
+    if settings.coords == 'abs':
+        return json.dumps([{'bbox_2d': [x1, y1, x2, y2], 'label': 'red box'}])
+    if template.startswith('internvl'):
+        return f'<ref>red box</ref><box>[[{x1}, {y1}, {x2}, {y2}]]</box>'
+    return json.dumps([{'bbox_2d': [x1, y1, x2, y2], 'label': 'red box'}])
+
+
+def write_result(path, rows):
+    with open(path, 'w') as f:
+        for row in rows:
+            f.write((row if isinstance(row, str) else json.dumps(row)) + '\n')
+    return str(path)
+
+
+def result_row(template, images, w, h, *, gt='solution', shift=0.0, row_kwargs=None):
+    box = gt_box(w, h)
+    row = {'response': response_for(template, box, w, h, row_kwargs, shift), 'labels': None, 'logprobs': None,
+           'messages': [], 'images': [{'bytes': None, 'path': images[(w, h)]}], 'chat_template_kwargs': row_kwargs}
+    if gt == 'solution':
+        row['solution'] = box
+    elif gt == 'objects':
+        row['objects'] = {'ref': ['red box'], 'bbox': [box], 'bbox_type': 'real'}
+    else:  # objects in 0-1 of the original image
+        row['objects'] = {'ref': ['red box'], 'bbox': [[box[0] / w, box[1] / h, box[2] / w, box[3] / h]],
+                          'bbox_type': 'norm1'}
+    return row
+
+
+@pytest.mark.parametrize('template', ['qwen2_5_vl', 'qwen3_vl', 'internvl3_5'])
+@pytest.mark.parametrize('gt', ['solution', 'objects', 'objects_norm1'])
+def test_perfect_answers_score_exactly_one(template, gt, images, tmp_path):
+    rows = [result_row(template, images, w, h, gt=gt) for w, h in SIZES]
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    settings = settings_for(template + '_geo', env={})
+    r = score.score_file(path, settings, settings.coords)
+    assert (r['rows'], r['scored'], r['not_scored'], r['no_box']) == (4, 4, 0, 0)
+    assert r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    assert (r['acc50'], r['acc75']) == (1.0, 1.0)
+    assert r['matched'] == pytest.approx(1.0, abs=1e-9)
+    assert sum(b['rows'] for b in r['by_visual_tokens'].values()) == 4
+    assert sum(b['rows'] for b in r['by_original_size'].values()) == 4
+
+
+def test_shifted_boxes_have_the_known_iou(images, tmp_path):
+    # Each box is shifted right by half its width: overlap 1/2 of a box, union 3/2 -> IoU 1/3.
+    rows = []
+    for w, h in SIZES[:3]:
+        box = gt_box(w, h)
+        rows.append(result_row('qwen2_5_vl', images, w, h, shift=(box[2] - box[0]) / 2))
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    settings = default_settings('qwen2_5_vl')
+    r = score.score_file(path, settings, 'abs')
+    assert r['mean_iou'] == pytest.approx(1 / 3, abs=1e-6)
+    assert (r['acc50'], r['acc75']) == (0.0, 0.0)
+
+
+def test_row_max_pixels_is_honoured(images, tmp_path):
+    # The response is written in the frame of a row limit: read without it, the IoU would drop.
+    kwargs = {'max_pixels': 200704}
+    row = result_row('qwen2_5_vl', images, 1280, 960, row_kwargs=kwargs)
+    path = write_result(tmp_path / 'result.jsonl', [row])
+    r = score.score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    assert r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    row['chat_template_kwargs'] = None
+    write_result(tmp_path / 'result.jsonl', [row])
+    assert score.score_file(path, default_settings('qwen2_5_vl'), 'abs')['mean_iou'] < 0.5
+
+
+def test_swift_max_pixels_flag_and_environment(images, tmp_path, capsys, monkeypatch):
+    settings = settings_for('qwen2_5_vl_geo', env={}, swift_max_pixels=50176)
+    g, _ = settings.predict(width=1280, height=960)
+    box = gt_box(1280, 960)
+    row = {'response': json.dumps([{'bbox_2d': g.to_model_frame(box, 'abs')}]), 'solution': box,
+           'images': [images[(1280, 960)]]}
+    path = write_result(tmp_path / 'result.jsonl', [row])
+    monkeypatch.delenv('MAX_PIXELS', raising=False)
+    assert score.main([path, '--template', 'qwen2_5_vl', '--max_pixels', '50176', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    assert score.main([path, '--template', 'qwen2_5_vl', '--json']) == 0  # without the flag: another frame
+    assert json.loads(capsys.readouterr().out)['mean_iou'] < 0.5
+
+
+MALFORMED = {
+    'not_json': '{"response": ',
+    'not_an_object': '[1, 2]',
+    'response_not_a_string': {'response': 5, 'solution': [1, 2, 3, 4], 'images': ['x']},
+    'no_ground_truth': {'response': 'x', 'images': ['IMG']},
+    'bad_solution': {'response': 'x', 'solution': [30, 20, 10, 40], 'images': ['IMG']},
+    'no_image': {'response': 'x', 'solution': [1, 2, 3, 4]},
+    'missing_image_file': {'response': 'x', 'solution': [1, 2, 3, 4], 'images': ['/nope/none.png']},
+    'kwargs_not_a_dict': {'response': 'x', 'solution': [1, 2, 3, 4], 'images': ['IMG'], 'chat_template_kwargs': 3},
+    'string_max_pixels': {'response': 'x', 'solution': [1, 2, 3, 4], 'images': ['IMG'],
+                          'chat_template_kwargs': {'max_pixels': 'big'}},
+    'deep_nesting': '{"response": ' + '[' * 100000 + ']' * 100000 + '}',
+}
+
+
+def test_malformed_rows_are_counted_with_row_numbers(images, tmp_path, capsys):
+    good = result_row('qwen2_5_vl', images, 640, 480)
+    rows = [good]
+    for case in MALFORMED.values():
+        rows.append(case if isinstance(case, str) else
+                    json.loads(json.dumps(case).replace('IMG', images[(640, 480)])))
+    rows.append(good)
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    assert score.main([path, '--template', 'qwen2_5_vl_geo']) == 0
+    out = capsys.readouterr().out
+    assert 'Traceback' not in out
+    r = score.score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    assert (r['rows'], r['scored'], r['not_scored']) == (len(rows), 2, len(MALFORMED))
+    numbers = sorted(n for p in r['problems'] for n in p['row_numbers'])
+    assert numbers == list(range(2, 2 + len(MALFORMED)))
+    assert any(p['example'] == 'row 4: `response` must be a string, got 5' for p in r['problems']), r['problems']
+
+
+def test_unusable_inputs_exit_2(tmp_path, capsys):
+    assert score.main([str(tmp_path / 'none.jsonl'), '--template', 'qwen2_5_vl']) == 2
+    (tmp_path / 'r.jsonl').write_text('')
+    assert score.main([str(tmp_path / 'r.jsonl'), '--template', 'no_such_template']) == 2
+    err = capsys.readouterr().err
+    assert 'none.jsonl: missing' in err and "--template 'no_such_template'" in err
+
+
+def test_html_gallery(images, tmp_path):
+    rows = [result_row('qwen2_5_vl', images, w, h, shift=s) for (w, h), s in zip(SIZES, (0, 30, 60, 5))]
+    rows[1]['images'] = ['/nope/gone.png']  # not scored: the gallery never sees it
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    out = tmp_path / 'page' / 'score.html'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out)]) == 0
+    page = out.read_text()
+    assert page.count('data:image/jpeg;base64,') == 3 and 'best IoU' in page and 'worst IoU' in page
