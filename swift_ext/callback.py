@@ -26,7 +26,6 @@ batches ahead of the step they are logged with.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 from collections import deque
@@ -35,9 +34,10 @@ from typing import Dict, Iterable, List, Optional
 from transformers import TrainerCallback
 
 from . import runlog
-from .runlog import COMPLETION_COLUMNS, GeoFileTail
+from .images import image_key
+from .records import STORE, active_settings, row_limits_key
 from .registry import register
-from .records import STORE, active_settings, image_key, row_limits_key
+from .runlog import COMPLETION_COLUMNS, GeoFileTail
 
 logger = logging.getLogger(__name__)
 
@@ -157,11 +157,19 @@ def new_metrics(device=None) -> Dict[str, _Metric]:
     return {PREFIX + name: cls(device) for name, cls in METRICS.items()}
 
 
-def update_metrics(metrics: Dict[str, _Metric], records: Iterable[dict]) -> None:
-    """Feed one step's records to the metrics (every step counts, even one with no image)."""
+def update_metrics(metrics: Dict[str, _Metric], records: Iterable[dict], *, complete: bool = True) -> None:
+    """Feed one step's records to the metrics (every step counts, even one with no image).
+
+    ``complete=False`` (records of this step were lost: a failed write, a deleted log) leaves
+    the step out of the per-step counts, which would otherwise read 0 instead of unknown.
+    """
     values = step_values(records)
-    values.setdefault('images_per_step', [0])
-    values.setdefault('failed_images_per_step', [0])
+    if complete:
+        values.setdefault('images_per_step', [0])
+        values.setdefault('failed_images_per_step', [0])
+    else:
+        values.pop('images_per_step', None)
+        values.pop('failed_images_per_step', None)
     for name, vals in values.items():
         metrics[PREFIX + name].update(vals)
 
@@ -206,6 +214,7 @@ class GeoLogCallback(TrainerCallback):
         device = functools.partial(getattr, args, 'device', None)
         self._own_metrics: Optional[Dict[str, _Metric]] = new_metrics(device)
         self.metrics = self._own_metrics
+        self._lost_seen = runlog.lost_records()
         self._setup(device)
 
     @_guarded
@@ -247,7 +256,11 @@ class GeoLogCallback(TrainerCallback):
         # Batches fetched from now on belong to the next step.
         runlog.set_step(state.global_step + 1)
         if self.tail is not None:
-            update_metrics(self.metrics, self.tail.read_new())
+            records = self.tail.read_new()
+            lost = runlog.lost_records()
+            complete = lost == self._lost_seen and not self.tail.missing
+            self._lost_seen = lost
+            update_metrics(self.metrics, records, complete=complete)
 
     @_guarded
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -6,13 +6,12 @@ the exact geometry the template recorded instead of recomputing it.
 """
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Tuple
 
 from .geometry import ImageGeometry
+from .images import image_key  # noqa: F401  (re-exported: its home was here)
 from .registry import warn_once  # noqa: F401  (re-exported: the templates and rewards use it)
 
 # Enough for any realistic rollout batch several times over; bounded so a long run's
@@ -20,46 +19,23 @@ from .registry import warn_once  # noqa: F401  (re-exported: the templates and r
 MAX_RECORDS = 50_000
 
 
-def image_key(source: Any) -> str:
-    """A stable identity for an image source, the same in the template and in a reward.
+def row_limits_key(row_kwargs: Any) -> Tuple:
+    """The part of a row's chat_template_kwargs that can change an image's geometry, hashable.
 
-    Mirrors ms-swift's choice of what to load: a dict's bytes win over its path.
+    Anything that is not a mapping counts as no limits; an unhashable limit (a list, a dict)
+    is keyed by its ``repr``, cut, so a store lookup never raises.
     """
-    if isinstance(source, Mapping):
-        if source.get('bytes'):
-            return _bytes_key(source['bytes'])
-        if source.get('path'):
-            return _path_key(source['path'])
-        return 'empty'
-    if isinstance(source, (bytes, bytearray)):
-        return _bytes_key(source)
-    if isinstance(source, (str, os.PathLike)):
-        s = os.fspath(source)
-        if s.startswith('data:') or len(s) > 4096:
-            return _bytes_key(s.encode())
-        return _path_key(s)
-    if hasattr(source, 'tobytes') and hasattr(source, 'size'):  # PIL image
-        return _bytes_key(source.tobytes())
-    return f'object:{id(source)}'
-
-
-def _bytes_key(data: bytes) -> str:
-    return 'sha1:' + hashlib.sha1(bytes(data)).hexdigest()[:20]
-
-
-def _path_key(path: str) -> str:
-    if path.startswith('file://'):
-        path = path[7:]
-    if '://' in path:
-        return path
-    return os.path.abspath(path)
-
-
-def row_limits_key(row_kwargs: Optional[Mapping]) -> Tuple:
-    """The part of a row's chat_template_kwargs that can change an image's geometry."""
-    if not row_kwargs:
+    if not isinstance(row_kwargs, Mapping) or not row_kwargs:
         return (None, None)
-    return (row_kwargs.get('min_pixels'), row_kwargs.get('max_pixels'))
+    return tuple(_hashable(row_kwargs.get(k)) for k in ('min_pixels', 'max_pixels'))
+
+
+def _hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return 'unhashable:' + repr(value)[:200]
+    return value
 
 
 class GeometryStore:

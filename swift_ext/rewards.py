@@ -14,19 +14,22 @@ file header and the active template's settings. Both give the same numbers (test
 from __future__ import annotations
 
 import logging
+import operator
 import os
 import re
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
-from .boxes import is_well_formed
-from .geometry import COORDS, GeometryError, ImageGeometry, describe_source, read_image_size
-from .records import STORE, active_settings, image_key, row_limits_key
-from .registry import register, warn_once
-from .scoring import iou_score
-from .settings import PreprocessSettings, settings_for, template_parent
-
 from swift.rewards import ORM
+
+from .boxes import is_well_formed
+from .families import family_of
+from .geometry import COORDS, ImageGeometry
+from .images import classify, read_image_size
+from .records import STORE, active_settings, row_limits_key
+from .registry import register, warn_once
+from .scoring import iou_score, parse_solution
+from .settings import PreprocessSettings, settings_for, template_parent
 
 logger = logging.getLogger(__name__)
 
@@ -49,26 +52,27 @@ def geometry_for_images(images: Any, settings: PreprocessSettings,
                         row_kwargs: Optional[dict] = None) -> Optional[List[ImageGeometry]]:
     """One sample's geometries: the template's record if this process has one, else predicted.
 
-    Returns ``None`` (with one warning per cause) when an image cannot be read.
+    Returns ``None`` (with one warning per cause) when an image cannot be read. Never raises.
     """
     if images is None:
         return []
     if not isinstance(row_kwargs, dict):
         row_kwargs = None
-    if not isinstance(images, (list, tuple)):
+    if isinstance(images, (str, bytes, dict)) or not isinstance(images, (list, tuple)):
         images = [images]
     limits = row_limits_key(row_kwargs)
     out = []
     for src in images:
-        geo = STORE.get(image_key(src), limits, settings.template)
+        info = classify(src)
+        geo = STORE.get(info.key, limits, settings.template)
         if geo is None:
             try:
                 w, h = read_image_size(src)
-                geo, _ = settings.predict(width=w, height=h, row_kwargs=row_kwargs,
-                                          name=describe_source(src))
-            except (ValueError, TypeError) as exc:  # GeometryError, or a malformed row limit
-                warn_once(f'reward-image:{type(exc).__name__}:{str(exc).split(":")[-1][:40]}',
-                          f'{exc} The reward skips such samples (None).')
+                geo, _ = settings.predict(width=w, height=h, row_kwargs=row_kwargs, name=info.name)
+            except Exception as exc:  # GeometryError, a malformed row limit, anything a hostile row holds
+                text = str(exc)
+                warn_once(f'reward-image:{type(exc).__name__}:{text.split(":")[-1][:40]}',
+                          f'{text} The reward skips such samples (None).')
                 return None
         out.append(geo)
     return out
@@ -81,11 +85,37 @@ def geometries_for_batch(kwargs: Dict[str, Any], n: int,
         warn_once('no-settings', 'swift-ext rewards found no `_geo` template in this process '
                   'and no --template to fall back on; geometry is unavailable (None).')
         return [None] * n
-    images = kwargs.get('images') or []
-    row_kwargs = kwargs.get('chat_template_kwargs') or []
-    return [geometry_for_images(images[i] if i < len(images) else None, settings,
-                                row_kwargs[i] if i < len(row_kwargs) else None)
-            for i in range(n)]
+    images = _column(kwargs, 'images', n)
+    row_kwargs = _column(kwargs, 'chat_template_kwargs', n)
+    return [geometry_for_images(images[i], settings, row_kwargs[i]) for i in range(n)]
+
+
+def _column(kwargs: Dict[str, Any], name: str, n: int) -> list:
+    """A per-sample column as a list of ``n`` (None where it is missing, short or malformed)."""
+    value = kwargs.get(name)
+    if not isinstance(value, (list, tuple)):
+        if value is not None:
+            warn_once(f'column-shape:{name}', f'swift-ext rewards: the `{name}` column is a '
+                      f'{type(value).__name__}, not a list per sample; it is ignored.')
+        return [None] * n
+    return [value[i] if i < len(value) else None for i in range(n)]
+
+
+# Keyword names GeoReward.score takes itself; a dataset column of the same name reaches
+# `score` as `dataset_<name>` (see GeoReward), so no column can make every call fail.
+RESERVED = ('self', 'completion', 'image_geometry', 'settings')
+COLUMN_PREFIX = 'dataset_'
+
+
+def row_arguments(columns: Dict[str, Any], i: int) -> Dict[str, Any]:
+    """Sample ``i``'s value of each column, with columns named like a reserved keyword renamed."""
+    row = {}
+    for name, values in columns.items():
+        key = name
+        while key in RESERVED or (key != name and key in columns):
+            key = COLUMN_PREFIX + key
+        row[key] = values[i]
+    return row
 
 
 class GeoReward(ORM):
@@ -96,6 +126,9 @@ class GeoReward(ORM):
     ``settings`` (the template's PreprocessSettings, with ``coords`` and ``box_style``) and
     this sample's value of every dataset column (``solution``, ...). An exception inside
     ``score`` is logged once and the sample gets ``None``: it is never scored as 0.
+
+    A dataset column named like one of these keywords (``completion``, ``image_geometry``,
+    ``settings``, ``self``) arrives as ``dataset_<name>`` instead (one warning).
 
     Example::
 
@@ -114,18 +147,28 @@ class GeoReward(ORM):
               settings: Optional[PreprocessSettings], **row) -> Optional[float]:
         raise NotImplementedError
 
-    def __call__(self, completions: List[str], **kwargs) -> List[Optional[float]]:
+    def __call__(self, completions: List[str], /, **kwargs) -> List[Optional[float]]:
+        # Positional-only: a dataset column named `self` or `completions` lands in kwargs.
+        completions = list(completions) if isinstance(completions, (list, tuple)) else [completions]
         n = len(completions)
-        settings = resolve_settings(self.template, getattr(self.args, 'max_pixels', None))
-        geometries = geometries_for_batch(kwargs, n, settings)
-        columns = {k: v for k, v in kwargs.items()
-                   if isinstance(v, (list, tuple)) and len(v) == n}
+        try:
+            settings = resolve_settings(self.template, getattr(self.args, 'max_pixels', None))
+            geometries = geometries_for_batch(kwargs, n, settings)
+        except Exception as exc:  # never stop a GRPO step: the batch gets no geometry
+            warn_once(f'{type(self).__name__}:batch:{type(exc).__name__}',
+                      f'{type(self).__name__}: no image geometry for a batch ({exc!r}); its samples get None.')
+            settings, geometries = None, [None] * n
+        columns = {k: v for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
+        renamed = sorted(k for k in columns if k in RESERVED)
+        if renamed:
+            warn_once(f'reserved-columns:{",".join(renamed)}',
+                      f'{type(self).__name__}: dataset column(s) {renamed} share a name with an argument of '
+                      f'`score`; they arrive as {[COLUMN_PREFIX + k for k in renamed]}.')
         out = []
         for i, completion in enumerate(completions):
-            row = {k: v[i] for k, v in columns.items()}
             try:
                 value = self.score(completion if isinstance(completion, str) else str(completion),
-                                   image_geometry=geometries[i], settings=settings, **row)
+                                   image_geometry=geometries[i], settings=settings, **row_arguments(columns, i))
             except Exception as exc:
                 warn_once(f'{type(self).__name__}:{type(exc).__name__}',
                           f'{type(self).__name__} raised {exc!r}; such samples get None.')
@@ -139,16 +182,29 @@ class GeoReward(ORM):
 COORDS_ENV = 'SWIFT_EXT_COORDS'
 
 
-def answer_coords(settings: PreprocessSettings) -> str:
-    """The coordinate convention rewards read boxes in: ``SWIFT_EXT_COORDS`` if set, else the template's."""
+def answer_coords(settings: PreprocessSettings) -> Optional[str]:
+    """The coordinate convention rewards read boxes in: ``SWIFT_EXT_COORDS`` if set, else the template's.
+
+    ``None`` (with one warning) for a template whose checkpoints have no trained box output and
+    no convention named: scoring then would be a guess.
+    """
     named = os.environ.get(COORDS_ENV)
-    if not named:
-        return settings.coords
-    if named not in COORDS:
-        warn_once('coords-env', f'{COORDS_ENV}={named[:40]!r} is not one of {list(COORDS)}; '
-                  f'using the template\'s own {settings.coords!r}.')
-        return settings.coords
-    return named
+    if named and named not in COORDS:
+        warn_once('coords-env', f'{COORDS_ENV}={named[:40]!r} is not one of {list(COORDS)}; ignored.')
+        named = None
+    if named:
+        return named
+    try:
+        trained = family_of(settings.template)[1].boxes_trained
+    except ValueError:
+        trained = True
+    if not trained:
+        warn_once(f'coords-untrained:{settings.template}',
+                  f'{settings.template}: these checkpoints have no trained box output, so swift-ext does not guess '
+                  f'how boxes are written; set {COORDS_ENV} to abs, norm1000 or norm1 (the convention your model '
+                  'was trained to answer in). Until then geo_iou gives None.')
+        return None
+    return settings.coords
 
 
 def _template_from_args(args) -> Optional[str]:
@@ -174,14 +230,60 @@ class GeoIoU(GeoReward):
               **row):
         if not image_geometry or settings is None:
             return None
-        if not isinstance(image_index, int) or not 0 <= image_index < len(image_geometry):
-            image_index = 0
-        result = iou_score(completion, solution, image_geometry[image_index], answer_coords(settings))
+        geo = _frame_image(type(self).__name__, image_geometry, image_index)
+        if geo is None:
+            return None
+        warn_if_outside(type(self).__name__, solution, geo)
+        coords = answer_coords(settings)
+        if coords is None:
+            return None
+        result = iou_score(completion, solution, geo, coords)
         if result is None:
             warn_once(f'{type(self).__name__}:bad-solution',
                       f'{type(self).__name__}: ground truth {str(solution)[:80]!r} is missing or '
                       'not a valid box list in original pixels; such samples get None.')
         return result
+
+
+def _frame_image(reward: str, image_geometry: list, image_index: Any) -> Optional[ImageGeometry]:
+    """The geometry ``image_index`` names (None, one warning, when it names no image)."""
+    if image_index is None:
+        image_index = 0
+    try:
+        if isinstance(image_index, bool):
+            raise TypeError
+        index = operator.index(image_index)  # ints and numpy integers, not floats or strings
+    except TypeError:
+        warn_once(f'{reward}:image-index-type', f'{reward}: `image_index` must be an integer, got '
+                  f'{str(image_index)[:40]!r}; such samples get None.')
+        return None
+    if not 0 <= index < len(image_geometry):
+        warn_once(f'{reward}:image-index-range', f'{reward}: `image_index` {index} names no image of a sample '
+                  f'with {len(image_geometry)} image(s); such samples get None.')
+        return None
+    return image_geometry[index]
+
+
+# Slack for boxes drawn on the last pixel row/column (x2 == width + 1 in some tools).
+OUTSIDE_SLACK = 1.0
+
+
+def warn_if_outside(reward: str, solution: Any, geo: ImageGeometry) -> bool:
+    """Warn once when ground truth lies outside the original image (likely 0-1000 units); True if so."""
+    boxes = parse_solution(solution)
+    if not boxes:
+        return False
+    w, h = geo.original_width, geo.original_height
+    outside = [b for b in boxes if b[2] > w + OUTSIDE_SLACK or b[3] > h + OUTSIDE_SLACK]
+    if not outside:
+        return False
+    box = [round(v, 1) for v in outside[0]]
+    units = (' It looks like 0-1000 units: `solution` must be in original image pixels.'
+             if all(v <= 1000 for b in boxes for v in b) else '')
+    warn_once(f'{reward}:gt-outside', f'{reward}: ground truth box {box} lies outside its {w}x{h} image.'
+              f'{units} Such samples are still scored (against the clipped prediction); fix the dataset '
+              '(`swift-ext plan` lists the rows).')
+    return True
 
 
 class GeoIoU50(GeoIoU):

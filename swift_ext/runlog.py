@@ -9,15 +9,21 @@ Files in a run folder (``output_dir/v<N>-<time>/``):
   `geo_log` callback adds.
 `swift-ext review`, `check` and the callback read them through the names and reader here.
 
-Writing is safe from several processes. The `geo_log` callback points this module at the run's output directory (through the
-environment, so dataloader workers started later inherit it). Each process appends to its
+Writing is safe from several processes. The `geo_log` callback points this module at the run's
+output directory (through the environment, so dataloader workers started later inherit it). Each process appends to its
 rank's file with one ``os.write`` per batch of complete lines on an ``O_APPEND``
 descriptor: Linux holds the inode lock for a regular-file write, so lines from a rank's
 dataloader workers never interleave or tear, and a SIGKILL leaves only whole lines behind
 (at worst the one write in flight is missing).
+
+Failures never stop training and are never silent: a write that fails is counted
+(``lost_records()``) and warned about once per cause; a log file or folder deleted while the
+run writes to it is recreated (one warning) and the batch written again. A process forked
+while another thread holds the writer's lock gets a fresh lock, so the child cannot deadlock.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import mmap
@@ -25,9 +31,10 @@ import os
 import struct
 import threading
 import time
-from typing import Iterable, Optional
+from typing import Iterable, List, Optional
 
 from .geometry import ImageGeometry
+from .images import payload_size
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ ENV_ROLE = 'SWIFT_EXT_ROLE'
 class _State:
     fds: dict = {}
     lock = threading.Lock()
+    lost_records = 0  # records this process could not write
+    failed_writes = 0
+    warned: set = set()  # causes already warned about (errno names, 'recreated')
     _step: Optional[int] = None
     _shared = None  # an 8-byte shared mapping once share_step() ran (see there)
 
@@ -104,8 +114,9 @@ def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: s
                  template: str, clamped: Optional[str], mismatch: Optional[dict],
                  sample_id: str) -> dict:
     rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
-           'sample_id': sample_id, 'image_index': image_index, 'image': key,
+           'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
            'template': template}
+    _add_payload_size(rec, key)
     rec.update(geometry.to_dict())
     rec.update({'clamped': clamped, 'mismatch': mismatch, 'error': None, 'time': time.time()})
     return rec
@@ -113,9 +124,27 @@ def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: s
 
 def failure_record(*, key: str, image_index: int, mode: str, template: str, error: str,
                    sample_id: str) -> dict:
-    return {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
-            'sample_id': sample_id, 'image_index': image_index, 'image': key,
-            'template': template, 'error': error[:500], 'time': time.time()}
+    rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
+           'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
+           'template': template, 'error': error[:500], 'time': time.time()}
+    _add_payload_size(rec, key)
+    return rec
+
+
+# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
+# plausible, and a line must stay short whatever the key holds.
+MAX_KEY_CHARS = 4096
+
+
+def _short_key(key: str) -> str:
+    key = str(key)
+    return key if len(key) <= MAX_KEY_CHARS else key[:MAX_KEY_CHARS // 2] + f'...[{len(key)} chars]'
+
+
+def _add_payload_size(rec: dict, key: str) -> None:
+    """``image_bytes``: the decoded payload size of an in-memory image (its key is its sha1)."""
+    if isinstance(key, str) and key.startswith('sha1:'):
+        rec['image_bytes'] = payload_size(key)
 
 
 def _mode(template_mode: str) -> str:
@@ -124,29 +153,100 @@ def _mode(template_mode: str) -> str:
 
 
 def append_lines(path: str, records: Iterable[dict]) -> None:
-    """Append records as JSON lines with a single write on an O_APPEND descriptor."""
+    """Append records as JSON lines with a single write on an O_APPEND descriptor.
+
+    Where the file was deleted (its folder removed) since it was opened, it is recreated and
+    the lines written again, with one warning. Raises OSError when writing fails.
+    """
     data = ''.join(json.dumps(r, separators=(',', ':')) + '\n' for r in records).encode()
     if not data:
         return
     with STATE.lock:
-        key = (os.getpid(), path)
-        fd = STATE.fds.get(key)
-        if fd is None:
-            os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            STATE.fds[key] = fd
-        os.write(fd, data)
+        fd = _fd(path)
+        try:
+            os.write(fd, data)
+            if os.fstat(fd).st_nlink > 0:
+                return
+        except OSError:
+            _forget(path)
+            raise
+        # The inode has no name left: the file or its folder was deleted under the run.
+        _forget(path)
+        os.write(_fd(path), data)
+    _warn('recreated', f'swift-ext: {path} was deleted while the run wrote to it; recreated it '
+          '(lines written before the deletion are gone with the old file).')
+
+
+def _fd(path: str) -> int:
+    key = (os.getpid(), path)
+    fd = STATE.fds.get(key)
+    if fd is None:
+        os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        STATE.fds[key] = fd
+    return fd
+
+
+def _forget(path: str) -> None:
+    fd = STATE.fds.pop((os.getpid(), path), None)
+    if fd is not None:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _warn(cause: str, message: str) -> None:
+    """Log ``message`` the first time ``cause`` is seen in this process (no lock shared with a fork)."""
+    if cause in STATE.warned:
+        return
+    STATE.warned.add(cause)
+    logger.warning(message)
+
+
+def _count_failure(path: str, exc: OSError, records: int) -> None:
+    STATE.lost_records += records
+    STATE.failed_writes += 1
+    cause = errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
+    _warn(f'write:{cause}', f'swift-ext could not write {path} ({exc.strerror or exc}); {records} '
+          'geometry record(s) lost. Training continues; further failures of this kind are counted '
+          '(runlog.lost_records()), not logged.')
+
+
+def lost_records() -> int:
+    """How many records this process could not write since it started (or was forked)."""
+    return STATE.lost_records
 
 
 def emit(records: list) -> None:
-    """Write records to this rank's geometry file, if a run directory is configured."""
+    """Write records to this rank's geometry file, if a run directory is configured. Never raises."""
     d = log_dir()
     if not d or not records:
         return
+    path = geometry_path(d)
     try:
-        append_lines(geometry_path(d), records)
+        append_lines(path, records)
     except OSError as exc:
-        logger.warning('swift-ext could not write %s: %s', geometry_path(d), exc)
+        _count_failure(path, exc, len(records))
+    except (TypeError, ValueError) as exc:  # a record that is not JSON: a bug, but never a crash
+        _count_failure(path, OSError(errno.EINVAL, f'unserialisable record ({exc})'), len(records))
+
+
+def _after_fork_in_child() -> None:
+    # The thread that held the lock at fork time does not exist in the child: a new lock, and
+    # the parent's descriptors closed (the child opens its own, keyed by its pid).
+    STATE.lock = threading.Lock()
+    for key in [k for k in STATE.fds if k[0] != os.getpid()]:
+        try:
+            os.close(STATE.fds.pop(key))
+        except OSError:
+            pass
+    STATE.lost_records = 0
+    STATE.failed_writes = 0
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def role() -> str:
@@ -173,7 +273,7 @@ def log_settings(settings) -> None:
                 'pid': os.getpid(), 'fingerprint': fingerprint,
                 'settings': settings.to_dict(), 'time': time.time()}])
         except OSError as exc:
-            logger.warning('swift-ext could not write settings: %s', exc)
+            _count_failure(os.path.join(d, SETTINGS_FILE), exc, 1)
 
 
 def _settings_logger() -> logging.Logger:
@@ -191,26 +291,53 @@ def _settings_logger() -> logging.Logger:
 class GeoFileTail:
     """Reads the complete JSON lines appended to a file since the previous call.
 
-    A last line without its newline (a write in progress) is left for the next call.
+    A last line without its newline (a write in progress) is left for the next call. A file
+    replaced by another (a new inode, or the same inode number reused with other first bytes:
+    deleted and recreated) or truncated is read from its start; ``missing`` is True while a file
+    that existed is gone (records may be lost).
     """
+
+    HEAD = 256  # first bytes remembered to tell a recreated file that reuses the inode number
 
     def __init__(self, path: str, *, from_end: bool = False):
         self.path = path
         self.offset = 0
         self.bad_lines = 0
-        if from_end and os.path.exists(path):
-            self.offset = os.path.getsize(path)
+        self.missing = False
+        self._seen = False
+        self._inode = None
+        self._head = b''
+        if from_end:
+            try:
+                with open(path, 'rb') as f:
+                    st = os.fstat(f.fileno())
+                    self._remember(f, st)
+                    self.offset = st.st_size
+            except OSError:
+                pass
+
+    def _remember(self, f, st) -> None:
+        self._seen, self._inode = True, st.st_ino
+        f.seek(0)
+        self._head = f.read(self.HEAD)
 
     def read_new(self) -> List[dict]:
         try:
-            size = os.path.getsize(self.path)
-        except OSError:
+            f = open(self.path, 'rb')
+        except FileNotFoundError:  # other errors (a directory in its place) are the caller's to report
+            self.missing = self._seen
             return []
-        if size < self.offset:  # the file was replaced or truncated: start over
-            self.offset = 0
-        if size == self.offset:
-            return []
-        with open(self.path, 'rb') as f:
+        with f:
+            self.missing = False
+            st = os.fstat(f.fileno())
+            if self.offset and (st.st_ino != self._inode or st.st_size < self.offset
+                                or f.read(len(self._head)) != self._head):
+                self.offset = 0  # replaced or truncated: start over
+            size = st.st_size
+            if size == self.offset:
+                return []
+            if self.offset == 0:
+                self._remember(f, st)
             f.seek(self.offset)
             data = f.read(min(size - self.offset, MAX_READ))
         end = data.rfind(b'\n')

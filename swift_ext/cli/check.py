@@ -38,7 +38,10 @@ by role. Within a side, each process counts with the last settings it logged, an
 processes whose settings differ are compared one by one.
 
 Exit status: 0 when every side agrees, 1 when a setting differs, 2 when an input cannot
-be read or holds nothing to compare.
+be read or holds nothing to compare (never a traceback). Inputs must be regular files or
+directories (a FIFO or device is refused by type); lines longer than ``MAX_LINE_CHARS`` are
+skipped and counted; NaN equals NaN. With ``--dataset DATASET`` a difference is also measured:
+how many of the dataset's images each side would resize differently (headers only).
 """
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ import argparse
 import json
 import os
 import re
+import stat
 import sys
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
@@ -54,11 +58,15 @@ from ..settings import diff_settings, settings_from_dict
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
+MAX_LINE_CHARS = 1 << 20  # a settings line is a few KB; longer lines are skipped, never held whole
 
-# The line runlog.log_settings writes, after whatever prefix the logger adds. The part in
-# parentheses and JSON settings are new in swift-ext 0.1; older lines hold a Python repr.
-LOG_LINE = re.compile(r'swift-ext (?P<template>\S+) preprocessing fingerprint '
-                      r'(?P<fingerprint>[0-9a-f]+)(?: \((?P<meta>[^)]*)\))?: (?P<settings>\{.*\})')
+# The line runlog.log_settings writes, after whatever prefix the logger adds:
+#   swift-ext TEMPLATE preprocessing fingerprint HEX (role R, rank N, pid P): {JSON}
+# The part in parentheses is new in swift-ext 0.1. Found with str.find and parsed piece by
+# piece (no backtracking regex over the whole line: linear in the line's length).
+MARKER = ' preprocessing fingerprint '
+_HEAD = re.compile(r'swift-ext (\S{1,200})$')
+_TAIL = re.compile(r'([0-9a-f]{1,64})(?: \(([^)]{0,500})\))?: ')
 
 
 class DriftInputError(ValueError):
@@ -97,11 +105,12 @@ def load_fingerprints(path: str) -> List[dict]:
         DriftInputError: ``path`` is missing or unreadable (the message names it).
     """
     source = settings_path(path)
+    _require_regular(source)
     records = []
     try:
         with open(source, encoding='utf-8', errors='replace') as f:
-            for number, text in enumerate(f, 1):  # a long run's log need not fit in memory
-                record = _parse_line(text)
+            for number, text in enumerate(_bounded_lines(f), 1):  # a long log need not fit in memory
+                record = _parse_line(text) if text is not None else None
                 if record is not None:
                     record.update(source=source, line=number)
                     records.append(record)
@@ -110,9 +119,39 @@ def load_fingerprints(path: str) -> List[dict]:
     return records
 
 
+def _require_regular(source: str) -> None:
+    try:
+        st = os.stat(source)
+    except OSError as exc:
+        raise DriftInputError(f'{source}: cannot read it ({exc.strerror or exc}).') from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise DriftInputError(f'{source}: not a regular file or run directory; refused (a FIFO or device '
+                              'could block or never end).')
+
+
+def _bounded_lines(f):
+    """Each line of ``f``, or None for a line over ``MAX_LINE_CHARS`` (skipped a piece at a time)."""
+    while True:
+        line = f.readline(MAX_LINE_CHARS)
+        if not line:
+            return
+        if len(line) >= MAX_LINE_CHARS and not line.endswith('\n'):
+            while line and not line.endswith('\n'):
+                line = f.readline(MAX_LINE_CHARS)
+            yield None
+        else:
+            yield line
+
+
 def _parse_line(text: str) -> Optional[dict]:
     """A fingerprint record from one JSON line or log line; None for any other line."""
-    text = text.strip()
+    try:
+        return _parse(text.strip())
+    except (ValueError, RecursionError, TypeError, AttributeError):  # hostile JSON: not ours
+        return None
+
+
+def _parse(text: str) -> Optional[dict]:
     if text.startswith('{'):
         try:
             data = json.loads(text)
@@ -121,33 +160,51 @@ def _parse_line(text: str) -> Optional[dict]:
         if not isinstance(data, dict) or not isinstance(data.get('settings'), dict):
             return None
         settings = data['settings']
-        return {'role': data.get('role'), 'rank': data.get('rank'), 'pid': data.get('pid'),
-                'template': settings.get('template'),
-                'fingerprint': data.get('fingerprint') or _fingerprint(settings),
+        return {'role': _text(data.get('role')), 'rank': _int(data.get('rank')), 'pid': _int(data.get('pid')),
+                'template': _text(settings.get('template')),
+                'fingerprint': _text(data.get('fingerprint')) or _fingerprint(settings),
                 'settings': settings, 'time': data.get('time')}
-    match = LOG_LINE.search(text)
-    if match is None:
+    at = text.find(MARKER)
+    if at < 0:
+        return None
+    head = _HEAD.search(text, max(0, at - 220), at)
+    tail = _TAIL.match(text, at + len(MARKER))
+    if head is None or tail is None:
+        return None
+    brace = tail.end()
+    if text[brace:brace + 1] != '{':
         return None
     try:
-        settings = json.loads(match['settings'])
+        settings, _ = json.JSONDecoder().raw_decode(text, brace)
     except ValueError:
         return None
     if not isinstance(settings, dict):
         return None
-    meta = dict(part.split(' ', 1) for part in (match['meta'] or '').split(', ') if ' ' in part)
+    meta = dict(part.split(' ', 1) for part in (tail.group(2) or '').split(', ') if ' ' in part)
     return {'role': meta.get('role'), 'rank': _int(meta.get('rank')),
-            'pid': _int(meta.get('pid')), 'template': match['template'],
-            'fingerprint': match['fingerprint'], 'settings': settings, 'time': None}
+            'pid': _int(meta.get('pid')), 'template': head.group(1),
+            'fingerprint': tail.group(1), 'settings': settings, 'time': None}
 
 
-def _int(value: Optional[str]) -> Optional[int]:
-    return int(value) if value is not None and value.isdigit() else None
+def _text(value: Any) -> Optional[str]:
+    return value[:200] if isinstance(value, str) else None
+
+
+def _int(value: Any) -> Optional[int]:
+    """An integer rank or pid from a log (a string of digits or an int), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if abs(value) < 1 << 63 else None
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
 
 
 def _fingerprint(settings: Mapping[str, Any]) -> Optional[str]:
     try:
         return settings_from_dict(settings).fingerprint()
-    except (TypeError, ValueError):
+    except Exception:  # settings of a shape no family accepts: no fingerprint to show
         return None
 
 
@@ -168,7 +225,7 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
         {'max_pixels': [None, 50176]}
     """
     sa, sb = _settings_of(a), _settings_of(b)
-    differences = {key: [va, vb] for key, (va, vb) in diff_settings(sa, sb).items()}
+    differences = {key: [va, vb] for key, (va, vb) in _diff(sa, sb).items() if _canonical(va) != _canonical(vb)}
     return {'same': not differences,
             'fingerprints': [a.get('fingerprint') or _fingerprint(sa),
                              b.get('fingerprint') or _fingerprint(sb)],
@@ -176,11 +233,100 @@ def compare(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict:
             'differences': differences}
 
 
+def _diff(sa: Mapping[str, Any], sb: Mapping[str, Any]) -> dict:
+    """``diff_settings``, with a malformed ``versions`` entry compared as a plain value."""
+    if not all(isinstance(x.get('versions', {}), (dict, type(None))) for x in (sa, sb)):
+        sa = {**sa, 'versions': {'(malformed)': _canonical(sa.get('versions'))}}
+        sb = {**sb, 'versions': {'(malformed)': _canonical(sb.get('versions'))}}
+    return diff_settings(sa, sb)
+
+
+def _canonical(value: Any) -> str:
+    """One text per value, with NaN equal to NaN at any depth and key order ignored."""
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError, RecursionError):
+        return repr(value)
+
+
 def _settings_of(x: Mapping[str, Any]) -> Mapping[str, Any]:
     return x['settings'] if isinstance(x.get('settings'), Mapping) else x
 
 
-def check(paths: Sequence[str]) -> dict:
+def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any]) -> dict:
+    """How many of ``dataset``'s images two settings resize differently (image headers only).
+
+    Returns ``{'dataset', 'images', 'resized_differently', 'fail_on_one_side', 'visual_tokens': [a, b],
+    'unreadable_images', 'remote_images_not_checked', 'unreadable_rows'}``; ``{'error': ...}`` where a
+    side's settings are of no known family. Relative image paths resolve as ms-swift's do.
+
+    Raises:
+        DriftInputError: the dataset cannot be read.
+    """
+    from ..geometry import GeometryError
+    from ..images import classify, read_image_header
+    from . import plan
+    try:
+        a, b = settings_from_dict(_settings_of(reference)), settings_from_dict(_settings_of(variant))
+    except Exception as exc:
+        return {'dataset': dataset, 'error': f'settings of no known family ({str(exc)[:200]})'}
+    out = {'dataset': dataset, 'images': 0, 'resized_differently': 0, 'fail_on_one_side': 0,
+           'visual_tokens': [0, 0], 'unreadable_images': 0, 'remote_images_not_checked': 0, 'unreadable_rows': 0}
+    headers: Dict[str, Any] = {}
+    try:
+        _require_regular(dataset)
+        for _, row in plan.iter_rows(dataset):
+            try:
+                row = json.loads(row) if isinstance(row, str) else row
+                if isinstance(row, Exception) or not isinstance(row, dict):
+                    raise ValueError('not a JSON object')
+                images, limits = plan.row_images(row), plan.row_limits(row)
+            except (ValueError, RecursionError):
+                out['unreadable_rows'] += 1
+                continue
+            for src in images:
+                out['images'] += 1
+                info = classify(src)
+                if info.kind == 'url':
+                    out['remote_images_not_checked'] += 1
+                    continue
+                try:
+                    if info.kind == 'path':
+                        if info.path not in headers:
+                            if len(headers) > 65536:
+                                headers.clear()
+                            headers[info.path] = read_image_header(src)
+                        header = headers[info.path]
+                    else:
+                        header = read_image_header(src)
+                except GeometryError:
+                    out['unreadable_images'] += 1
+                    continue
+                _compare_image(out, a, b, header, limits)
+    except OSError as exc:
+        raise DriftInputError(f'{dataset}: cannot read it ({exc.strerror or exc}).') from exc
+    except ValueError as exc:
+        raise DriftInputError(f'{dataset}: {str(exc)[:300]}') from exc
+    return out
+
+
+def _compare_image(out: dict, a, b, header, limits: Mapping) -> None:
+    from ..geometry import GeometryError
+    geos = []
+    for i, settings in enumerate((a, b)):
+        try:
+            geo = settings.predict(width=header.width, height=header.height, row_kwargs=limits)[0]
+            out['visual_tokens'][i] += geo.num_tokens
+            geos.append((geo.resized_width, geo.resized_height, geo.num_tokens, geo.num_tiles))
+        except (GeometryError, ValueError, TypeError):
+            geos.append(None)
+    if (geos[0] is None) != (geos[1] is None):
+        out['fail_on_one_side'] += 1
+    elif geos[0] != geos[1]:
+        out['resized_differently'] += 1
+
+
+def check(paths: Sequence[str], dataset: Optional[str] = None) -> dict:
     """Read every input and compare each distinct setting seen with the trainer's.
 
     Returns the report ``main`` prints: ``same``, ``fingerprint`` (when same),
@@ -221,6 +367,8 @@ def check(paths: Sequence[str]) -> dict:
         if variant is not reference:
             result = compare(reference, variant)
             comparisons.append({'a': reference['label'], 'b': variant['label'], **result})
+            if dataset is not None and not result['same']:
+                comparisons[-1]['impact'] = impact(dataset, reference, variant)
     same = all(c['same'] for c in comparisons)
     return {'same': same, 'fingerprint': reference['fingerprint'] if same else None,
             'reference': reference['label'], 'variants': variants, 'comparisons': comparisons}
@@ -237,8 +385,7 @@ def _variants(side: str, records: List[dict]) -> List[dict]:
         latest[key] = record  # the dict ends in the order processes last wrote
     groups: Dict[str, List[dict]] = {}
     for record in latest.values():
-        groups.setdefault(json.dumps(_without_template(record['settings']), sort_keys=True),
-                          []).append(record)
+        groups.setdefault(_canonical(_without_template(record['settings'])), []).append(record)
     out = []
     for group in groups.values():
         last = group[-1]
@@ -283,7 +430,20 @@ def format_report(report: dict) -> str:
                      f'({n} setting{"s" if n != 1 else ""}):')
         for key, (va, vb) in c['differences'].items():
             lines.append(f'  {key}: {a} {_show(key, va)}, {b} {_show(key, vb)}')
+        if 'impact' in c:
+            lines.append('  ' + _format_impact(c['impact'], a, b))
     return '\n'.join(lines)
+
+
+def _format_impact(x: dict, a: str, b: str) -> str:
+    if 'error' in x:
+        return f'impact on {x["dataset"]}: not measured: {x["error"]}'
+    text = (f'impact on {x["dataset"]}: {x["resized_differently"]} of {x["images"]} images resize differently, '
+            f'{x["fail_on_one_side"]} fail on one side only; visual tokens {a} {x["visual_tokens"][0]}, '
+            f'{b} {x["visual_tokens"][1]}')
+    skipped = [f'{x[k]} {k.replace("_", " ")}' for k in ('unreadable_images', 'remote_images_not_checked',
+                                                          'unreadable_rows') if x[k]]
+    return text + (f' ({", ".join(skipped)})' if skipped else '')
 
 
 def _show(key: str, value: Any) -> str:
@@ -302,13 +462,21 @@ def main(argv: Optional[List[str]] = None) -> int:
                              f'a {SETTINGS_FILE} file or a captured log; one PATH holding '
                              'several roles is compared within itself')
     parser.add_argument('--json', action='store_true', help='print the report as JSON')
+    parser.add_argument('--dataset', metavar='DATASET',
+                        help='a .jsonl / .json dataset: count how many of its images each differing side '
+                             'would resize differently (headers only)')
     args = parser.parse_args(argv)
     try:
-        report = check(args.paths)
+        report = check(args.paths, dataset=args.dataset)
+        text = json.dumps(report, indent=2) if args.json else format_report(report)
     except DriftInputError as exc:
         print(f'swift-ext check: {exc}', file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    except Exception as exc:  # input of a shape nothing above foresaw: still exit 2, never a traceback
+        print(f'swift-ext check: cannot compare {", ".join(args.paths)[:300]}: {type(exc).__name__}: '
+              f'{str(exc)[:300]}', file=sys.stderr)
+        return 2
+    print(text)
     return 0 if report['same'] else 1
 
 

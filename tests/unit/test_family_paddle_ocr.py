@@ -14,8 +14,6 @@ from swift_ext.records import STORE, image_key
 from swift_ext.settings import default_settings
 
 
-
-
 def random_sizes(seed, n):
     """(width, height) pairs: tiny, ordinary, huge, extreme ratios and factor boundaries."""
     rng = random.Random(seed)
@@ -194,9 +192,13 @@ def test_row_size_limits_reach_the_processor(paddle, images):
 def test_refusals_match_the_parent(paddle, images):
     one_limit = _sample([images[(640, 480)]], chat_template_kwargs={'shortest_edge': 200000})
     thin = _sample([images[(2, 500)]])
+    # The parent refuses with the processor's words; the _geo template refuses the same images with a
+    # GeometryError (a ValueError) that names the image and the rule.
+    with pytest.raises(ValueError, match="must contain 'shortest_edge' and 'longest_edge'"):
+        _template(paddle, 'paddle_ocr_1_5').encode(one_limit)
+    with pytest.raises(GeometryError, match=r'img_640x480.png: chat_template_kwargs gives only `shortest_edge`'):
+        _template(paddle, 'paddle_ocr_1_5_geo').encode(one_limit)
     for name in ('paddle_ocr_1_5', 'paddle_ocr_1_5_geo'):
-        with pytest.raises(ValueError, match="must contain 'shortest_edge' and 'longest_edge'"):
-            _template(paddle, name).encode(one_limit)
         with pytest.raises(ValueError, match='aspect ratio'):
             _template(paddle, name).encode(thin)
 

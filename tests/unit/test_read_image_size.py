@@ -85,7 +85,7 @@ def _write(path, data):
     (lambda p: _png_header_only(40000, 40000), 'more than the decompression-bomb limit'),
     (lambda p: b'', 'image data is empty'),
     (lambda p: {'path': None, 'bytes': None}, 'needs a `path` or `bytes`'),
-    (lambda p: 12345, 'expected a path, bytes, dict or PIL image, got int'),
+    (lambda p: 12345, 'an image must be a path, bytes, base64 string, data URL, .* got int'),
 ])
 def test_bad_inputs(tmp_path, make, match):
     with pytest.raises(GeometryError, match=match):
