@@ -163,7 +163,7 @@ def _floor_by_factor(number: float, factor: int) -> int:
 
 def smart_resize(*, width: int, height: int, factor: int = 28,
                  min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
-                 name: str = 'image') -> Tuple[int, int]:
+                 max_ratio: float = MAX_RATIO, name: str = 'image') -> Tuple[int, int]:
     """qwen-vl-utils' ``smart_resize`` returning ``(width, height)``, with errors instead of zeros.
 
     Re-implemented (not imported) so that this module needs no torch; tests pin it to
@@ -179,8 +179,8 @@ def smart_resize(*, width: int, height: int, factor: int = 28,
         raise GeometryError(f'{name}: `max_pixels` must be >= `min_pixels`, '
                             f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
     ratio = max(height, width) / min(height, width)
-    if ratio > MAX_RATIO:
-        raise GeometryError(f'{name}: aspect ratio must be at most {MAX_RATIO}, '
+    if ratio > max_ratio:
+        raise GeometryError(f'{name}: aspect ratio must be at most {max_ratio}, '
                             f'got {ratio:.1f} ({width}x{height}).')
     h_bar = max(factor, _round_by_factor(height, factor))
     w_bar = max(factor, _round_by_factor(width, factor))
@@ -214,11 +214,11 @@ def swift_rescaled_size(*, width: int, height: int, max_pixels: Optional[float],
 
 def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
                   min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
-                  name: str = 'image') -> ImageGeometry:
+                  max_ratio: float = MAX_RATIO, name: str = 'image') -> ImageGeometry:
     """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize."""
     factor = patch_size * merge_size
-    rw, rh = smart_resize(width=width, height=height, factor=factor,
-                          min_pixels=min_pixels, max_pixels=max_pixels, name=name)
+    rw, rh = smart_resize(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                          max_pixels=max_pixels, max_ratio=max_ratio, name=name)
     grid = (1, rh // patch_size, rw // patch_size)
     return ImageGeometry(original_width=width, original_height=height, resized_width=rw,
                          resized_height=rh, num_tokens=grid[1] * grid[2] // merge_size ** 2,

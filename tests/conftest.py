@@ -17,9 +17,11 @@ for _name, _value in {
     os.environ.setdefault(_name, _value)
 
 import json  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
-from typing import Callable, Dict  # noqa: E402
+import time  # noqa: E402
+from typing import Callable, Dict, Optional  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -85,14 +87,31 @@ class E2E:
     SWIFT = os.path.join(BIN, 'swift')
     SWIFT_EXT = os.path.join(BIN, 'swift-ext')
     TIMEOUT = 600  # seconds, per CLI run
+    GENERATIONS = 2  # GRPO completions per prompt
 
     def run(self, cmd, *, env=None, check=True, timeout=TIMEOUT) -> subprocess.CompletedProcess:
-        """Run a command from the repository root; with ``check``, fail showing its traceback."""
+        """Run a command from the repository root; with ``check``, fail showing its traceback.
+
+        The result also carries ``seconds`` and ``peak_rss_kb`` / ``peak_rss_exact`` (see :meth:`usage`).
+        """
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=self.ROOT, capture_output=True, text=True, timeout=timeout,
                               env={**os.environ, **(env or {})})
+        proc.seconds = time.perf_counter() - start
+        # The largest child (with its waited-for descendants) of this process so far, in KiB: this run's own
+        # peak only when it grew; else this run stayed at most at an earlier run's peak.
+        proc.peak_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        proc.peak_rss_exact = proc.peak_rss_kb > before
         if check:
             assert proc.returncode == 0, (proc.returncode, self.traceback(proc.stdout + proc.stderr))
         return proc
+
+    @staticmethod
+    def usage(proc: subprocess.CompletedProcess) -> str:
+        """'41.2 s, peak RSS 2048 MB' for a process of :meth:`run`: to print, never to assert (machines vary)."""
+        bound = '' if proc.peak_rss_exact else '<= '
+        return f'{proc.seconds:.1f} s, peak RSS {bound}{proc.peak_rss_kb / 1024:.0f} MB'
 
     def swift(self, *args, **kwargs) -> subprocess.CompletedProcess:
         return self.run([self.SWIFT, *args], **kwargs)
@@ -100,36 +119,72 @@ class E2E:
     def swift_ext(self, *args, **kwargs) -> subprocess.CompletedProcess:
         return self.run([self.SWIFT_EXT, *args], **kwargs)
 
-    def grpo_args(self, model: str, parent: str, data: str, out: str, *, batch: int, plugins=None,
-                  rewards=('geo_iou', 'geo_format', 'geo_probe'), callbacks=('geo_log',), extra=()) -> list:
-        """`swift rlhf --rlhf_type grpo` arguments for one tiny step on a tiny ``parent`` checkpoint."""
+    def train_args(self, model: str, parent: str, data: str, out: str, *, steps: int = 1, plugins=None,
+                   callbacks=('geo_log',), extra=()) -> list:
+        """The flags every tiny `swift sft` / `swift rlhf` run shares, for ``steps`` steps on a tiny ``parent``.
+
+        ``extra`` comes last, so a flag given again there wins (argparse keeps the last value).
+        """
         from swift_ext.testing.tiny import run_flags
         flags = run_flags(parent)
-        args = ['rlhf', '--rlhf_type', 'grpo', '--model', model, '--model_type', flags['model_type'],
-                '--template', flags['template'], '--external_plugins', *(plugins or [self.PROBE]),
-                '--reward_funcs', *rewards, '--dataset', data, '--num_generations', '2',
-                '--per_device_train_batch_size', str(batch), '--max_completion_length', '8',
-                '--max_steps', '1', '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-                '--check_model', 'false', '--log_completions', 'true', '--output_dir', out, '--logging_steps', '1',
-                '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
+        args = ['--model', model, '--model_type', flags['model_type'], '--template', flags['template'],
+                '--external_plugins', *(plugins or [self.PROBE]), '--dataset', data, '--max_steps', str(steps),
+                '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none', '--check_model', 'false',
+                '--output_dir', out, '--logging_steps', '1', '--save_strategy', 'no', '--dataloader_num_workers', '0',
+                '--seed', '1']
         if callbacks:
             args += ['--callbacks', *callbacks]
         return args + list(extra)
 
-    def grpo(self, model: str, parent: str, data: str, out_dir, *, batch: int, env=None, **kwargs):
-        """One GRPO step with the probe reward: ``(probe lines, process, newest run folder)``."""
+    def grpo_args(self, model: str, parent: str, data: str, out: str, *, batch: int,
+                  rewards=('geo_iou', 'geo_format', 'geo_probe'), **kwargs) -> list:
+        """`swift rlhf --rlhf_type grpo` arguments (see :meth:`train_args` for the rest).
+
+        ``batch`` is ``--per_device_train_batch_size``, which GRPO counts in completions: a step takes
+        ``batch // GENERATIONS`` prompts (GRPO's gradient accumulation defaults to 1).
+        """
+        return ['rlhf', '--rlhf_type', 'grpo', '--reward_funcs', *rewards, '--num_generations', str(self.GENERATIONS),
+                '--per_device_train_batch_size', str(batch), '--max_completion_length', '8',
+                '--log_completions', 'true', *self.train_args(model, parent, data, out, **kwargs)]
+
+    def grpo(self, model: str, parent: str, data: str, out_dir, *, batch: int, env=None, check=True, **kwargs):
+        """GRPO (one step unless ``steps=``) with the probe reward: ``(probe lines, process, newest run folder)``.
+
+        With ``check=False`` a failed run is returned too, for tests of a known upstream failure.
+        """
         out_dir = str(out_dir)
         probe = os.path.join(out_dir, 'probe.jsonl')
         os.makedirs(out_dir, exist_ok=True)
         proc = self.swift(*self.grpo_args(model, parent, data, os.path.join(out_dir, 'out'), batch=batch, **kwargs),
-                          env={'GEO_PROBE_OUT': probe, **(env or {})})
+                          env={'GEO_PROBE_OUT': probe, **(env or {})}, check=check)
         lines = self.read_lines(probe) if os.path.exists(probe) else []
         return lines, proc, self.run_dirs(os.path.join(out_dir, 'out'))[-1]
 
     @staticmethod
-    def traceback(text: str) -> str:
+    def dataset(out_dir, sizes, *, fields=None, answer=None) -> str:
+        """``make_dataset``'s grounding rows over ``sizes``, rewritten in place; returns the file.
+
+        ``fields``: ``{image name: {key: value}}`` added to that image's row (``chat_template_kwargs``).
+        ``answer(row)``: the assistant's reply appended to each row's messages (SFT rows).
+        """
+        from swift_ext.testing.images import make_dataset
+        path = make_dataset(str(out_dir), sizes=sizes)
+        rows = E2E.read_lines(path)
+        for row, (name, _, _) in zip(rows, sizes):
+            row.update((fields or {}).get(name, {}))
+            if answer:
+                row['messages'].append({'role': 'assistant', 'content': answer(row)})
+        with open(path, 'w') as f:
+            f.writelines(json.dumps(row) + '\n' for row in rows)
+        return path
+
+    @staticmethod
+    def traceback(text: str, limit: Optional[int] = 4000) -> str:
+        """The last traceback in ``text`` (its last ``limit`` characters; None: all of it), else its end."""
         i = text.rfind('Traceback')
-        return text[i:][-4000:] if i >= 0 else text[-3000:]
+        if i < 0:
+            return text[-3000:]
+        return text[i:] if limit is None else text[i:][-limit:]
 
     @staticmethod
     def run_dirs(out: str) -> list:
@@ -144,6 +199,11 @@ class E2E:
             data = f.read()
         assert not data or data.endswith(b'\n'), f'{path}: last line is not complete'
         return [json.loads(x) for x in data.splitlines() if x.strip()]
+
+    @staticmethod
+    def geometry_log(run_dir: str) -> list:
+        """The records `--callbacks geo_log` wrote for rank 0 in ``run_dir``."""
+        return E2E.read_lines(os.path.join(run_dir, 'image_geometry.jsonl'))
 
     @staticmethod
     def group_alive(pgid: int) -> list:

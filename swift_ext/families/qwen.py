@@ -26,6 +26,7 @@ class QwenSettings(PreprocessSettings):
     merge_size: int = 2
     min_pixels: Optional[int] = None
     max_pixels: Optional[int] = None
+    max_ratio: int = 200  # qwen-vl-utils' MAX_RATIO, which ms-swift reads from the environment
 
     @property
     def factor(self) -> int:
@@ -48,7 +49,7 @@ class Qwen(Family):
     name = 'qwen'
     settings_cls = QwenSettings
     sweep_knob = 'MAX_PIXELS'
-    env_vars = ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM')
+    env_vars = ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM', 'MAX_RATIO')
     templates = (
         TemplateSpec('qwen2_vl', 'norm1000', ('qwen2_box_tokens',), model_type='qwen2_vl',
                      coords_source='Qwen2-VL model card: <|box_start|>(x1,y1),(x2,y2)<|box_end|> in 0-1000'),
@@ -93,7 +94,8 @@ class Qwen(Family):
         env = {**_ENV_DEFAULTS.get(parent, {}), **env}  # the loader's os.environ.setdefault
         changes = {'swift_max_pixels': swift_max_pixels,
                    'max_pixels': cls._token_pixels(s, env_int(env, 'IMAGE_MAX_TOKEN_NUM'), env_int(env, 'MAX_PIXELS')),
-                   'min_pixels': cls._token_pixels(s, env_int(env, 'IMAGE_MIN_TOKEN_NUM'), env_int(env, 'MIN_PIXELS'))}
+                   'min_pixels': cls._token_pixels(s, env_int(env, 'IMAGE_MIN_TOKEN_NUM'), env_int(env, 'MIN_PIXELS')),
+                   'max_ratio': env_int(env, 'MAX_RATIO')}
         overrides = dict(overrides or {})
         for key in ('max_pixels', 'min_pixels'):  # named limits are pixels, rounded like MAX_PIXELS
             if overrides.get(key) is not None:
@@ -111,7 +113,7 @@ class Qwen(Family):
         factor = patch * vp.SPATIAL_MERGE_SIZE
         return replace(settings, patch_size=patch, merge_size=getattr(ip, 'merge_size', settings.merge_size),
                        min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
-                       max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2)
+                       max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2, max_ratio=vp.MAX_RATIO)
 
     @classmethod
     def with_budget(cls, settings, pixels):
@@ -129,7 +131,7 @@ class Qwen(Family):
         if max_pixels is None:
             max_pixels = settings.max_pixels if settings.max_pixels is not None else IMAGE_MAX_TOKEN_NUM * factor ** 2
         geo = qwen_geometry(width=w, height=h, patch_size=settings.patch_size, merge_size=settings.merge_size,
-                            min_pixels=min_pixels, max_pixels=max_pixels, name=name)
+                            min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=settings.max_ratio, name=name)
         rounded = max(factor, round(h / factor) * factor) * max(factor, round(w / factor) * factor)
         if rounded > max_pixels:
             clamped = 'max_pixels'

@@ -45,4 +45,4 @@ class QwenOmni(Qwen):
         factor = patch * vp.SPATIAL_MERGE_SIZE
         return replace(settings, patch_size=patch, merge_size=getattr(ip, 'merge_size', settings.merge_size),
                        min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
-                       max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2)
+                       max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2, max_ratio=vp.MAX_RATIO)

@@ -15,14 +15,12 @@ import struct
 import zlib
 
 import pytest
-from conftest import E2E  # noqa: I001  (tests/conftest.py, on sys.path)
 from PIL import Image
 
-H = E2E()  # the shared e2e helpers (tests/conftest.py)
-PLUGIN = H.PLUGIN
+# Not the e2e fixture's train_args: these runs compare the parent template with `_geo`, on seed 3.
 COMMON = ['--model_type', 'qwen2_5_vl', '--tuner_type', 'lora', '--torch_dtype', 'float32',
           '--report_to', 'none', '--check_model', 'false', '--save_strategy', 'no',
-          '--external_plugins', PLUGIN, '--seed', '3', '--dataloader_num_workers', '0']
+          '--seed', '3', '--dataloader_num_workers', '0']
 
 
 def _bad_images(d):
@@ -48,11 +46,12 @@ def _bad_images(d):
     }
 
 
-def _run(args, env=None):
-    return H.swift(*args, env=env, check=False)
+def _run(e2e, args):
+    """`swift ARGS` with the common flags and the user's plugin file; the caller checks the exit code."""
+    return e2e.swift(*args, *COMMON, '--external_plugins', e2e.PLUGIN, check=False)
 
 
-def test_sft_skips_bad_rows_like_the_parent(tiny_model, tmp_path):
+def test_sft_skips_bad_rows_like_the_parent(e2e, tiny_model, tmp_path):
     bad = _bad_images(tmp_path)
     rows = [str(tmp_path / 'ok.png')] + [p for p, _ in bad.values()] + [str(tmp_path / 'ok.png')]
     data = tmp_path / 'sft.jsonl'
@@ -63,18 +62,18 @@ def test_sft_skips_bad_rows_like_the_parent(tiny_model, tmp_path):
     outputs = {}
     for template in ('qwen2_5_vl', 'qwen2_5_vl_geo'):
         log = ['--callbacks', 'geo_log'] if template.endswith('_geo') else []
-        proc = _run(['sft', '--model', tiny_model('qwen2_5_vl'), '--template', template,
-                     '--dataset', str(data), '--per_device_train_batch_size', str(len(rows)),
-                     '--max_steps', '1', '--output_dir', str(tmp_path / template), *log, *COMMON])
-        assert proc.returncode == 0, proc.stderr[-3000:]
+        proc = _run(e2e, ['sft', '--model', tiny_model('qwen2_5_vl'), '--template', template,
+                          '--dataset', str(data), '--per_device_train_batch_size', str(len(rows)),
+                          '--max_steps', '1', '--output_dir', str(tmp_path / template), *log])
+        assert proc.returncode == 0, e2e.traceback(proc.stdout + proc.stderr)
         outputs[template] = proc.stdout + proc.stderr
     geo_out = outputs['qwen2_5_vl_geo']
     for name, (path, rule) in bad.items():
         # Every bad row the loader touched failed with our message: file name and rule.
         assert f'{path}: ' in geo_out and rule in geo_out, name
     # The geometry log records each failure with the same message.
-    run_dir = next((tmp_path / 'qwen2_5_vl_geo').glob('v*-*'))
-    records = [json.loads(x) for x in (run_dir / 'image_geometry.jsonl').read_text().splitlines()]
+    [run_dir] = e2e.run_dirs(str(tmp_path / 'qwen2_5_vl_geo'))
+    records = e2e.geometry_log(run_dir)
     errors = {r['image']: r['error'] for r in records if r.get('error')}
     for name, (path, rule) in bad.items():
         assert rule in errors[os.path.abspath(path)], name
@@ -85,22 +84,22 @@ def test_sft_skips_bad_rows_like_the_parent(tiny_model, tmp_path):
 
 
 @pytest.mark.parametrize('template', ['qwen2_5_vl', 'qwen2_5_vl_geo'])
-def test_grpo_bad_image_stops_like_the_parent(tiny_model, tmp_path, template):
+def test_grpo_bad_image_stops_like_the_parent(e2e, tiny_model, tmp_path, template):
     bad = _bad_images(tmp_path)
     data = tmp_path / 'grpo.jsonl'
     data.write_text(json.dumps({'messages': [{'role': 'user', 'content': '<image>Box?'}],
                                 'images': [bad['thin'][0]], 'solution': [0, 0, 1, 10]}) + '\n')
-    proc = _run(['rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
-                 '--template', template, '--dataset', str(data), '--reward_funcs', 'geo_iou',
-                 '--num_generations', '2', '--per_device_train_batch_size', '2',
-                 '--max_completion_length', '4', '--max_steps', '1',
-                 '--output_dir', str(tmp_path / 'out'), *COMMON])
+    proc = _run(e2e, ['rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
+                      '--template', template, '--dataset', str(data), '--reward_funcs', 'geo_iou',
+                      '--num_generations', '2', '--per_device_train_batch_size', '2',
+                      '--max_completion_length', '4', '--max_steps', '1',
+                      '--output_dir', str(tmp_path / 'out')])
     assert proc.returncode != 0  # ms-swift's rollout encoder is strict for both templates
     if template.endswith('_geo'):
         assert f'GeometryError: {bad["thin"][0]}: aspect ratio must be at most 200, got 300.0' in proc.stderr
 
 
-def test_grpo_bad_ground_truth_finishes(tiny_model, tmp_path):
+def test_grpo_bad_ground_truth_finishes(e2e, tiny_model, tmp_path):
     Image.new('RGB', (64, 48), (200, 0, 0)).save(tmp_path / 'ok.png')
     solutions = [[4, 4, 40, 40], None, 'not json', [-5, 0, 10, 10], [[0, 0, 1, 1]] * 500, '[1, 2, 3]']
     data = tmp_path / 'grpo.jsonl'
@@ -111,15 +110,15 @@ def test_grpo_bad_ground_truth_finishes(tiny_model, tmp_path):
             if sol is not None:
                 row['solution'] = sol
             f.write(json.dumps(row) + '\n')
-    proc = _run(['rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
-                 '--template', 'qwen2_5_vl_geo', '--dataset', str(data),
-                 '--reward_funcs', 'geo_iou', 'geo_format', '--num_generations', '2',
-                 '--per_device_train_batch_size', str(2 * len(solutions)),
-                 '--max_completion_length', '4', '--max_steps', '1', '--logging_steps', '1',
-                 '--output_dir', str(tmp_path / 'out'), *COMMON])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run(e2e, ['rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
+                      '--template', 'qwen2_5_vl_geo', '--dataset', str(data),
+                      '--reward_funcs', 'geo_iou', 'geo_format', '--num_generations', '2',
+                      '--per_device_train_batch_size', str(2 * len(solutions)),
+                      '--max_completion_length', '4', '--max_steps', '1', '--logging_steps', '1',
+                      '--output_dir', str(tmp_path / 'out')])
+    assert proc.returncode == 0, e2e.traceback(proc.stdout + proc.stderr)
     out = proc.stdout + proc.stderr
     assert out.count('GeoIoU: ground truth') == 1  # one warning per cause, not per sample
-    log = next((tmp_path / 'out').glob('v*-*')) / 'logging.jsonl'
-    first = json.loads(log.read_text().splitlines()[0])
+    [run_dir] = e2e.run_dirs(str(tmp_path / 'out'))
+    first = e2e.read_lines(os.path.join(run_dir, 'logging.jsonl'))[0]
     assert first['rewards/GeoIoU/mean'] == 0.0  # mean over the usable row only (no box: 0)

@@ -1,51 +1,19 @@
 """Real `swift rlhf --rlhf_type grpo` runs on tiny Gemma 3 and Gemma 4 checkpoints: the geometry the
 rewards receive and the `geo_log` records equal what the Gemma image processors make of each file."""
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from swift_ext.testing.images import make_dataset
-from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 # Gemma 4: 2000x300 is shrunk to its 280-token budget, 50x60 enlarged, 1000x20 hits the one-row floor.
 SIZES = [('tiny', 50, 60), ('wide', 1000, 20), ('big', 2000, 300), ('portrait', 300, 500)]
 # ms-swift 4.6.0 replaces Gemma4Model.forward with a copy written for transformers 5.6.2; in 5.19
 # `get_image_features(...).pooler_output` is a tuple (one tensor per image), so the first forward with
 # pixels fails. Rollout, rewards and both encodes have run (and been logged) by then.
-GEMMA4_UPSTREAM_BUG = ("image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)",
+GEMMA4_UPSTREAM_BUG = ('image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)',
                        "AttributeError: 'tuple' object has no attribute 'to'")
-
-
-def run_grpo(tiny_model, tmp_path, parent, sizes, batch):
-    """GRPO over ``sizes`` (``batch`` samples a step, each image once) with geo_log.
-
-    Returns (process, probe lines, geo_log records).
-    """
-    data = make_dataset(str(tmp_path / 'data'), sizes=sizes)
-    probe_out, stats = tmp_path / 'probe.jsonl', tmp_path / 'time.txt'
-    cmd = ['/usr/bin/time', '-f', '%e %M', '-o', str(stats),
-           SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model(parent),
-           '--model_type', run_flags(parent)['model_type'], '--template', parent + '_geo',
-           '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-           '--callbacks', 'geo_log', '--dataset', data, '--num_generations', '2',
-           '--per_device_train_batch_size', str(batch), '--max_completion_length', '8',
-           '--max_steps', str(2 * len(sizes) // batch), '--tuner_type', 'lora', '--torch_dtype', 'float32',
-           '--report_to', 'none', '--check_model', 'false', '--output_dir', str(tmp_path / 'out'),
-           '--logging_steps', '1', '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'GEO_PROBE_OUT': str(probe_out)})
-    [run_dir] = sorted((tmp_path / 'out').glob('v*-*'))
-    read = lambda path: [json.loads(x) for x in open(path).read().splitlines() if x.strip()]  # noqa: E731
-    seconds, rss_kb = stats.read_text().split()[-2:]
-    print(f'\nE2E {parent}: rc {proc.returncode}, {float(seconds):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MB')
-    return proc, read(probe_out), read(run_dir / 'image_geometry.jsonl')
 
 
 def processor_geometry(model_dir, parent, path):
@@ -65,11 +33,16 @@ def processor_geometry(model_dir, parent, path):
 # Gemma 3: two steps of 2 prompts, as 8 images of 64 x 64 patches at once (eager attention) take 2.4 GB.
 # Gemma 4: one step of all 4, so the records of every image are written before the known failure.
 @pytest.mark.parametrize('parent,batch', [('gemma3_vision', 4), ('gemma4', 8)])
-def test_grpo_gemma_family(tiny_model, tmp_path, parent, batch):
-    proc, lines, records = run_grpo(tiny_model, tmp_path, parent, SIZES, batch)
+def test_grpo_gemma_family(e2e, tiny_model, tmp_path, parent, batch):
+    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    # Each image once: 2 completions an image, ``batch`` completions a step.
+    lines, proc, run_dir = e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=batch,
+                                    steps=e2e.GENERATIONS * len(SIZES) // batch, check=False)
+    print(f'\nE2E {parent}: rc {proc.returncode}, {e2e.usage(proc)}')
     out = proc.stdout + proc.stderr
     known_failure = parent == 'gemma4' and proc.returncode != 0 and all(s in out for s in GEMMA4_UPSTREAM_BUG)
-    assert proc.returncode == 0 or known_failure, out[out.rfind('Traceback'):][-4000:]
+    assert proc.returncode == 0 or known_failure, e2e.traceback(out)
+    records = e2e.geometry_log(run_dir)
     assert len(lines) == 2 * len(SIZES)  # each image x 2 generations
     expected = {}
     for line in lines:

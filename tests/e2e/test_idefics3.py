@@ -1,46 +1,15 @@
 """A real `swift rlhf --rlhf_type grpo` run on a tiny Idefics3 checkpoint: the geometry the rewards
 receive and the `geo_log` records equal what the Idefics3 processor makes of each file."""
-import json
 import os
-import subprocess
-import sys
 
 from PIL import Image
 
 from swift_ext.testing.images import make_dataset
-from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 # 4 x 1 tiles, 1 x 4 tiles, 4 x 2 tiles (cols x rows), each + the global image. Few tiles on purpose:
 # every view is 169 tokens. ms-swift's base collator concatenates `pixel_values` [1, views, 3, 364, 364]
 # as they are, so a batch cannot mix view counts: one prompt (x 2 generations) a step, one step an image.
 SIZES = [('wide', 1000, 40), ('strip', 40, 600), ('two', 1000, 300)]
-
-
-def run_grpo(tiny_model, tmp_path, sizes):
-    """One GRPO step per image of ``sizes`` with geo_log; (probe lines, geo_log records)."""
-    data = make_dataset(str(tmp_path / 'data'), sizes=sizes)
-    probe_out, stats = tmp_path / 'probe.jsonl', tmp_path / 'time.txt'
-    cmd = ['/usr/bin/time', '-f', '%e %M', '-o', str(stats),
-           SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('idefics3'),
-           '--model_type', run_flags('idefics3')['model_type'], '--template', 'idefics3_geo',
-           '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-           '--callbacks', 'geo_log', '--dataset', data, '--num_generations', '2',
-           '--per_device_train_batch_size', '2', '--max_completion_length', '8',
-           '--max_steps', str(len(sizes)), '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-           '--check_model', 'false', '--output_dir', str(tmp_path / 'out'), '--logging_steps', '1',
-           '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'GEO_PROBE_OUT': str(probe_out)})
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[out.rfind('Traceback'):][-4000:]
-    [run_dir] = sorted((tmp_path / 'out').glob('v*-*'))
-    read = lambda path: [json.loads(x) for x in open(path).read().splitlines() if x.strip()]  # noqa: E731
-    seconds, rss_kb = stats.read_text().split()[-2:]
-    print(f'\nE2E idefics3: {float(seconds):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MB')
-    return read(probe_out), read(run_dir / 'image_geometry.jsonl')
 
 
 def processor_geometry(model_dir, path):
@@ -53,8 +22,11 @@ def processor_geometry(model_dir, path):
     return cols * 364, rows * 364, views * proc.image_seq_len, views, rows, cols
 
 
-def test_grpo_idefics3(tiny_model, tmp_path):
-    lines, records = run_grpo(tiny_model, tmp_path, SIZES)
+def test_grpo_idefics3(e2e, tiny_model, tmp_path):
+    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    lines, proc, run_dir = e2e.grpo(tiny_model('idefics3'), 'idefics3', data, tmp_path, batch=2, steps=len(SIZES))
+    print(f'\nE2E idefics3: {e2e.usage(proc)}')
+    records = e2e.geometry_log(run_dir)
     assert len(lines) == 2 * len(SIZES)  # each image x 2 generations
     expected = {}
     for line in lines:

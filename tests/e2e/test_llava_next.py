@@ -1,23 +1,16 @@
 """Real `swift rlhf --rlhf_type grpo` (and one `swift sft` step) on tiny LLaVA-NeXT and LLaVA-OneVision
 checkpoints with `--callbacks geo_log`: every logged image and every reward's geometry equals what the
 checkpoint's own processor does to that file (its token expansion, its views, where its canvas holds
-the image). Runs under `/usr/bin/time -v`, so each run's peak RSS is printed (`pytest -s`)."""
+the image). Each run's wall time and peak RSS are printed (`pytest -s`)."""
 import json
 import os
-import re
-import subprocess
-import sys
 
 import pytest
 import torch
 from PIL import Image
 
 from swift_ext.testing.images import make_dataset
-from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 NEXT, OV = 'llava1_6_mistral_hf', 'llava_onevision_hf'
 # Small files, kept to 1-3 tiles: a tiny model's memory is the visual tokens times the vocabulary.
 SIZES = {NEXT: (('tiny', 50, 60), ('wide', 1000, 100)),  # 672x336 (2 tiles), 1008x336 (3 tiles)
@@ -25,23 +18,6 @@ SIZES = {NEXT: (('tiny', 50, 60), ('wide', 1000, 100)),  # 672x336 (2 tiles), 10
 GEOMETRY_FIELDS = ('original_width', 'original_height', 'resized_width', 'resized_height', 'canvas_width',
                    'canvas_height', 'pad_left', 'pad_top', 'tile_cols', 'tile_rows', 'num_tiles', 'num_tokens',
                    'global_width', 'global_height', 'thumbnail')
-
-
-def run_swift(kind, model, parent, data, out, *extra, env=None):
-    """Run `swift rlhf --rlhf_type grpo` or `swift sft` under /usr/bin/time -v; return (output, peak RSS MB)."""
-    head = ['rlhf', '--rlhf_type', 'grpo'] if kind == 'grpo' else ['sft']
-    flags = run_flags(parent)
-    cmd = ['/usr/bin/time', '-v', SWIFT, *head, '--model', model, '--model_type', flags['model_type'],
-           '--template', flags['template'], '--external_plugins', PROBE, '--callbacks', 'geo_log',
-           '--dataset', data, '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-           '--check_model', 'false', '--output_dir', out, '--logging_steps', '1', '--save_strategy', 'no',
-           '--dataloader_num_workers', '0', '--max_steps', '1', '--seed', '1', *extra]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
-    text = proc.stdout + proc.stderr
-    assert proc.returncode == 0, (proc.returncode, text[text.rfind('Traceback'):][-4000:])
-    rss_mb = int(re.search(r'Maximum resident set size \(kbytes\): (\d+)', text).group(1)) / 1024
-    print(f'\n{kind} {parent}: peak RSS {rss_mb:.0f} MB, {re.search(r"Elapsed .*: (.*)", text).group(1)} wall')
-    return text, rss_mb
 
 
 def processor_geometry(processor, path):
@@ -78,27 +54,18 @@ def _fields(geo):
     return {k: geo[k] for k in GEOMETRY_FIELDS}
 
 
-def _lines(path):
-    with open(path) as f:
-        return [json.loads(x) for x in f if x.strip()]
-
-
 @pytest.mark.parametrize('parent', [NEXT, OV])
-def test_grpo_logs_and_rewards_get_what_the_processor_does(tiny_model, tmp_path, parent):
+def test_grpo_logs_and_rewards_get_what_the_processor_does(e2e, tiny_model, tmp_path, parent):
     from transformers import AutoProcessor
     model = tiny_model(parent)
     sizes = SIZES[parent]
     data = make_dataset(str(tmp_path / 'data'), sizes=sizes)
-    out = str(tmp_path / 'out')
-    probe = tmp_path / 'probe.jsonl'
-    run_swift('grpo', model, parent, data, out, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-              '--num_generations', '2', '--per_device_train_batch_size', str(2 * len(sizes)),
-              '--max_completion_length', '8', '--log_completions', 'true',
-              # OneVision has no trained box output: name the convention, as a user must.
-              env={'GEO_PROBE_OUT': str(probe), **({'SWIFT_EXT_COORDS': 'norm1'} if parent == OV else {})})
+    # OneVision has no trained box output: name the convention, as a user must.
+    probed, proc, run_dir = e2e.grpo(model, parent, data, tmp_path, batch=2 * len(sizes),
+                                     env={'SWIFT_EXT_COORDS': 'norm1'} if parent == OV else None)
+    print(f'\ngrpo {parent}: {e2e.usage(proc)}')
     processor = AutoProcessor.from_pretrained(model)
-    [run_dir] = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')]
-    logged = _lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    logged = e2e.geometry_log(run_dir)
     files = {os.path.basename(r['image']) for r in logged}
     assert files == {f'{n}_{w}x{h}.png' for n, w, h in sizes}
     expected = {os.path.basename(r['image']): processor_geometry(processor, r['image']) for r in logged}
@@ -109,31 +76,28 @@ def test_grpo_logs_and_rewards_get_what_the_processor_does(tiny_model, tmp_path,
     assert len({n for n, _, _ in sizes}) == len({e['num_tiles'] for e in expected.values()})  # 2 tile counts
 
     # The rewards got the same geometry, from the template's record (PyTorch rollout).
-    probed = _lines(probe)
     assert len(probed) == 2 * len(sizes)
     for line in probed:
         assert line['from_template'] == [True] and line['coords'] == 'norm1'
         assert _fields(line['geometry'][0]) == expected[os.path.basename(line['paths'][0])]
-    completions = _lines(os.path.join(run_dir, 'completions.jsonl'))[0]
+    completions = e2e.read_lines(os.path.join(run_dir, 'completions.jsonl'))[0]
     for column in ('GeoIoU', 'GeoFormat'):  # scored (a random model writes no box: 0.0), never skipped
         assert all(isinstance(v, float) and v == v for v in completions[column]), completions[column]
 
 
-def test_sft_one_step_onevision(tiny_model, tmp_path):
+def test_sft_one_step_onevision(e2e, tiny_model, tmp_path):
     from transformers import AutoProcessor
     model = tiny_model(OV)
-    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES[OV])
-    rows = _lines(data)
-    with open(data, 'w') as f:  # SFT rows: the box as the assistant's answer, 0-1 of the canvas style
-        for row in rows:
-            row['messages'].append({'role': 'assistant', 'content': json.dumps(row['solution'])})
-            f.write(json.dumps(row) + '\n')
+    # SFT rows: the box as the assistant's answer, 0-1 of the canvas style
+    data = e2e.dataset(tmp_path / 'data', SIZES[OV], answer=lambda row: json.dumps(row['solution']))
     out = str(tmp_path / 'out')
-    run_swift('sft', model, OV, data, out, '--per_device_train_batch_size', '1', '--gradient_accumulation_steps',
-              '1', env={'GEO_PROBE_OUT': str(tmp_path / 'probe.jsonl')})
+    args = e2e.train_args(model, OV, data, out, extra=['--per_device_train_batch_size', '1',
+                                                       '--gradient_accumulation_steps', '1'])
+    proc = e2e.swift('sft', *args, env={'GEO_PROBE_OUT': str(tmp_path / 'probe.jsonl')})
+    print(f'\nsft {OV}: {e2e.usage(proc)}')
     processor = AutoProcessor.from_pretrained(model)
-    [run_dir] = [os.path.join(out, d) for d in os.listdir(out) if d.startswith('v')]
-    logged = _lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    [run_dir] = e2e.run_dirs(out)
+    logged = e2e.geometry_log(run_dir)
     assert logged and {r['mode'] for r in logged} == {'train'}
     for rec in logged:
         assert _fields(rec) == processor_geometry(processor, rec['image']), rec['image']

@@ -15,15 +15,11 @@ from collections import Counter, defaultdict
 from typing import Dict, List, Tuple
 
 import pytest
-from conftest import E2E  # noqa: I001  (tests/conftest.py, on sys.path)
 from PIL import Image
 
 from swift_ext.testing.images import box_for, make_dataset
 
-H = E2E()  # the shared e2e helpers (tests/conftest.py)
-ROOT, PLUGIN, SWIFT, SWIFT_EXT = H.ROOT, H.PLUGIN, H.SWIFT, H.SWIFT_EXT
 TIMEOUT = 300  # seconds, per CLI run
-run_dirs, read_lines, group_alive, _traceback = H.run_dirs, H.read_lines, H.group_alive, H.traceback
 
 # GRPO: one prompt of each shape; 2 prompts x 2 generations a step, so 2 steps see all 4.
 GRPO_SIZES = (('tiny', 50, 60), ('landscape', 160, 120), ('portrait', 90, 150),
@@ -34,36 +30,25 @@ RUN_PNGS = ('visual_tokens.png', 'megapixels.png', 'vision_metrics.png')
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def sft_dataset(out_dir, sizes=SFT_SIZES) -> str:
-    """make_dataset's grounding rows, each with the box as the assistant's answer."""
-    path = make_dataset(out_dir, sizes=sizes)
-    rows = [json.loads(x) for x in open(path)]
-    out = os.path.join(out_dir, 'sft.jsonl')
-    with open(out, 'w') as f:
-        for row in rows:
-            answer = json.dumps([{'bbox_2d': row['solution'], 'label': 'red box'}])
-            row['messages'].append({'role': 'assistant', 'content': answer})
-            f.write(json.dumps(row) + '\n')
-    return out
+def sft_dataset(e2e, out_dir) -> str:
+    """SFT_SIZES' grounding rows, each with the box as the assistant's answer."""
+    return e2e.dataset(out_dir, SFT_SIZES,
+                       answer=lambda row: json.dumps([{'bbox_2d': row['solution'], 'label': 'red box'}]))
 
 
-def swift_cmd(kind: str, model: str, data: str, out: str, *extra: str) -> List[str]:
-    head = [SWIFT, 'rlhf', '--rlhf_type', 'grpo'] if kind == 'grpo' else [SWIFT, 'sft']
-    return [*head, '--model', model, '--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl_geo',
-            '--external_plugins', PLUGIN, '--callbacks', 'geo_log', '--dataset', data,
-            '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-            '--check_model', 'false', '--output_dir', out, '--logging_steps', '1',
-            '--gradient_accumulation_steps', '1', '--seed', '1', *extra]
+def sft_args(e2e, model: str, data: str, out: str, *, steps: int, extra=()) -> List[str]:
+    """`swift sft` on the tiny Qwen2.5-VL with the user's plugin file and geo_log: 2 samples a step.
+
+    No gradient accumulation: ms-swift's SFT default accumulates to 16 samples a step.
+    """
+    per_step = ['--per_device_train_batch_size', '2', '--gradient_accumulation_steps', '1', *extra]
+    return ['sft', *e2e.train_args(model, 'qwen2_5_vl', data, out, steps=steps, plugins=[e2e.PLUGIN], extra=per_step)]
 
 
-def run(cmd: List[str], env=None) -> subprocess.CompletedProcess:
-    return H.run(cmd, env=env, timeout=TIMEOUT)
-
-
-def step_logs(run_dir: str) -> List[dict]:
+def step_logs(e2e, run_dir: str) -> List[dict]:
     """logging.jsonl's per-step lines (not the end-of-run summary or final state)."""
     out = []
-    for rec in read_lines(os.path.join(run_dir, 'logging.jsonl')):
+    for rec in e2e.read_lines(os.path.join(run_dir, 'logging.jsonl')):
         if 'loss' in rec and 'train_runtime' not in rec and 'log_history' not in rec:
             out.append(rec)
     return out
@@ -73,11 +58,9 @@ def log_step(rec: dict) -> int:
     return int(rec['global_step/max_steps'].split('/')[0])
 
 
-def review(run_dir: str, *args: str) -> Tuple[subprocess.CompletedProcess, dict]:
+def review(e2e, run_dir: str, *args: str) -> Tuple[subprocess.CompletedProcess, dict]:
     """`swift-ext review RUN_DIR --json`: exit code 0, the summary, report.html written."""
-    proc = subprocess.run([SWIFT_EXT, 'review', run_dir, '--json', *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = e2e.swift_ext('review', run_dir, '--json', *args, timeout=120)
     assert os.path.isfile(os.path.join(run_dir, 'review', 'report.html'))
     return proc, json.loads(proc.stdout)
 
@@ -105,7 +88,7 @@ def check_records(lines: List[dict]) -> None:
         assert r['num_tokens'] == w * h // 28 ** 2, r
 
 
-def check_vision_metrics(run_dir: str, lines: List[dict]) -> None:
+def check_vision_metrics(e2e, run_dir: str, lines: List[dict]) -> None:
     """Each logged step's `vision/` values equal those of the train records tagged with it.
 
     Exact where encodes happen in the trainer's process between step ends: GRPO, or SFT with
@@ -115,7 +98,7 @@ def check_vision_metrics(run_dir: str, lines: List[dict]) -> None:
     for r in lines:
         if r['mode'] == 'train':
             by_step[r['step']].append(r)
-    logs = step_logs(run_dir)
+    logs = step_logs(e2e, run_dir)
     assert sorted(log_step(x) for x in logs) == sorted(by_step)
     for rec in logs:
         recs = by_step[log_step(rec)]
@@ -146,16 +129,15 @@ def free_port() -> int:
 
 
 # --- 1. GRPO and SFT, then review -----------------------------------------------------------------
-def test_grpo_geo_log_and_review(tiny_model, tmp_path):
+def test_grpo_geo_log_and_review(e2e, tiny_model, tmp_path):
     data = make_dataset(str(tmp_path / 'data'), sizes=GRPO_SIZES)
     out = str(tmp_path / 'out')
-    run(swift_cmd('grpo', tiny_model('qwen2_5_vl'), data, out,
-                  '--reward_funcs', 'geo_iou', 'geo_format', '--num_generations', '2',
-                  '--per_device_train_batch_size', '4', '--max_completion_length', '4',
-                  '--max_steps', '2', '--log_completions', 'true', '--save_strategy', 'no',
-                  '--dataloader_num_workers', '0'))
-    [run_dir] = run_dirs(out)
-    lines = read_lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    e2e.swift(*e2e.grpo_args(tiny_model('qwen2_5_vl'), 'qwen2_5_vl', data, out, batch=4, steps=2,
+                             plugins=[e2e.PLUGIN], rewards=('geo_iou', 'geo_format'),
+                             extra=['--max_completion_length', '4']),
+              timeout=TIMEOUT)
+    [run_dir] = e2e.run_dirs(out)
+    lines = e2e.geometry_log(run_dir)
     # Per step: 2 prompts x 2 generations, each encoded once for the rollout, once for training.
     assert Counter((r['step'], r['mode']) for r in lines) == {
         (1, 'rollout'): 4, (1, 'train'): 4, (2, 'rollout'): 4, (2, 'train'): 4}
@@ -163,12 +145,12 @@ def test_grpo_geo_log_and_review(tiny_model, tmp_path):
     check_records(lines)
     assert {os.path.basename(r['image']) for r in lines} == {
         f'{n}_{w}x{h}.png' for n, w, h in GRPO_SIZES}
-    check_vision_metrics(run_dir, lines)
+    check_vision_metrics(e2e, run_dir, lines)
 
     # completions.jsonl: the callback's columns hold, row by row, the geometry of the row's
     # own image (found through its solution box), the same as the step's train records.
     by_box = {tuple(box_for(w, h)): f'{n}_{w}x{h}.png' for n, w, h in GRPO_SIZES}
-    tables = read_lines(os.path.join(run_dir, 'completions.jsonl'))
+    tables = e2e.read_lines(os.path.join(run_dir, 'completions.jsonl'))
     assert len(tables) == 3  # steps 1, 2, and step 2 again (ms-swift logs its last step twice)
     assert tables[1] == tables[2]
     train = {(r['step'], os.path.basename(r['image'])): r for r in lines if r['mode'] == 'train'}
@@ -181,7 +163,7 @@ def test_grpo_geo_log_and_review(tiny_model, tmp_path):
             assert (table['geo_original_size'][i], table['geo_resized_size'][i]) == (original, resized)
             assert table['geo_visual_tokens'][i] == rec['num_tokens']
 
-    _, summary = review(run_dir)
+    _, summary = review(e2e, run_dir)
     check_review_counts(summary, lines)
     assert summary['problems'] == []
     assert summary['completion_rows'] == 8
@@ -192,40 +174,39 @@ def test_grpo_geo_log_and_review(tiny_model, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def resumed_sft(tiny_model, tmp_path_factory):
+def resumed_sft(e2e, tiny_model, tmp_path_factory):
     """An SFT run of 2 steps saving checkpoint-2, then a run resumed from it to step 4.
 
     Returns (first run dir, second run dir, the first run's geometry file bytes before the
     resume). Module-scoped: the SFT review test reads the first run, the resume test both.
     """
     root = tmp_path_factory.mktemp('resume')
-    data = sft_dataset(str(root / 'data'))
+    data = sft_dataset(e2e, root / 'data')
     out = str(root / 'out')
     model = tiny_model('qwen2_5_vl')
-    common = ('--per_device_train_batch_size', '2', '--save_strategy', 'steps',
-              '--save_steps', '2', '--dataloader_num_workers', '0')
-    run(swift_cmd('sft', model, data, out, *common, '--max_steps', '2'))
-    [first] = run_dirs(out)
+    saving = ('--save_strategy', 'steps', '--save_steps', '2')
+    e2e.swift(*sft_args(e2e, model, data, out, steps=2, extra=saving), timeout=TIMEOUT)
+    [first] = e2e.run_dirs(out)
     before = open(os.path.join(first, 'image_geometry.jsonl'), 'rb').read()
     checkpoint = os.path.join(first, 'checkpoint-2')
     assert os.path.isdir(checkpoint)
-    run(swift_cmd('sft', model, data, out, *common, '--max_steps', '4',
-                  '--resume_from_checkpoint', checkpoint))
-    first_again, second = run_dirs(out)
+    e2e.swift(*sft_args(e2e, model, data, out, steps=4, extra=[*saving, '--resume_from_checkpoint', checkpoint]),
+              timeout=TIMEOUT)
+    first_again, second = e2e.run_dirs(out)
     assert first_again == first
     return first, second, before
 
 
-def test_sft_geo_log_and_review(resumed_sft):
+def test_sft_geo_log_and_review(e2e, resumed_sft):
     run_dir = resumed_sft[0]
-    lines = read_lines(os.path.join(run_dir, 'image_geometry.jsonl'))
+    lines = e2e.geometry_log(run_dir)
     # No dataloader worker: each step's batch (2 samples, one image each) is encoded once,
     # in the trainer's process, right before the step.
     assert Counter(r['step'] for r in lines) == {1: 2, 2: 2}
     assert {r['mode'] for r in lines} == {'train'}
     check_records(lines)
-    check_vision_metrics(run_dir, lines)
-    _, summary = review(run_dir)
+    check_vision_metrics(e2e, run_dir, lines)
+    _, summary = review(e2e, run_dir)
     check_review_counts(summary, lines)
     assert summary['images'] == len(lines) == 4
     assert summary['problems'] == ['completions.jsonl: missing']  # SFT writes none
@@ -234,27 +215,26 @@ def test_sft_geo_log_and_review(resumed_sft):
 
 
 # --- 2. SIGKILL mid-run -------------------------------------------------------------------------
-def test_sigkill_leaves_whole_lines_and_review_copes(tiny_model, tmp_path):
-    data = sft_dataset(str(tmp_path / 'data'))
+def test_sigkill_leaves_whole_lines_and_review_copes(e2e, tiny_model, tmp_path):
+    data = sft_dataset(e2e, tmp_path / 'data')
     out = str(tmp_path / 'out')
     # Far more steps than it will live for; one dataloader worker, so the records are
     # written by a second process of the group as well.
-    cmd = swift_cmd('sft', tiny_model('qwen2_5_vl'), data, out, '--max_steps', '500',
-                    '--per_device_train_batch_size', '2', '--save_strategy', 'no',
-                    '--dataloader_num_workers', '1')
+    cmd = [e2e.SWIFT, *sft_args(e2e, tiny_model('qwen2_5_vl'), data, out, steps=500,
+                                extra=['--dataloader_num_workers', '1'])]
     with open(tmp_path / 'run.log', 'wb') as log:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(cmd, cwd=e2e.ROOT, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     try:
         deadline = time.monotonic() + TIMEOUT
         path = None
         while time.monotonic() < deadline and proc.poll() is None:
-            dirs = run_dirs(out)
+            dirs = e2e.run_dirs(out)
             path = os.path.join(dirs[-1], 'image_geometry.jsonl') if dirs else None
             if path and os.path.exists(path) and open(path, 'rb').read().count(b'\n') >= 6:
                 break
             time.sleep(0.2)
-        assert proc.poll() is None, _traceback((tmp_path / 'run.log').read_text())
+        assert proc.poll() is None, e2e.traceback((tmp_path / 'run.log').read_text())
         assert path is not None and os.path.exists(path), 'no geometry lines before the deadline'
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
@@ -263,10 +243,10 @@ def test_sigkill_leaves_whole_lines_and_review_copes(tiny_model, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
     for _ in range(50):  # the trainer and its dataloader worker die with the group
-        if not group_alive(proc.pid):
+        if not e2e.group_alive(proc.pid):
             break
         time.sleep(0.1)
-    assert group_alive(proc.pid) == []
+    assert e2e.group_alive(proc.pid) == []
 
     data_ = open(path, 'rb').read()
     whole, _, tail = data_.rpartition(b'\n')
@@ -281,38 +261,36 @@ def test_sigkill_leaves_whole_lines_and_review_copes(tiny_model, tmp_path):
     torn = json.dumps(records[-1]).encode()[:40]
     with open(path, 'ab') as f:
         f.write(torn)
-    _, summary = review(os.path.dirname(path))
+    _, summary = review(e2e, os.path.dirname(path))
     [geo] = [f for f in summary['files'] if f['file'] == 'image_geometry.jsonl']
     assert geo['truncated_last_line'] and geo['bad_lines'] == 0
     assert 'image_geometry.jsonl: last line is truncated (ignored)' in summary['problems']
     assert summary['images'] == sum(r['mode'] == 'train' for r in records) == len(records)
     # The terminal summary too, with the same exit code.
-    proc = subprocess.run([SWIFT_EXT, 'review', os.path.dirname(path), '--no-plots'], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = e2e.swift_ext('review', os.path.dirname(path), '--no-plots', timeout=120)
     assert 'last line is truncated' in proc.stdout
     assert f'Images (train encodes): {len(records)}' in proc.stdout
 
 
 # --- 3. Two ranks ---------------------------------------------------------------------------------
-def test_two_ranks_with_two_dataloader_workers(tiny_model, tmp_path):
-    data = sft_dataset(str(tmp_path / 'data'))
+def test_two_ranks_with_two_dataloader_workers(e2e, tiny_model, tmp_path):
+    data = sft_dataset(e2e, tmp_path / 'data')
     out = str(tmp_path / 'out')
     # `NPROC_PER_NODE=2 swift sft` runs `python -m torch.distributed.run --nproc_per_node 2`.
     # On a machine without a GPU, accelerate makes a multi-process CPU (gloo) run only when
     # told to use the CPU (`--use_cpu true`); without it each rank trains alone, unsynced.
     # 16 samples / (2 ranks x 2 per batch) = 4 steps: exactly one epoch of each rank's shard.
-    run(swift_cmd('sft', tiny_model('qwen2_5_vl'), data, out, '--max_steps', '4',
-                  '--per_device_train_batch_size', '2', '--save_strategy', 'no',
-                  '--dataloader_num_workers', '2', '--use_cpu', 'true'),
-        env={'NPROC_PER_NODE': '2', 'MASTER_PORT': str(free_port()), 'MASTER_ADDR': '127.0.0.1'})
-    [run_dir] = run_dirs(out)
+    e2e.swift(*sft_args(e2e, tiny_model('qwen2_5_vl'), data, out, steps=4,
+                        extra=['--dataloader_num_workers', '2', '--use_cpu', 'true']),
+              env={'NPROC_PER_NODE': '2', 'MASTER_PORT': str(free_port()), 'MASTER_ADDR': '127.0.0.1'},
+              timeout=TIMEOUT)
+    [run_dir] = e2e.run_dirs(out)
     names = sorted(f for f in os.listdir(run_dir) if f.startswith('image_geometry'))
     assert names == ['image_geometry.jsonl', 'image_geometry.rank1.jsonl']
-    per_rank = {0: read_lines(os.path.join(run_dir, names[0])),
-                1: read_lines(os.path.join(run_dir, names[1]))}  # whole lines that all parse
+    per_rank = {0: e2e.read_lines(os.path.join(run_dir, names[0])),
+                1: e2e.read_lines(os.path.join(run_dir, names[1]))}  # whole lines that all parse
     trainer_pid = {}  # the settings line each rank's trainer writes when the callback starts
-    for s in read_lines(os.path.join(run_dir, 'geometry_settings.jsonl')):
+    for s in e2e.read_lines(os.path.join(run_dir, 'geometry_settings.jsonl')):
         trainer_pid.setdefault(s['rank'], s['pid'])
     assert sorted(trainer_pid) == [0, 1]
     for rank_, lines in per_rank.items():
@@ -339,18 +317,18 @@ def test_two_ranks_with_two_dataloader_workers(tiny_model, tmp_path):
     check_records(per_rank[0] + per_rank[1])
 
     # The metrics are summed over ranks: every image is counted at some step, once.
-    logs = step_logs(run_dir)
+    logs = step_logs(e2e, run_dir)
     assert sorted(log_step(x) for x in logs) == [1, 2, 3, 4]  # one line a step (rank 0)
     assert sum(x['vision/images_per_step'] for x in logs) == len(SFT_SIZES)
 
-    _, summary = review(run_dir)
+    _, summary = review(e2e, run_dir)
     assert summary['records_by_rank'] == {'0': 8, '1': 8}
     assert summary['images'] == len(per_rank[0]) + len(per_rank[1]) == 16
     check_review_counts(summary, per_rank[0] + per_rank[1])
 
 
 # --- 4. Resume ------------------------------------------------------------------------------------
-def test_resume_appends_without_rewriting(resumed_sft):
+def test_resume_appends_without_rewriting(e2e, resumed_sft):
     # ms-swift gives the resumed run a new `v<N>-<timestamp>` folder under the same
     # --output_dir; the geo_log callback follows the trainer's output_dir, so the resumed
     # run's records go to the new folder's file and the first run's file is never opened
@@ -361,12 +339,12 @@ def test_resume_appends_without_rewriting(resumed_sft):
     assert os.path.basename(first).startswith('v0-') and os.path.basename(second).startswith('v1-')
     assert open(os.path.join(first, 'image_geometry.jsonl'), 'rb').read() == before
     old = [json.loads(x) for x in before.splitlines()]
-    new = read_lines(os.path.join(second, 'image_geometry.jsonl'))
+    new = e2e.geometry_log(second)
     assert Counter(r['step'] for r in old) == {1: 2, 2: 2}
     assert Counter(r['step'] for r in new) == {3: 2, 4: 2}
     assert {r['pid'] for r in old}.isdisjoint({r['pid'] for r in new})
     check_records(new)
-    check_vision_metrics(second, new)  # logging.jsonl of the resumed run: steps 3 and 4
-    _, summary = review(second)
+    check_vision_metrics(e2e, second, new)  # logging.jsonl of the resumed run: steps 3 and 4
+    _, summary = review(e2e, second)
     check_review_counts(summary, new)
     assert sorted(summary['per_step']) == ['3', '4']

@@ -1,45 +1,14 @@
 """Real `swift rlhf --rlhf_type grpo` runs on tiny MiniCPM-V 4.6 / 4.7 checkpoints: the geometry the
 rewards receive and the `geo_log` records equal what the MiniCPM-V processor makes of each file."""
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 from PIL import Image
 
 from swift_ext.testing.images import make_dataset
-from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 # No slices (the source upscaled to ~448**2), 1 row x 2 slices, 4 rows x 1 slice.
 SIZES = [('tiny', 50, 60), ('landscape', 640, 480), ('tall', 300, 2000)]
-
-
-def run_grpo(tiny_model, tmp_path, parent, sizes):
-    """One GRPO step over every image of ``sizes`` with geo_log; (probe lines, geo_log records)."""
-    data = make_dataset(str(tmp_path / 'data'), sizes=sizes)
-    probe_out, stats = tmp_path / 'probe.jsonl', tmp_path / 'time.txt'
-    cmd = ['/usr/bin/time', '-f', '%e %M', '-o', str(stats),
-           SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model(parent),
-           '--model_type', run_flags(parent)['model_type'], '--template', parent + '_geo',
-           '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-           '--callbacks', 'geo_log', '--dataset', data, '--num_generations', '2',
-           '--per_device_train_batch_size', str(2 * len(sizes)), '--max_completion_length', '8',
-           '--max_steps', '1', '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-           '--check_model', 'false', '--output_dir', str(tmp_path / 'out'), '--logging_steps', '1',
-           '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'GEO_PROBE_OUT': str(probe_out)})
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[out.rfind('Traceback'):][-4000:]
-    [run_dir] = sorted((tmp_path / 'out').glob('v*-*'))
-    read = lambda path: [json.loads(x) for x in open(path).read().splitlines() if x.strip()]  # noqa: E731
-    seconds, rss_kb = stats.read_text().split()[-2:]
-    print(f'\nE2E {parent}: {float(seconds):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MB')
-    return read(probe_out), read(run_dir / 'image_geometry.jsonl')
 
 
 def processor_geometry(model_dir, path):
@@ -56,8 +25,11 @@ def processor_geometry(model_dir, path):
 
 
 @pytest.mark.parametrize('parent', ['minicpmv4_6', 'minicpmv4_7'])
-def test_grpo_minicpmv(tiny_model, tmp_path, parent):
-    lines, records = run_grpo(tiny_model, tmp_path, parent, SIZES)
+def test_grpo_minicpmv(e2e, tiny_model, tmp_path, parent):
+    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    lines, proc, run_dir = e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=2 * len(SIZES))
+    print(f'\nE2E {parent}: {e2e.usage(proc)}')
+    records = e2e.geometry_log(run_dir)
     assert len(lines) == 2 * len(SIZES)  # each image x 2 generations
     expected = {}
     for line in lines:

@@ -1,47 +1,14 @@
 """Real `swift rlhf --rlhf_type grpo` runs on tiny Mistral 3 and Pixtral checkpoints: the geometry the
 rewards receive and the `geo_log` records equal what the Pixtral processor makes of each file."""
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 from PIL import Image
 
 from swift_ext.testing.images import make_dataset
-from swift_ext.testing.tiny import run_flags
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, 'tests', 'e2e', 'plugins', 'probe.py')
-SWIFT = os.path.join(os.path.dirname(sys.executable), 'swift')
 # 2000x300 is cut to the 1540 (Mistral 3) / 1024 (Pixtral) edge; the others are only rounded up.
 SIZES = [('tiny', 50, 60), ('wide', 1000, 40), ('big', 2000, 300), ('portrait', 300, 500)]
 # ms-swift 4.6's Mistral2503Template / PixtralTemplate concatenate `pixel_values` as they are, so a
 # batch cannot hold two resized sizes: one prompt (x 2 generations) a step, one step per image.
-
-
-def run_grpo(tiny_model, tmp_path, parent, sizes):
-    """One GRPO step per image of ``sizes`` with geo_log; (probe lines, geo_log records, seconds, peak RSS MB)."""
-    data = make_dataset(str(tmp_path / 'data'), sizes=sizes)
-    probe_out, stats = tmp_path / 'probe.jsonl', tmp_path / 'time.txt'
-    cmd = ['/usr/bin/time', '-f', '%e %M', '-o', str(stats),
-           SWIFT, 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model(parent),
-           '--model_type', run_flags(parent)['model_type'], '--template', parent + '_geo',
-           '--external_plugins', PROBE, '--reward_funcs', 'geo_iou', 'geo_format', 'geo_probe',
-           '--callbacks', 'geo_log', '--dataset', data, '--num_generations', '2',
-           '--per_device_train_batch_size', '2', '--max_completion_length', '8',
-           '--max_steps', str(len(sizes)), '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
-           '--check_model', 'false', '--output_dir', str(tmp_path / 'out'), '--logging_steps', '1',
-           '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, 'GEO_PROBE_OUT': str(probe_out)})
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out[out.rfind('Traceback'):][-4000:]
-    [run_dir] = sorted((tmp_path / 'out').glob('v*-*'))
-    read = lambda path: [json.loads(x) for x in open(path).read().splitlines() if x.strip()]  # noqa: E731
-    seconds, rss_kb = stats.read_text().split()[-2:]
-    print(f'\nE2E {parent}: {float(seconds):.1f} s, peak RSS {int(rss_kb) / 1024:.0f} MB')
-    return read(probe_out), read(run_dir / 'image_geometry.jsonl'), float(seconds), int(rss_kb) / 1024
 
 
 def processor_geometry(model_dir, parent, path):
@@ -56,8 +23,11 @@ def processor_geometry(model_dir, parent, path):
 
 
 @pytest.mark.parametrize('parent', ['mistral_2503', 'pixtral'])
-def test_grpo_pixtral_family(tiny_model, tmp_path, parent):
-    lines, records, _, _ = run_grpo(tiny_model, tmp_path, parent, SIZES)
+def test_grpo_pixtral_family(e2e, tiny_model, tmp_path, parent):
+    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    lines, proc, run_dir = e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=2, steps=len(SIZES))
+    print(f'\nE2E {parent}: {e2e.usage(proc)}')
+    records = e2e.geometry_log(run_dir)
     assert len(lines) == 2 * len(SIZES)  # each image x 2 generations
     expected = {}
     for line in lines:

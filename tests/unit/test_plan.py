@@ -304,9 +304,7 @@ def env_runs(tiny_model, tmp_path_factory):
     return str(dataset), results
 
 
-@pytest.mark.parametrize('case', [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason='MAX_RATIO: the qwen family does not read it yet (fix in the plan/check report)'))
-    if c == 'max_ratio' else c for c in ENV_CASES])
+@pytest.mark.parametrize('case', list(ENV_CASES))
 def test_env_variable_plan_equals_real_template(env_runs, case, monkeypatch):
     dataset, results = env_runs
     for name in ENV_VARS:

@@ -73,6 +73,43 @@ def build_tokenizer(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_tem
     return tokenizer
 
 
+def vocab_around(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+    """A byte-level BPE vocabulary whose symbols take the ids ``special_tokens`` leave free.
+
+    For tokenizers whose special tokens sit low or between the bytes (Mistral's 0-999, Gemma's 0-4 and 105):
+    bytes and merges fill the lowest free ids; filler tokens no merge produces fill the gaps up to the
+    highest special id, so every special token sits at its real id, wherever that is.
+    """
+    taken = {token_id: token for token, token_id, _ in special_tokens}
+    base, merges = byte_level_vocab_and_merges()
+    vocab: Dict[str, int] = {token: token_id for token_id, token in taken.items()}
+    free = (i for i in range(10 ** 7) if i not in taken)
+    for symbol in sorted(base, key=base.get):  # keep the BPE's own order: a merge after its parts
+        vocab[symbol] = next(free)
+    used = set(vocab.values())
+    for filler_id in range(max(used)):
+        if filler_id not in used:
+            vocab[f'<tiny_filler_{filler_id}>'] = filler_id
+    return vocab, merges
+
+
+def tokenizer_around(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_template: str, **names):
+    """A byte-level BPE ``Qwen2Tokenizer`` on :func:`vocab_around`; ``names``: its ``eos_token``, ``pad_token``, ...
+
+    Unlike :func:`build_tokenizer`, the special tokens may take any ids, below the bytes included.
+    """
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    vocab, merges = vocab_around(special_tokens)
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=32768, errors='replace', **names)
+    # Already in the vocabulary, so they keep their ids; this only marks them unsplittable.
+    tokenizer.add_tokens([AddedToken(token, special=special, normalized=False)
+                          for token, _, special in special_tokens])
+    tokenizer.chat_template = chat_template
+    return tokenizer
+
+
 def save_model(model_cls_name: str, config, out_dir: str, seed: int, *, eos_token_id=None,
                pad_token_id: Optional[int] = None, check_tied: bool = True) -> None:
     """Initialise ``transformers.<model_cls_name>(config)`` with ``seed`` and save it in float32."""
@@ -96,14 +133,15 @@ def save_model(model_cls_name: str, config, out_dir: str, seed: int, *, eos_toke
     model.save_pretrained(out_dir)
 
 
-def save_processor(processor, tokenizer, out_dir: str) -> None:
-    """Save a processor so every loader finds its parts.
+def save_processor(processor, tokenizer, out_dir: str, *,
+                   parts: Sequence[str] = ('image_processor', 'video_processor')) -> None:
+    """Save a processor so every loader finds its ``parts`` (those it has).
 
     ``processor.save_pretrained`` writes only processor_config.json; loaders that go straight to
-    AutoImageProcessor / AutoVideoProcessor need their own files.
+    AutoImageProcessor / AutoVideoProcessor (/ AutoFeatureExtractor) need their own files.
     """
     processor.save_pretrained(out_dir)
-    for part in ('image_processor', 'video_processor'):
+    for part in parts:
         if getattr(processor, part, None) is not None:
             getattr(processor, part).save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

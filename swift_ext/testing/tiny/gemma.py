@@ -23,8 +23,7 @@ from __future__ import annotations
 
 from typing import Tuple
 
-from .common import save_model
-from .pixtral import vocab_around
+from .common import save_model, save_processor, tokenizer_around
 
 PARENTS = ('gemma3_vision', 'gemma4', 'gemma4_nothinking')
 
@@ -80,18 +79,11 @@ GEMMA4_CHAT_TEMPLATE = (
 
 
 def tokenizer(parent: str):
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
     gemma3 = parent == 'gemma3_vision'
-    specials = GEMMA3_SPECIAL_TOKENS if gemma3 else GEMMA4_SPECIAL_TOKENS
-    vocab, merges = vocab_around(specials)
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token='<unk>', bos_token='<bos>', eos_token='<eos>',
-                         pad_token='<pad>', model_max_length=32768, errors='replace',
-                         extra_special_tokens=dict(GEMMA3_NAMED_TOKENS if gemma3 else GEMMA4_NAMED_TOKENS))
-    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, _, s in specials])
-    tok.chat_template = GEMMA3_CHAT_TEMPLATE if gemma3 else GEMMA4_CHAT_TEMPLATE
-    return tok
+    return tokenizer_around(GEMMA3_SPECIAL_TOKENS if gemma3 else GEMMA4_SPECIAL_TOKENS,
+                            chat_template=GEMMA3_CHAT_TEMPLATE if gemma3 else GEMMA4_CHAT_TEMPLATE,
+                            unk_token='<unk>', bos_token='<bos>', eos_token='<eos>', pad_token='<pad>',
+                            extra_special_tokens=dict(GEMMA3_NAMED_TOKENS if gemma3 else GEMMA4_NAMED_TOKENS))
 
 
 def _text_config(vocab_size: int) -> dict:
@@ -142,10 +134,6 @@ def build(parent: str, out_dir: str, seed: int) -> None:
     tok = tokenizer(parent)
     cls = 'Gemma3ForConditionalGeneration' if parent == 'gemma3_vision' else 'Gemma4ForConditionalGeneration'
     save_model(cls, config(parent), out_dir, seed, eos_token_id=[1, 106], pad_token_id=0)
-    proc = processor(parent, tok)
-    proc.save_pretrained(out_dir)
-    for part in ('image_processor', 'video_processor', 'feature_extractor'):
-        if getattr(proc, part, None) is not None:
-            getattr(proc, part).save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_processor(processor(parent, tok), tok, out_dir,
+                   parts=('image_processor', 'video_processor', 'feature_extractor'))
 

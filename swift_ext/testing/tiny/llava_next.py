@@ -19,9 +19,17 @@ templates. Run with ``--model_type llava1_6_mistral_hf`` / ``llava_onevision_hf`
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Tuple
 
-from .common import HIDDEN_SIZE, NUM_HEADS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, byte_level_vocab_and_merges, save_model
+from .common import (
+    HIDDEN_SIZE,
+    NUM_HEADS,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    save_model,
+    save_processor,
+    tokenizer_around,
+)
 
 PARENTS = ('llava1_6_mistral_hf', 'llava_onevision_hf')
 
@@ -50,32 +58,12 @@ OV_CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def _vocab(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
-    """Byte-level BPE symbols on the ids the special tokens leave free, fillers up to the last special id."""
-    taken = {token_id for _, token_id, _ in special_tokens}
-    base, merges = byte_level_vocab_and_merges()
-    vocab = {token: token_id for token, token_id, _ in special_tokens}
-    free = (i for i in range(10 ** 7) if i not in taken)
-    for symbol in sorted(base, key=base.get):  # the BPE's own order: a merge after its parts
-        vocab[symbol] = next(free)
-    used = set(vocab.values())
-    vocab.update({f'<tiny_filler_{i}>': i for i in range(max(used)) if i not in used})
-    return vocab, merges
-
-
 def tokenizer(parent: str):
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    next_ = parent == 'llava1_6_mistral_hf'
-    specials = NEXT_SPECIAL_TOKENS if next_ else OV_SPECIAL_TOKENS
-    vocab, merges = _vocab(specials)
-    names = (dict(unk_token='<unk>', bos_token='<s>', eos_token='</s>', pad_token='<pad>') if next_ else
-             dict(unk_token=None, eos_token='<|im_end|>', pad_token='<|endoftext|>'))
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, model_max_length=32768, errors='replace', **names)
-    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, _, s in specials])
-    tok.chat_template = NEXT_CHAT_TEMPLATE if next_ else OV_CHAT_TEMPLATE
-    return tok
+    if parent == 'llava1_6_mistral_hf':
+        return tokenizer_around(NEXT_SPECIAL_TOKENS, chat_template=NEXT_CHAT_TEMPLATE, unk_token='<unk>',
+                                bos_token='<s>', eos_token='</s>', pad_token='<pad>')
+    return tokenizer_around(OV_SPECIAL_TOKENS, chat_template=OV_CHAT_TEMPLATE, unk_token=None, eos_token='<|im_end|>',
+                            pad_token='<|endoftext|>')
 
 
 def _text_config(model_type: str, vocab_size: int, **ids) -> dict:
@@ -134,9 +122,4 @@ def build(parent: str, out_dir: str, seed: int) -> None:
     cls = 'LlavaNextForConditionalGeneration' if next_ else 'LlavaOnevisionForConditionalGeneration'
     save_model(cls, config(parent), out_dir, seed, eos_token_id=2 if next_ else [151645, 151643],
                pad_token_id=32001 if next_ else 151643)
-    proc = processor(parent, tok)
-    proc.save_pretrained(out_dir)
-    proc.image_processor.save_pretrained(out_dir)
-    if getattr(proc, 'video_processor', None) is not None:
-        proc.video_processor.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_processor(processor(parent, tok), tok, out_dir)

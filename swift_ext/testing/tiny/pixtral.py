@@ -18,9 +18,17 @@ a processor from the hub) or ``--model_type pixtral``.
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Sequence, Tuple
+from typing import Tuple
 
-from .common import HIDDEN_SIZE, NUM_HEADS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, byte_level_vocab_and_merges, save_model
+from .common import (
+    HIDDEN_SIZE,
+    NUM_HEADS,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    save_model,
+    save_processor,
+    tokenizer_around,
+)
 
 PARENTS = ('mistral_2503', 'mistral_2506', 'mistral_2512', 'mistral_2512_thinking', 'pixtral')
 
@@ -68,35 +76,9 @@ MISTRAL_CHAT_TEMPLATE = (
     "{% else %}{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}")
 
 
-def vocab_around(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
-    """A byte-level BPE vocabulary whose symbols take the ids ``special_tokens`` leave free.
-
-    Bytes and merges fill the lowest free ids; filler tokens no merge produces fill the gaps up to
-    the highest special id, so every special token sits at its real id, wherever that is.
-    """
-    taken = {token_id: token for token, token_id, _ in special_tokens}
-    base, merges = byte_level_vocab_and_merges()
-    vocab: Dict[str, int] = {token: token_id for token_id, token in taken.items()}
-    free = (i for i in range(10 ** 7) if i not in taken)
-    for symbol in sorted(base, key=base.get):  # keep the BPE's own order: a merge after its parts
-        vocab[symbol] = next(free)
-    used = set(vocab.values())
-    for filler_id in range(max(used)):
-        if filler_id not in used:
-            vocab[f'<tiny_filler_{filler_id}>'] = filler_id
-    return vocab, merges
-
-
 def tokenizer(parent: str = 'mistral_2503'):
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    vocab, merges = vocab_around(MISTRAL_SPECIAL_TOKENS + CONTROL_FILLERS)
-    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token='<unk>', bos_token='<s>', eos_token='</s>',
-                         pad_token='<pad>', model_max_length=32768, errors='replace')
-    tok.add_tokens([AddedToken(t, special=s, normalized=False) for t, _, s in MISTRAL_SPECIAL_TOKENS + CONTROL_FILLERS])
-    tok.chat_template = MISTRAL_CHAT_TEMPLATE
-    return tok
+    return tokenizer_around(MISTRAL_SPECIAL_TOKENS + CONTROL_FILLERS, chat_template=MISTRAL_CHAT_TEMPLATE,
+                            unk_token='<unk>', bos_token='<s>', eos_token='</s>', pad_token='<pad>')
 
 
 def _text_config() -> dict:
@@ -145,9 +127,6 @@ def build(parent: str, out_dir: str, seed: int) -> None:
     tok = tokenizer(parent)
     cls = 'LlavaForConditionalGeneration' if parent == 'pixtral' else 'Mistral3ForConditionalGeneration'
     save_model(cls, config(parent), out_dir, seed, eos_token_id=2, pad_token_id=11)
-    proc = processor(parent, tok)
-    proc.save_pretrained(out_dir)
-    proc.image_processor.save_pretrained(out_dir)
-    tok.save_pretrained(out_dir)
+    save_processor(processor(parent, tok), tok, out_dir)
     with open(os.path.join(out_dir, 'SYSTEM_PROMPT.txt'), 'w', encoding='utf-8') as f:
         f.write(SYSTEM_PROMPT)
