@@ -307,7 +307,7 @@ class GeoLogCallback(TrainerCallback):
 
 
 def completion_geometry(samples) -> Dict[str, list]:
-    """Per sample: original size, resized size ('WxH', ';' between images) and total tokens.
+    """Per sample: original size, resized size ('WxH', ';' between images), total tokens, image keys.
 
     Looked up in the geometry the `_geo` template recorded in this process when it encoded
     the sample for training; None where it recorded nothing.
@@ -329,6 +329,7 @@ def completion_geometry(samples) -> Dict[str, list]:
         out['geo_resized_size'].append(
             ';'.join(f'{g.resized_width}x{g.resized_height}' for g in geos))
         out['geo_visual_tokens'].append(sum(g.num_tokens for g in geos))
+        out['geo_image'].append(';'.join(image_key(img) for img in images))  # the log's `image` key
     return out
 
 

@@ -27,7 +27,10 @@ def row_limits_key(row_kwargs: Any) -> Tuple:
     """
     if not isinstance(row_kwargs, Mapping) or not row_kwargs:
         return (None, None)
-    return tuple(_hashable(row_kwargs.get(k)) for k in ('min_pixels', 'max_pixels'))
+    key = tuple(_hashable(row_kwargs.get(k)) for k in ('min_pixels', 'max_pixels'))
+    # PaddleOCR-VL takes its limits as edges; other families never see these keys.
+    edges = tuple(_hashable(row_kwargs.get(k)) for k in ('shortest_edge', 'longest_edge'))
+    return key + edges if any(v is not None for v in edges) else key
 
 
 def _hashable(value: Any) -> Any:

@@ -7,6 +7,7 @@ plugin file that ms-swift imports twice (a fresh module object each time) still 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any, MutableMapping
 
@@ -37,6 +38,16 @@ def warn_once(cause: str, message: str, *, limit: int = 2000) -> None:
     if len(message) > limit:
         message = message[:limit] + f'... [{len(message) - limit} more characters]'
     logger.warning(message)
+
+
+def _new_lock_in_child() -> None:
+    # A fork while another thread holds the lock would leave the child's copy locked forever.
+    global _WARNED_LOCK
+    _WARNED_LOCK = threading.Lock()
+
+
+if hasattr(os, 'register_at_fork'):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def reset_warnings() -> None:

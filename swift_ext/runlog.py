@@ -45,7 +45,7 @@ SETTINGS_FILE = 'geometry_settings.jsonl'
 LOGGING_FILE = 'logging.jsonl'
 COMPLETIONS_FILE = 'completions.jsonl'
 # Columns the geo_log callback adds to GRPO's completions table (``--log_completions true``).
-COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens')
+COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens', 'geo_image')
 MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'

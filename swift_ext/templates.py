@@ -78,6 +78,8 @@ class GeoTemplateMixin:
         sizes = getattr(_LOADED, 'sizes', None)
         if sizes is not None:
             sizes.append(tuple(loaded.size) if hasattr(loaded, 'size') else None)
+        if 'exif' in getattr(loaded, 'info', ()):  # a dict lookup: only files with EXIF pay more
+            _warn_if_rotated(loaded, image)
         return loaded
 
     def _preprocess_inputs(self, inputs) -> None:
@@ -203,6 +205,18 @@ def _entry(src, size) -> dict:
         except GeometryError as exc:
             entry['error'] = exc
     return entry
+
+
+def _warn_if_rotated(loaded, source) -> None:
+    """One warning per run when an image carries an EXIF rotation that viewers apply and the model does not."""
+    try:
+        orientation = loaded.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block changes nothing for the model
+        return
+    if orientation not in (None, 1):
+        warn_once('exif-rotation', f'{describe_source(source)}: EXIF orientation {orientation} rotates it in a '
+                  'viewer, but ms-swift feeds the stored pixels: boxes drawn in a viewer are in another frame '
+                  '(`swift-ext plan` lists every such image). Further such images are not warned about.')
 
 
 def _names(pending) -> str:

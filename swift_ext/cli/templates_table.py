@@ -38,7 +38,8 @@ def format_markdown(table_rows: List[dict]) -> str:
     for r in table_rows:
         coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
         styles = ', '.join(f'`{s}`' for s in r['box_styles'])
-        lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {"yes" if r["tiny_model"] else "-"} |')
+        tiny = 'yes' if r['tiny_model'] else '-'
+        lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {tiny} |')
     return '\n'.join(lines)
 
 

@@ -3,8 +3,6 @@ rewards receive and the `geo_log` records equal what ms-swift's template makes o
 `load_image`, then `qwen_omni_utils.fetch_image` (patch 14 for Qwen2.5-Omni, the processor's 16 for Qwen3-Omni)
 under the limits the Omni loader set on `qwen_omni_utils.vision_process`."""
 import os
-import resource
-import time
 
 import pytest
 from PIL import Image
@@ -35,11 +33,9 @@ def omni_expected(path, patch):
 def test_grpo_qwen_omni(e2e, tiny_model, tmp_path, parent):
     patch, factor = PATCH[parent], PATCH[parent] * 2
     data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
-    start = time.perf_counter()
-    lines, _, run_dir = e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=2 * len(SIZES),
-                                 env={'MAX_PIXELS': str(MAX_PIXELS)})
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
-    print(f'\n{parent} GRPO step: {time.perf_counter() - start:.1f} s, peak child RSS {peak_mb:.0f} MB')
+    lines, proc, run_dir = e2e.grpo(tiny_model(parent), parent, data, tmp_path, batch=2 * len(SIZES),
+                                    env={'MAX_PIXELS': str(MAX_PIXELS)})
+    print(f'\n{parent} GRPO step: {e2e.usage(proc)}')
 
     files = {f'{n}_{w}x{h}.png' for n, w, h in SIZES}
     expected = {}

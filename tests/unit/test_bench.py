@@ -12,17 +12,23 @@ import sys
 
 import pytest
 
-from swift_ext.cli.bench import (BENCHES, Figure, Goal, build_parser, format_table, interleaved,
-                             png_header, regex_iou, step_seconds, write_geometry_log)
+from swift_ext.cli.bench import BENCHES, NAMES, Figure, Goal, build_parser, format_table
+from swift_ext.cli.bench.grpo import step_seconds
+from swift_ext.cli.bench.measure import interleaved, png_header
+from swift_ext.cli.bench.reward import regex_iou
+from swift_ext.cli.bench.scale import write_geometry_log
+from swift_ext.cli.bench.template import family_parents
+from swift_ext.families import family_of
 from swift_ext.geometry import read_image_size
+from swift_ext.testing.tiny import parents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Figures that carry the goals: (bench, start of the figure name).
 GOAL_FIGURES = [
     (1, 'qwen2_5_vl: _geo / parent'), (1, 'internvl_hf: _geo / parent'),
-    (2, 'fetch_image / header'), (3, 'iou_score'), (4, 'geo / plain step time'),
-    (5, 'review'), (5, 'plan'),
+    (2, 'fetch_image / header'), (3, 'iou_score / baseline throughput, single box'), (3, 'iou_score, mix'),
+    (4, 'geo / plain step time'), (5, 'review'), (5, 'plan'),
 ]
 
 
@@ -55,7 +61,7 @@ class TestQuickRun:
         machine = record['machine']
         assert machine['nproc'] >= 1 and machine['cpu'] and machine['memory_gib'] > 0
         assert machine['versions']['ms-swift'] and machine['versions']['torch']
-        assert set(record['notes']) == {'template', 'geometry', 'reward', 'grpo', 'scale'}
+        assert set(record['notes']) == set(NAMES.values())
 
     def test_every_figure_is_positive_and_finite(self, quick_run):
         _, record = quick_run
@@ -76,6 +82,22 @@ class TestQuickRun:
         for fig in judged:
             assert isinstance(fig['passed'], bool)
             assert fig['goal']['op'] in ('<=', '>=', '<') and fig['goal']['threshold'] > 0
+
+    def test_template_overhead_covers_every_family(self, quick_run):
+        # benchmark 1 measures one parent per family that has a tiny checkpoint, with a goal each
+        _, record = quick_run
+        judged = {f['name'].split(':')[0] for f in record['figures']
+                  if f['bench'] == 1 and f['name'].endswith('_geo / parent, wall time') and f['goal']}
+        families = {family_of(p)[0].name for p in parents()}
+        assert {family_of(p)[0].name for p in judged} == families
+        assert record['failures'] == []
+
+    def test_reward_ratios_side_by_side(self, quick_run):
+        # single-box and mix throughput ratios come from the same run, next to each other
+        stdout, _ = quick_run
+        names = [line[3:51].strip() for line in stdout.splitlines() if line.startswith('3 ')]
+        i = names.index('iou_score / baseline throughput, single box')
+        assert names[i + 1] == 'iou_score / baseline throughput, mix'
 
     def test_figures_without_goal_have_no_verdict(self, quick_run):
         _, record = quick_run
@@ -134,6 +156,11 @@ class TestHelpers:
                                      Goal('>=', 20_000))])
         row = table.splitlines()[2].split()
         assert row[0] == '3' and row[-1] == 'pass' and '20,000' in row and '10,000' in row
+
+    def test_one_parent_per_family(self):
+        chosen = family_parents()
+        assert len({family_of(p)[0].name for p in chosen}) == len(chosen)
+        assert 'qwen2_5_vl' in chosen and set(chosen) <= set(parents())
 
     def test_interleaving_alternates_order(self):
         order = []

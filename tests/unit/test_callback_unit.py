@@ -15,6 +15,7 @@ from transformers import TrainerControl, TrainerState
 
 from swift_ext import callback, runlog
 from swift_ext.geometry import ImageGeometry
+from swift_ext.images import image_key
 from swift_ext.records import STORE, row_limits_key, set_active_settings
 from swift_ext.settings import default_settings
 
@@ -238,4 +239,6 @@ def test_completion_columns(tmp_path, clean_env, monkeypatch):
     assert list(trainer._logs['geo_original_size']) == ['640x480', '640x480;640x480', None, None]
     assert list(trainer._logs['geo_resized_size']) == ['644x476', '644x476;644x476', None, None]
     assert list(trainer._logs['geo_visual_tokens']) == [391, 782, None, None]
+    key = image_key(image)  # the `image` of its image_geometry.jsonl lines: how review finds the file
+    assert list(trainer._logs['geo_image']) == [key, f'{key};{key}', None, None]
     assert len(trainer._logs['prompt']) == 4

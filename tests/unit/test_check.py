@@ -24,35 +24,7 @@ from swift_ext.settings import default_settings
 # Importing swift costs ~8 s of CPU a process, so one launcher imports it once and forks a
 # process per side; each sets its own environment before anything reads a setting (MAX_PIXELS
 # is read when the processor loads, the role and log directory when the template logs).
-LAUNCHER = """
-import json, os, sys, traceback
-import swift_ext.plugin
-from swift.model import get_processor
-from swift.template import get_template
-model, sides = sys.argv[1], json.loads(sys.argv[2])
-pids = {}
-for name, side in sides.items():
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fd = os.open(side['log'], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.environ.update(side['env'])
-            processor = get_processor(model, model_type='qwen2_5_vl')
-            get_template(processor, template_type='qwen2_5_vl_geo', max_pixels=side['max_pixels'])
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    pids[name] = pid
-failed = [n for n, pid in pids.items() if os.waitpid(pid, 0)[1] != 0]
-print(json.dumps({'pids': pids, 'failed': failed}))
-"""
+LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'programs', 'check_sides.py')
 SETTINGS_ENV = ('MAX_PIXELS', 'MIN_PIXELS', 'MAX_NUM', runlog.ENV_DIR, runlog.ENV_ROLE)
 
 
@@ -75,7 +47,7 @@ def sides(tiny_model, tmp_path_factory):
     launch = {name: {'log': str(root / f'{name}.log'), 'max_pixels': max_pixels,
                      'env': {runlog.ENV_DIR: str(log_dir), **env}}
               for name, (log_dir, env, max_pixels) in specs.items()}
-    proc = subprocess.run([sys.executable, '-c', LAUNCHER, model, json.dumps(launch)],
+    proc = subprocess.run([sys.executable, LAUNCHER, model, json.dumps(launch)],
                           capture_output=True, text=True, timeout=300,
                           env={k: v for k, v in os.environ.items() if k not in SETTINGS_ENV})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -19,6 +19,7 @@ NAMES = ('tiny', 'landscape', 'wide')
 @pytest.fixture(scope='module')
 def processors(tiny_model):
     from swift.model import get_processor
+
     from swift_ext.testing.tiny import run_flags
     cache = {}
 

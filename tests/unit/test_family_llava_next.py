@@ -31,6 +31,7 @@ OTHER_PINPOINTS = [[336, 336], [336, 1344], [1344, 336], [672, 1008], [1008, 672
 @pytest.fixture(scope='module')
 def processors(tiny_model):
     from swift.model import get_processor
+
     from swift_ext.testing.tiny import run_flags
     cache = {}
 

@@ -203,6 +203,6 @@ def test_swift_max_pixels_rescales_first(processors, images):
 
 def test_image_views_reads_rows_from_newlines():
     # <image> src </image> then rows of slices: `</slice><slice>` joins a row, anything else breaks it.
-    P, I, S, E, NL, X = 9, 1, 2, 3, 7, 8
-    ids = [X, I, P, P, 4, S, P, E, S, P, E, NL, S, P, E, S, P, E, X, I, P, 4, X]
-    assert image_views(ids, pad=P, image_start=I, slice_start=S, slice_end=E) == [(6, [2, 2]), (1, [])]
+    P, IM, S, E, NL, X = 9, 1, 2, 3, 7, 8
+    ids = [X, IM, P, P, 4, S, P, E, S, P, E, NL, S, P, E, S, P, E, X, IM, P, 4, X]
+    assert image_views(ids, pad=P, image_start=IM, slice_start=S, slice_end=E) == [(6, [2, 2]), (1, [])]

@@ -58,6 +58,7 @@ def test_resize_parity_with_transformers(edge, patch):
 def test_predict_tokens_equal_processor_count(parent, edge, patch, merge):
     # transformers' PixtralProcessor._get_num_multimodal_tokens: (cols + 1) * rows, per size.
     import transformers as tf
+
     from swift_ext.testing.tiny.pixtral import tokenizer
     proc = tf.PixtralProcessor(image_processor=tf.PixtralImageProcessor(size={'longest_edge': edge}),
                                tokenizer=tokenizer(parent), patch_size=patch, spatial_merge_size=merge)

@@ -235,37 +235,7 @@ def test_plan_matches_template_encode(tiny_model, dataset, family, model_type, s
 # ms-swift reads MAX_PIXELS / MIN_PIXELS when the processor loads (turning them into qwen-vl-utils'
 # IMAGE_*_TOKEN_NUM, only where those are unset) and patches qwen-vl-utils' module constants once per
 # process, so each case is its own process: one launcher imports swift once and forks a child per case.
-ENV_LAUNCHER = """
-import json, os, sys, traceback
-import swift_ext.plugin
-from swift.model import get_processor
-from swift.template import get_template
-model, cases, images, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
-for name, env in cases.items():
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.environ.update(env)
-            template = get_template(get_processor(model, model_type='qwen2_5_vl'), template_type='qwen2_5_vl_geo')
-            merge = template.processor.image_processor.merge_size ** 2
-            result = {}
-            for path in images:
-                try:
-                    enc = template.encode({'messages': [{'role': 'user', 'content': '<image>box?'},
-                                                        {'role': 'assistant', 'content': 'ok'}], 'images': [path]})
-                    result[path] = int(enc['image_grid_thw'][0].prod()) // merge
-                except Exception as exc:
-                    result[path] = 'error: ' + str(exc)[:200]
-            with open(os.path.join(out, name + '.json'), 'w') as f:
-                json.dump(result, f)
-            code = 0
-        except BaseException:
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
-"""
+ENV_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'programs', 'plan_env_cases.py')
 ENV_VARS = ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM', 'MAX_RATIO',
             'SPATIAL_MERGE_SIZE', 'ROOT_IMAGE_DIR')
 ENV_CASES = {
@@ -296,7 +266,7 @@ def env_runs(tiny_model, tmp_path_factory):
     out = root / 'out'
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    proc = subprocess.run([sys.executable, '-c', ENV_LAUNCHER, tiny_model('qwen2_5_vl'), json.dumps(ENV_CASES),
+    proc = subprocess.run([sys.executable, ENV_LAUNCHER, tiny_model('qwen2_5_vl'), json.dumps(ENV_CASES),
                            json.dumps(images), str(out)], capture_output=True, text=True, timeout=600, env=env)
     results = {name: json.loads((out / f'{name}.json').read_text()) for name in ENV_CASES
                if (out / f'{name}.json').exists()}

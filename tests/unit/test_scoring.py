@@ -346,3 +346,84 @@ def test_one_prediction_matches_its_best_box(pred, gt):
     # the vectorized matrix behind the multi-box path computes exactly what box_iou does
     assert matched_iou([pred], gt) == max(box_iou(pred, g) for g in gt) / len(gt)
     assert matched_iou(gt, [pred]) == matched_iou([pred], gt)
+
+
+# --- the single-box fast path --------------------------------------------------------------------
+# iou_score answers one box against one box without parsing JSON or matching; everything else
+# goes the general way. Both must give the same float for every input: the fast path is an
+# optimisation, never a second definition of the score.
+def general(completion, solution, geometry, coords):
+    return scoring._general_score(completion, solution, geometry, coords)
+
+
+def test_fast_path_copies_the_boxes_pattern():
+    # the qwen2_5_json pattern is copied from swift_ext.boxes (private there): pinned equal
+    from swift_ext import boxes
+    assert scoring._BBOX_2D_RE.pattern == boxes._BBOX_2D_RE.pattern
+
+
+FAST_CASES = {
+    # (completion, solution, takes the fast path)
+    'json answer, JSON string gt': ('[{"bbox_2d": [64, 48, 322, 238], "label": "cat"}]', '[64, 48, 320, 240]', True),
+    'answer tag and fence': ('<think>[1, 2, 3, 4]</think><answer>```json\n[{"bbox_2d": [10, 20, 300, 400]}]\n```'
+                             '</answer>', '[12, 22, 290, 410]', True),
+    'list gt': ('{"bbox_2d": [64.4, 47.6, 322, 238]}', [64, 48, 320, 240], True),
+    'float list gt': ('{"bbox_2d": [64.4, 47.6, 322, 238]}', [64.0, 48.5, 320.25, 240.0], True),
+    'inverted prediction': ('{"bbox_2d": [322, 238, 64, 48]}', '[64, 48, 320, 240]', True),
+    'prediction outside the image': ('{"bbox_2d": [900, 900, 990, 990]}', '[64, 48, 320, 240]', True),
+    'prediction clipped': ('{"bbox_2d": [-50, -50, 100, 100]}', '[0, 0, 90, 90]', True),
+    'zero-area prediction': ('{"bbox_2d": [10, 10, 10, 50]}', '[0, 0, 90, 90]', True),
+    'disjoint': ('{"bbox_2d": [0, 0, 10, 10]}', '[100, 100, 200, 200]', True),
+    'exponent and sign': ('{"bbox_2d": [+1e1, 2E1, 3.5e2, .4e3]}', '[1e1, 20, 3.5E2, 4e2]', True),
+    'single quotes key': ("{'bbox_2d': [1, 2, 300, 400]}", '[1, 2, 300, 400]', True),
+    'gt with JSON whitespace': ('{"bbox_2d": [1, 2, 300, 400]}', ' [ 1 ,\n2,\t300 , 400 ]\r\n', True),
+    'huge but finite prediction': ('{"bbox_2d": [1e300, 1e300, 1e301, 1e301]}', '[1, 2, 300, 400]', True),
+    'prediction overflowing a float': ('{"bbox_2d": [1e400, 2, 3, 4]}', '[1, 2, 300, 400]', False),
+    'two boxes': ('[{"bbox_2d": [1, 2, 3, 4]}, {"bbox_2d": [5, 6, 7, 8]}]', '[1, 2, 3, 4]', False),
+    'two gt boxes': ('{"bbox_2d": [1, 2, 3, 4]}', '[[1, 2, 3, 4], [5, 6, 7, 8]]', False),
+    'gt as bbox_2d dict': ('{"bbox_2d": [1, 2, 3, 4]}', '{"bbox_2d": [1, 2, 3, 4]}', False),
+    'box tokens win over json': ('<|box_start|>(1,2),(3,4)<|box_end|>{"bbox_2d": [5, 6, 7, 8]}', '[1, 2, 3, 4]', False),
+    'internvl tag wins over json': ('<box>[[1, 2, 3, 4]]</box>{"bbox_2d": [5, 6, 7, 8]}', '[1, 2, 3, 4]', False),
+    'bare list': ('[10, 20, 300, 400]', '[10, 20, 300, 400]', False),
+    'bbox_2d without a box': ('{"bbox_2d": [1, 2, 3]} [10, 20, 300, 400]', '[10, 20, 300, 400]', False),
+    'gt plus sign (not JSON)': ('{"bbox_2d": [1, 2, 3, 4]}', '[+1, 2, 3, 4]', False),
+    'gt leading zero (not JSON)': ('{"bbox_2d": [1, 2, 3, 4]}', '[01, 2, 3, 4]', False),
+    'gt NaN': ('{"bbox_2d": [1, 2, 3, 4]}', '[NaN, 2, 3, 4]', False),
+    'gt inverted': ('{"bbox_2d": [1, 2, 3, 4]}', '[3, 2, 1, 4]', False),
+    'gt negative': ('{"bbox_2d": [1, 2, 3, 4]}', '[-1, 2, 3, 4]', False),
+    'gt infinite': ('{"bbox_2d": [1, 2, 3, 4]}', '[1, 2, 1e400, 4]', False),
+    'gt bools': ('{"bbox_2d": [1, 2, 3, 4]}', [False, False, True, True], False),
+    'gt numpy array': ('{"bbox_2d": [1, 2, 3, 4]}', np.array([1, 2, 3, 4]), False),
+    'gt tuple': ('{"bbox_2d": [1, 2, 3, 4]}', (1, 2, 3, 4), False),
+    'gt huge integer': ('{"bbox_2d": [1, 2, 3, 4]}', '[1, 2, ' + '9' * 5000 + ', 4]', False),
+    'no box': ('I cannot see it.', '[1, 2, 3, 4]', False),
+    'not a string': (None, '[1, 2, 3, 4]', False),
+}
+
+
+@pytest.mark.parametrize('name', sorted(FAST_CASES))
+@pytest.mark.parametrize('geometry', GEOMETRIES, ids=['qwen', 'qwen3', 'internvl'])
+@pytest.mark.parametrize('coords', ['abs', 'norm1000'])
+def test_fast_path_equals_general_path(name, geometry, coords):
+    completion, solution, fast = FAST_CASES[name]
+    taken = scoring._single_box_score(completion, solution, geometry, coords) is not scoring._NOT_FAST
+    assert taken is fast  # the common single-box case really is fast; the rest really is not
+    if completion is None:  # the general path refuses a non-str completion
+        with pytest.raises(TypeError):
+            iou_score(completion, solution, geometry, coords)
+        return
+    expected = general(completion, solution, geometry, coords)
+    assert iou_score(completion, solution, geometry, coords) == expected
+
+
+_coord = st.one_of(st.integers(-100, 3000), st.floats(-100, 3000, allow_nan=False, allow_infinity=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(pred=st.lists(_coord, min_size=4, max_size=4), gt=st.lists(_coord, min_size=4, max_size=4),
+       as_text=st.booleans(), wrap=st.sampled_from(['{}', '<answer>{}</answer>', '<think>x</think>{}']),
+       geometry=st.sampled_from(GEOMETRIES), coords=st.sampled_from(['abs', 'norm1000', 'norm1']))
+def test_fast_path_equals_general_path_random(pred, gt, as_text, wrap, geometry, coords):
+    completion = wrap.format('[{"bbox_2d": [%s], "label": "x"}]' % ', '.join(repr(v) for v in pred))
+    solution = '[%s]' % ', '.join(repr(v) for v in gt) if as_text else gt
+    assert iou_score(completion, solution, geometry, coords) == general(completion, solution, geometry, coords)

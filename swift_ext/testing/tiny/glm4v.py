@@ -16,8 +16,15 @@ tokens) sit at free ids above 151344.
 """
 from __future__ import annotations
 
-from .common import (HIDDEN_SIZE, NUM_HEADS, OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, build_tokenizer, save_model,
-                     save_processor)
+from .common import (
+    HIDDEN_SIZE,
+    NUM_HEADS,
+    OPENAI_CLIP_MEAN,
+    OPENAI_CLIP_STD,
+    build_tokenizer,
+    save_model,
+    save_processor,
+)
 
 PARENTS = ('glm4v', 'glm4_5v')
 
