@@ -1,6 +1,14 @@
 #!/usr/bin/env bash
-# The test command README gives: set up .venv if needed, then run the whole suite.
+# The test command README gives: set up .venv if needed, lint, then run the whole suite and
+# list the 25 slowest tests (CI's time budget: the suite must stay well inside 90 minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# --- lint ------------------------------------------------------------------------------------
+# The lint step goes here (ruff, configured in pyproject.toml's [tool.ruff]); it runs before the
+# tests so a style error fails fast. Skipped with SWIFT_EXT_SKIP_LINT=1.
+if [ "${SWIFT_EXT_SKIP_LINT:-0}" != 1 ]; then
+  :  # e.g. .venv/bin/ruff check swift_ext tests
+fi
+# --- tests -----------------------------------------------------------------------------------
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
