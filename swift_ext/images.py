@@ -339,8 +339,19 @@ def _read(fp, info: ImageSource, verify: bool) -> ImageHeader:
 
 
 def _orientation(img) -> int:
+    # PIL's PngImageFile.getexif() decodes the whole image to look for an eXIf chunk after the
+    # pixel data; a header read must not decode. For PNG, use what open() already parsed.
     try:
-        value = img.getexif().get(EXIF_ORIENTATION, 1)
+        if img.format == 'PNG':
+            raw = img.info.get('exif')
+            if not raw:
+                return 1
+            from PIL import Image
+            exif = Image.Exif()
+            exif.load(raw)
+            value = exif.get(EXIF_ORIENTATION, 1)
+        else:
+            value = img.getexif().get(EXIF_ORIENTATION, 1)
     except Exception:  # a broken EXIF block is not our business: ms-swift ignores EXIF
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1

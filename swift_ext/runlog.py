@@ -77,8 +77,15 @@ class _State:
 STATE = _State()
 
 
+_RANK = (None, -1)  # (pid, rank): a forked worker re-reads, its pid differs
+
+
 def rank() -> int:
-    return int(os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0')) or 0)
+    global _RANK
+    pid = os.getpid()
+    if _RANK[0] != pid:
+        _RANK = (pid, int(os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0')) or 0))
+    return _RANK[1]
 
 
 def geometry_path(log_dir: str, rank_: Optional[int] = None) -> str:

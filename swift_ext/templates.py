@@ -152,7 +152,9 @@ class GeoTemplateMixin:
             predicted.append(geo)
             clamps.append(clamped)
         actual = self.geo_family.actual(self, encoded, pending, predicted)
-        records, sample_id = [], _sample_id(inputs, pending)
+        # image_geometry.jsonl records only when a run log takes them (`--callbacks geo_log`).
+        logging_on = runlog.log_dir() is not None
+        records, sample_id = [], _sample_id(inputs, pending) if logging_on else None
         limits = row_limits_key(row_kwargs)
         for i, entry in enumerate(pending):
             geo = actual[i] if i < len(actual) else predicted[i]
@@ -164,10 +166,11 @@ class GeoTemplateMixin:
                           f'{entry["name"]}: template {settings.template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry['key'], limits, settings.template, geo)
-            records.append(runlog.image_record(
-                geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
-                template=settings.template, clamped=clamps[i], mismatch=mismatch,
-                sample_id=sample_id))
+            if logging_on:
+                records.append(runlog.image_record(
+                    geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
+                    template=settings.template, clamped=clamps[i], mismatch=mismatch,
+                    sample_id=sample_id))
         runlog.emit(records)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:

@@ -216,19 +216,20 @@ class LlavaNext(Family):
             return list(predicted)
         sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
         runs = token_runs(encoded['input_ids'], cls.image_token_id(template))
-        views = views_per_image(pixel_values)
-        if not len(runs) == len(sizes) == len(views) == len(predicted):
+        if not len(runs) == len(sizes) == len(predicted) or getattr(pixel_values, 'ndim', 0) != 5:
             return list(predicted)
         settings = template.geo_settings()
         out: List[Optional[ImageGeometry]] = []
-        for geo, (h, w), tokens, n_views, entry in zip(predicted, sizes, runs, views, entries):
+        for i, (geo, (h, w), tokens, entry) in enumerate(zip(predicted, sizes, runs, entries)):
             if geo is None:
                 out.append(None)
                 continue
             # The canvas of the size the processor really got, with the token and view counts it really made.
             seen = cls.geometry(settings, width=int(w), height=int(h), original_width=geo.original_width,
                                 original_height=geo.original_height, name=entry['name'])
+            n_views = real_views(pixel_values[i], seen.num_tiles)
             out.append(dataclasses.replace(seen, num_tokens=tokens, num_tiles=n_views))
+        return out
         return out
 
 
@@ -254,6 +255,21 @@ def view_sizes(image_processor: Any) -> Tuple[int, int, int]:
     if image_processor.do_center_crop and crop is not None and crop.get('height'):
         view_h, view_w = int(crop['height']), int(crop['width'])
     return tile, view_h, view_w
+
+
+def real_views(views: Any, expected: int) -> int:
+    """How many of one image's views [views, 3, H, W] are real (the rest is the batch's zero padding).
+
+    Looks at the two views around the ``expected`` boundary first (a real view is never all zero
+    after normalisation); only when they disagree with it are all views counted.
+    """
+    total = int(views.shape[0])
+
+    def real(k: int) -> bool:
+        return bool(views[k].abs().amax() > 0)
+    if 0 < expected <= total and real(expected - 1) and (expected == total or not real(expected)):
+        return expected
+    return views_per_image(views.unsqueeze(0))[0]
 
 
 def views_per_image(pixel_values: Any) -> List[int]:
