@@ -10,7 +10,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families.paddle_ocr import PaddleOcr, paddle_smart_resize
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key
+from swift_ext.records import STORE, image_key, row_limits_key
 from swift_ext.settings import default_settings
 
 
@@ -156,7 +156,7 @@ def _same(a, b):
 def _check_recorded(encoded, paths, settings, row=None):
     runs = [len(r) for r in ''.join('x' if t == 100295 else ' ' for t in encoded['input_ids']).split()]
     for i, path in enumerate(paths):
-        geo = STORE.get(image_key(path), (None, None), 'paddle_ocr_1_5_geo')
+        geo = STORE.get(image_key(path), row_limits_key(row), 'paddle_ocr_1_5_geo')
         w, h = Image.open(path).size
         predicted, _ = settings.predict(width=w, height=h, row_kwargs=row)
         t, gh, gw = encoded['image_grid_thw'][i].tolist()
@@ -186,7 +186,9 @@ def test_row_size_limits_reach_the_processor(paddle, images):
     b = geo_tpl.encode(_sample(paths, chat_template_kwargs=row))
     _same(a, b)
     _check_recorded(b, paths, geo_tpl.geo_settings(), row)
-    assert STORE.get(image_key(paths[0]), (None, None), 'paddle_ocr_1_5_geo').resized_width == 364
+    # Edge limits are part of the store key: the same file under other limits is another record.
+    assert STORE.get(image_key(paths[0]), row_limits_key(row), 'paddle_ocr_1_5_geo').resized_width == 364
+    assert row_limits_key(row) != row_limits_key({})
 
 
 def test_refusals_match_the_parent(paddle, images):

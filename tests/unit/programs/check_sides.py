@@ -11,6 +11,8 @@ import traceback
 from swift.model import get_processor
 from swift.template import get_template
 
+import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
+
 model, sides = sys.argv[1], json.loads(sys.argv[2])
 pids = {}
 for name, side in sides.items():

@@ -11,6 +11,8 @@ import traceback
 from swift.model import get_processor
 from swift.template import get_template
 
+import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
+
 model, cases, images, out = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), sys.argv[4]
 for name, env in cases.items():
     pid = os.fork()
