@@ -45,7 +45,7 @@ def model_frame_box(box, geo, coords: str) -> Optional[list]:
     """The ground-truth box as the model should write it (its own frame and convention)."""
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return None
-    return [round(v, 3 if coords == 'norm1' else 0) for v in geo.to_model_frame(box, coords)]
+    return [round(v, 3) if coords == 'norm1' else round(v) for v in geo.to_model_frame(box, coords)]
 
 
 def format_table(rows: List[dict]) -> str:
@@ -131,5 +131,5 @@ def main(argv: Optional[List[str]] = None) -> int:
           'the geometry is the point):\n')
     print(format_table(_ROWS))
     print(f'\nRun folder: {os.path.join(out, "output")} '
-          f'(review it with: swift-ext review <that folder>/v*-*)')
+          f'(review it with: swift-ext review {os.path.join(ns.out, "output")})')
     return 0
