@@ -24,7 +24,7 @@ from swift.template import TEMPLATE_MAPPING, register_template
 from . import runlog
 from .families import families, family_of
 from .geometry import GeometryError, ImageGeometry
-from .images import describe_source, image_key, read_image_size
+from .images import classify, describe_source, read_image_size
 from .records import STORE, row_limits_key, set_active_settings, warn_once
 from .settings import PreprocessSettings
 
@@ -171,7 +171,8 @@ class GeoTemplateMixin:
                     geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
                     template=settings.template, clamped=clamps[i], mismatch=mismatch,
                     sample_id=sample_id))
-        runlog.emit(records)
+        if records:
+            runlog.emit(records)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
         if entry['size'] is None:
@@ -200,8 +201,8 @@ _LOADED = threading.local()
 
 def _entry(src, size) -> dict:
     """What is known of one image before resizing; reads the header only if not loaded."""
-    entry = {'key': image_key(src), 'name': describe_source(src), 'size': size,
-             'error': None, 'resized': None}
+    info = classify(src)  # one classification for both the key and the name
+    entry = {'key': info.key, 'name': info.name, 'size': size, 'error': None, 'resized': None}
     if size is None:
         try:
             entry['size'] = read_image_size(src)
