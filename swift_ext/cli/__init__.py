@@ -9,7 +9,7 @@ from typing import List, Optional
 
 DEBUG_ENV = 'SWIFT_EXT_DEBUG'
 SUBCOMMANDS = {
-    'make-tiny-model': ('swift_ext.testing.tiny', 'build a tiny random local checkpoint'),
+    'make-tiny-model': ('swift_ext.cli.make_tiny_model', 'build a tiny random local checkpoint'),
     'demo': ('swift_ext.cli.demo', 'run the built-in GRPO grounding demo on a tiny model'),
     'review': ('swift_ext.cli.review', "summarise a run's geometry, rewards and metrics"),
     'score': ('swift_ext.cli.score', 'grounding metrics of `swift infer` results, in original pixels'),

@@ -9,7 +9,8 @@ import os
 import pytest
 import torch
 
-from swift_ext.testing.tiny import main, make_tiny_model, recipes, run_flags
+from swift_ext.cli.make_tiny_model import main
+from swift_ext.testing.tiny import make_tiny_model, recipes, run_flags
 
 # The families these tests cover; every other family's recipe is tested in its own file.
 FAMILIES = ('qwen2_vl', 'qwen2_5_vl', 'qwen3_vl', 'internvl_hf')

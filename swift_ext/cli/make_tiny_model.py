@@ -1,0 +1,39 @@
+"""`swift-ext make-tiny-model --family PARENT --out DIR [--seed N]`: a tiny random checkpoint for a parent template."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional, Sequence
+
+from ..testing.tiny import DEFAULT_SEED, make_tiny_model, parents, run_flags
+
+
+def build_parser(prog: str = 'swift-ext make-tiny-model') -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description='Write a tiny random vision-language checkpoint that ms-swift loads offline.')
+    parser.add_argument('--family', required=True, choices=parents(), metavar='PARENT',
+                        help='the ms-swift parent template: ' + ', '.join(parents()))
+    parser.add_argument('--out', required=True, help='output directory (missing or empty)')
+    parser.add_argument('--seed', type=int, default=DEFAULT_SEED, help='seed for the random weights')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``swift-ext make-tiny-model --family PARENT --out DIR [--seed N]``."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    try:
+        path = make_tiny_model(args.family, args.out, seed=args.seed)
+    except (FileExistsError, OSError) as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    flags = run_flags(args.family)
+    print(path)
+    print(f'use: --model {path} --model_type {flags["model_type"]} --template {flags["template"]} '
+          '--check_model false')
+    return 0
+
+
+if __name__ == '__main__':
+    raise SystemExit(main())
