@@ -24,7 +24,7 @@ from swift_ext.testing.tiny import parents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-# Figures that carry the goals: (bench, start of the figure name).
+# Figures that carry a published goal: (bench, start of the figure name).
 GOAL_FIGURES = [
     (1, 'qwen2_5_vl: _geo / parent'), (1, 'internvl_hf: _geo / parent'),
     (2, 'fetch_image / header'), (3, 'iou_score / baseline throughput, single box'), (3, 'iou_score, mix'),
@@ -74,7 +74,7 @@ class TestQuickRun:
 
     @pytest.mark.parametrize('bench,prefix', GOAL_FIGURES)
     def test_goal_figures_are_judged(self, quick_run, bench, prefix):
-        # Each of the goals is present and judged (pass or fail, not asserted here).
+        # Each published goal is present and judged (pass or fail, not asserted here).
         _, record = quick_run
         judged = [f for f in record['figures'] if f['bench'] == bench and f['name'].startswith(prefix)
                   and f['goal'] is not None]

@@ -242,7 +242,7 @@ ENV_CASES = {
     'none': {},
     'max_pixels': {'MAX_PIXELS': '200704'},
     'min_pixels': {'MIN_PIXELS': '401408'},
-    'image_max_token_num': {'IMAGE_MAX_TOKEN_NUM': '512'},  # the issue's 4032x3024 photo: 728x532, 494 tokens
+    'image_max_token_num': {'IMAGE_MAX_TOKEN_NUM': '512'},  # a 4032x3024 phone photo: 728x532, 494 tokens
     'image_min_token_num': {'IMAGE_MIN_TOKEN_NUM': '600'},
     'token_num_wins_over_pixels': {'IMAGE_MAX_TOKEN_NUM': '300', 'MAX_PIXELS': '802816'},
     'max_ratio': {'MAX_RATIO': '400'},  # a 1:300 image passes qwen-vl-utils' ratio check
@@ -289,8 +289,8 @@ def test_env_variable_plan_equals_real_template(env_runs, case, monkeypatch):
     assert failing == sorted(os.path.basename(p) for p, t in real.items() if not isinstance(t, int))
 
 
-def test_issue_photo_under_image_max_token_num(env_runs):
-    # The issue's figures: 4032x3024 under IMAGE_MAX_TOKEN_NUM=512 is 728x532, 494 tokens, in the real template.
+def test_phone_photo_under_image_max_token_num(env_runs):
+    # Measured with ms-swift: 4032x3024 under IMAGE_MAX_TOKEN_NUM=512 is 728x532, 494 tokens, in the real template.
     _, results = env_runs
     photo = next(p for p in results['image_max_token_num'] if p.endswith('4032x3024.png'))
     assert results['image_max_token_num'][photo] == 494
