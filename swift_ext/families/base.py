@@ -27,7 +27,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
 
 
 @dataclass(frozen=True)
@@ -153,6 +153,21 @@ class Family:
         return replace(settings, swift_max_pixels=pixels)
 
     # --- prediction -------------------------------------------------------------------
+    # ms-swift's Template._get_max_pixels: a row's chat_template_kwargs max_pixels, else --max_pixels,
+    # is the pre-rescale of every template; Qwen's templates override it to --max_pixels only (the
+    # row's value goes to fetch_image instead).
+    row_max_pixels_rescales: ClassVar[bool] = True
+
+    @classmethod
+    def pre_rescaled(cls, settings: PreprocessSettings, *, width: int, height: int, row_kwargs: Mapping,
+                     name: str) -> Tuple[int, int, Optional[str]]:
+        """The size after ms-swift's pre-rescale, and 'max_pixels' when it shrank the image."""
+        pre_max = row_number(row_kwargs, 'max_pixels', name) if cls.row_max_pixels_rescales else None
+        if pre_max is None:
+            pre_max = settings.swift_max_pixels
+        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
+        return w, h, 'max_pixels' if (w, h) != (width, height) else None
+
     @classmethod
     def predict(cls, settings: PreprocessSettings, *, width: int, height: int,
                 row_kwargs: Mapping, name: str) -> Tuple[ImageGeometry, Optional[str]]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Tuple
 
-from ..geometry import ImageGeometry, swift_rescaled_size
+from ..geometry import ImageGeometry
 from . import register_family
 from .base import Family, PreprocessSettings, token_runs, untrained_spec
 
@@ -98,8 +98,7 @@ class Gemma3(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
-        clamped: Optional[str] = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         cols, rows = (0, 0)
         if settings.do_pan_and_scan:
             cols, rows = pan_and_scan_grid(width=w, height=h, min_crop_size=settings.pan_and_scan_min_crop_size,

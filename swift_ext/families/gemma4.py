@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
+from typing import Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
 from .base import Family, PreprocessSettings, token_runs, untrained_spec
 
@@ -90,8 +90,7 @@ class Gemma4(Family):
         if settings.max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
             raise GeometryError(f'{name}: `max_soft_tokens` must be one of {SUPPORTED_SOFT_TOKENS}, '
                                 f'got {settings.max_soft_tokens}.')
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
-        clamped: Optional[str] = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         rw, rh = gemma4_resize(width=w, height=h, patch_size=settings.patch_size,
                                max_soft_tokens=settings.max_soft_tokens,
                                pooling_kernel_size=settings.pooling_kernel_size, name=name)

@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, row_number, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, token_id, token_runs
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).
@@ -190,11 +190,7 @@ class Glm4v(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        pre_max = row_number(row_kwargs, 'max_pixels', name)  # ms-swift's pre-rescale, per row
-        if pre_max is None:
-            pre_max = settings.swift_max_pixels
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        swift_clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, swift_clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         if settings.resize_rule == 'glm5_next':
             geo, clamped = _glm5_next_geometry(settings, width=w, height=h, name=name)
         else:

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, row_number
+from .base import Family, PreprocessSettings, TemplateSpec
 
 MAX_IMAGE_SIZE = 4096  # transformers' absolute cap on a side after the first resize
 IMAGE_TOKEN_ID = 128257  # hard-coded by ms-swift's Idefics3Template (<image>)
@@ -134,11 +134,7 @@ class Idefics3(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        pre_max = row_number(row_kwargs, 'max_pixels', name)
-        if pre_max is None:
-            pre_max = settings.swift_max_pixels
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         geo = idefics3_geometry(width=w, height=h, settings=settings, name=name)
         return replace(geo, original_width=width, original_height=height), clamped
 

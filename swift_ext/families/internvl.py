@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, replace
 
-from ..geometry import _target_ratios, internvl_geometry, swift_rescaled_size
+from ..geometry import _target_ratios, internvl_geometry
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id, token_runs
 
 _BOX = ('internvl_box',)
 _SOURCE = 'InternVL grounding format: <ref>label</ref><box>[[x1, y1, x2, y2]]</box> in 0-1000'
@@ -68,11 +68,7 @@ class Internvl(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        pre_max = row_number(row_kwargs, 'max_pixels', name)
-        if pre_max is None:
-            pre_max = settings.swift_max_pixels
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         geo = internvl_geometry(width=w, height=h, image_size=settings.image_size, min_num=settings.min_num,
                                 max_num=settings.max_num, use_thumbnail=settings.use_thumbnail,
                                 ratios=settings.tile_grids(), name=name)

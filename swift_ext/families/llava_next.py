@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, token_runs
 
@@ -202,7 +202,7 @@ class LlavaNext(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
+        w, h, _ = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         geo = cls.geometry(settings, width=w, height=h, original_width=width, original_height=height, name=name)
         # Every image is resized into a canvas; 'max_pixels' marks one that lost pixels on the way.
         shrunk = (w, h) != (width, height) or geo.resized_width < w

@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number, token_id
+from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id
 
 # Not verified against an OpenBMB source: MiniCPM-V's own grounding is reported (third-party
 # code) as <box>x1 y1 x2 y2</box> in 0-1000, a style boxes.py does not parse yet.
@@ -161,11 +161,7 @@ class Minicpmv(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        pre_max = row_number(row_kwargs, 'max_pixels', name)
-        if pre_max is None:
-            pre_max = settings.swift_max_pixels
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         geo = minicpmv_geometry(width=w, height=h, settings=settings, name=name)
         return replace(geo, original_width=width, original_height=height), clamped
 

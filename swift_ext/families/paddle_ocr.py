@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, row_number, token_runs
 
@@ -132,11 +132,7 @@ class PaddleOcr(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        pre_max = row_number(row_kwargs, 'max_pixels', name)  # ms-swift's pre-rescale, per row
-        if pre_max is None:
-            pre_max = settings.swift_max_pixels
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        swift_clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, swift_clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         min_pixels, max_pixels = row_size_limits(settings, row_kwargs, name)
         (rw, rh), clamped = paddle_smart_resize(width=w, height=h, factor=settings.factor,
                                                 min_pixels=min_pixels, max_pixels=max_pixels, name=name)

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import List, Sequence, Tuple
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import GeometryError, ImageGeometry
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
 
@@ -101,8 +101,7 @@ class Pixtral(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
-        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         rw, rh = pixtral_resize(width=w, height=h, max_width=settings.max_width, max_height=settings.max_height,
                                 token_patch=settings.token_patch)
         if rw <= 0 or rh <= 0:

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry, swift_rescaled_size
+from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number
 
@@ -49,6 +49,7 @@ class Qwen(Family):
     name = 'qwen'
     settings_cls = QwenSettings
     sweep_knob = 'MAX_PIXELS'
+    row_max_pixels_rescales = False  # Qwen*Template._get_max_pixels ignores the row (fetch_image reads it)
     env_vars = ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM', 'MAX_RATIO')
     templates = (
         TemplateSpec('qwen2_vl', 'norm1000', ('qwen2_box_tokens',), model_type='qwen2_vl',
@@ -121,8 +122,7 @@ class Qwen(Family):
 
     @classmethod
     def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h = swift_rescaled_size(width=width, height=height, max_pixels=settings.swift_max_pixels, name=name)
-        clamped = 'max_pixels' if (w, h) != (width, height) else None
+        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
         factor = settings.factor
         min_pixels = row_number(row_kwargs, 'min_pixels', name)
         max_pixels = row_number(row_kwargs, 'max_pixels', name)
