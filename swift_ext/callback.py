@@ -255,6 +255,7 @@ class GeoLogCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         # Batches fetched from now on belong to the next step.
         runlog.set_step(state.global_step + 1)
+        runlog.flush()  # this process's queued records, so the step's metrics see them
         if self.tail is not None:
             records = self.tail.read_new()
             lost = runlog.lost_records()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional, Sequence, Tuple
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
@@ -295,3 +295,11 @@ def __getattr__(name: str) -> Any:
         from . import images
         return getattr(images, name)
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def updated(geo: ImageGeometry, **changes: Any) -> ImageGeometry:
+    """``geo`` with ``changes``; ``geo`` itself where they change nothing (the encode agreed with the prediction)."""
+    for name, value in changes.items():
+        if getattr(geo, name) != value:
+            return replace(geo, **changes)
+    return geo

@@ -19,14 +19,17 @@ from .registry import warn_once  # noqa: F401  (re-exported: the templates and r
 MAX_RECORDS = 50_000
 
 
+NO_LIMITS = (None, None)
+
+
 def row_limits_key(row_kwargs: Any) -> Tuple:
     """The part of a row's chat_template_kwargs that can change an image's geometry, hashable.
 
     Anything that is not a mapping counts as no limits; an unhashable limit (a list, a dict)
     is keyed by its ``repr``, cut, so a store lookup never raises.
     """
-    if not isinstance(row_kwargs, Mapping) or not row_kwargs:
-        return (None, None)
+    if not row_kwargs or not isinstance(row_kwargs, Mapping):  # the common empty case first: one check
+        return NO_LIMITS
     key = tuple(_hashable(row_kwargs.get(k)) for k in ('min_pixels', 'max_pixels'))
     # PaddleOCR-VL takes its limits as edges; other families never see these keys.
     edges = tuple(_hashable(row_kwargs.get(k)) for k in ('shortest_edge', 'longest_edge'))

@@ -14,7 +14,7 @@ output directory (through the environment, so dataloader workers started later i
 rank's file with one ``os.write`` per batch of complete lines on an ``O_APPEND``
 descriptor: Linux holds the inode lock for a regular-file write, so lines from a rank's
 dataloader workers never interleave or tear, and a SIGKILL leaves only whole lines behind
-(at worst the one write in flight is missing).
+(missing are the one write in flight and the image records still queued, see ``queue_images``).
 
 Failures never stop training and are never silent: a write that fails is counted
 (``lost_records()``) and warned about once per cause; a log file or folder deleted while the
@@ -31,7 +31,7 @@ import os
 import struct
 import threading
 import time
-from typing import Iterable, List, Optional
+from typing import Any, Callable, Iterable, List, Optional, Sequence
 
 from .geometry import ImageGeometry
 from .images import payload_size
@@ -78,11 +78,13 @@ STATE = _State()
 
 
 _RANK = (None, -1)  # (pid, rank): a forked worker re-reads, its pid differs
+# This process's id, kept current by the fork hook below: os.getpid() is a system call each time.
+_PID = [os.getpid()]
 
 
 def rank() -> int:
     global _RANK
-    pid = os.getpid()
+    pid = _PID[0]
     if _RANK[0] != pid:
         _RANK = (pid, int(os.environ.get('RANK', os.environ.get('LOCAL_RANK', '0')) or 0))
     return _RANK[1]
@@ -117,16 +119,49 @@ def share_step() -> None:
         STATE.step = step
 
 
+_NOW = object()  # image_record's default step / time: the current ones
+
+
 def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,
                  template: str, clamped: Optional[str], mismatch: Optional[dict],
-                 sample_id: str) -> dict:
-    rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
-           'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
-           'template': template}
-    _add_payload_size(rec, key)
-    rec.update(geometry.to_dict())
-    rec.update({'clamped': clamped, 'mismatch': mismatch, 'error': None, 'time': time.time()})
-    return rec
+                 sample_id: str, step: Any = _NOW, when: Optional[float] = None) -> dict:
+    head, tail = _record_parts(key=key, image_index=image_index, mode=mode, template=template, clamped=clamped,
+                               mismatch=mismatch, sample_id=sample_id, step=step, when=when)
+    return {**head, **geometry.to_dict(), **tail}
+
+
+def _image_line(geometry: ImageGeometry, **fields: Any) -> str:
+    """``image_record(**fields)`` as its JSON line, the geometry's part encoded once per geometry object."""
+    head, tail = _record_parts(**fields)
+    return f'{_dumps(head)[:-1]},{_geometry_json(geometry)},{_dumps(tail)[1:]}\n'
+
+
+def _record_parts(*, key: str, image_index: int, mode: str, template: str, clamped: Optional[str],
+                  mismatch: Optional[dict], sample_id: str, step: Any, when: Optional[float]) -> tuple:
+    """The fields before an image record's geometry and the fields after it."""
+    head = {'step': STATE.step if step is _NOW else step, 'rank': rank(), 'pid': _PID[0],
+            'mode': _mode(mode), 'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
+            'template': template}
+    _add_payload_size(head, key)
+    return head, {'clamped': clamped, 'mismatch': mismatch, 'error': None,
+                  'time': time.time() if when is None else when}
+
+
+_dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
+# Geometry objects are shared (a template remembers its predictions), so their JSON is too:
+# id -> (geometry, fields as a JSON fragment); the geometry is held so its id stays its own.
+_GEOMETRY_JSON: dict = {}
+
+
+def _geometry_json(geometry: ImageGeometry) -> str:
+    hit = _GEOMETRY_JSON.get(id(geometry))
+    if hit is not None and hit[0] is geometry:
+        return hit[1]
+    fragment = _dumps(geometry.to_dict())[1:-1]
+    if len(_GEOMETRY_JSON) >= 4096:
+        _GEOMETRY_JSON.clear()
+    _GEOMETRY_JSON[id(geometry)] = (geometry, fragment)
+    return fragment
 
 
 def failure_record(*, key: str, image_index: int, mode: str, template: str, error: str,
@@ -165,7 +200,10 @@ def append_lines(path: str, records: Iterable[dict]) -> None:
     Where the file was deleted (its folder removed) since it was opened, it is recreated and
     the lines written again, with one warning. Raises OSError when writing fails.
     """
-    data = ''.join(json.dumps(r, separators=(',', ':')) + '\n' for r in records).encode()
+    _append_data(path, ''.join(_dumps(r) + '\n' for r in records).encode())
+
+
+def _append_data(path: str, data: bytes) -> None:
     if not data:
         return
     with STATE.lock:
@@ -226,11 +264,18 @@ def lost_records() -> int:
 
 
 def emit(records: list) -> None:
-    """Write records to this rank's geometry file, if a run directory is configured. Never raises."""
+    """Write records to this rank's geometry file now (after the queued ones), if a run directory is configured.
+
+    Never raises.
+    """
     d = log_dir()
     if not d or not records:
         return
-    path = geometry_path(d)
+    flush()
+    _write(geometry_path(d), records)
+
+
+def _write(path: str, records: list) -> None:
     try:
         append_lines(path, records)
     except OSError as exc:
@@ -239,9 +284,93 @@ def emit(records: list) -> None:
         _count_failure(path, OSError(errno.EINVAL, f'unserialisable record ({exc})'), len(records))
 
 
+# --- queued image records -------------------------------------------------------------------------------------
+# An encode's image records wait in memory and are built and written in batches: right after an
+# encode the CPU caches hold the pixels, and formatting and writing a record there costs several
+# times what it costs in a batch. A batch goes out when the `_geo` template collates a batch of
+# samples (in the process that encoded them), at every training step's end (the geo_log
+# callback), when it holds FLUSH_RECORDS images, when its oldest record is FLUSH_SECONDS old at
+# the next encode, before any other record is written, and when the process exits normally. A
+# SIGKILL loses what was queued: the records of a batch still being encoded.
+FLUSH_RECORDS = 256
+FLUSH_SECONDS = 1.0
+
+
+class _Queue:
+    def __init__(self):
+        self.pid = _PID[0]
+        self.lock = threading.Lock()
+        self.items: list = []
+        self.images = 0
+        self.since = 0.0
+        import multiprocessing.util  # a multiprocessing child (a dataloader worker) runs no atexit
+        multiprocessing.util.Finalize(self, flush, exitpriority=100)
+
+
+_QUEUE: Optional[_Queue] = None
+
+
+def _queue() -> _Queue:
+    global _QUEUE
+    q = _QUEUE
+    if q is None or q.pid != _PID[0]:  # a forked child starts empty: its parent writes what it queued
+        q = _QUEUE = _Queue()
+    return q
+
+
+def queue_images(images: Sequence[tuple], *, mode: str, template: str, sample_id: Callable[[], str],
+                 directory: Optional[str] = None) -> None:
+    """Queue one encode's image records, ``(geometry, key, image_index, clamped, mismatch)`` each.
+
+    ``sample_id`` is called when the records are built. The step and time are the current ones.
+    ``directory``: the run directory where the caller has just read ``log_dir()``. Does nothing
+    without a run directory; never raises.
+    """
+    d = directory or log_dir()
+    if not d or not images:
+        return
+    q, now = _queue(), time.time()
+    with q.lock:
+        if not q.items:
+            q.since = now
+        q.items.append((d, STATE.step, now, mode, template, sample_id, images))
+        q.images += len(images)
+        due = q.images >= FLUSH_RECORDS or not 0 <= now - q.since < FLUSH_SECONDS  # a clock set back too
+    if due:
+        flush()
+
+
+def flush() -> None:
+    """Build and write every queued image record of this process. Never raises."""
+    q = _QUEUE
+    if q is None or q.pid != _PID[0] or not q.items:
+        return
+    with q.lock:
+        items, q.items, q.images = q.items, [], 0
+    by_path: dict = {}
+    for d, step, when, mode, template, sample_id, images in items:
+        try:
+            sid = sample_id()
+            lines = [_image_line(geo, key=key, image_index=i, mode=mode, template=template, clamped=clamped,
+                                 mismatch=mismatch, sample_id=sid, step=step, when=when)
+                     for geo, key, i, clamped, mismatch in images]
+        except Exception as exc:  # a record that cannot be built: a bug, but never a crash
+            _count_failure(geometry_path(d), OSError(errno.EINVAL, f'unbuildable record ({exc!r})'), len(images))
+            continue
+        by_path.setdefault(geometry_path(d), []).extend(lines)
+    for path, lines in by_path.items():
+        try:
+            _append_data(path, ''.join(lines).encode())
+        except OSError as exc:
+            _count_failure(path, exc, len(lines))
+        except ValueError as exc:  # JSON is ASCII, so never; but a log line must never crash a run
+            _count_failure(path, OSError(errno.EINVAL, f'unwritable records ({exc})'), len(lines))
+
+
 def _after_fork_in_child() -> None:
     # The thread that held the lock at fork time does not exist in the child: a new lock, and
     # the parent's descriptors closed (the child opens its own, keyed by its pid).
+    _PID[0] = os.getpid()
     STATE.lock = threading.Lock()
     for key in [k for k in STATE.fds if k[0] != os.getpid()]:
         try:

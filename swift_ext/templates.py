@@ -14,21 +14,27 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
+import os
 import threading
 from importlib import metadata
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
 from . import runlog
 from .families import families, family_of
+from .families.base import Family
 from .geometry import GeometryError, ImageGeometry
-from .images import classify, describe_source, read_image_size
-from .records import STORE, row_limits_key, set_active_settings, warn_once
+from .images import ROOT_ENV, classify, describe_source, read_image_size
+from .records import NO_LIMITS, STORE, row_limits_key, set_active_settings, warn_once
 from .settings import PreprocessSettings
 
 logger = logging.getLogger(__name__)
+
+# Results a template remembers (predictions, a few hundred bytes each); the memo starts over when full.
+MEMO_SIZE = 4096
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,6 +53,7 @@ class GeoTemplateMixin:
 
     geo_family: Any = None  # the Family class
     geo_spec: Any = None  # its TemplateSpec for this parent
+    geo_notes_replace_tag = False  # whether the family has an on_replace_tag hook
 
     def init_processor(self, processor) -> None:
         super().init_processor(processor)
@@ -67,8 +74,46 @@ class GeoTemplateMixin:
         base = dataclasses.replace(family.default_settings(self.geo_spec.parent),
                                    swift_max_pixels=self.max_pixels, versions=_versions())
         settings = family.settings_from_template(self, base) if self.processor is not None else base
-        self.__dict__['_geo_settings_cache'] = (key, settings)
+        self.__dict__['_geo_settings_cache'] = (key, settings, {})
         return settings
+
+    def geo_memo(self) -> dict:
+        """A dict for results computed from the current settings (cleared with them, and when full)."""
+        cached = self.__dict__.get('_geo_settings_cache')
+        if cached is None or cached[0] != (self.max_pixels, id(self.processor)):
+            self.geo_settings()
+            cached = self.__dict__['_geo_settings_cache']
+        memo = cached[2]
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        return memo
+
+    def _geo_predict_all(self, pending, row_kwargs, limits) -> tuple:
+        """``settings.predict`` for each image (None where its size is unknown), and which limit clamped it.
+
+        Remembered per (size, row limits) for the current settings: a GRPO step encodes every
+        prompt's images once per generation and datasets repeat sizes, so most images are sizes
+        already seen. Only answers are remembered: a refusal is raised again (with this image's
+        name) every time.
+        """
+        settings, memo = self.geo_settings(), self.geo_memo()
+        # The limits' types too: True == 1 as a key, but the row check refuses a bool.
+        types = None if limits is NO_LIMITS else tuple(type(v) for v in limits)
+        predicted, clamps = [], []
+        for entry in pending:
+            size = entry['size']
+            if size is None:
+                predicted.append(None)
+                clamps.append(None)
+                continue
+            key = ('predict', tuple(size), limits, types)
+            found = memo.get(key)
+            if found is None:
+                found = memo[key] = settings.predict(width=size[0], height=size[1], row_kwargs=row_kwargs,
+                                                     name=entry['name'])
+            predicted.append(found[0])
+            clamps.append(found[1])
+        return predicted, clamps
 
     # --- hooks ----------------------------------------------------------------------
     def _load_image(self, image, load_images: bool):
@@ -112,7 +157,7 @@ class GeoTemplateMixin:
                 err = GeometryError(f'{entry["name"]}: image could not be loaded ({exc}).')
             self._geo_fail(inputs, pending, err)
             raise err from exc
-        if media_type == 'image' and pending and index < len(pending):
+        if self.geo_notes_replace_tag and media_type == 'image' and pending and index < len(pending):
             self.geo_family.on_replace_tag(self, inputs, index, pending[index])
         return context
 
@@ -137,42 +182,39 @@ class GeoTemplateMixin:
                           'training continues without it.')
         return encoded
 
+    def data_collator(self, batch, *args, **kwargs):
+        # A batch is complete here, in the process that encoded it (a dataloader worker or the
+        # trainer): its queued records go out now, before the step that trains it reads them.
+        try:
+            return super().data_collator(batch, *args, **kwargs)
+        finally:
+            runlog.flush()
+
     # --- recording --------------------------------------------------------------------
     def _geo_record(self, inputs, encoded, pending) -> None:
-        settings = self.geo_settings()
-        row_kwargs = dict(inputs.chat_template_kwargs or {})
-        predicted, clamps = [], []
-        for entry in pending:
-            if entry['size'] is None:
-                predicted.append(None)
-                clamps.append(None)
-                continue
-            w, h = entry['size']
-            geo, clamped = settings.predict(width=w, height=h, row_kwargs=row_kwargs, name=entry['name'])
-            predicted.append(geo)
-            clamps.append(clamped)
-        actual = self.geo_family.actual(self, encoded, pending, predicted)
-        # image_geometry.jsonl records only when a run log takes them (`--callbacks geo_log`).
-        logging_on = runlog.log_dir() is not None
-        records, sample_id = [], _sample_id(inputs, pending) if logging_on else None
+        row_kwargs = inputs.chat_template_kwargs or {}
         limits = row_limits_key(row_kwargs)
+        predicted, clamps = self._geo_predict_all(pending, row_kwargs, limits)
+        actual = self.geo_family.actual(self, encoded, pending, predicted)
+        template = self.geo_spec.name
+        # Written to image_geometry.jsonl only when a run log takes them (`--callbacks geo_log`).
+        directory = runlog.log_dir()
+        records = []
         for i, entry in enumerate(pending):
             geo = actual[i] if i < len(actual) else predicted[i]
             if geo is None:
                 continue
-            mismatch = _mismatch(geo, predicted[i])
+            mismatch = None if geo is predicted[i] else _mismatch(geo, predicted[i])
             if mismatch:
-                warn_once(f'mismatch:{settings.template}:{",".join(sorted(mismatch))}',
-                          f'{entry["name"]}: template {settings.template} produced {mismatch} '
+                warn_once(f'mismatch:{template}:{",".join(sorted(mismatch))}',
+                          f'{entry["name"]}: template {template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
-            STORE.put(entry['key'], limits, settings.template, geo)
-            if logging_on:
-                records.append(runlog.image_record(
-                    geometry=geo, key=entry['key'], image_index=i, mode=self.mode,
-                    template=settings.template, clamped=clamps[i], mismatch=mismatch,
-                    sample_id=sample_id))
+            STORE.put(entry['key'], limits, template, geo)
+            if directory:
+                records.append((geo, entry['key'], i, clamps[i], mismatch))
         if records:
-            runlog.emit(records)
+            runlog.queue_images(records, mode=self.mode, template=template,
+                                sample_id=_sample_id_later(inputs, pending), directory=directory)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
         if entry['size'] is None:
@@ -201,7 +243,7 @@ _LOADED = threading.local()
 
 def _entry(src, size) -> dict:
     """What is known of one image before resizing; reads the header only if not loaded."""
-    info = classify(src)  # one classification for both the key and the name
+    info = _classify_remembered(src)  # one classification for both the key and the name
     entry = {'key': info.key, 'name': info.name, 'size': size, 'error': None, 'resized': None}
     if size is None:
         try:
@@ -209,6 +251,26 @@ def _entry(src, size) -> dict:
         except GeometryError as exc:
             entry['error'] = exc
     return entry
+
+
+# Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
+# later file can change): a GRPO step encodes a prompt's images once per generation, and every
+# epoch sees each file again.
+_FOUND: Dict[tuple, Any] = {}
+
+
+def _classify_remembered(src):
+    if type(src) is not str or len(src) > 4096:
+        return classify(src)
+    key = (src, os.environ.get(ROOT_ENV), None if os.path.isabs(src) else os.getcwd())
+    info = _FOUND.get(key)
+    if info is None:
+        info = classify(src)
+        if info.kind == 'path' and info.error is None and info.path == info.key:  # found, or absolute
+            if len(_FOUND) >= 4096:
+                _FOUND.clear()
+            _FOUND[key] = info
+    return info
 
 
 def _warn_if_rotated(loaded, source) -> None:
@@ -237,12 +299,21 @@ def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> Optional[dict]
 
 
 def _sample_id(inputs, pending) -> str:
+    return _sample_id_later(inputs, pending)()
+
+
+def _sample_id_later(inputs, pending) -> Callable[[], str]:
+    """The sample's id as a call made when its records are written: the dataset's id, else a hash of its text."""
     extra = getattr(inputs, 'extra_kwargs', None) or {}
     for key in ('id', 'sample_id', 'prompt_id'):
         if extra.get(key) is not None:
-            return str(extra[key])
-    import hashlib
-    text = repr([m.get('content') for m in (inputs.messages or [])][:2]) + _names(pending)
+            return functools.partial(str, extra[key])
+    contents = [m.get('content') for m in (inputs.messages or [])[:2]]
+    return functools.partial(_text_id, contents, [e['name'] for e in pending])
+
+
+def _text_id(contents: list, names: List[str]) -> str:
+    text = repr(contents) + (', '.join(names) or '<no image>')
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
@@ -255,8 +326,10 @@ def geo_template_class(name: str) -> type:
         family, spec = family_of(name)
         parent_cls = TEMPLATE_MAPPING[spec.parent].template_cls
         cls_name = ''.join(p.capitalize() for p in spec.parent.split('_')) + 'GeoTemplate'
+        hook = family.on_replace_tag.__func__ is not Family.on_replace_tag.__func__
         cls = type(cls_name, (GeoTemplateMixin, parent_cls), {
-            'geo_family': family, 'geo_spec': spec, '__module__': __name__, '__qualname__': cls_name,
+            'geo_family': family, 'geo_spec': spec, 'geo_notes_replace_tag': hook,
+            '__module__': __name__, '__qualname__': cls_name,
             '__doc__': f'{parent_cls.__name__} that records image geometry ({family.name} family).'})
         globals()[cls_name] = cls  # so the class pickles by name
         GEO_TEMPLATES[name] = cls

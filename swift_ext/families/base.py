@@ -25,7 +25,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, ClassVar, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
 
@@ -206,23 +206,93 @@ def env_int(env: Mapping[str, str], name: str) -> Optional[int]:
         raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
 
 
-def token_runs(input_ids: Sequence[int], token_id: int) -> List[int]:
-    """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order."""
-    runs, length = [], 0
-    for tok in input_ids:
+def token_runs(input_ids: Sequence[int], token_id: int, expected: Optional[Sequence[int]] = None) -> List[int]:
+    """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order (see ``token_spans``)."""
+    return [length for _, length in token_spans(input_ids, token_id, expected)]
+
+
+def token_spans(input_ids: Sequence[int], token_id: int,
+                expected: Optional[Sequence[int]] = None) -> List[Tuple[int, int]]:
+    """``(start, length)`` of each contiguous run of ``token_id`` in ``input_ids``, in order.
+
+    ``expected`` is a hint, the run lengths the prediction gives: where the ids hold exactly
+    those runs that is proved with list scans that run in C (``count``, ``index``), a few
+    microseconds for thousands of image tokens; otherwise the runs are counted token by token.
+    The result is the same either way.
+    """
+    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else input_ids
+    if not isinstance(ids, list):
+        ids = list(ids)
+    if expected:
+        spans = _proved_spans(ids, token_id, expected)
+        if spans is not None:
+            return spans
+    spans, start = [], None
+    for i, tok in enumerate(ids):
         if tok == token_id:
-            length += 1
-        elif length:
-            runs.append(length)
-            length = 0
-    if length:
-        runs.append(length)
-    return runs
+            if start is None:
+                start = i
+        elif start is not None:
+            spans.append((start, i - start))
+            start = None
+    if start is not None:
+        spans.append((start, len(ids) - start))
+    return spans
+
+
+def predicted_tokens(predicted: Sequence[Optional[ImageGeometry]]) -> Optional[List[int]]:
+    """Every predicted image's token count (the ``expected`` hint of ``token_runs``); None if one is unknown."""
+    if not predicted or any(geo is None for geo in predicted):
+        return None
+    return [geo.num_tokens for geo in predicted]
+
+
+def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> Optional[List[Tuple[int, int]]]:
+    """The runs of ``token_id`` when they are exactly ``expected``, else None.
+
+    Each run starts at the first ``token_id`` after the previous one and must end where its
+    expected length says (last token ``token_id``, the next one not). No ``token_id`` lies
+    outside these intervals (the first is found by ``index``, the gaps by ``index`` too, the tail
+    is checked), so with ``count`` equal to the expected total every interval is whole.
+    """
+    if any(not isinstance(n, int) or n <= 0 for n in expected) or token_id not in ids:
+        return None
+    # The template builds a run as `[token] * n`, one object n times: comparing with that object
+    # stops at identity, about 15x faster than comparing equal values.
+    token_id = ids[ids.index(token_id)]
+    if ids.count(token_id) != sum(expected):
+        return None
+    spans, pos, total = [], 0, len(ids)
+    try:
+        for length in expected:
+            start = ids.index(token_id, pos)
+            end = start + length
+            if end > total or ids[end - 1] != token_id or (end < total and ids[end] == token_id):
+                return None
+            spans.append((start, length))
+            pos = end
+        ids.index(token_id, pos)
+    except ValueError:
+        return spans if len(spans) == len(expected) else None
+    return None  # a run after the expected ones
 
 
 def token_id(template: Any, token: str) -> int:
     """The tokenizer id of ``token`` for this template, memoised on the template object."""
-    cache = template.__dict__.setdefault('_geo_token_ids', {})
-    if token not in cache:
-        cache[token] = template.tokenizer.convert_tokens_to_ids(token)
-    return cache[token]
+    return template_memo(template, token, lambda: template.tokenizer.convert_tokens_to_ids(token))
+
+
+def as_numpy(tensor: Any) -> Any:
+    """The tensor's memory as a numpy array (no copy), or None where it has none (GPU, bfloat16, ...)."""
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError, AttributeError):
+        return None
+
+
+def template_memo(template: Any, name: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per template object (a token id, ...), kept on the template under ``name``."""
+    cache = template.__dict__.setdefault('_geo_once', {})
+    if name not in cache:
+        cache[name] = compute()
+    return cache[name]

@@ -14,14 +14,13 @@ image only, and the actual values are read from the encode (``pixel_values`` row
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, replace
 from typing import Tuple
 
-from ..geometry import ImageGeometry
+from ..geometry import ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
 
 # Real google/gemma-3-*-it settings (preprocessor_config.json / processor_config.json).
 GEMMA3_IMAGE_SIZE = 896
@@ -116,7 +115,9 @@ class Gemma3(Family):
         pixels = encoded.get('pixel_values')
         if pixels is None:
             return list(predicted)
-        runs = token_runs(encoded['input_ids'], template.processor.tokenizer.image_token_id)
+        tokenizer = template.processor.tokenizer  # its image_token_id is a vocabulary lookup each time: once
+        image_token = template_memo(template, 'gemma3.image_token', lambda: tokenizer.image_token_id)
+        runs = token_runs(encoded['input_ids'], image_token, predicted_tokens(predicted))
         height, width = (int(x) for x in pixels.shape[-2:])
         # One row per image, or (with pan-and-scan) the image then its crops, image after image. The
         # template drops `num_crops`, so only the total says what happened: per image where it settles it.
@@ -131,6 +132,6 @@ class Gemma3(Family):
             if geo is None:
                 out.append(geo)
                 continue
-            out.append(dataclasses.replace(geo, resized_width=width, resized_height=height, num_tiles=tiles[i],
-                                           num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
+            out.append(updated(geo, resized_width=width, resized_height=height, num_tiles=tiles[i],
+                               num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
         return out

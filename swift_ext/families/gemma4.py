@@ -11,14 +11,13 @@ and the other ``floor(ratio) * 48``, capped at ``max_soft_tokens * 48``. Soft to
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, replace
 from typing import Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, predicted_tokens, token_runs, untrained_spec
 
 # Real google/gemma-4-* image processor settings (also transformers' class defaults).
 GEMMA4_PATCH_SIZE = 16
@@ -108,13 +107,14 @@ class Gemma4(Family):
         # (images, max_patches, 2) of (x, y) patch positions, padding rows are -1.
         extents = (positions.amax(dim=1) + 1).tolist()
         patch = template.processor.image_processor.patch_size
-        runs = token_runs(encoded['input_ids'], template.config.image_token_id)
+        runs = token_runs(encoded['input_ids'], template.config.image_token_id, predicted_tokens(predicted))
         out = []
         for i, geo in enumerate(predicted):
             if geo is None or i >= len(extents):
                 out.append(geo)
                 continue
             cols, rows = extents[i]
-            out.append(dataclasses.replace(geo, resized_width=int(cols) * patch, resized_height=int(rows) * patch,
-                                           num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
+            out.append(updated(geo, resized_width=int(cols) * patch, resized_height=int(rows) * patch,
+                               num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
         return out
+

@@ -27,9 +27,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_id, token_runs
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).
@@ -206,7 +206,7 @@ class Glm4v(Family):
         if grid is None:
             return list(predicted)
         rows = grid.tolist() if hasattr(grid, 'tolist') else [list(g) for g in grid]
-        runs = token_runs(encoded['input_ids'], token_id(template, '<|image|>'))
+        runs = token_runs(encoded['input_ids'], token_id(template, '<|image|>'), predicted_tokens(predicted))
         settings = template.geo_settings()
         out = []
         for i, geo in enumerate(predicted):
@@ -219,9 +219,9 @@ class Glm4v(Family):
             size = (gw * settings.patch_size, gh * settings.patch_size)
             if settings.resize_rule == 'glm5_next':
                 extra = dict(geo.extra, canvas_width=size[0], canvas_height=size[1])
-                out.append(replace(geo, grid=(t, gh, gw), num_tokens=tokens, extra=tuple(extra.items())))
+                out.append(updated(geo, grid=(t, gh, gw), num_tokens=tokens, extra=tuple(extra.items())))
             else:
-                out.append(replace(geo, resized_width=size[0], resized_height=size[1], grid=(t, gh, gw),
+                out.append(updated(geo, resized_width=size[0], resized_height=size[1], grid=(t, gh, gw),
                                    num_tokens=tokens))
         return out
 

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec
+from .base import Family, PreprocessSettings, TemplateSpec, token_spans
 
 MAX_IMAGE_SIZE = 4096  # transformers' absolute cap on a side after the first resize
 IMAGE_TOKEN_ID = 128257  # hard-coded by ms-swift's Idefics3Template (<image>)
@@ -141,8 +141,9 @@ class Idefics3(Family):
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
         settings = template.geo_settings()
-        tiles = image_tiles(encoded['input_ids'], decode=template.tokenizer.decode,
-                            seq_len=settings.image_seq_len)
+        views = None if any(geo is None for geo in predicted) else sum(geo.num_tiles for geo in predicted)
+        tiles = image_tiles(encoded['input_ids'], decode=_memo_decode(template), seq_len=settings.image_seq_len,
+                            expected_views=views)
         if tiles is None or len(tiles) != len(predicted):
             return list(predicted)
         pixel_values = encoded.get('pixel_values')
@@ -151,27 +152,38 @@ class Idefics3(Family):
         return [None if geo is None else _from_encode(geo, t, settings) for geo, t in zip(predicted, tiles)]
 
 
-def image_tiles(input_ids, *, decode, seq_len: int, window: int = 32) -> Optional[List[tuple]]:
+def _memo_decode(template):
+    """The template's ``tokenizer.decode`` remembering its answers: the same few tag windows recur."""
+    cache = template.__dict__.setdefault('_geo_decoded', {})
+
+    def decode(ids):
+        key = tuple(ids)
+        text = cache.get(key)
+        if text is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            text = cache[key] = template.tokenizer.decode(ids)
+        return text
+    return decode
+
+
+def image_tiles(input_ids, *, decode, seq_len: int, window: int = 32,
+                expected_views: Optional[int] = None) -> Optional[List[tuple]]:
     """Per image in ``input_ids``: (views, rows, cols), from the ``<image>`` runs and their tags.
 
     Each run of ``seq_len`` image tokens is one view; the text just before it names it
     (``<row_R_col_C>`` for a tile, ``<global-img>`` for the global image, which ends an image).
-    None when the runs are not whole views.
+    None when the runs are not whole views. ``expected_views`` (the predicted count) only speeds
+    up finding the runs.
     """
-    ids = list(input_ids)
+    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else list(input_ids)
+    hint = [seq_len] * expected_views if expected_views else None
     out, rows, cols, views, end = [], 0, 0, 0, 0
-    i, n = 0, len(ids)
-    while i < n:
-        if ids[i] != IMAGE_TOKEN_ID:
-            i += 1
-            continue
-        start = i
-        while i < n and ids[i] == IMAGE_TOKEN_ID:
-            i += 1
-        if i - start != seq_len:
+    for start, length in token_spans(ids, IMAGE_TOKEN_ID, hint):
+        if length != seq_len:
             return None
         tags = _TAG_RE.findall(decode(ids[max(end, start - window):start]))
-        end, views = i, views + 1
+        end, views = start + length, views + 1
         if not tags:
             return None
         row, col = tags[-1]
@@ -189,7 +201,7 @@ def _from_encode(geo: ImageGeometry, tiles: tuple, settings: Idefics3Settings) -
     tile = settings.tile_size
     tokens = views * settings.image_seq_len
     if rows == 0:
-        return replace(geo, num_tokens=tokens, num_tiles=1, tile_cols=None, tile_rows=None, thumbnail=False,
+        return updated(geo, num_tokens=tokens, num_tiles=1, tile_cols=None, tile_rows=None, thumbnail=False,
                        global_width=None, global_height=None)
-    return replace(geo, num_tokens=tokens, resized_width=cols * tile, resized_height=rows * tile, tile_cols=cols,
+    return updated(geo, num_tokens=tokens, resized_width=cols * tile, resized_height=rows * tile, tile_cols=cols,
                    tile_rows=rows, num_tiles=views, thumbnail=True, global_width=tile, global_height=tile)

@@ -9,12 +9,11 @@ The encode shows each image as one run of ``<IMG_CONTEXT>`` tokens (tiles x toke
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, replace
 
-from ..geometry import _target_ratios, internvl_geometry
+from ..geometry import _target_ratios, internvl_geometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, env_int, predicted_tokens, token_id, token_runs
 
 _BOX = ('internvl_box',)
 _SOURCE = 'InternVL grounding format: <ref>label</ref><box>[[x1, y1, x2, y2]]</box> in 0-1000'
@@ -78,7 +77,7 @@ class Internvl(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        runs = token_runs(encoded['input_ids'], token_id(template, '<IMG_CONTEXT>'))
+        runs = token_runs(encoded['input_ids'], token_id(template, '<IMG_CONTEXT>'), predicted_tokens(predicted))
         if len(runs) != len(predicted):
             return list(predicted)
         settings = template.geo_settings()
@@ -90,6 +89,6 @@ def _with_tokens(geo, tokens: int, per_tile: int):
     tiles = tokens // per_tile
     # The tile count is a fact; the predicted grid is kept only if it agrees.
     if tiles != geo.num_tiles:
-        return dataclasses.replace(geo, num_tokens=tokens, num_tiles=tiles)
-    return dataclasses.replace(geo, num_tokens=tokens)
+        return updated(geo, num_tokens=tokens, num_tiles=tiles)
+    return updated(geo, num_tokens=tokens)
 

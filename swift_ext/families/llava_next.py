@@ -24,14 +24,13 @@ Coordinates: the model's frame is the padded canvas (``ImageGeometry.canvas_*``,
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, replace
 from typing import Any, List, Optional, Sequence, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, as_numpy, predicted_tokens, token_runs
 
 # llava-hf/llava-v1.6-mistral-7b-hf (preprocessor_config.json, processor_config.json); the other
 # LLaVA-NeXT-hf checkpoints ms-swift lists use the same five pinpoints and 336-pixel CLIP views.
@@ -215,21 +214,25 @@ class LlavaNext(Family):
         if sizes is None or pixel_values is None:
             return list(predicted)
         sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
-        runs = token_runs(encoded['input_ids'], cls.image_token_id(template))
+        runs = token_runs(encoded['input_ids'], cls.image_token_id(template), predicted_tokens(predicted))
         if not len(runs) == len(sizes) == len(predicted) or getattr(pixel_values, 'ndim', 0) != 5:
             return list(predicted)
-        settings = template.geo_settings()
+        settings, memo = template.geo_settings(), template.geo_memo()
+        views = as_numpy(pixel_values)
+        views = pixel_values if views is None else views  # numpy's calls cost less than torch's
         out: List[Optional[ImageGeometry]] = []
         for i, (geo, (h, w), tokens, entry) in enumerate(zip(predicted, sizes, runs, entries)):
             if geo is None:
                 out.append(None)
                 continue
             # The canvas of the size the processor really got, with the token and view counts it really made.
-            seen = cls.geometry(settings, width=int(w), height=int(h), original_width=geo.original_width,
-                                original_height=geo.original_height, name=entry['name'])
-            n_views = real_views(pixel_values[i], seen.num_tiles)
-            out.append(dataclasses.replace(seen, num_tokens=tokens, num_tiles=n_views))
-        return out
+            key = ('llava_next.seen', int(w), int(h), geo.original_width, geo.original_height)
+            seen = memo.get(key)
+            if seen is None:
+                seen = memo[key] = cls.geometry(settings, width=int(w), height=int(h), name=entry['name'],
+                                                original_width=geo.original_width, original_height=geo.original_height)
+            n_views = real_views(views[i], seen.num_tiles)
+            out.append(updated(seen, num_tokens=tokens, num_tiles=n_views))
         return out
 
 
@@ -257,19 +260,36 @@ def view_sizes(image_processor: Any) -> Tuple[int, int, int]:
     return tile, view_h, view_w
 
 
+# Values of a view looked at, at its start, middle and end: normalised pixels are never exactly
+# zero (the CLIP / SigLIP means times 255 are not whole numbers), so a real view has non-zero values
+# everywhere, while the processor's padding views are all zero.
+REAL_VIEW_PROBE = 256
+
+
 def real_views(views: Any, expected: int) -> int:
     """How many of one image's views [views, 3, H, W] are real (the rest is the batch's zero padding).
 
-    Looks at the two views around the ``expected`` boundary first (a real view is never all zero
-    after normalisation); only when they disagree with it are all views counted.
+    ``views`` is a torch tensor or a numpy array. Probes the two views around the ``expected``
+    boundary first; only when they disagree with it are all views counted, each read whole.
     """
     total = int(views.shape[0])
-
-    def real(k: int) -> bool:
-        return bool(views[k].abs().amax() > 0)
-    if 0 < expected <= total and real(expected - 1) and (expected == total or not real(expected)):
+    if 0 < expected <= total and _probed(views[expected - 1]) and (expected == total or not _probed(views[expected])):
         return expected
-    return views_per_image(views.unsqueeze(0))[0]
+    return sum(bool(views[k].any()) for k in range(total))
+
+
+def _probed(view: Any) -> bool:
+    """Whether one view shows a non-zero value at its start, middle or end (see REAL_VIEW_PROBE)."""
+    flat, n = view.reshape(-1), REAL_VIEW_PROBE
+    mid = max(0, flat.shape[0] // 2 - n // 2)
+    return _nonzero(flat[:n]) or _nonzero(flat[mid:mid + n]) or _nonzero(flat[-n:])
+
+
+def _nonzero(values: Any) -> bool:
+    if hasattr(values, 'count_nonzero'):  # a torch tensor
+        return bool(values.count_nonzero())
+    import numpy as np
+    return bool(np.count_nonzero(values))
 
 
 def views_per_image(pixel_values: Any) -> List[int]:

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id
 
@@ -222,11 +222,11 @@ def _from_encode(geo: ImageGeometry, tokens: int, rows: List[int], sizes: list, 
     """``geo`` with the tokens, grid and view sizes the encode produced."""
     src_h, src_w = sizes[0][0] * patch, sizes[0][1] * patch
     if not rows:
-        return replace(geo, num_tokens=tokens, resized_width=src_w, resized_height=src_h, tile_cols=None,
+        return updated(geo, num_tokens=tokens, resized_width=src_w, resized_height=src_h, tile_cols=None,
                        tile_rows=None, num_tiles=1, thumbnail=False, global_width=None, global_height=None, extra=())
     slice_h, slice_w = sizes[1][0] * patch, sizes[1][1] * patch
     cols = rows[0]
-    return replace(geo, num_tokens=tokens, resized_width=slice_w * cols, resized_height=slice_h * len(rows),
+    return updated(geo, num_tokens=tokens, resized_width=slice_w * cols, resized_height=slice_h * len(rows),
                    tile_cols=cols, tile_rows=len(rows), num_tiles=1 + sum(rows), thumbnail=True,
                    global_width=src_w, global_height=src_h,
                    extra=(('slice_width', slice_w), ('slice_height', slice_h)))

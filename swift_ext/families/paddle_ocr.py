@@ -25,9 +25,9 @@ import math
 from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, row_number, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, row_number, token_runs
 
 PADDLE_MAX_RATIO = 200
 # PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.
@@ -147,7 +147,7 @@ class PaddleOcr(Family):
         if grid is None:
             return list(predicted)
         rows = grid.tolist() if hasattr(grid, 'tolist') else [list(g) for g in grid]
-        runs = token_runs(encoded['input_ids'], template.image_token_id)
+        runs = token_runs(encoded['input_ids'], template.image_token_id, predicted_tokens(predicted))
         settings = template.geo_settings()
         out = []
         for i, geo in enumerate(predicted):
@@ -156,6 +156,6 @@ class PaddleOcr(Family):
                 continue
             t, gh, gw = (int(v) for v in rows[i])
             tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
-            out.append(replace(geo, resized_width=gw * settings.patch_size, resized_height=gh * settings.patch_size,
+            out.append(updated(geo, resized_width=gw * settings.patch_size, resized_height=gh * settings.patch_size,
                                grid=(t, gh, gw), num_tokens=tokens))
         return out

@@ -14,14 +14,13 @@ ms-swift refuses an image that floors to a zero side (its token list is empty).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass, replace
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
-from ..geometry import GeometryError, ImageGeometry
+from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, untrained_spec
+from .base import Family, PreprocessSettings, token_spans, untrained_spec
 
 # Real processor settings: mistral-community/pixtral-12b, mistralai/Mistral-Small-3.1-24B-Instruct-2503
 # (Mistral-Small-3.2 and Ministral-3 reuse the 3.1 vision encoder settings).
@@ -120,35 +119,77 @@ class Pixtral(Family):
             return list(predicted)
         sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
         ids = encoded['input_ids']
-        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
         proc = template.processor  # the ids the template expanded the image into
-        grids = image_token_grids(ids, proc.image_token_id, proc.image_break_token_id, proc.image_end_token_id)
+        grids = image_token_grids(ids, proc.image_token_id, proc.image_break_token_id, proc.image_end_token_id,
+                                  _predicted_grids(predicted))
         out = []
         for i, geo in enumerate(predicted):
             if geo is None or i >= len(sizes) or i >= len(grids):
                 out.append(geo)
                 continue
             (rh, rw), (rows, cols) = sizes[i], grids[i]
-            out.append(dataclasses.replace(geo, resized_width=int(rw), resized_height=int(rh),
-                                           num_tokens=rows * (cols + 1),
-                                           extra=(('token_rows', rows), ('token_cols', cols))))
+            out.append(updated(geo, resized_width=int(rw), resized_height=int(rh),
+                               num_tokens=rows * (cols + 1),
+                               extra=(('token_rows', rows), ('token_cols', cols))))
         return out
 
 
-def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int) -> List[Tuple[int, int]]:
-    """``(rows, cols)`` of each image's token block: ``[IMG]`` runs closed by ``[IMG_BREAK]`` / ``[IMG_END]``."""
-    grids, rows, cols, run = [], 0, None, 0
-    for tok in input_ids:
-        if tok == img:
-            run += 1
-        elif tok in (brk, end) and run:
-            rows += 1
-            cols = run if cols is None else cols
-            run = 0
-            if tok == end:
-                grids.append((rows, cols))
-                rows, cols = 0, None
+def _predicted_grids(predicted) -> Optional[List[Tuple[int, int]]]:
+    if any(geo is None for geo in predicted):
+        return None
+    grids = [dict(geo.extra) for geo in predicted]
+    return [(g['token_rows'], g['token_cols']) for g in grids]
+
+
+def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
+                      expected: Optional[Sequence[Tuple[int, int]]] = None) -> List[Tuple[int, int]]:
+    """``(rows, cols)`` of each image's token block: ``[IMG]`` runs closed by ``[IMG_BREAK]`` / ``[IMG_END]``.
+
+    A block is rows of ``[IMG]`` each closed by ``[IMG_BREAK]``, the last by ``[IMG_END]``; any other
+    token starts over. ``expected`` (the predicted grids) only speeds up finding the runs.
+    """
+    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else list(input_ids)
+    if expected:
+        proved = _proved_grids(ids, img, brk, end, expected)
+        if proved is not None:
+            return proved
+    hint = None if expected is None else [cols for rows, cols in expected for _ in range(rows)]
+    grids, rows, cols, next_start = [], 0, None, None
+    for start, length in token_spans(ids, img, hint):
+        if rows and start != next_start:  # something other than [IMG] followed the last [IMG_BREAK]
+            rows, cols = 0, None
+        close = ids[start + length] if start + length < len(ids) else None
+        if close != brk and close != end:
+            rows, cols = 0, None
+            continue
+        rows += 1
+        cols = length if cols is None else cols
+        if close == end:
+            grids.append((rows, cols))
+            rows, cols = 0, None
         else:
-            rows, cols, run = 0, None, 0
+            next_start = start + length + 1
     return grids
 
+
+def _proved_grids(ids: list, img: int, brk: int, end: int,
+                  expected: Sequence[Tuple[int, int]]) -> Optional[List[Tuple[int, int]]]:
+    """``expected`` when the ids hold exactly those blocks, each whole, and no other ``[IMG]``; else None.
+
+    Each block is compared as one list (C speed) where its first ``[IMG]`` is; with the ``[IMG]``
+    count equal to the blocks' total no ``[IMG]`` lies outside them, so the token-by-token parse
+    finds exactly these grids.
+    """
+    if any(not isinstance(n, int) or n <= 0 for grid in expected for n in grid) or img not in ids:
+        return None
+    img = ids[ids.index(img)]  # the object the template repeated: comparisons stop at identity
+    if ids.count(img) != sum(rows * cols for rows, cols in expected):
+        return None
+    pos = 0
+    for rows, cols in expected:
+        block = ([img] * cols + [brk]) * (rows - 1) + [img] * cols + [end]
+        start = ids.index(img, pos)
+        if ids[start:start + len(block)] != block:
+            return None
+        pos = start + len(block)
+    return [tuple(grid) for grid in expected]

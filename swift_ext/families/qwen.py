@@ -11,11 +11,10 @@ variable is unset) when the processor loads; a row's ``chat_template_kwargs``
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, replace
 from typing import Optional
 
-from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry
+from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number
 
@@ -160,6 +159,6 @@ class Qwen(Family):
                 out.append(geo)
                 continue
             t, gh, gw = rows[i]
-            out.append(dataclasses.replace(geo, resized_width=resized[0], resized_height=resized[1],
-                                           grid=(t, gh, gw), num_tokens=t * gh * gw // merge))
+            out.append(updated(geo, resized_width=resized[0], resized_height=resized[1],
+                               grid=(t, gh, gw), num_tokens=t * gh * gw // merge))
         return out

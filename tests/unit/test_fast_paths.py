@@ -1,0 +1,294 @@
+"""The shortcuts that keep a `_geo` encode within 1% of its parent give the same answers as the long way:
+token runs proved from a hint, Pixtral grids and Idefics3 tiles found from runs, LLaVA-NeXT's view probe,
+remembered predictions and image identities, and image records queued then written in batches."""
+import json
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import swift_ext.plugin  # noqa: F401  (registers the templates)
+from swift_ext import runlog, templates
+from swift_ext.families.base import token_runs, token_spans
+from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
+from swift_ext.families.llava_next import real_views
+from swift_ext.families.pixtral import image_token_grids
+from swift_ext.geometry import GeometryError, ImageGeometry, updated
+
+TOK = 7
+
+
+def loop_spans(ids, tok):
+    """The plain token-by-token count, the reference."""
+    spans, start = [], None
+    for i, t in enumerate(list(ids) + [None]):
+        if t == tok and start is None:
+            start = i
+        elif t != tok and start is not None:
+            spans.append((start, i - start))
+            start = None
+    return spans
+
+
+ids_strategy = st.lists(st.sampled_from([TOK, TOK, TOK, 1, 2]), max_size=80)
+
+
+# --- token runs ---------------------------------------------------------------------------------
+@settings(max_examples=3000, deadline=None)
+@given(ids=ids_strategy, hint=st.one_of(st.none(), st.lists(st.integers(-1, 12), max_size=6)), data=st.data())
+def test_token_spans_equal_the_loop_whatever_the_hint(ids, hint, data):
+    # A hint right, wrong, too long, too short, negative: the answer is always the loop's.
+    if data.draw(st.booleans()):
+        hint = [n for _, n in loop_spans(ids, TOK)]  # the true runs: the proof path
+        if hint and data.draw(st.booleans()):
+            i = data.draw(st.integers(0, len(hint) - 1))
+            hint[i] += data.draw(st.sampled_from([-1, 1]))  # one run off by one
+    assert token_spans(ids, TOK, hint) == loop_spans(ids, TOK)
+    assert token_runs(ids, TOK, hint) == [n for _, n in loop_spans(ids, TOK)]
+
+
+def test_token_runs_hint_cannot_hide_a_hole_paid_by_a_later_token():
+    # Counts match (3 + 2 = 5 tokens) and every boundary looks right, but run 1 has a hole and a
+    # stray token after the last run pays for it: the proof must refuse and count.
+    ids = [TOK, 1, TOK, 2, TOK, TOK, 2, TOK]
+    assert token_runs(ids, TOK, [3, 2]) == [1, 1, 2, 1]
+    assert token_runs(torch.tensor(ids), TOK, [1, 1, 2, 1]) == [1, 1, 2, 1]  # a tensor too
+
+
+# --- Pixtral grids --------------------------------------------------------------------------------
+IMG, BRK, END = 10, 12, 13
+
+
+def loop_grids(ids):
+    """The token-by-token parser the span version replaced, the reference."""
+    grids, rows, cols, run = [], 0, None, 0
+    for tok in ids:
+        if tok == IMG:
+            run += 1
+        elif tok in (BRK, END) and run:
+            rows += 1
+            cols = run if cols is None else cols
+            run = 0
+            if tok == END:
+                grids.append((rows, cols))
+                rows, cols = 0, None
+        else:
+            rows, cols, run = 0, None, 0
+    return grids
+
+
+@settings(max_examples=3000, deadline=None)
+@given(ids=st.lists(st.sampled_from([IMG, IMG, IMG, BRK, END, 1]), max_size=60),
+       hint=st.one_of(st.none(), st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), max_size=3)),
+       data=st.data())
+def test_pixtral_grids_equal_the_token_loop(ids, hint, data):
+    if data.draw(st.booleans()):
+        hint = loop_grids(ids)  # the true grids: the proof path
+    assert image_token_grids(ids, IMG, BRK, END, hint) == loop_grids(ids)
+
+
+def test_pixtral_grids_from_real_blocks():
+    block = lambda rows, cols: ([IMG] * cols + [BRK]) * (rows - 1) + [IMG] * cols + [END]  # noqa: E731
+    ids = [1] + block(3, 4) + [1, 1] + block(1, 2)
+    assert image_token_grids(ids, IMG, BRK, END, [(3, 4), (1, 2)]) == [(3, 4), (1, 2)]
+    assert image_token_grids(ids, IMG, BRK, END, [(2, 4), (1, 2)]) == [(3, 4), (1, 2)]  # a wrong hint
+    # The hint's blocks are all there, but a stray [IMG] elsewhere (a broken third block) is not in it.
+    stray = ids + [IMG, 1]
+    assert image_token_grids(stray, IMG, BRK, END, [(3, 4), (1, 2)]) == loop_grids(stray) == [(3, 4), (1, 2)]
+    broken = block(2, 2)[:-1] + [1] + ids  # a block cut short before the hinted ones
+    assert image_token_grids(broken, IMG, BRK, END, [(3, 4), (1, 2)]) == loop_grids(broken)
+
+
+# --- Idefics3 tiles ---------------------------------------------------------------------------------
+def test_idefics3_tiles_same_with_any_hint():
+    tags = {100: '<row_1_col_1>', 101: '<row_1_col_2>', 102: '<global-img>', 1: 'x'}
+    decode = lambda ids: ''.join(tags.get(i, '') for i in ids)  # noqa: E731
+    seq = [IMAGE_TOKEN_ID] * 4
+    ids = [1, 100, *seq, 101, *seq, 102, *seq, 1, 102, *seq]
+    want = [(3, 1, 2), (1, 0, 0)]
+    for hint in (None, 4, 3, 5, 0):
+        assert image_tiles(ids, decode=decode, seq_len=4, expected_views=hint) == want
+
+
+# --- LLaVA-NeXT views --------------------------------------------------------------------------------
+@pytest.mark.parametrize('as_numpy', [False, True])
+def test_real_views_probe_and_fallback(as_numpy):
+    views = torch.rand(5, 3, 40, 40) - 0.5  # normalised: non-zero everywhere
+    views[3:] = 0  # the batch's padding
+    arr = views.numpy() if as_numpy else views
+    assert real_views(arr, 3) == 3  # the predicted boundary holds
+    assert real_views(arr, 2) == 3 and real_views(arr, 4) == 3 and real_views(arr, 9) == 3  # counted whole
+    views[1, :, :10] = 0  # a real view whose first rows are zero is still real
+    arr = views.numpy() if as_numpy else views
+    assert real_views(arr, 3) == 3
+
+
+# --- remembered results ---------------------------------------------------------------------------------
+def test_updated_keeps_the_object_when_nothing_changes():
+    geo = ImageGeometry(original_width=10, original_height=10, resized_width=28, resized_height=28, num_tokens=1)
+    assert updated(geo, num_tokens=1, resized_width=28) is geo
+    changed = updated(geo, num_tokens=2)
+    assert changed.num_tokens == 2 and changed is not geo and geo.num_tokens == 1
+
+
+@pytest.fixture(scope='module')
+def qwen_template(tiny_model):
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    from swift_ext.testing.tiny import run_flags
+    proc = get_processor(tiny_model('qwen2_5_vl'), model_type=run_flags('qwen2_5_vl')['model_type'])
+    tpl = get_template(proc, template_type='qwen2_5_vl_geo')
+    tpl.set_mode('train')
+    return tpl
+
+
+def _entry(size, name='a.png'):
+    return {'size': size, 'name': name, 'key': '/x/' + name, 'error': None, 'resized': None}
+
+
+def test_remembered_prediction_is_the_prediction_and_refusals_repeat(qwen_template):
+    tpl = qwen_template
+    settings_ = tpl.geo_settings()
+    rows = {'min_pixels': 1}
+    limits = templates.row_limits_key(rows)
+    [first], [clamped] = tpl._geo_predict_all([_entry((640, 480))], rows, limits)
+    assert (first, clamped) == settings_.predict(width=640, height=480, row_kwargs=rows)
+    assert tpl._geo_predict_all([_entry((640, 480))], rows, limits)[0][0] is first  # remembered
+    # True == 1 as a dict key, but a bool limit is refused every time, naming the image.
+    bad = {'min_pixels': True}
+    for name in ('b.png', 'c.png'):
+        with pytest.raises(GeometryError, match=name):
+            tpl._geo_predict_all([_entry((640, 480), name)], bad, templates.row_limits_key(bad))
+
+
+def test_memo_starts_over_with_new_settings(qwen_template):
+    tpl = qwen_template
+    tpl.geo_memo()['probe'] = 1
+    old = tpl.max_pixels
+    try:
+        tpl.max_pixels = 50176
+        assert 'probe' not in tpl.geo_memo()
+        [geo], [clamped] = tpl._geo_predict_all([_entry((1280, 960))], {}, (None, None))
+        assert clamped == 'max_pixels' and geo.resized_width * geo.resized_height <= 50176
+    finally:
+        tpl.max_pixels = old
+
+
+def test_remembered_identity_only_for_files_it_cannot_change(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    templates._FOUND.clear()
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'late.png')
+    assert templates._FOUND == {}  # missing relative path: a later file or ROOT_IMAGE_DIR may change it
+    (tmp_path / 'sub').mkdir()
+    (tmp_path / 'sub' / 'late.png').write_bytes(b'x')
+    monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub'))
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
+    monkeypatch.chdir(tmp_path / 'sub')  # another working directory is another key
+    (tmp_path / 'sub' / 'sub').mkdir()
+    monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub' / 'sub'))
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
+
+
+# --- queued records ---------------------------------------------------------------------------------
+GEO = ImageGeometry(original_width=640, original_height=480, resized_width=644, resized_height=476, num_tokens=391,
+                    grid=(1, 34, 46))
+
+
+@pytest.fixture()
+def log_dir(tmp_path, monkeypatch):
+    d = tmp_path / 'run'
+    monkeypatch.setenv(runlog.ENV_DIR, str(d))
+    monkeypatch.delenv('RANK', raising=False)
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    runlog.flush()
+    yield d
+    runlog.flush()
+    for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
+        os.close(runlog.STATE.fds.pop(key))
+
+
+def _queue(i, step=None):
+    runlog.set_step(step)
+    runlog.queue_images([(GEO, f'/x/{i}.png', 0, None, None)], mode='train', template='t_geo',
+                        sample_id=lambda: f's{i}')
+
+
+def _lines(d):
+    path = d / runlog.GEOMETRY_FILE
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_queued_records_are_the_records_with_their_encode_step(log_dir):
+    _queue(1, step=5)
+    _queue(2, step=6)
+    assert _lines(log_dir) == []  # queued
+    runlog.flush()
+    recs = _lines(log_dir)
+    assert [(r['image'], r['step'], r['sample_id']) for r in recs] == [('/x/1.png', 5, 's1'), ('/x/2.png', 6, 's2')]
+    direct = runlog.image_record(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
+                                 clamped=None, mismatch=None, sample_id='s1', step=5, when=recs[0]['time'])
+    assert recs[0] == direct and list(recs[0]) == list(direct)  # the same fields in the same order
+    _queue(3, step=7)  # the same geometry object again: its JSON is reused, the rest is this record's
+    runlog.flush()
+    assert _lines(log_dir)[-1] == {**direct, 'step': 7, 'image': '/x/3.png', 'sample_id': 's3',
+                                   'time': _lines(log_dir)[-1]['time']}
+
+
+def test_queue_flushes_when_full_old_or_before_a_direct_record(log_dir, monkeypatch):
+    monkeypatch.setattr(runlog, 'FLUSH_RECORDS', 3)
+    for i in range(3):
+        _queue(i)
+    assert len(_lines(log_dir)) == 3  # full
+    _queue(3)
+    runlog.emit([{'error': 'direct'}])  # the queued one goes first: order kept
+    assert [r.get('image') for r in _lines(log_dir)][3:] == ['/x/3.png', None]
+    monkeypatch.setattr(runlog, 'FLUSH_SECONDS', 0.0)
+    _queue(4)
+    assert _lines(log_dir)[-1]['image'] == '/x/4.png'  # old enough at once
+
+
+def test_a_record_that_cannot_be_built_is_counted_not_raised(log_dir):
+    before = runlog.lost_records()
+    runlog.queue_images([(GEO, '/x/1.png', 0, None, None)], mode='train', template='t', sample_id=lambda: 1 / 0)
+    runlog.flush()
+    assert runlog.lost_records() == before + 1 and _lines(log_dir) == []
+
+
+def _child_queues_and_exits(n):
+    for i in range(n):
+        _queue(100 + i)
+
+
+def test_a_multiprocessing_child_writes_its_queue_at_exit_and_not_its_parents(log_dir):
+    _queue(1)  # the parent's, still queued when the child forks
+    child = multiprocessing.get_context('fork').Process(target=_child_queues_and_exits, args=(3,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    assert sorted(r['image'] for r in _lines(log_dir)) == ['/x/100.png', '/x/101.png', '/x/102.png']
+    runlog.flush()
+    assert sorted(r['image'] for r in _lines(log_dir))[0] == '/x/1.png' and len(_lines(log_dir)) == 4
+
+
+def test_numpy_and_torch_probe_agree_on_real_views():
+    views = np.zeros((2, 3, 8, 8), dtype=np.float32)
+    views[0] = 0.25
+    assert real_views(views, 1) == real_views(torch.from_numpy(views), 1) == 1
+
+
+def test_collating_a_batch_writes_its_records(qwen_template, log_dir, sample_images):
+    # In a dataloader worker the step's metrics need the batch's records before the step runs:
+    # the template writes them when it collates the batch, in the process that encoded it.
+    image = next(iter(sample_images.values()))
+    encoded = qwen_template.encode({'messages': [{'role': 'user', 'content': '<image>Where?'},
+                                                 {'role': 'assistant', 'content': '[1, 2, 3, 4]'}],
+                                    'images': [image]})
+    assert _lines(log_dir) == []
+    qwen_template.data_collator([encoded])
+    [rec] = _lines(log_dir)
+    assert rec['image'] == os.path.abspath(image) and rec['mode'] == 'train'
