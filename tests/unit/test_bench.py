@@ -17,7 +17,7 @@ from swift_ext.cli.bench.grpo import step_seconds
 from swift_ext.cli.bench.measure import interleaved, png_header
 from swift_ext.cli.bench.reward import regex_iou
 from swift_ext.cli.bench.scale import write_geometry_log
-from swift_ext.cli.bench.template import family_parents
+from swift_ext.cli.bench.template import AA_PARENT, family_parents
 from swift_ext.families import family_of
 from swift_ext.geometry import read_image_size
 from swift_ext.testing.tiny import parents
@@ -89,8 +89,13 @@ class TestQuickRun:
         judged = {f['name'].split(':')[0] for f in record['figures']
                   if f['bench'] == 1 and f['name'].endswith('_geo / parent, wall time') and f['goal']}
         families = {family_of(p)[0].name for p in parents()}
-        assert {family_of(p)[0].name for p in judged} == families
+        assert {family_of(p.split(' ')[0])[0].name for p in judged} == families
         assert record['failures'] == []
+        # one family also with the log off, and an A/A control (no goal) that shows the method's floor
+        names = [f['name'] for f in record['figures'] if f['bench'] == 1]
+        assert f'{AA_PARENT} (log off): _geo / parent, wall time' in names
+        [aa] = [f for f in record['figures'] if f['name'] == f'{AA_PARENT} (A/A: parent / parent): A/A, wall time']
+        assert aa['goal'] is None and all(0.5 < v < 2 for v in aa['values'])
 
     def test_reward_ratios_side_by_side(self, quick_run):
         # single-box and mix throughput ratios come from the same run, next to each other

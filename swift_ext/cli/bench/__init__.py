@@ -41,7 +41,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 BENCHES = (1, 2, 3, 4, 5)
 NAMES = {1: 'template', 2: 'geometry', 3: 'reward', 4: 'grpo', 5: 'scale'}
 # (full, quick) sizes; rounds can be overridden with --rounds.
-ROUNDS = {1: (4, 1), 2: (7, 2), 3: (7, 2), 4: (3, 1), 5: (3, 1)}
+ROUNDS = {1: (8, 1), 2: (7, 2), 3: (7, 2), 4: (3, 1), 5: (3, 1)}
 OFFLINE_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
                'MODELSCOPE_OFFLINE': '1', 'USE_HF': '1'}
 

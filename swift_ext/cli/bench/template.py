@@ -5,17 +5,20 @@ import gc
 import json
 import os
 import random
-from typing import List, Sequence
+import statistics
+from typing import List, Sequence, Tuple
 
 from . import Context, Figure, Goal
 from .measure import env_vars, make_images, timed
 
 # Samples per family: every family with a tiny checkpoint is measured (12 families at the time
-# of writing), so each gets 60 samples x 4 rounds, about half a minute of encodes.
-TEMPLATE_SAMPLES = (60, 6)
+# of writing), so each gets 40 samples x 8 rounds, about 40 seconds of encodes.
+TEMPLATE_SAMPLES = (40, 6)
 GOAL = 1.01
 # Which parent stands for its family when the family has several (otherwise the first, sorted).
 PREFERRED_PARENTS = ('qwen2_5_vl',)
+# The family also measured with the log off and against itself (A/A).
+AA_PARENT = 'qwen2_5_vl'
 # Image sizes (width, height), below 1.3 MP: about the size of a COCO image and smaller.
 TEMPLATE_SIZES = ((64, 48), (160, 120), (224, 224), (320, 240), (300, 500), (448, 448),
                   (500, 375), (640, 480), (480, 640), (800, 600), (896, 448), (1000, 200),
@@ -52,7 +55,7 @@ def run(ctx: Context) -> List[Figure]:
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
 
-    from ...runlog import ENV_DIR
+    from ...runlog import ENV_DIR, flush
 
     paths = make_images(os.path.join(ctx.work, 'template_images'), TEMPLATE_SIZES)
     samples = template_samples(paths, ctx.size(TEMPLATE_SAMPLES))
@@ -66,12 +69,17 @@ def run(ctx: Context) -> List[Figure]:
                     figures += _measure_parent(ctx, parent, samples)
                 except Exception as exc:  # one family's failure must not lose the others' figures
                     ctx.fail(1, f'{parent}: not measured: {type(exc).__name__}: {exc}')
+            flush()
     finally:
         torch.set_num_threads(threads)
     ctx.note(1, f'{len(samples)} samples of 1-3 images ({len(TEMPLATE_SIZES)} sizes from '
                 f'64x48 to 1280x720, JPEG and PNG) for one parent template per family '
-                f'({", ".join(family_parents())}), mode train, geometry log on, torch 1 thread; '
-                'a round encodes every sample with both templates back to back, once in each order')
+                f'({", ".join(family_parents())}), mode train, torch 1 thread. Each sample goes through '
+                "both templates back to back, twice, once in each order, with new template objects every "
+                "round; a round's ratio is the median over samples of the _geo / parent time of the same "
+                'sample. Geometry log on (records '
+                f'queued and written in batches, as in training); {AA_PARENT} also with the log off, and '
+                'against a second instance of its own parent (A/A: what the method reads when nothing differs)')
     return figures
 
 
@@ -79,43 +87,54 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
     from swift.model import get_processor
     from swift.template import get_template
 
+    from ...runlog import ENV_DIR
     from ...testing.tiny import make_tiny_model, run_flags
 
     model = make_tiny_model(parent_name, os.path.join(ctx.work, f'tiny-{parent_name}'))
     proc = get_processor(model, model_type=run_flags(parent_name)['model_type'])
-    parent = get_template(proc, template_type=parent_name)
-    geo = get_template(proc, template_type=parent_name + '_geo')
-    for tpl in (parent, geo):
-        tpl.set_mode('train')
-        for sample in samples[:3]:
-            tpl.encode(sample)
-    wall, cpu, parent_ms = [], [], []
-    for _ in range(ctx.rounds_for(1)):
-        a, b = _encode_round(parent, geo, samples)
-        wall.append(b[0] / a[0])
-        cpu.append(b[1] / a[1])
-        parent_ms.append(a[0] / (2 * len(samples)) * 1e3)
-    return [
-        Figure(1, f'{parent_name}: parent encode', 'ms/sample', parent_ms),
-        Figure(1, f'{parent_name}: _geo / parent, wall time', 'ratio', wall, Goal('<=', GOAL)),
-        Figure(1, f'{parent_name}: _geo / parent, CPU time', 'ratio', cpu)]
+    pairs = [('', parent_name + '_geo')]
+    if parent_name == AA_PARENT:
+        pairs += [(' (log off)', parent_name + '_geo'), (' (A/A: parent / parent)', parent_name)]
+    figures = []
+    for label, other_name in pairs:
+        wall, cpu, parent_ms = [], [], []
+        with env_vars(**({ENV_DIR: None} if 'log off' in label else {})):
+            for _ in range(ctx.rounds_for(1)):
+                # New template objects every round: two identical templates differ by up to 1-2% in
+                # a round (where their objects happen to lie in memory); new ones redraw it.
+                parent, other = (get_template(proc, template_type=name) for name in (parent_name, other_name))
+                for tpl in (parent, other):
+                    tpl.set_mode('train')
+                    for sample in samples[:3]:
+                        tpl.encode(sample)
+                times = _encode_round(parent, other, samples)
+                wall.append(statistics.median(b[0] / a[0] for a, b in times))
+                cpu.append(statistics.median(b[1] / a[1] for a, b in times))
+                parent_ms.append(sum(a[0] for a, _ in times) / len(times) * 1e3)
+        if not label:
+            figures.append(Figure(1, f'{parent_name}: parent encode', 'ms/sample', parent_ms))
+        name = 'A/A' if 'A/A' in label else '_geo / parent'
+        goal = None if 'A/A' in label else Goal('<=', GOAL)
+        figures += [Figure(1, f'{parent_name}{label}: {name}, wall time', 'ratio', wall, goal),
+                    Figure(1, f'{parent_name}{label}: {name}, CPU time', 'ratio', cpu)]
+    return figures
 
 
-def _encode_round(parent, geo, samples: Sequence[dict]):
-    """(wall, cpu) seconds of the parent and the _geo template over the samples, interleaved.
+def _encode_round(parent, other, samples: Sequence[dict]) -> List[Tuple[Tuple[float, float], Tuple[float, float]]]:
+    """Per encode pair, ((wall, cpu) of the parent, (wall, cpu) of ``other``), each sample twice.
 
-    Each sample goes through both templates back to back, twice, in both orders. The
-    second encode of a sample runs 3-7% faster than the first (allocator and caches warm),
-    more than the effect measured: a round that ran every sample in one order only would
-    fold that into the ratio. Back to back, load from other processes hits both alike.
+    Each sample goes through both templates back to back, twice, in both orders: the second
+    encode of a sample runs 3-7% faster than the first (allocator and caches warm), more than
+    the effect measured. Ratios are taken per pair because single encodes have rare outliers of
+    5-10x the median (a full garbage collection, page faults) that a ratio of summed times would
+    charge to whichever template drew them: an A/A run of summed times reads 0.93-1.02.
     """
-    a, b = [0.0, 0.0], [0.0, 0.0]
+    times = []
     gc.collect()
     for flip in (0, 1):
         for i, sample in enumerate(samples):
-            order = ((parent, a), (geo, b)) if (i + flip) % 2 == 0 else ((geo, b), (parent, a))
-            for tpl, acc in order:
-                w, c = timed(lambda: tpl.encode(sample))
-                acc[0] += w
-                acc[1] += c
-    return a, b
+            first, second = (parent, other) if (i + flip) % 2 == 0 else (other, parent)
+            t_first = timed(lambda: first.encode(sample))
+            t_second = timed(lambda: second.encode(sample))
+            times.append((t_first, t_second) if first is parent else (t_second, t_first))
+    return times
