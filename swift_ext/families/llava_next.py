@@ -290,15 +290,3 @@ def _nonzero(values: Any) -> bool:
         return bool(values.count_nonzero())
     import numpy as np
     return bool(np.count_nonzero(values))
-
-
-def views_per_image(pixel_values: Any) -> List[int]:
-    """Views (global + tiles) of each image in ``pixel_values`` [images, views, 3, H, W].
-
-    The processor pads every image to the batch's largest view count with all-zero views; a
-    real view is never all zero after normalisation, so the zero ones are padding.
-    """
-    if getattr(pixel_values, 'ndim', 0) != 5:
-        return []
-    real = pixel_values.flatten(2).abs().amax(dim=2) > 0
-    return [int(n) for n in real.sum(dim=1).tolist()]
