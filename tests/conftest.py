@@ -227,3 +227,19 @@ class E2E:
 def e2e() -> E2E:
     """The shared e2e helpers (see :class:`E2E`)."""
     return E2E()
+
+
+@pytest.fixture()
+def log_dir(tmp_path, monkeypatch):
+    """A run folder the geometry log writes to (rank 0), with this process's queue empty before and after."""
+    from swift_ext import runlog
+    d = tmp_path / 'run'
+    monkeypatch.setenv(runlog.ENV_DIR, str(d))
+    monkeypatch.delenv('RANK', raising=False)
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    runlog.flush()
+    runlog.STATE.warned.clear()
+    yield d
+    runlog.flush()
+    for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
+        os.close(runlog.STATE.fds.pop(key))

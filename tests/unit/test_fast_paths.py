@@ -199,19 +199,6 @@ GEO = ImageGeometry(original_width=640, original_height=480, resized_width=644, 
                     grid=(1, 34, 46))
 
 
-@pytest.fixture()
-def log_dir(tmp_path, monkeypatch):
-    d = tmp_path / 'run'
-    monkeypatch.setenv(runlog.ENV_DIR, str(d))
-    monkeypatch.delenv('RANK', raising=False)
-    monkeypatch.delenv('LOCAL_RANK', raising=False)
-    runlog.flush()
-    yield d
-    runlog.flush()
-    for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
-        os.close(runlog.STATE.fds.pop(key))
-
-
 def _queue(i, step=None):
     runlog.set_step(step)
     runlog.queue_images([(GEO, f'/x/{i}.png', 0, None, None)], mode='train', template='t_geo',

@@ -8,23 +8,9 @@ import shutil
 import threading
 import time
 
-import pytest
-
 from swift_ext import runlog
 from swift_ext.callback import compute_metrics, new_metrics, update_metrics
 from swift_ext.runlog import GeoFileTail
-
-
-@pytest.fixture()
-def log_dir(tmp_path, monkeypatch):
-    d = tmp_path / 'run'
-    monkeypatch.setenv(runlog.ENV_DIR, str(d))
-    monkeypatch.delenv('RANK', raising=False)
-    monkeypatch.delenv('LOCAL_RANK', raising=False)
-    runlog.STATE.warned.clear()
-    yield d
-    for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
-        os.close(runlog.STATE.fds.pop(key))
 
 
 def _record(i):
