@@ -10,6 +10,7 @@ import threading
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Tuple
 
+from . import deferred
 from .geometry import ImageGeometry
 from .images import image_key  # noqa: F401  (re-exported: its home was here)
 from .registry import warn_once  # noqa: F401  (re-exported: the templates and rewards use it)
@@ -61,6 +62,7 @@ class GeometryStore:
                 self._data.popitem(last=False)
 
     def get(self, key: str, limits: Tuple, template: str) -> Optional[ImageGeometry]:
+        deferred.resolve()  # encodes not yet read
         with self._lock:
             return self._data.get((key, limits, template))
 
@@ -69,6 +71,7 @@ class GeometryStore:
             self._data.clear()
 
     def __len__(self) -> int:
+        deferred.resolve()
         return len(self._data)
 
 

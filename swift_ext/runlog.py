@@ -33,6 +33,7 @@ import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence
 
+from . import deferred
 from .geometry import ImageGeometry
 from .images import payload_size
 
@@ -101,6 +102,12 @@ def log_dir() -> Optional[str]:
     return os.environ.get(ENV_DIR) or None
 
 
+def record_context() -> Optional[tuple]:
+    """``(run directory, step, time)`` now, for records made later; None without a run directory."""
+    d = os.environ.get(ENV_DIR)
+    return (d, STATE.step, time.time()) if d else None
+
+
 def set_step(step: Optional[int]) -> None:
     STATE.step = step
 
@@ -125,26 +132,11 @@ _NOW = object()  # image_record's default step / time: the current ones
 def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,
                  template: str, clamped: Optional[str], mismatch: Optional[dict],
                  sample_id: str, step: Any = _NOW, when: Optional[float] = None) -> dict:
-    head, tail = _record_parts(key=key, image_index=image_index, mode=mode, template=template, clamped=clamped,
-                               mismatch=mismatch, sample_id=sample_id, step=step, when=when)
-    return {**head, **geometry.to_dict(), **tail}
-
-
-def _image_line(geometry: ImageGeometry, **fields: Any) -> str:
-    """``image_record(**fields)`` as its JSON line, the geometry's part encoded once per geometry object."""
-    head, tail = _record_parts(**fields)
-    return f'{_dumps(head)[:-1]},{_geometry_json(geometry)},{_dumps(tail)[1:]}\n'
-
-
-def _record_parts(*, key: str, image_index: int, mode: str, template: str, clamped: Optional[str],
-                  mismatch: Optional[dict], sample_id: str, step: Any, when: Optional[float]) -> tuple:
-    """The fields before an image record's geometry and the fields after it."""
-    head = {'step': STATE.step if step is _NOW else step, 'rank': rank(), 'pid': _PID[0],
-            'mode': _mode(mode), 'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
-            'template': template}
+    head = {'step': STATE.step if step is _NOW else step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode),
+            'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key), 'template': template}
     _add_payload_size(head, key)
-    return head, {'clamped': clamped, 'mismatch': mismatch, 'error': None,
-                  'time': time.time() if when is None else when}
+    return {**head, **geometry.to_dict(), 'clamped': clamped, 'mismatch': mismatch, 'error': None,
+            'time': time.time() if when is None else when}
 
 
 _dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
@@ -162,6 +154,54 @@ def _geometry_json(geometry: ImageGeometry) -> str:
         _GEOMETRY_JSON.clear()
     _GEOMETRY_JSON[id(geometry)] = (geometry, fragment)
     return fragment
+
+
+def _encode_lines(step: Any, when: float, mode: str, template: str, sample_id: str, images: Sequence[tuple]) -> list:
+    """One encode's image records as JSON lines, each ``image_record(...)`` field for field.
+
+    The fields an encode's images share are encoded once, and the fields before the sample id,
+    an image's name and a geometry once per process (the same steps, files and sizes come back).
+    """
+    common = f'{_prefix_json(step, mode)}{_dumps(sample_id)},"image_index":'
+    stamp = repr(when) if type(when) is float else _dumps(when)  # json writes a float as its repr
+    return [f'{common}{i},{_source_json(key, template)},{_geometry_json(geo)},'
+            f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
+            f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},"error":null,"time":{stamp}}}\n'
+            for geo, key, i, clamped, mismatch in images]
+
+
+_PREFIX_JSON: dict = {}
+
+
+def _prefix_json(step: Any, mode: str) -> str:
+    """``{"step":...,"rank":...,"pid":...,"mode":...,"sample_id":`` of a record, remembered."""
+    key = (_PID[0], type(step), step, mode)  # the type too: True == 1 as a key
+    try:
+        hit = _PREFIX_JSON.get(key)
+    except TypeError:  # a step that does not hash
+        key, hit = None, None
+    if hit is None:
+        hit = _dumps({'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode)})[:-1] + ',"sample_id":'
+        if key is not None:
+            if len(_PREFIX_JSON) >= 4096:
+                _PREFIX_JSON.clear()
+            _PREFIX_JSON[key] = hit
+    return hit
+
+
+_SOURCE_JSON: dict = {}
+
+
+def _source_json(key: str, template: str) -> str:
+    """``"image":...,"template":...`` (and ``"image_bytes":...``) of a record, remembered."""
+    hit = _SOURCE_JSON.get((key, template))
+    if hit is None:
+        rec = {'image': _short_key(key), 'template': template}
+        _add_payload_size(rec, key)
+        if len(_SOURCE_JSON) >= 4096:
+            _SOURCE_JSON.clear()
+        hit = _SOURCE_JSON[(key, template)] = _dumps(rec)[1:-1]
+    return hit
 
 
 def failure_record(*, key: str, image_index: int, mode: str, template: str, error: str,
@@ -319,21 +359,20 @@ def _queue() -> _Queue:
 
 
 def queue_images(images: Sequence[tuple], *, mode: str, template: str, sample_id: Callable[[], str],
-                 directory: Optional[str] = None) -> None:
+                 context: Optional[tuple] = None) -> None:
     """Queue one encode's image records, ``(geometry, key, image_index, clamped, mismatch)`` each.
 
-    ``sample_id`` is called when the records are built. The step and time are the current ones.
-    ``directory``: the run directory where the caller has just read ``log_dir()``. Does nothing
-    without a run directory; never raises.
+    ``sample_id`` is called when the records are built. ``context``: ``record_context()`` as it was
+    at the encode; by default the current one. Does nothing without a run directory; never raises.
     """
-    d = directory or log_dir()
+    d, step, when = context or record_context() or (None, None, None)
     if not d or not images:
         return
     q, now = _queue(), time.time()
     with q.lock:
         if not q.items:
             q.since = now
-        q.items.append((d, STATE.step, now, mode, template, sample_id, images))
+        q.items.append((d, step, when, mode, template, sample_id, images))
         q.images += len(images)
         due = q.images >= FLUSH_RECORDS or not 0 <= now - q.since < FLUSH_SECONDS  # a clock set back too
     if due:
@@ -341,22 +380,27 @@ def queue_images(images: Sequence[tuple], *, mode: str, template: str, sample_id
 
 
 def flush() -> None:
-    """Build and write every queued image record of this process. Never raises."""
+    """Build and write every queued image record of this process (encodes not yet read first). Never raises."""
+    deferred.resolve()
     q = _QUEUE
     if q is None or q.pid != _PID[0] or not q.items:
         return
     with q.lock:
         items, q.items, q.images = q.items, [], 0
-    by_path: dict = {}
+    by_dir: dict = {}  # run directory -> its lines (almost always one directory)
     for d, step, when, mode, template, sample_id, images in items:
         try:
-            sid = sample_id()
-            lines = [_image_line(geo, key=key, image_index=i, mode=mode, template=template, clamped=clamped,
-                                 mismatch=mismatch, sample_id=sid, step=step, when=when)
-                     for geo, key, i, clamped, mismatch in images]
+            lines = _encode_lines(step, when, mode, template, sample_id(), images)
         except Exception as exc:  # a record that cannot be built: a bug, but never a crash
             _count_failure(geometry_path(d), OSError(errno.EINVAL, f'unbuildable record ({exc!r})'), len(images))
             continue
+        found = by_dir.get(d)
+        if found is None:
+            by_dir[d] = lines
+        else:
+            found += lines
+    by_path: dict = {}
+    for d, lines in by_dir.items():
         by_path.setdefault(geometry_path(d), []).extend(lines)
     for path, lines in by_path.items():
         try:
@@ -383,6 +427,7 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, 'register_at_fork'):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+deferred.AFTER_EXIT.append(flush)  # what the exit drain of queued encodes produced
 
 
 def role() -> str:

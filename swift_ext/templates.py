@@ -23,9 +23,9 @@ from typing import Any, Callable, Dict, List, Optional
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
-from . import runlog
+from . import deferred, runlog
 from .families import families, family_of
-from .families.base import Family
+from .families.base import Family, Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
 from .records import NO_LIMITS, STORE, row_limits_key, set_active_settings, warn_once
@@ -174,31 +174,46 @@ class GeoTemplateMixin:
             self._geo_fail(inputs, pending, error)
             raise error from exc
         if pending:
-            try:
-                self._geo_record(inputs, encoded, pending)
-            except Exception as exc:  # recording must never cost the user a sample
-                warn_once(f'record:{type(exc).__name__}',
-                          f'swift-ext could not record image geometry ({exc!r}); '
-                          'training continues without it.')
+            # Read and recorded a moment later, with other encodes' (swift_ext.deferred): the
+            # parts of the output the family reads, as they are now (ms-swift may rebind keys
+            # afterwards), the mode, and the step and time of the encode.
+            # Of the inputs only what the record reads: the loaded images are freed with the encode.
+            family = self.geo_family
+            kept = {k: encoded[k] for k in family.encoded_keys if k in encoded}
+            for k in family.shape_keys:
+                if hasattr(kept.get(k), 'shape'):
+                    kept[k] = Shape(kept[k].shape)
+            row = (inputs.chat_template_kwargs, inputs.extra_kwargs, inputs.messages)
+            deferred.defer(self._geo_record, row, kept, pending, self.mode, runlog.record_context())
         return encoded
 
     def data_collator(self, batch, *args, **kwargs):
         # A batch is complete here, in the process that encoded it (a dataloader worker or the
-        # trainer): its queued records go out now, before the step that trains it reads them.
+        # trainer): with a run log, its records go out now, before the step that trains it reads them.
         try:
             return super().data_collator(batch, *args, **kwargs)
         finally:
-            runlog.flush()
+            if runlog.log_dir():
+                runlog.flush()
 
     # --- recording --------------------------------------------------------------------
-    def _geo_record(self, inputs, encoded, pending) -> None:
-        row_kwargs = inputs.chat_template_kwargs or {}
+    def _geo_record(self, row, encoded, pending, mode, context) -> None:
+        """Record one encode's images: the geometry store, and the run log where ``context`` has one.
+
+        ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
+        """
+        try:
+            self._geo_record_now(row, encoded, pending, mode, context)
+        except Exception as exc:  # recording must never cost the user a sample
+            warn_once(f'record:{type(exc).__name__}',
+                      f'swift-ext could not record image geometry ({exc!r}); training continues without it.')
+
+    def _geo_record_now(self, row, encoded, pending, mode, context) -> None:
+        row_kwargs = row[0] or {}
         limits = row_limits_key(row_kwargs)
         predicted, clamps = self._geo_predict_all(pending, row_kwargs, limits)
         actual = self.geo_family.actual(self, encoded, pending, predicted)
         template = self.geo_spec.name
-        # Written to image_geometry.jsonl only when a run log takes them (`--callbacks geo_log`).
-        directory = runlog.log_dir()
         records = []
         for i, entry in enumerate(pending):
             geo = actual[i] if i < len(actual) else predicted[i]
@@ -210,11 +225,11 @@ class GeoTemplateMixin:
                           f'{entry["name"]}: template {template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry['key'], limits, template, geo)
-            if directory:
+            if context:  # a run log takes them (`--callbacks geo_log`): image_geometry.jsonl
                 records.append((geo, entry['key'], i, clamps[i], mismatch))
         if records:
-            runlog.queue_images(records, mode=self.mode, template=template,
-                                sample_id=_sample_id_later(inputs, pending), directory=directory)
+            runlog.queue_images(records, mode=mode, template=template,
+                                sample_id=_sample_id_later(row[1], row[2], pending), context=context)
 
     def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
         if entry['size'] is None:
@@ -299,16 +314,16 @@ def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> Optional[dict]
 
 
 def _sample_id(inputs, pending) -> str:
-    return _sample_id_later(inputs, pending)()
+    return _sample_id_later(getattr(inputs, 'extra_kwargs', None), inputs.messages, pending)()
 
 
-def _sample_id_later(inputs, pending) -> Callable[[], str]:
+def _sample_id_later(extra_kwargs, messages, pending) -> Callable[[], str]:
     """The sample's id as a call made when its records are written: the dataset's id, else a hash of its text."""
-    extra = getattr(inputs, 'extra_kwargs', None) or {}
+    extra = extra_kwargs or {}
     for key in ('id', 'sample_id', 'prompt_id'):
         if extra.get(key) is not None:
             return functools.partial(str, extra[key])
-    contents = [m.get('content') for m in (inputs.messages or [])[:2]]
+    contents = [m.get('content') for m in (messages or [])[:2]]
     return functools.partial(_text_id, contents, [e['name'] for e in pending])
 
 

@@ -114,6 +114,10 @@ class Family:
     sweep_knob: ClassVar[str] = '--max_pixels'
     # Environment variables ms-swift reads for this family (documented in `templates`).
     env_vars: ClassVar[Tuple[str, ...]] = ()
+    # The keys of an encode's output that ``actual`` reads: only they are kept until it runs.
+    encoded_keys: ClassVar[Tuple[str, ...]] = ('input_ids',)
+    # Of those, the ones whose ``.shape`` alone it reads (pixels: megabytes a sample otherwise held).
+    shape_keys: ClassVar[Tuple[str, ...]] = ()
 
     # --- settings ---------------------------------------------------------------------
     @classmethod
@@ -280,6 +284,14 @@ def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> Optional
 def token_id(template: Any, token: str) -> int:
     """The tokenizer id of ``token`` for this template, memoised on the template object."""
     return template_memo(template, token, lambda: template.tokenizer.convert_tokens_to_ids(token))
+
+
+class Shape:
+    """What is kept of an output whose shape alone a family reads (``Family.shape_keys``)."""
+    __slots__ = ('shape',)
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
 
 
 def as_numpy(tensor: Any) -> Any:

@@ -73,6 +73,8 @@ _SOURCE = ("no trained box output (Gemma 3 model card; Google's answer on google
 @register_family
 class Gemma3(Family):
     name = 'gemma3'
+    encoded_keys = ('input_ids', 'pixel_values')
+    shape_keys = ('pixel_values',)
     settings_cls = Gemma3Settings
     templates = (
         untrained_spec('gemma3_vision', coords_source=_SOURCE, model_type='gemma3_vision'),

@@ -17,7 +17,7 @@ from typing import Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, predicted_tokens, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, as_numpy, predicted_tokens, token_runs, untrained_spec
 
 # Real google/gemma-4-* image processor settings (also transformers' class defaults).
 GEMMA4_PATCH_SIZE = 16
@@ -70,6 +70,7 @@ _SOURCE = ("no trained box output documented in transformers' Gemma 4 docs; clos
 @register_family
 class Gemma4(Family):
     name = 'gemma4'
+    encoded_keys = ('input_ids', 'image_position_ids')
     settings_cls = Gemma4Settings
     templates = (
         untrained_spec('gemma4', coords_source=_SOURCE, model_type='gemma4'),
@@ -104,17 +105,32 @@ class Gemma4(Family):
         positions = encoded.get('image_position_ids')
         if positions is None:
             return list(predicted)
-        # (images, max_patches, 2) of (x, y) patch positions, padding rows are -1.
-        extents = (positions.amax(dim=1) + 1).tolist()
         patch = template.processor.image_processor.patch_size
         runs = token_runs(encoded['input_ids'], template.config.image_token_id, predicted_tokens(predicted))
+        found = as_numpy(positions)
+        found = positions if found is None else found
         out = []
         for i, geo in enumerate(predicted):
-            if geo is None or i >= len(extents):
+            if geo is None or i >= len(found):
                 out.append(geo)
                 continue
-            cols, rows = extents[i]
-            out.append(updated(geo, resized_width=int(cols) * patch, resized_height=int(rows) * patch,
+            cols, rows = patch_extents(found[i], geo.resized_width // patch, geo.resized_height // patch)
+            out.append(updated(geo, resized_width=cols * patch, resized_height=rows * patch,
                                num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
         return out
 
+
+def patch_extents(positions, cols: int, rows: int) -> Tuple[int, int]:
+    """``(columns, rows)`` of patches in one image's ``[max_patches, 2]`` (x, y) positions, padding -1.
+
+    The processor lists the patches row by row, so the expected grid shows as its last patch at
+    (cols - 1, rows - 1) followed by padding (or the end): checked there first; otherwise the
+    extents are read from every position.
+    """
+    n = cols * rows
+    if 0 < n <= len(positions):
+        last = positions[n - 1]
+        if int(last[0]) == cols - 1 and int(last[1]) == rows - 1 and (n == len(positions) or int(positions[n][0]) < 0):
+            return cols, rows
+    extents = positions.amax(0) if hasattr(positions, 'amax') else positions.max(0)  # torch, numpy
+    return int(extents[0]) + 1, int(extents[1]) + 1

@@ -153,6 +153,7 @@ def glm5_next_content(*, width: int, height: int, canvas_width: int, canvas_heig
 @register_family
 class Glm4v(Family):
     name = 'glm4v'
+    encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = Glm4vSettings
     env_vars = ()
     templates = (

@@ -114,6 +114,8 @@ def idefics3_geometry(*, width: int, height: int, settings: Idefics3Settings, na
 @register_family
 class Idefics3(Family):
     name = 'idefics3'
+    encoded_keys = ('input_ids', 'pixel_values')
+    shape_keys = ('pixel_values',)
     settings_cls = Idefics3Settings
     env_vars = ()
     templates = (TemplateSpec('idefics3', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='idefics3',

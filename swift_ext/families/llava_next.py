@@ -30,7 +30,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, as_numpy, predicted_tokens, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_runs
 
 # llava-hf/llava-v1.6-mistral-7b-hf (preprocessor_config.json, processor_config.json); the other
 # LLaVA-NeXT-hf checkpoints ms-swift lists use the same five pinpoints and 336-pixel CLIP views.
@@ -130,6 +130,7 @@ def anyres_layout(*, width: int, height: int, settings: AnyresSettings, name: st
 @register_family
 class LlavaNext(Family):
     name = 'llava_next'
+    encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = LlavaNextSettings
     env_vars = ()
     templates = tuple(
@@ -210,29 +211,29 @@ class LlavaNext(Family):
     # --- what the encode shows ----------------------------------------------------------
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        sizes, pixel_values = encoded.get('image_sizes'), encoded.get('pixel_values')
-        if sizes is None or pixel_values is None:
+        # The model reads only image_sizes to know an image's views: get_image_features keeps the first
+        # image_size_to_num_patches(image_sizes[i]) of pixel_values[i] (the rest is the batch's padding),
+        # so the views it sees follow from the size the encode returned, as the canvas does.
+        sizes = encoded.get('image_sizes')
+        if sizes is None:
             return list(predicted)
         sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
         runs = token_runs(encoded['input_ids'], cls.image_token_id(template), predicted_tokens(predicted))
-        if not len(runs) == len(sizes) == len(predicted) or getattr(pixel_values, 'ndim', 0) != 5:
+        if not len(runs) == len(sizes) == len(predicted):
             return list(predicted)
         settings, memo = template.geo_settings(), template.geo_memo()
-        views = as_numpy(pixel_values)
-        views = pixel_values if views is None else views  # numpy's calls cost less than torch's
         out: List[Optional[ImageGeometry]] = []
-        for i, (geo, (h, w), tokens, entry) in enumerate(zip(predicted, sizes, runs, entries)):
+        for geo, (h, w), tokens, entry in zip(predicted, sizes, runs, entries):
             if geo is None:
                 out.append(None)
                 continue
-            # The canvas of the size the processor really got, with the token and view counts it really made.
+            # The canvas of the size the processor really got, with the tokens the template really put in.
             key = ('llava_next.seen', int(w), int(h), geo.original_width, geo.original_height)
             seen = memo.get(key)
             if seen is None:
                 seen = memo[key] = cls.geometry(settings, width=int(w), height=int(h), name=entry['name'],
                                                 original_width=geo.original_width, original_height=geo.original_height)
-            n_views = real_views(views[i], seen.num_tiles)
-            out.append(updated(seen, num_tokens=tokens, num_tiles=n_views))
+            out.append(updated(seen, num_tokens=tokens))
         return out
 
 
@@ -258,35 +259,3 @@ def view_sizes(image_processor: Any) -> Tuple[int, int, int]:
     if image_processor.do_center_crop and crop is not None and crop.get('height'):
         view_h, view_w = int(crop['height']), int(crop['width'])
     return tile, view_h, view_w
-
-
-# Values of a view looked at, at its start, middle and end: normalised pixels are never exactly
-# zero (the CLIP / SigLIP means times 255 are not whole numbers), so a real view has non-zero values
-# everywhere, while the processor's padding views are all zero.
-REAL_VIEW_PROBE = 256
-
-
-def real_views(views: Any, expected: int) -> int:
-    """How many of one image's views [views, 3, H, W] are real (the rest is the batch's zero padding).
-
-    ``views`` is a torch tensor or a numpy array. Probes the two views around the ``expected``
-    boundary first; only when they disagree with it are all views counted, each read whole.
-    """
-    total = int(views.shape[0])
-    if 0 < expected <= total and _probed(views[expected - 1]) and (expected == total or not _probed(views[expected])):
-        return expected
-    return sum(bool(views[k].any()) for k in range(total))
-
-
-def _probed(view: Any) -> bool:
-    """Whether one view shows a non-zero value at its start, middle or end (see REAL_VIEW_PROBE)."""
-    flat, n = view.reshape(-1), REAL_VIEW_PROBE
-    mid = max(0, flat.shape[0] // 2 - n // 2)
-    return _nonzero(flat[:n]) or _nonzero(flat[mid:mid + n]) or _nonzero(flat[-n:])
-
-
-def _nonzero(values: Any) -> bool:
-    if hasattr(values, 'count_nonzero'):  # a torch tensor
-        return bool(values.count_nonzero())
-    import numpy as np
-    return bool(np.count_nonzero(values))

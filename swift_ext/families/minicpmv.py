@@ -131,6 +131,7 @@ def minicpmv_geometry(*, width: int, height: int, settings: MinicpmvSettings, na
 @register_family
 class Minicpmv(Family):
     name = 'minicpmv'
+    encoded_keys = ('input_ids', 'target_sizes')
     settings_cls = MinicpmvSettings
     env_vars = ('MAX_SLICE_NUMS', 'DOWNSAMPLE_MODE')
     templates = (

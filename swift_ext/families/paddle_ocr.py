@@ -106,6 +106,7 @@ def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> Tuple
 @register_family
 class PaddleOcr(Family):
     name = 'paddle_ocr'
+    encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = PaddleOcrSettings
     env_vars = ()
     templates = (

@@ -72,6 +72,7 @@ _PIXTRAL_DEFAULTS = {'max_height': PIXTRAL_LONGEST_EDGE, 'max_width': PIXTRAL_LO
 @register_family
 class Pixtral(Family):
     name = 'pixtral'
+    encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = PixtralSettings
     templates = (
         untrained_spec('mistral_2503', coords_source=_MISTRAL_SOURCE, model_type='mistral3'),
@@ -148,7 +149,9 @@ def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
     A block is rows of ``[IMG]`` each closed by ``[IMG_BREAK]``, the last by ``[IMG_END]``; any other
     token starts over. ``expected`` (the predicted grids) only speeds up finding the runs.
     """
-    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else list(input_ids)
+    ids = input_ids  # ms-swift's own list: read, never copied
+    if type(ids) is not list:
+        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
     if expected:
         proved = _proved_grids(ids, img, brk, end, expected)
         if proved is not None:
@@ -187,9 +190,23 @@ def _proved_grids(ids: list, img: int, brk: int, end: int,
         return None
     pos = 0
     for rows, cols in expected:
-        block = ([img] * cols + [brk]) * (rows - 1) + [img] * cols + [end]
+        block = _block(img, brk, end, rows, cols)
         start = ids.index(img, pos)
         if ids[start:start + len(block)] != block:
             return None
         pos = start + len(block)
     return [tuple(grid) for grid in expected]
+
+
+_BLOCKS: dict = {}
+
+
+def _block(img: int, brk: int, end: int, rows: int, cols: int) -> list:
+    """The ids of one image's ``rows`` x ``cols`` block, remembered (datasets repeat sizes)."""
+    key = (img, brk, end, rows, cols)
+    block = _BLOCKS.get(key)
+    if block is None:
+        if len(_BLOCKS) >= 256:
+            _BLOCKS.clear()
+        block = _BLOCKS[key] = ([img] * cols + [brk]) * (rows - 1) + [img] * cols + [end]
+    return block

@@ -46,6 +46,7 @@ _ENV_DEFAULTS = {'qwen3_5_emb': {'IMAGE_MAX_TOKEN_NUM': str(_EMB_MAX_TOKENS)},
 @register_family
 class Qwen(Family):
     name = 'qwen'
+    encoded_keys = ('image_grid_thw',)
     settings_cls = QwenSettings
     sweep_knob = 'MAX_PIXELS'
     row_max_pixels_rescales = False  # Qwen*Template._get_max_pixels ignores the row (fetch_image reads it)

@@ -235,6 +235,16 @@ def test_two_images_in_one_row(processors, tmp_path, parent):
     for path, geo in zip(paths, geos):
         assert geo == tpl.geo_settings().predict(width=Image.open(path).width, height=Image.open(path).height)[0]
     assert encoded['pixel_values'].shape[1] == max(g.num_tiles for g in geos) > min(g.num_tiles for g in geos)
+    # The views the model keeps (its own image_size_to_num_patches of image_sizes) are the real ones.
+    if parent == NEXT:
+        from transformers.models.llava_next.modeling_llava_next import image_size_to_num_patches
+    else:
+        from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+    ip = proc.image_processor
+    for i, geo in enumerate(geos):
+        kept = image_size_to_num_patches(encoded['image_sizes'][i], ip.image_grid_pinpoints, geo.global_width)
+        views = encoded['pixel_values'][i]
+        assert geo.num_tiles == kept and all(bool(v.any()) for v in views[:kept]) and not views[kept:].any()
     token = 32000 if parent == NEXT else 151646
     assert encoded['input_ids'].count(token) == sum(g.num_tokens for g in geos)
 

@@ -5,7 +5,6 @@ import json
 import multiprocessing
 import os
 
-import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -14,8 +13,8 @@ from hypothesis import strategies as st
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import runlog, templates
 from swift_ext.families.base import token_runs, token_spans
+from swift_ext.families.gemma4 import patch_extents
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
-from swift_ext.families.llava_next import real_views
 from swift_ext.families.pixtral import image_token_grids
 from swift_ext.geometry import GeometryError, ImageGeometry, updated
 
@@ -112,19 +111,6 @@ def test_idefics3_tiles_same_with_any_hint():
     want = [(3, 1, 2), (1, 0, 0)]
     for hint in (None, 4, 3, 5, 0):
         assert image_tiles(ids, decode=decode, seq_len=4, expected_views=hint) == want
-
-
-# --- LLaVA-NeXT views --------------------------------------------------------------------------------
-@pytest.mark.parametrize('as_numpy', [False, True])
-def test_real_views_probe_and_fallback(as_numpy):
-    views = torch.rand(5, 3, 40, 40) - 0.5  # normalised: non-zero everywhere
-    views[3:] = 0  # the batch's padding
-    arr = views.numpy() if as_numpy else views
-    assert real_views(arr, 3) == 3  # the predicted boundary holds
-    assert real_views(arr, 2) == 3 and real_views(arr, 4) == 3 and real_views(arr, 9) == 3  # counted whole
-    views[1, :, :10] = 0  # a real view whose first rows are zero is still real
-    arr = views.numpy() if as_numpy else views
-    assert real_views(arr, 3) == 3
 
 
 # --- remembered results ---------------------------------------------------------------------------------
@@ -262,10 +248,26 @@ def test_a_multiprocessing_child_writes_its_queue_at_exit_and_not_its_parents(lo
     assert sorted(r['image'] for r in _lines(log_dir))[0] == '/x/1.png' and len(_lines(log_dir)) == 4
 
 
-def test_numpy_and_torch_probe_agree_on_real_views():
-    views = np.zeros((2, 3, 8, 8), dtype=np.float32)
-    views[0] = 0.25
-    assert real_views(views, 1) == real_views(torch.from_numpy(views), 1) == 1
+def gemma4_positions(cols, rows, max_patches):
+    """``image_position_ids`` of one image as transformers' Gemma 4 processor builds them."""
+    grid = torch.stack(torch.meshgrid(torch.arange(cols), torch.arange(rows), indexing='xy'), dim=-1).reshape(-1, 2)
+    return torch.nn.functional.pad(grid, (0, 0, 0, max_patches - cols * rows), value=-1)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(cols=st.integers(1, 40), rows=st.integers(1, 40), spare=st.integers(0, 30),
+       hint=st.tuples(st.integers(0, 42), st.integers(0, 42)), right=st.booleans(), as_np=st.booleans())
+def test_gemma4_patch_extents_equal_the_full_max_whatever_the_hint(cols, rows, spare, hint, right, as_np):
+    positions = gemma4_positions(cols, rows, cols * rows + spare)
+    if right:
+        hint = (cols, rows)  # the probe path
+    found = patch_extents(positions.numpy() if as_np else positions, *hint)
+    assert found == tuple(int(v) + 1 for v in positions.amax(0)) == (cols, rows)
+
+
+def test_gemma4_patch_extents_never_take_a_grid_of_the_same_count_for_the_expected_one():
+    positions = gemma4_positions(3, 2, 10)
+    assert patch_extents(positions, 2, 3) == (3, 2) == patch_extents(positions, 6, 1)
 
 
 def test_collating_a_batch_writes_its_records(qwen_template, log_dir, sample_images):
