@@ -9,8 +9,8 @@ Right after an encode the CPU caches hold its pixels, and each step swift-ext ta
 - when MAX_JOBS encodes wait, or the oldest waited MAX_SECONDS at the next encode;
 - at a normal exit of the process (a dataloader worker included).
 
-What waits holds references to tensors the encode returned, so MAX_JOBS bounds the memory kept
-past a sample's own life. A forked child starts empty: its parent records what it queued.
+What waits holds the ids and small tensors a family reads (of pixels only their shape), and
+MAX_JOBS bounds how many encodes wait. A forked child starts empty: its parent records what it queued.
 """
 from __future__ import annotations
 

@@ -174,16 +174,16 @@ class GeoTemplateMixin:
             self._geo_fail(inputs, pending, error)
             raise error from exc
         if pending:
-            # Read and recorded a moment later, with other encodes' (swift_ext.deferred): the
-            # parts of the output the family reads, as they are now (ms-swift may rebind keys
-            # afterwards), the mode, and the step and time of the encode.
-            # Of the inputs only what the record reads: the loaded images are freed with the encode.
+            # Read and recorded a moment later, with other encodes' (swift_ext.deferred). Kept: the
+            # output keys the family reads, as they are now (ms-swift may rebind keys afterwards), of
+            # pixels the shape alone; of the inputs what the record reads, so the loaded images are
+            # freed with the encode; the mode, and the step and time of the encode.
             family = self.geo_family
             kept = {k: encoded[k] for k in family.encoded_keys if k in encoded}
             for k in family.shape_keys:
                 if hasattr(kept.get(k), 'shape'):
                     kept[k] = Shape(kept[k].shape)
-            row = (inputs.chat_template_kwargs, inputs.extra_kwargs, inputs.messages)
+            row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
             deferred.defer(self._geo_record, row, kept, pending, self.mode, runlog.record_context())
         return encoded
 
