@@ -25,7 +25,11 @@ from typing import Callable, List
 logger = logging.getLogger(__name__)
 
 MAX_JOBS = 16
-MAX_SECONDS = 1.0
+# Only for encodes that no collate, lookup or step end follows (`swift infer`, a user's own loop):
+# in training those come first. At 1 s it fired inside a training batch's encodes (8 samples of
+# 60 ms pass a second), so records were made a few at a time, in the caches of the encode just
+# done: benchmark 1 read glm4_5v at 1.011-1.016 then, 1.004 at 10 s.
+MAX_SECONDS = 10.0
 
 _JOBS: collections.deque = collections.deque()
 _SINCE = [0.0]  # when the oldest waiting job was queued
