@@ -119,10 +119,12 @@ class Pixtral(Family):
         if sizes is None:
             return list(predicted)
         sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
-        ids = encoded['input_ids']
         proc = template.processor  # the ids the template expanded the image into
-        grids = image_token_grids(ids, proc.image_token_id, proc.image_break_token_id, proc.image_end_token_id,
-                                  _predicted_grids(predicted))
+        expected = _predicted_grids(predicted)
+        grids = image_token_grids(encoded['input_ids'], proc.image_token_id, proc.image_break_token_id,
+                                  proc.image_end_token_id, expected)
+        if grids == expected and sizes == [[geo.resized_height, geo.resized_width] for geo in predicted]:
+            return list(predicted)  # the encode agreed with the prediction: nothing to rebuild
         out = []
         for i, geo in enumerate(predicted):
             if geo is None or i >= len(sizes) or i >= len(grids):
@@ -138,8 +140,15 @@ class Pixtral(Family):
 def _predicted_grids(predicted) -> Optional[List[Tuple[int, int]]]:
     if any(geo is None for geo in predicted):
         return None
-    grids = [dict(geo.extra) for geo in predicted]
-    return [(g['token_rows'], g['token_cols']) for g in grids]
+    return [_grid(geo) for geo in predicted]
+
+
+def _grid(geo: ImageGeometry) -> Tuple[int, int]:
+    extra = geo.extra
+    if len(extra) == 2 and extra[0][0] == 'token_rows' and extra[1][0] == 'token_cols':  # as predict() builds it
+        return extra[0][1], extra[1][1]
+    extra = dict(extra)
+    return extra['token_rows'], extra['token_cols']
 
 
 def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
@@ -179,23 +188,29 @@ def _proved_grids(ids: list, img: int, brk: int, end: int,
                   expected: Sequence[Tuple[int, int]]) -> Optional[List[Tuple[int, int]]]:
     """``expected`` when the ids hold exactly those blocks, each whole, and no other ``[IMG]``; else None.
 
-    Each block is compared as one list (C speed) where its first ``[IMG]`` is; with the ``[IMG]``
-    count equal to the blocks' total no ``[IMG]`` lies outside them, so the token-by-token parse
-    finds exactly these grids.
+    One pass over the ids: each block must start at the first ``[IMG]`` after the previous one
+    and equal the expected block (compared as one list, at C speed), and no ``[IMG]`` may follow
+    the last. So every ``[IMG]`` lies in a block and the token-by-token parse finds exactly these grids.
     """
-    if any(not isinstance(n, int) or n <= 0 for grid in expected for n in grid) or img not in ids:
-        return None
-    img = ids[ids.index(img)]  # the object the template repeated: comparisons stop at identity
-    if ids.count(img) != sum(rows * cols for rows, cols in expected):
+    if any(not isinstance(n, int) or n <= 0 for grid in expected for n in grid):
         return None
     pos = 0
-    for rows, cols in expected:
-        block = _block(img, brk, end, rows, cols)
-        start = ids.index(img, pos)
-        if ids[start:start + len(block)] != block:
-            return None
-        pos = start + len(block)
-    return [tuple(grid) for grid in expected]
+    try:
+        for rows, cols in expected:
+            start = ids.index(img, pos)
+            if pos == 0:
+                img = ids[start]  # the object the template repeated: comparisons stop at identity
+            block = _block(img, brk, end, rows, cols)
+            pos = start + len(block)
+            if ids[start:pos] != block:
+                return None
+    except ValueError:  # fewer [IMG] runs than expected blocks
+        return None
+    try:
+        ids.index(img, pos)
+    except ValueError:
+        return [tuple(grid) for grid in expected]
+    return None  # an [IMG] outside the blocks
 
 
 _BLOCKS: dict = {}
