@@ -218,23 +218,3 @@ class TestHelpers:
         times = _encode_round(Parent(), Leaves(), list(range(BATCH * 2)))
         assert len(times) == BATCH * 4 and deferred.waiting() == 0
         assert all(b[0] - a[0] >= 0.0039 for a, b in times)
-
-    def test_first_touch_is_paid_before_the_pair(self):
-        # A sample's first encode pays first-touch costs (fresh pages, cold caches): an untimed
-        # encode takes them, so neither timed encode of its pairs does, whichever goes first.
-        import time
-
-        from swift_ext.cli.bench.template import BATCH, _encode_round
-
-        seen = set()
-
-        class FirstTouch:
-            def encode(self, sample):
-                if sample not in seen:
-                    seen.add(sample)
-                    time.sleep(0.005)
-                return {}
-
-        times = _encode_round(FirstTouch(), FirstTouch(), list(range(BATCH)))
-        assert len(times) == BATCH * 2 and seen == set(range(BATCH))
-        assert all(a[0] < 0.004 and b[0] < 0.004 for a, b in times)

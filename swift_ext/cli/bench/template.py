@@ -77,9 +77,9 @@ def run(ctx: Context) -> List[Figure]:
     ctx.note(1, f'{len(samples)} samples of 1-3 images ({len(TEMPLATE_SIZES)} sizes from '
                 f'64x48 to 1280x720, JPEG and PNG) for one parent template per family '
                 f'({", ".join(family_parents())}), mode train, torch 1 thread. Each sample goes through '
-                "both templates back to back, twice, once in each order, each time after an untimed warm-up "
-                "encode of it by the parent, with new template objects every round; a round's ratio is the "
-                'median over samples of the _geo / parent time of the same sample. Geometry log on (records '
+                "both templates back to back, twice, once in each order, with new template objects every "
+                "round; a round's ratio is the median over samples of the _geo / parent time of the same "
+                'sample. Geometry log on (records '
                 f'queued and written in batches, as in training); {AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs)')
     return figures
@@ -127,14 +127,11 @@ def _encode_round(parent, other, samples: Sequence[dict],
                   batch: int = BATCH) -> List[Tuple[Tuple[float, float], Tuple[float, float]]]:
     """Per encode pair, ((wall, cpu) of the parent, (wall, cpu) of ``other``), each sample twice.
 
-    Each sample goes through both templates back to back, twice, in both orders, right after an
-    untimed encode of it by the parent: the first encode of a sample pays first-touch costs
-    (fresh pages for its pixel buffers, file and decoder caches) that the next one does not,
-    3-7% on average and up to 40% for large images, far more than the effect measured; the
-    order alone does not cancel it out. Ratios are taken per pair because single encodes have
-    rare outliers of 5-10x the median (a full garbage collection, page faults) that a ratio of
-    summed times would charge to whichever template drew them: an A/A run of summed times reads
-    0.93-1.02.
+    Each sample goes through both templates back to back, twice, in both orders: the second
+    encode of a sample runs 3-7% faster than the first (allocator and caches warm), more than
+    the effect measured. Ratios are taken per pair because single encodes have rare outliers of
+    5-10x the median (a full garbage collection, page faults) that a ratio of summed times would
+    charge to whichever template drew them: an A/A run of summed times reads 0.93-1.02.
 
     Encodes are kept, as a DataLoader keeps a batch's, until after every ``batch`` samples comes
     what a collate runs for `_geo` templates: reading the batch's encodes and writing their
@@ -150,7 +147,6 @@ def _encode_round(parent, other, samples: Sequence[dict],
             pairs, outputs = [], []
             for i, sample in enumerate(samples[start:start + batch], start):
                 first, second = (parent, other) if (i + flip) % 2 == 0 else (other, parent)
-                parent.encode(sample)  # first touch, untimed and dropped
                 t_first = timed(lambda: outputs.append(first.encode(sample)))
                 t_second = timed(lambda: outputs.append(second.encode(sample)))
                 pairs.append((t_first, t_second) if first is parent else (t_second, t_first))
