@@ -156,6 +156,7 @@ class GeoTemplateMixin:
             if err is None:
                 err = GeometryError(f'{entry["name"]}: image could not be loaded ({exc}).')
             self._geo_fail(inputs, pending, err)
+            err.geo_recorded = True  # replace_tag runs inside _encode: its handler must not record it again
             raise err from exc
         if self.geo_notes_replace_tag and media_type == 'image' and pending and index < len(pending):
             self.geo_family.on_replace_tag(self, inputs, index, pending[index])
@@ -166,6 +167,8 @@ class GeoTemplateMixin:
         try:
             encoded = super()._encode(inputs)
         except Exception as exc:
+            if getattr(exc, 'geo_recorded', False):  # refused and recorded by replace_tag
+                raise
             # Families whose HF processor resizes inside _encode refuse images here.
             errors = [e['error'] or self._predict_error(e, inputs) for e in pending or ()]
             error = next((e for e in errors if e is not None), None)

@@ -1,0 +1,39 @@
+"""A refused image is recorded once per encode attempt, whichever hook of the encode refused it."""
+import json
+
+import pytest
+from PIL import Image
+
+import swift_ext.plugin  # noqa: F401  (registers the templates)
+from swift_ext import runlog
+from swift_ext.geometry import GeometryError
+
+
+# qwen2_5_vl refuses a 300:1 image in replace_tag (smart_resize), inside the parent's _encode;
+# mistral_2503 refuses a 3000x1 image in _encode itself (its side floors to 0).
+@pytest.mark.parametrize('parent,size,rule', [
+    ('qwen2_5_vl', (600, 2), 'aspect ratio must be at most 200'),
+    ('mistral_2503', (3000, 1), 'floors a side to 0'),
+])
+def test_refused_image_is_recorded_once(tiny_model, tmp_path, log_dir, parent, size, rule):
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    from swift_ext.testing.tiny import run_flags
+    bad = str(tmp_path / 'bad.png')
+    Image.new('RGB', size, (200, 30, 30)).save(bad)
+    template = get_template(get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type']),
+                            template_type=parent + '_geo')
+    template.set_mode('train')
+    attempts = []  # ms-swift's encode retries a failed encode (retry_decorator): each attempt is an encode
+    real = template._encode_truncated
+    template._encode_truncated = lambda inputs: attempts.append(1) or real(inputs)
+    with pytest.raises(GeometryError, match=rule) as raised:
+        template.encode({'messages': [{'role': 'user', 'content': '<image>Where?'},
+                                      {'role': 'assistant', 'content': '[1, 2, 3, 4]'}], 'images': [bad]})
+    assert bad in str(raised.value)
+    runlog.flush()
+    lines = (log_dir / 'image_geometry.jsonl').read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert attempts and len(records) == len(attempts), records
+    assert all(rule in r['error'] and r['image'] == bad and r['image_index'] == 0 for r in records), records
