@@ -141,6 +141,7 @@ def _encode_round(parent, other, samples: Sequence[dict],
     from ...runlog import flush
 
     times = []
+    flush()  # work earlier encodes left waiting is not this round's: its triggers would fire inside a pair
     gc.collect()
     for flip in (0, 1):
         for start in range(0, len(samples), batch):
