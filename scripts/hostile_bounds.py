@@ -142,7 +142,7 @@ def writer(work: str) -> None:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
     print(f'writer, fork while another thread holds the lock: child '
-          f'{"exited %d after %.3f s" % (status, time.monotonic() - start) if status is not None else "DEADLOCKED"}')
+          f'{f"exited {status} after {time.monotonic() - start:.3f} s" if status is not None else "DEADLOCKED"}')
     blocker = os.path.join(work, 'blocker')
     open(blocker, 'w').close()
     os.environ[runlog.ENV_DIR] = os.path.join(blocker, 'run')

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
@@ -81,7 +81,7 @@ def answer_region(text: str) -> str:
     return text
 
 
-def _to_box(numbers: Tuple[str, ...]) -> Optional[List[float]]:
+def _to_box(numbers: tuple[str, ...]) -> list[float] | None:
     """Four number literals to an ordered box, or None if any is not finite."""
     x1, y1, x2, y2 = (float(n) for n in numbers)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
@@ -89,7 +89,7 @@ def _to_box(numbers: Tuple[str, ...]) -> Optional[List[float]]:
     return [min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)]
 
 
-def _collect(matches, max_boxes: int, into: List[List[float]]) -> None:
+def _collect(matches, max_boxes: int, into: list[list[float]]) -> None:
     for match in matches:
         if len(into) >= max_boxes:
             return
@@ -98,8 +98,8 @@ def _collect(matches, max_boxes: int, into: List[List[float]]) -> None:
             into.append(box)
 
 
-def _boxes_in_style(region: str, style: str, max_boxes: int) -> List[List[float]]:
-    boxes: List[List[float]] = []
+def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]]:
+    boxes: list[list[float]] = []
     if style == 'qwen2_box_tokens':
         _collect(_BOX_TOKENS_RE.finditer(region), max_boxes, boxes)
     elif style == 'internvl_box':
@@ -119,7 +119,7 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> List[List[float]
     return boxes
 
 
-def _scan(text: str, max_boxes: int) -> Tuple[Optional[str], List[List[float]]]:
+def _scan(text: str, max_boxes: int) -> tuple[str | None, list[list[float]]]:
     if not isinstance(text, str):
         raise TypeError(f'`text` should be a str, got {type(text).__name__}.')
     if isinstance(max_boxes, bool) or not isinstance(max_boxes, int) or max_boxes < 1:
@@ -132,7 +132,7 @@ def _scan(text: str, max_boxes: int) -> Tuple[Optional[str], List[List[float]]]:
     return None, []
 
 
-def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> List[List[float]]:
+def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> list[list[float]]:
     """Predicted ``[x1, y1, x2, y2]`` boxes in a completion, in the model's own coordinates.
 
     Args:
@@ -155,7 +155,7 @@ def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> List[List[float]]:
     return _scan(text, max_boxes)[1]
 
 
-def box_style(text: str) -> Optional[str]:
+def box_style(text: str) -> str | None:
     """Which style the completion's boxes are written in (one of ``STYLES``), or None.
 
     Example:

@@ -29,7 +29,7 @@ import functools
 import logging
 import os
 from collections import deque
-from typing import Dict, Iterable, List, Optional
+from collections.abc import Iterable
 
 from transformers import TrainerCallback
 
@@ -46,7 +46,7 @@ PREFIX = 'vision/'
 
 
 # --- aggregation ----------------------------------------------------------------------------
-def step_values(records: Iterable[dict]) -> Dict[str, list]:
+def step_values(records: Iterable[dict]) -> dict[str, list]:
     """Per-image values of one step's training-encode records, keyed by metric name.
 
     Rollout encodes (GRPO) repeat the training images and are left out. Keys with no
@@ -108,7 +108,7 @@ class MeanMetric(_Metric):
         self.a += float(sum(values))
         self.b += len(values)
 
-    def compute(self) -> Optional[float]:
+    def compute(self) -> float | None:
         total, count, _ = self._reduced()
         return total / count if count else None
 
@@ -125,7 +125,7 @@ class MaxMetric(_Metric):
         self.a = max(self.a, float(max(values)))
         self.b += len(values)
 
-    def compute(self) -> Optional[float]:
+    def compute(self) -> float | None:
         value, count, _ = self._reduced()
         return value if count else None
 
@@ -137,7 +137,7 @@ class PerStepTotalMetric(_Metric):
         self.a += float(sum(values))
         self.b += 1
 
-    def compute(self) -> Optional[float]:
+    def compute(self) -> float | None:
         total, rank_steps, world = self._reduced()
         return total * world / rank_steps if rank_steps else None
 
@@ -153,11 +153,11 @@ METRICS = {
 }
 
 
-def new_metrics(device=None) -> Dict[str, _Metric]:
+def new_metrics(device=None) -> dict[str, _Metric]:
     return {PREFIX + name: cls(device) for name, cls in METRICS.items()}
 
 
-def update_metrics(metrics: Dict[str, _Metric], records: Iterable[dict], *, complete: bool = True) -> None:
+def update_metrics(metrics: dict[str, _Metric], records: Iterable[dict], *, complete: bool = True) -> None:
     """Feed one step's records to the metrics (every step counts, even one with no image).
 
     ``complete=False`` (records of this step were lost: a failed write, a deleted log) leaves
@@ -174,7 +174,7 @@ def update_metrics(metrics: Dict[str, _Metric], records: Iterable[dict], *, comp
         metrics[PREFIX + name].update(vals)
 
 
-def compute_metrics(metrics: Dict[str, _Metric]) -> Dict[str, float]:
+def compute_metrics(metrics: dict[str, _Metric]) -> dict[str, float]:
     """Values of the metrics that saw something, then reset them."""
     out = {}
     for key in sorted(metrics):
@@ -209,10 +209,10 @@ class GeoLogCallback(TrainerCallback):
         self.args = args
         self.trainer = trainer
         self._warned: set = set()
-        self.log_dir: Optional[str] = None
-        self.tail: Optional[GeoFileTail] = None
+        self.log_dir: str | None = None
+        self.tail: GeoFileTail | None = None
         device = functools.partial(getattr, args, 'device', None)
-        self._own_metrics: Optional[Dict[str, _Metric]] = new_metrics(device)
+        self._own_metrics: dict[str, _Metric] | None = new_metrics(device)
         self.metrics = self._own_metrics
         self._lost_seen = runlog.lost_records()
         self._setup(device)
@@ -229,7 +229,7 @@ class GeoLogCallback(TrainerCallback):
         if hasattr(template, 'geo_settings') and getattr(template, 'processor', None) is not None:
             runlog.log_settings(template.geo_settings())  # now that the run directory is known
 
-    def _point_at(self, output_dir: Optional[str]) -> None:
+    def _point_at(self, output_dir: str | None) -> None:
         if not output_dir:
             return
         output_dir = os.path.abspath(output_dir)
@@ -307,7 +307,7 @@ class GeoLogCallback(TrainerCallback):
                 logger.warning('swift-ext geo_log: could not add completion columns (%r).', exc)
 
 
-def completion_geometry(samples) -> Dict[str, list]:
+def completion_geometry(samples) -> dict[str, list]:
     """Per sample: original size, resized size ('WxH', ';' between images), total tokens, image keys.
 
     Looked up in the geometry the `_geo` template recorded in this process when it encoded
@@ -334,7 +334,7 @@ def completion_geometry(samples) -> Dict[str, list]:
     return out
 
 
-def register_callbacks() -> List[str]:
+def register_callbacks() -> list[str]:
     """Add `geo_log` to ms-swift's ``callbacks_map``; a second call changes nothing."""
     from swift.callbacks import callbacks_map
     register(callbacks_map, CALLBACK_NAME, GeoLogCallback, 'callback')

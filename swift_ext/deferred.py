@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, List
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ _SINCE = [0.0]  # when the oldest waiting job was queued
 _LOCK = threading.Lock()  # one drain at a time: a lookup waits for a drain in progress
 _DRAINING = threading.local()
 # Called after the exit drain (the run log writes what it produced).
-AFTER_EXIT: List[Callable[[], None]] = []
+AFTER_EXIT: list[Callable[[], None]] = []
 _EXIT_PID = [None]
 _PID = [os.getpid()]  # kept current by the fork hook: os.getpid() is a system call
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
 MAX_RATIO = 200
@@ -48,25 +49,25 @@ class ImageGeometry:
     resized_width: int
     resized_height: int
     num_tokens: int
-    grid: Optional[Tuple[int, int, int]] = None  # (t, h_patches, w_patches), Qwen only
-    tile_cols: Optional[int] = None
-    tile_rows: Optional[int] = None
+    grid: tuple[int, int, int] | None = None  # (t, h_patches, w_patches), Qwen only
+    tile_cols: int | None = None
+    tile_rows: int | None = None
     num_tiles: int = 1
     thumbnail: bool = False
-    canvas_width: Optional[int] = None
-    canvas_height: Optional[int] = None
+    canvas_width: int | None = None
+    canvas_height: int | None = None
     pad_left: int = 0
     pad_top: int = 0
-    global_width: Optional[int] = None
-    global_height: Optional[int] = None
-    extra: Tuple[Tuple[str, Any], ...] = ()
+    global_width: int | None = None
+    global_height: int | None = None
+    extra: tuple[tuple[str, Any], ...] = ()
 
-    def _scale(self) -> Tuple[float, float]:
+    def _scale(self) -> tuple[float, float]:
         return (self.resized_width / self.original_width,
                 self.resized_height / self.original_height)
 
     @property
-    def frame_size(self) -> Tuple[int, int]:
+    def frame_size(self) -> tuple[int, int]:
         """``(width, height)`` of the frame the model's coordinates refer to."""
         return (self.canvas_width or self.resized_width, self.canvas_height or self.resized_height)
 
@@ -78,7 +79,7 @@ class ImageGeometry:
         """Map ``[x1, y1, x2, y2]`` from the model's pixel frame back to original pixels."""
         return self.from_model_frame(box, 'abs')
 
-    def _frame_scale(self, coords: str) -> Tuple[float, float]:
+    def _frame_scale(self, coords: str) -> tuple[float, float]:
         if coords == 'abs':
             return 1.0, 1.0
         if coords not in FRAME_UNITS:
@@ -131,7 +132,7 @@ class ImageGeometry:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> 'ImageGeometry':
+    def from_dict(cls, d: dict) -> ImageGeometry:
         fields = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
         if fields.get('grid') is not None:
             fields['grid'] = tuple(fields['grid'])
@@ -162,8 +163,8 @@ def _floor_by_factor(number: float, factor: int) -> int:
 
 
 def smart_resize(*, width: int, height: int, factor: int = 28,
-                 min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
-                 max_ratio: float = MAX_RATIO, name: str = 'image') -> Tuple[int, int]:
+                 min_pixels: int | None = None, max_pixels: int | None = None,
+                 max_ratio: float = MAX_RATIO, name: str = 'image') -> tuple[int, int]:
     """qwen-vl-utils' ``smart_resize`` returning ``(width, height)``, with errors instead of zeros.
 
     Re-implemented (not imported) so that this module needs no torch; tests pin it to
@@ -198,8 +199,8 @@ def smart_resize(*, width: int, height: int, factor: int = 28,
     return w_bar, h_bar
 
 
-def swift_rescaled_size(*, width: int, height: int, max_pixels: Optional[float],
-                        name: str = 'image') -> Tuple[int, int]:
+def swift_rescaled_size(*, width: int, height: int, max_pixels: float | None,
+                        name: str = 'image') -> tuple[int, int]:
     """The size ms-swift's ``rescale_image`` gives (its `--max_pixels` pre-rescale)."""
     if max_pixels is None or max_pixels <= 0 or width * height <= max_pixels:
         return width, height
@@ -213,7 +214,7 @@ def swift_rescaled_size(*, width: int, height: int, max_pixels: Optional[float],
 
 
 def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
-                  min_pixels: Optional[int] = None, max_pixels: Optional[int] = None,
+                  min_pixels: int | None = None, max_pixels: int | None = None,
                   max_ratio: float = MAX_RATIO, name: str = 'image') -> ImageGeometry:
     """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize."""
     factor = patch_size * merge_size
@@ -240,8 +241,8 @@ def _target_ratios(min_num: int, max_num: int) -> tuple:
     return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
 
 
-def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[Tuple[int, int]],
-                          image_size: int) -> Tuple[int, int]:
+def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[tuple[int, int]],
+                          image_size: int) -> tuple[int, int]:
     """The (cols, rows) grid InternVL picks: nearest aspect ratio, larger grid on ties if big."""
     aspect_ratio = width / height
     best_diff = float('inf')
@@ -259,7 +260,7 @@ def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[Tuple[int
 
 def internvl_geometry(*, width: int, height: int, image_size: int = 448, min_num: int = 1,
                       max_num: int = 12, use_thumbnail: bool = True, patch_size: int = 14,
-                      downsample_ratio: float = 0.5, ratios: Optional[Sequence] = None,
+                      downsample_ratio: float = 0.5, ratios: Sequence | None = None,
                       name: str = 'image') -> ImageGeometry:
     """Geometry of an InternVL dynamic-resolution image: tile grid, thumbnail, tokens.
 

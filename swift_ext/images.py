@@ -27,8 +27,9 @@ import re
 import stat
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Tuple
+from typing import Any
 
 from .geometry import MAX_IMAGE_PIXELS, GeometryError
 
@@ -56,9 +57,9 @@ class ImageSource:
     kind: str
     key: str
     name: str
-    path: Optional[str] = None
-    payload_size: Optional[int] = None
-    error: Optional[str] = None
+    path: str | None = None
+    payload_size: int | None = None
+    error: str | None = None
 
 
 # --- naming -------------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def _hash_name(digest: str, size: int, what: str) -> str:
 
 
 # Payload sizes of recent sha1 keys, so a log record can carry the size next to the key.
-_SIZES: 'OrderedDict[str, int]' = OrderedDict()
+_SIZES: OrderedDict[str, int] = OrderedDict()
 _SIZES_LOCK = threading.Lock()
 _SIZES_MAX = 4096
 
@@ -88,7 +89,7 @@ def _remember_size(key: str, size: int) -> None:
             _SIZES.popitem(last=False)
 
 
-def payload_size(key: str) -> Optional[int]:
+def payload_size(key: str) -> int | None:
     """The decoded size in bytes behind a ``sha1:`` key seen recently in this process, else None."""
     with _SIZES_LOCK:
         return _SIZES.get(key)
@@ -108,7 +109,7 @@ def _invalid(name: str, error: str) -> ImageSource:
 
 
 # --- resolution as ms-swift does it ---------------------------------------------------------------------
-def resolve_path(path: str, env: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def resolve_path(path: str, env: Mapping[str, str] | None = None) -> str | None:
     """The absolute file ms-swift's ``_check_path`` picks for ``path``, or None where it finds none.
 
     Order: as given (relative to the working directory), then joined to ``ROOT_IMAGE_DIR``
@@ -123,7 +124,7 @@ def resolve_path(path: str, env: Optional[Mapping[str, str]] = None) -> Optional
     return joined if os.path.exists(joined) else None
 
 
-def _decode_base64(text: str) -> Optional[bytes]:
+def _decode_base64(text: str) -> bytes | None:
     """``base64.b64decode`` as ms-swift calls it (non-validating), or None where it refuses."""
     try:
         return base64.b64decode(text)
@@ -142,7 +143,7 @@ def _looks_like_image(data: bytes) -> bool:
     return data.startswith(_MAGIC) or (data[:4] == b'RIFF' and data[8:12] == b'WEBP') or data[4:8] == b'ftyp'
 
 
-def _classify_string(text: str, env: Optional[Mapping[str, str]]) -> ImageSource:
+def _classify_string(text: str, env: Mapping[str, str] | None) -> ImageSource:
     text = text.strip()  # load_file strips
     if not text:
         return _invalid('<empty string>', 'the image is an empty string')
@@ -171,7 +172,7 @@ def _classify_string(text: str, env: Optional[Mapping[str, str]]) -> ImageSource
     return ImageSource(kind='path', key=os.path.abspath(text), name=short_text(text), path=text, error=hint)
 
 
-def classify(source: Any, env: Optional[Mapping[str, str]] = None) -> ImageSource:
+def classify(source: Any, env: Mapping[str, str] | None = None) -> ImageSource:
     """What ``source`` is and its identity, as ms-swift would load it. Never raises.
 
     A dict's ``bytes`` win over its ``path`` when truthy (``Template._load_image``); a string in
@@ -183,7 +184,7 @@ def classify(source: Any, env: Optional[Mapping[str, str]] = None) -> ImageSourc
         return _invalid(f'<{type(source).__name__}>', f'cannot identify this image source ({exc!r})'[:300])
 
 
-def _classify(source: Any, env: Optional[Mapping[str, str]]) -> ImageSource:
+def _classify(source: Any, env: Mapping[str, str] | None) -> ImageSource:
     if isinstance(source, Mapping):
         data = source.get('bytes')
         if not data:
@@ -233,7 +234,7 @@ class ImageHeader:
     source: ImageSource
 
 
-def read_image_size(source: Any, *, verify: bool = False) -> Tuple[int, int]:
+def read_image_size(source: Any, *, verify: bool = False) -> tuple[int, int]:
     """``(width, height)`` of an image from its header only (no pixel decode).
 
     ``source``: any form ms-swift accepts (see :func:`classify`). The size reported is the
@@ -250,7 +251,7 @@ def read_image_size(source: Any, *, verify: bool = False) -> Tuple[int, int]:
 
 
 def read_image_header(source: Any, *, verify: bool = False,
-                      env: Optional[Mapping[str, str]] = None) -> ImageHeader:
+                      env: Mapping[str, str] | None = None) -> ImageHeader:
     """:func:`read_image_size` plus the EXIF orientation and the source's identity."""
     if hasattr(source, 'size') and hasattr(source, 'mode') and not isinstance(source, Mapping):
         info = ImageSource(kind='pil', key='pil', name=f'<PIL {source.mode} {source.size[0]}x{source.size[1]}>')
@@ -261,7 +262,7 @@ def read_image_header(source: Any, *, verify: bool = False,
     return _read(fp, info, verify)
 
 
-def _open(source: Any, info: ImageSource, env: Optional[Mapping[str, str]]):
+def _open(source: Any, info: ImageSource, env: Mapping[str, str] | None):
     """A file path or BytesIO for ``source``; raises GeometryError for what cannot be one."""
     name = info.name
     if info.kind == 'invalid':
@@ -278,7 +279,7 @@ def _open(source: Any, info: ImageSource, env: Optional[Mapping[str, str]]):
     return io.BytesIO(data)
 
 
-def _payload_bytes(source: Any, env: Optional[Mapping[str, str]]) -> bytes:
+def _payload_bytes(source: Any, env: Mapping[str, str] | None) -> bytes:
     """The decoded payload of an in-memory source (decoded again: payloads are never kept)."""
     if isinstance(source, Mapping):
         source = source.get('bytes') or source.get('path')
@@ -368,7 +369,7 @@ def _verify(img, width: int, height: int) -> None:
     img.load()
 
 
-def _checked_size(width: int, height: int, name: str) -> Tuple[int, int]:
+def _checked_size(width: int, height: int, name: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise GeometryError(f'{name}: image sides must be positive, got {width}x{height}.')
     if width * height > MAX_IMAGE_PIXELS:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 from . import deferred
 from .geometry import ImageGeometry
@@ -23,7 +24,7 @@ MAX_RECORDS = 50_000
 NO_LIMITS = (None, None)
 
 
-def row_limits_key(row_kwargs: Any) -> Tuple:
+def row_limits_key(row_kwargs: Any) -> tuple:
     """The part of a row's chat_template_kwargs that can change an image's geometry, hashable.
 
     Anything that is not a mapping counts as no limits; an unhashable limit (a list, a dict)
@@ -49,11 +50,11 @@ class GeometryStore:
     """Thread-safe, bounded map (image key, row limits, template) -> latest ImageGeometry."""
 
     def __init__(self, max_records: int = MAX_RECORDS):
-        self._data: 'OrderedDict[Tuple, ImageGeometry]' = OrderedDict()
+        self._data: OrderedDict[tuple, ImageGeometry] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_records
 
-    def put(self, key: str, limits: Tuple, template: str, geometry: ImageGeometry) -> None:
+    def put(self, key: str, limits: tuple, template: str, geometry: ImageGeometry) -> None:
         k = (key, limits, template)
         with self._lock:
             self._data[k] = geometry
@@ -61,7 +62,7 @@ class GeometryStore:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
-    def get(self, key: str, limits: Tuple, template: str) -> Optional[ImageGeometry]:
+    def get(self, key: str, limits: tuple, template: str) -> ImageGeometry | None:
         deferred.resolve()  # encodes not yet read
         with self._lock:
             return self._data.get((key, limits, template))
@@ -88,7 +89,7 @@ def set_active_settings(settings) -> None:
         _ACTIVE[settings.template] = settings
 
 
-def active_settings(template: Optional[str] = None):
+def active_settings(template: str | None = None):
     """Settings of the `_geo` template built in this process (the named one, or the latest)."""
     with _ACTIVE_LOCK:
         if template is not None:

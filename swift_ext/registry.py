@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, MutableMapping
+from collections.abc import MutableMapping
+from typing import Any
 
 logger = logging.getLogger('swift_ext')
 _WARNED: set = set()

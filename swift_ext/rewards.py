@@ -18,7 +18,8 @@ import operator
 import os
 import re
 import sys
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 
 from swift.rewards import ORM
 
@@ -34,8 +35,8 @@ from .settings import PreprocessSettings, settings_for, template_parent
 logger = logging.getLogger(__name__)
 
 
-def resolve_settings(template: Optional[str] = None,
-                     swift_max_pixels: Optional[int] = None) -> Optional[PreprocessSettings]:
+def resolve_settings(template: str | None = None,
+                     swift_max_pixels: int | None = None) -> PreprocessSettings | None:
     """The active `_geo` template's settings: the one built in this process, else the named
     template's under ms-swift's flags and environment (`MAX_PIXELS`, `MAX_NUM`, ...)."""
     settings = active_settings(template) if template else active_settings()
@@ -49,7 +50,7 @@ def resolve_settings(template: Optional[str] = None,
 
 
 def geometry_for_images(images: Any, settings: PreprocessSettings,
-                        row_kwargs: Optional[dict] = None) -> Optional[List[ImageGeometry]]:
+                        row_kwargs: dict | None = None) -> list[ImageGeometry] | None:
     """One sample's geometries: the template's record if this process has one, else predicted.
 
     Returns ``None`` (with one warning per cause) when an image cannot be read. Never raises.
@@ -78,8 +79,8 @@ def geometry_for_images(images: Any, settings: PreprocessSettings,
     return out
 
 
-def geometries_for_batch(kwargs: Dict[str, Any], n: int,
-                         settings: Optional[PreprocessSettings]) -> List[Optional[list]]:
+def geometries_for_batch(kwargs: dict[str, Any], n: int,
+                         settings: PreprocessSettings | None) -> list[list | None]:
     """``image_geometry`` for each of ``n`` samples from a reward call's kwargs."""
     if settings is None:
         warn_once('no-settings', 'swift-ext rewards found no `_geo` template in this process '
@@ -90,7 +91,7 @@ def geometries_for_batch(kwargs: Dict[str, Any], n: int,
     return [geometry_for_images(images[i], settings, row_kwargs[i]) for i in range(n)]
 
 
-def _column(kwargs: Dict[str, Any], name: str, n: int) -> list:
+def _column(kwargs: dict[str, Any], name: str, n: int) -> list:
     """A per-sample column as a list of ``n`` (None where it is missing, short or malformed)."""
     value = kwargs.get(name)
     if not isinstance(value, (list, tuple)):
@@ -107,7 +108,7 @@ RESERVED = ('self', 'completion', 'image_geometry', 'settings')
 COLUMN_PREFIX = 'dataset_'
 
 
-def row_arguments(columns: Dict[str, Any], i: int) -> Dict[str, Any]:
+def row_arguments(columns: dict[str, Any], i: int) -> dict[str, Any]:
     """Sample ``i``'s value of each column, with columns named like a reserved keyword renamed."""
     row = {}
     for name, values in columns.items():
@@ -143,11 +144,11 @@ class GeoReward(ORM):
         super().__init__(args, **kwargs)
         self.template = _template_from_args(args)
 
-    def score(self, completion: str, *, image_geometry: Optional[List[ImageGeometry]],
-              settings: Optional[PreprocessSettings], **row) -> Optional[float]:
+    def score(self, completion: str, *, image_geometry: list[ImageGeometry] | None,
+              settings: PreprocessSettings | None, **row) -> float | None:
         raise NotImplementedError
 
-    def __call__(self, completions: List[str], /, **kwargs) -> List[Optional[float]]:
+    def __call__(self, completions: list[str], /, **kwargs) -> list[float | None]:
         # Positional-only: a dataset column named `self` or `completions` lands in kwargs.
         completions = list(completions) if isinstance(completions, (list, tuple)) else [completions]
         n = len(completions)
@@ -182,7 +183,7 @@ class GeoReward(ORM):
 COORDS_ENV = 'SWIFT_EXT_COORDS'
 
 
-def answer_coords(settings: PreprocessSettings) -> Optional[str]:
+def answer_coords(settings: PreprocessSettings) -> str | None:
     """The coordinate convention rewards read boxes in: ``SWIFT_EXT_COORDS`` if set, else the template's.
 
     ``None`` (with one warning) for a template whose checkpoints have no trained box output and
@@ -207,7 +208,7 @@ def answer_coords(settings: PreprocessSettings) -> Optional[str]:
     return settings.coords
 
 
-def _template_from_args(args) -> Optional[str]:
+def _template_from_args(args) -> str | None:
     name = getattr(args, 'template', None) if args is not None else None
     if isinstance(name, str):
         try:
@@ -245,7 +246,7 @@ class GeoIoU(GeoReward):
         return result
 
 
-def _frame_image(reward: str, image_geometry: list, image_index: Any) -> Optional[ImageGeometry]:
+def _frame_image(reward: str, image_geometry: list, image_index: Any) -> ImageGeometry | None:
     """The geometry ``image_index`` names (None, one warning, when it names no image)."""
     if image_index is None:
         image_index = 0
@@ -309,7 +310,7 @@ def _class_name(func_name: str) -> str:
     return ''.join(p.capitalize() for p in re.split(r'[_\W]+', func_name) if p) or 'GeoCustom'
 
 
-def geo_reward(name: Optional[str] = None, *, register: bool = True) -> Callable:
+def geo_reward(name: str | None = None, *, register: bool = True) -> Callable:
     """Turn ``f(completion, *, image_geometry, settings, **row) -> float | None`` into a reward.
 
     The class is named after the function in CamelCase (its log key) and, with
@@ -341,7 +342,7 @@ def register_reward(name: str, cls: type) -> None:
 SHIPPED = {'geo_iou': GeoIoU, 'geo_iou50': GeoIoU50, 'geo_format': GeoFormat}
 
 
-def register_geo_rewards() -> List[str]:
+def register_geo_rewards() -> list[str]:
     for name, cls in SHIPPED.items():
         register_reward(name, cls)
     return list(SHIPPED)

@@ -31,7 +31,8 @@ import os
 import struct
 import threading
 import time
-from typing import Any, Callable, Iterable, List, Optional, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from . import deferred
 from .geometry import ImageGeometry
@@ -58,18 +59,18 @@ class _State:
     lost_records = 0  # records this process could not write
     failed_writes = 0
     warned: set = set()  # causes already warned about (errno names, 'recreated')
-    _step: Optional[int] = None
+    _step: int | None = None
     _shared = None  # an 8-byte shared mapping once share_step() ran (see there)
 
     @property
-    def step(self) -> Optional[int]:
+    def step(self) -> int | None:
         if self._shared is not None:
             value = struct.unpack('q', self._shared[:8])[0]
             return None if value < 0 else value
         return self._step
 
     @step.setter
-    def step(self, value: Optional[int]) -> None:
+    def step(self, value: int | None) -> None:
         self._step = value
         if self._shared is not None:
             self._shared[:8] = struct.pack('q', -1 if value is None else int(value))
@@ -91,24 +92,24 @@ def rank() -> int:
     return _RANK[1]
 
 
-def geometry_path(log_dir: str, rank_: Optional[int] = None) -> str:
+def geometry_path(log_dir: str, rank_: int | None = None) -> str:
     """The geometry file of a rank: rank 0 keeps the plain name, rank N adds `.rankN`."""
     r = rank() if rank_ is None else rank_
     name = GEOMETRY_FILE if r == 0 else GEOMETRY_FILE.replace('.jsonl', f'.rank{r}.jsonl')
     return os.path.join(log_dir, name)
 
 
-def log_dir() -> Optional[str]:
+def log_dir() -> str | None:
     return os.environ.get(ENV_DIR) or None
 
 
-def record_context() -> Optional[tuple]:
+def record_context() -> tuple | None:
     """``(run directory, step, time)`` now, for records made later; None without a run directory."""
     d = os.environ.get(ENV_DIR)
     return (d, STATE.step, time.time()) if d else None
 
 
-def set_step(step: Optional[int]) -> None:
+def set_step(step: int | None) -> None:
     STATE.step = step
 
 
@@ -130,8 +131,8 @@ _NOW = object()  # image_record's default step / time: the current ones
 
 
 def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,
-                 template: str, clamped: Optional[str], mismatch: Optional[dict],
-                 sample_id: str, step: Any = _NOW, when: Optional[float] = None) -> dict:
+                 template: str, clamped: str | None, mismatch: dict | None,
+                 sample_id: str, step: Any = _NOW, when: float | None = None) -> dict:
     head = {'step': STATE.step if step is _NOW else step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode),
             'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key), 'template': template}
     _add_payload_size(head, key)
@@ -347,7 +348,7 @@ class _Queue:
         multiprocessing.util.Finalize(self, flush, exitpriority=100)
 
 
-_QUEUE: Optional[_Queue] = None
+_QUEUE: _Queue | None = None
 
 
 def _queue() -> _Queue:
@@ -359,7 +360,7 @@ def _queue() -> _Queue:
 
 
 def queue_images(images: Sequence[tuple], *, mode: str, template: str, sample_id: Callable[[], str],
-                 context: Optional[tuple] = None) -> None:
+                 context: tuple | None = None) -> None:
     """Queue one encode's image records, ``(geometry, key, image_index, clamped, mismatch)`` each.
 
     ``sample_id`` is called when the records are built. ``context``: ``record_context()`` as it was
@@ -502,7 +503,7 @@ class GeoFileTail:
         f.seek(0)
         self._head = f.read(self.HEAD)
 
-    def read_new(self) -> List[dict]:
+    def read_new(self) -> list[dict]:
         try:
             f = open(self.path, 'rb')
         except FileNotFoundError:  # other errors (a directory in its place) are the caller's to report

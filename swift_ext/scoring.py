@@ -24,7 +24,8 @@ import json
 import math
 import numbers
 import re
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from swift_ext.boxes import MAX_SCAN_CHARS, answer_region, parse_boxes
 from swift_ext.geometry import COORDS, ImageGeometry
@@ -128,7 +129,7 @@ def _json_depth_ok(text: str) -> bool:
     return True
 
 
-def _gt_box(item: Any) -> Optional[List[float]]:
+def _gt_box(item: Any) -> list[float] | None:
     if isinstance(item, dict):
         item = item.get('bbox_2d')
     if not isinstance(item, (list, tuple)) or len(item) != 4:
@@ -143,7 +144,7 @@ def _gt_box(item: Any) -> Optional[List[float]]:
     return [x1, y1, x2, y2]
 
 
-def parse_solution(solution: Any) -> Optional[List[List[float]]]:
+def parse_solution(solution: Any) -> list[list[float]] | None:
     """Ground-truth boxes in original image pixels, or None when they are unusable.
 
     Accepted: one box ``[x1, y1, x2, y2]``; a list of boxes; ``{"bbox_2d": box}`` or a list
@@ -189,7 +190,7 @@ def parse_solution(solution: Any) -> Optional[List[List[float]]]:
     return boxes
 
 
-def _to_original(box: List[float], geometry: ImageGeometry, coords: str) -> Optional[List[float]]:
+def _to_original(box: list[float], geometry: ImageGeometry, coords: str) -> list[float] | None:
     """A predicted box mapped to original pixels and clipped to the image, or None."""
     x1, y1, x2, y2 = geometry.from_model_frame(box, coords)
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):  # 1e308 scaled past float
@@ -203,7 +204,7 @@ def _to_original(box: List[float], geometry: ImageGeometry, coords: str) -> Opti
 
 
 def iou_score(completion: str, solution: Any, geometry: ImageGeometry,
-              coords: str) -> Optional[float]:
+              coords: str) -> float | None:
     """Matched IoU of a completion's boxes against the ground truth, in original pixels.
 
     Predicted boxes (``boxes.parse_boxes``) are mapped to the original image, clipped to
@@ -244,7 +245,7 @@ def iou_score(completion: str, solution: Any, geometry: ImageGeometry,
     return _general_score(completion, solution, geometry, coords)
 
 
-def _general_score(completion: str, solution: Any, geometry: ImageGeometry, coords: str) -> Optional[float]:
+def _general_score(completion: str, solution: Any, geometry: ImageGeometry, coords: str) -> float | None:
     """iou_score for any number of boxes: parse both sides, map, clip, match."""
     gt = parse_solution(solution)
     if gt is None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from .families import family_of, settings_from_dict
 from .families.base import PreprocessSettings
@@ -24,7 +25,7 @@ def template_parent(template: str) -> str:
     return family_of(template)[1].parent
 
 
-def default_settings(template: str, *, swift_max_pixels: Optional[int] = None,
+def default_settings(template: str, *, swift_max_pixels: int | None = None,
                      **overrides: Any) -> PreprocessSettings:
     """The settings a `_geo` template has with the real checkpoint's processor and no environment.
 
@@ -34,8 +35,8 @@ def default_settings(template: str, *, swift_max_pixels: Optional[int] = None,
     return settings_for(template, env={}, swift_max_pixels=swift_max_pixels, **overrides)
 
 
-def settings_for(template: str, *, env: Optional[Mapping[str, str]] = None,
-                 swift_max_pixels: Optional[int] = None, **overrides: Any) -> PreprocessSettings:
+def settings_for(template: str, *, env: Mapping[str, str] | None = None,
+                 swift_max_pixels: int | None = None, **overrides: Any) -> PreprocessSettings:
     """The settings a `_geo` template runs with under ms-swift's flags and environment.
 
     ``env`` defaults to ``os.environ``; ``swift_max_pixels`` is ms-swift's ``--max_pixels``;
@@ -77,9 +78,9 @@ def _is_nan(value: Any) -> bool:
 
 
 
-def predict_geometry(template: str, *, width: int, height: int, row_kwargs: Optional[Mapping] = None,
-                     swift_max_pixels: Optional[int] = None,
-                     env: Optional[Mapping[str, str]] = None) -> ImageGeometry:
+def predict_geometry(template: str, *, width: int, height: int, row_kwargs: Mapping | None = None,
+                     swift_max_pixels: int | None = None,
+                     env: Mapping[str, str] | None = None) -> ImageGeometry:
     """What `template` (a registered `_geo` template) does to a ``width`` x ``height`` image.
 
     Args:

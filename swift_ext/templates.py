@@ -18,8 +18,9 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from importlib import metadata
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
@@ -37,7 +38,7 @@ logger = logging.getLogger(__name__)
 MEMO_SIZE = 4096
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _versions() -> tuple:
     out = []
     for lib in ('ms-swift', 'qwen-vl-utils', 'qwen-omni-utils', 'transformers'):
@@ -162,7 +163,7 @@ class GeoTemplateMixin:
             self.geo_family.on_replace_tag(self, inputs, index, pending[index])
         return context
 
-    def _encode(self, inputs) -> Dict[str, Any]:
+    def _encode(self, inputs) -> dict[str, Any]:
         pending = getattr(inputs, '_geo_pending', None)
         try:
             encoded = super()._encode(inputs)
@@ -234,7 +235,7 @@ class GeoTemplateMixin:
             runlog.queue_images(records, mode=mode, template=template,
                                 sample_id=_sample_id_later(row[1], row[2], pending), context=context)
 
-    def _predict_error(self, entry, inputs) -> Optional[GeometryError]:
+    def _predict_error(self, entry, inputs) -> GeometryError | None:
         if entry['size'] is None:
             return None
         try:
@@ -274,7 +275,7 @@ def _entry(src, size) -> dict:
 # Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
 # later file can change): a GRPO step encodes a prompt's images once per generation, and every
 # epoch sees each file again.
-_FOUND: Dict[tuple, Any] = {}
+_FOUND: dict[tuple, Any] = {}
 
 
 def _classify_remembered(src):
@@ -307,7 +308,7 @@ def _names(pending) -> str:
     return ', '.join(e['name'] for e in pending) or '<no image>'
 
 
-def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> Optional[dict]:
+def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> dict | None:
     out = {}
     for field in ('resized_width', 'resized_height', 'num_tokens', 'num_tiles'):
         a, p = getattr(actual, field), getattr(predicted, field)
@@ -330,12 +331,12 @@ def _sample_id_later(extra_kwargs, messages, pending) -> Callable[[], str]:
     return functools.partial(_text_id, contents, [e['name'] for e in pending])
 
 
-def _text_id(contents: list, names: List[str]) -> str:
+def _text_id(contents: list, names: list[str]) -> str:
     text = repr(contents) + (', '.join(names) or '<no image>')
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-GEO_TEMPLATES: Dict[str, type] = {}
+GEO_TEMPLATES: dict[str, type] = {}
 
 
 def geo_template_class(name: str) -> type:
@@ -354,7 +355,7 @@ def geo_template_class(name: str) -> type:
     return GEO_TEMPLATES[name]
 
 
-def register_geo_templates() -> List[str]:
+def register_geo_templates() -> list[str]:
     """Register every `<parent>_geo` template; a second call changes nothing.
 
     A family's template whose parent this ms-swift does not have is left out (older releases).

@@ -21,7 +21,7 @@ import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
-from typing import Callable, Dict, Optional  # noqa: E402
+from collections.abc import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -45,7 +45,7 @@ def tiny_model(tmp_path_factory) -> Callable[[str], str]:
     from swift_ext.testing.tiny import make_tiny_model
 
     root = tmp_path_factory.mktemp('tiny_models')
-    built: Dict[str, str] = {}
+    built: dict[str, str] = {}
 
     def factory(family: str) -> str:
         if family not in built:
@@ -56,7 +56,7 @@ def tiny_model(tmp_path_factory) -> Callable[[str], str]:
 
 
 @pytest.fixture(scope='session')
-def sample_images(tmp_path_factory) -> Dict[str, str]:
+def sample_images(tmp_path_factory) -> dict[str, str]:
     """``{name: path}`` of small generated images: see ``SAMPLE_IMAGE_SIZES`` for sizes.
 
     Each holds a red rectangle outlined in blue on a grey background, so no image is blank.
@@ -170,7 +170,7 @@ class E2E:
         from swift_ext.testing.images import make_dataset
         path = make_dataset(str(out_dir), sizes=sizes)
         rows = E2E.read_lines(path)
-        for row, (name, _, _) in zip(rows, sizes):
+        for row, (name, _, _) in zip(rows, sizes, strict=True):
             row.update((fields or {}).get(name, {}))
             if answer:
                 row['messages'].append({'role': 'assistant', 'content': answer(row)})
@@ -179,7 +179,7 @@ class E2E:
         return path
 
     @staticmethod
-    def traceback(text: str, limit: Optional[int] = 4000) -> str:
+    def traceback(text: str, limit: int | None = 4000) -> str:
         """The last traceback in ``text`` (its last ``limit`` characters; None: all of it), else its end."""
         i = text.rfind('Traceback')
         if i < 0:

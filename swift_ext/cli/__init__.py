@@ -5,7 +5,6 @@ import importlib
 import logging
 import os
 import sys
-from typing import List, Optional
 
 DEBUG_ENV = 'SWIFT_EXT_DEBUG'
 SUBCOMMANDS = {
@@ -28,7 +27,7 @@ def _usage() -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help'):
         print(_usage())

@@ -22,8 +22,9 @@ import json
 import math
 import os
 import stat
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any
 
 CHUNK = 1 << 20
 MAX_BINS = 4096
@@ -31,7 +32,7 @@ DISTINCT_EXACT = 16384
 MAX_LINE_NUMBERS = 10  # line numbers kept per kind of problem
 
 
-def refuse_reason(path: str) -> Optional[str]:
+def refuse_reason(path: str) -> str | None:
     """Why ``path`` is not read as a log file (missing, not a regular file), or None."""
     try:
         st = os.stat(path)
@@ -75,14 +76,14 @@ class FileStatus:
 
     path: str
     exists: bool = True
-    refused: Optional[str] = None  # why the file was not read (not a regular file, ...)
+    refused: str | None = None  # why the file was not read (not a regular file, ...)
     lines: int = 0
     bad_lines: int = 0
     long_lines: int = 0
     truncated_last_line: bool = False
     duplicate_lines: int = 0
-    bad_line_numbers: List[int] = field(default_factory=list)
-    long_line_numbers: List[int] = field(default_factory=list)
+    bad_line_numbers: list[int] = field(default_factory=list)
+    long_line_numbers: list[int] = field(default_factory=list)
     max_line: int = 0
 
     def bad(self, line_no: int) -> None:
@@ -90,7 +91,7 @@ class FileStatus:
         if len(self.bad_line_numbers) < MAX_LINE_NUMBERS:
             self.bad_line_numbers.append(line_no)
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         name = os.path.basename(self.path)
         out = []
         if not self.exists:
@@ -114,12 +115,12 @@ class FileStatus:
                 'truncated_last_line': self.truncated_last_line, 'duplicate_lines': self.duplicate_lines}
 
 
-def _numbers(numbers: List[int], total: int) -> str:
+def _numbers(numbers: list[int], total: int) -> str:
     text = ', '.join(str(n) for n in numbers)
     return text + (', ...' if total > len(numbers) else '')
 
 
-def iter_raw_lines(path: str, status: FileStatus, max_line: int, progress=None) -> Iterator[Tuple[int, bytes]]:
+def iter_raw_lines(path: str, status: FileStatus, max_line: int, progress=None) -> Iterator[tuple[int, bytes]]:
     """``(line number, bytes)`` of the non-empty lines of ``path`` up to ``max_line`` bytes each.
 
     Longer lines are read past in chunks, counted and skipped. A missing or non-regular file
@@ -175,7 +176,7 @@ def _skip_rest(f) -> int:
 
 def iter_lines(path: str, status: FileStatus, *, max_line: int, progress=None,
                decode: Callable[[bytes], Any] = json.loads,
-               errors: tuple = (ValueError, RecursionError)) -> Iterator[Tuple[int, Any]]:
+               errors: tuple = (ValueError, RecursionError)) -> Iterator[tuple[int, Any]]:
     """``(line number, decoded value)`` per line; bad lines counted, a cut-off last line noted.
 
     A last line without a newline that does not decode is a write cut short: it is
@@ -197,7 +198,7 @@ def iter_lines(path: str, status: FileStatus, *, max_line: int, progress=None,
 MAX_INT = 1 << 53  # larger "counts" or "steps" are not real ones
 
 
-def as_int(value: Any, *, lo: int = 0, hi: int = MAX_INT) -> Optional[int]:
+def as_int(value: Any, *, lo: int = 0, hi: int = MAX_INT) -> int | None:
     """An integer in ``[lo, hi]`` from an int, an integral float or a numeric string, else None."""
     if isinstance(value, bool):
         return None
@@ -221,7 +222,7 @@ def as_int(value: Any, *, lo: int = 0, hi: int = MAX_INT) -> Optional[int]:
     return None
 
 
-def as_number(value: Any) -> Optional[float]:
+def as_number(value: Any) -> float | None:
     """A finite float from an int or float (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -254,8 +255,8 @@ class Histogram:
         self.width = 1
         self.total = 0
         self.sum = 0
-        self.min: Optional[int] = None
-        self.max: Optional[int] = None
+        self.min: int | None = None
+        self.max: int | None = None
 
     def add(self, value: int, n: int = 1) -> None:
         self.total += n
@@ -285,7 +286,7 @@ class Histogram:
     def items(self):
         return sorted(self.counts.items())
 
-    def percentile(self, q: float) -> Optional[int]:
+    def percentile(self, q: float) -> int | None:
         """Nearest-rank percentile (numpy's 'inverted_cdf'); exact while ``width`` is 1."""
         if not self.total:
             return None
@@ -307,7 +308,7 @@ class DistinctCount:
 
     def __init__(self, k: int = DISTINCT_EXACT):
         self.k = k
-        self._heap: List[int] = []  # negated hashes: a max-heap of the k smallest
+        self._heap: list[int] = []  # negated hashes: a max-heap of the k smallest
         self._kept: set = set()
 
     def add(self, key: str) -> None:

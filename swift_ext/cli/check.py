@@ -51,7 +51,8 @@ import os
 import re
 import stat
 import sys
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
@@ -93,7 +94,7 @@ def settings_path(path: str) -> str:
     raise DriftInputError(f'{path}: directory has no {SETTINGS_FILE}{hint}.')
 
 
-def load_fingerprints(path: str) -> List[dict]:
+def load_fingerprints(path: str) -> list[dict]:
     """Every fingerprint record in a run directory, settings file or captured log, in order.
 
     Each record: ``role``, ``rank``, ``pid`` (None where a log line does not say),
@@ -143,7 +144,7 @@ def _bounded_lines(f):
             yield line
 
 
-def _parse_line(text: str) -> Optional[dict]:
+def _parse_line(text: str) -> dict | None:
     """A fingerprint record from one JSON line or log line; None for any other line."""
     try:
         return _parse(text.strip())
@@ -151,7 +152,7 @@ def _parse_line(text: str) -> Optional[dict]:
         return None
 
 
-def _parse(text: str) -> Optional[dict]:
+def _parse(text: str) -> dict | None:
     if text.startswith('{'):
         try:
             data = json.loads(text)
@@ -186,11 +187,11 @@ def _parse(text: str) -> Optional[dict]:
             'fingerprint': tail.group(1), 'settings': settings, 'time': None}
 
 
-def _text(value: Any) -> Optional[str]:
+def _text(value: Any) -> str | None:
     return value[:200] if isinstance(value, str) else None
 
 
-def _int(value: Any) -> Optional[int]:
+def _int(value: Any) -> int | None:
     """An integer rank or pid from a log (a string of digits or an int), else None."""
     if isinstance(value, bool):
         return None
@@ -201,7 +202,7 @@ def _int(value: Any) -> Optional[int]:
     return None
 
 
-def _fingerprint(settings: Mapping[str, Any]) -> Optional[str]:
+def _fingerprint(settings: Mapping[str, Any]) -> str | None:
     try:
         return settings_from_dict(settings).fingerprint()
     except Exception:  # settings of a shape no family accepts: no fingerprint to show
@@ -253,7 +254,7 @@ def _settings_of(x: Mapping[str, Any]) -> Mapping[str, Any]:
     return x['settings'] if isinstance(x.get('settings'), Mapping) else x
 
 
-def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any]) -> dict:
+def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any]) -> dict:  # noqa: C901
     """How many of ``dataset``'s images two settings resize differently (image headers only).
 
     Returns ``{'dataset', 'images', 'resized_differently', 'fail_on_one_side', 'visual_tokens': [a, b],
@@ -272,7 +273,7 @@ def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any
         return {'dataset': dataset, 'error': f'settings of no known family ({str(exc)[:200]})'}
     out = {'dataset': dataset, 'images': 0, 'resized_differently': 0, 'fail_on_one_side': 0,
            'visual_tokens': [0, 0], 'unreadable_images': 0, 'remote_images_not_checked': 0, 'unreadable_rows': 0}
-    headers: Dict[str, Any] = {}
+    headers: dict[str, Any] = {}
     try:
         _require_regular(dataset)
         for _, row in plan.iter_rows(dataset):
@@ -326,7 +327,7 @@ def _compare_image(out: dict, a, b, header, limits: Mapping) -> None:
         out['resized_differently'] += 1
 
 
-def check(paths: Sequence[str], dataset: Optional[str] = None) -> dict:
+def check(paths: Sequence[str], dataset: str | None = None) -> dict:
     """Read every input and compare each distinct setting seen with the trainer's.
 
     Returns the report ``main`` prints: ``same``, ``fingerprint`` (when same),
@@ -336,7 +337,7 @@ def check(paths: Sequence[str], dataset: Optional[str] = None) -> dict:
         DriftInputError: an input is unreadable, holds no fingerprint, or there is only
         one setting of one side to look at.
     """
-    sides: Dict[str, List[dict]] = {}
+    sides: dict[str, list[dict]] = {}
     for index, path in enumerate(paths):
         records = load_fingerprints(path)
         if not records:
@@ -374,16 +375,16 @@ def check(paths: Sequence[str], dataset: Optional[str] = None) -> dict:
             'reference': reference['label'], 'variants': variants, 'comparisons': comparisons}
 
 
-def _variants(side: str, records: List[dict]) -> List[dict]:
+def _variants(side: str, records: list[dict]) -> list[dict]:
     """One entry per distinct setting of a side, each process counted with its last record."""
-    latest: Dict[Any, dict] = {}
+    latest: dict[Any, dict] = {}
     for record in records:  # file order is write order
         key = (record['source'], record['rank'], record['pid'])
         if record['pid'] is not None:
             key = (record['rank'], record['pid'])
         latest.pop(key, None)
         latest[key] = record  # the dict ends in the order processes last wrote
-    groups: Dict[str, List[dict]] = {}
+    groups: dict[str, list[dict]] = {}
     for record in latest.values():
         groups.setdefault(_canonical(_without_template(record['settings'])), []).append(record)
     out = []
@@ -452,7 +453,7 @@ def _show(key: str, value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog='swift-ext check',
         description='Compare the image preprocessing settings the trainer and the rollout '

@@ -11,14 +11,13 @@ import argparse
 import os
 import sys
 import threading
-from typing import List, Optional
 
 from ..boxes import is_well_formed
 from ..rewards import GeoReward, register_reward
 from ..scoring import iou_score
 from .plugin_path import plugin_path
 
-_ROWS: List[dict] = []
+_ROWS: list[dict] = []
 _LOCK = threading.Lock()
 OFFLINE_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
                'MODELSCOPE_OFFLINE': '1', 'USE_HF': '1'}
@@ -41,14 +40,14 @@ class GeoDemoProbe(GeoReward):
         return None
 
 
-def model_frame_box(box, geo, coords: str) -> Optional[list]:
+def model_frame_box(box, geo, coords: str) -> list | None:
     """The ground-truth box as the model should write it (its own frame and convention)."""
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         return None
     return [round(v, 3) if coords == 'norm1' else round(v) for v in geo.to_model_frame(box, coords)]
 
 
-def format_table(rows: List[dict]) -> str:
+def format_table(rows: list[dict]) -> str:
     head = (f'{"image":<26} {"original":>10} {"resized":>10} {"tokens":>6} {"tiles":>5} '
             f'{"gt box (original px)":>22} {"gt box (model frame)":>22} {"coords":>8} '
             f'{"GeoIoU":>6} {"GeoFormat":>9}')
@@ -70,7 +69,7 @@ def format_table(rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def build_args(ns, model: str, model_type: Optional[str], dataset: str, out: str) -> List[str]:
+def build_args(ns, model: str, model_type: str | None, dataset: str, out: str) -> list[str]:
     plugin = plugin_path()
     args = ['--rlhf_type', 'grpo', '--model', model, '--template', ns.template,
             '--reward_funcs', 'geo_iou', 'geo_format', 'geo_demo_probe',
@@ -89,7 +88,7 @@ def build_args(ns, model: str, model_type: Optional[str], dataset: str, out: str
     return args + ns.swift_args
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = []
     if '--' in argv:

@@ -28,8 +28,9 @@ import json
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..boxes import parse_boxes
 from ..geometry import ImageGeometry
@@ -53,9 +54,9 @@ class Pick:
 
     line_no: int
     row: int
-    step: Optional[int]
-    score: Optional[float]
-    reasons: List[str] = field(default_factory=list)
+    step: int | None
+    score: float | None
+    reasons: list[str] = field(default_factory=list)
 
 
 class RowSampler:
@@ -68,18 +69,18 @@ class RowSampler:
 
     def __init__(self, size: int, seed: int = 0):
         self.size = size
-        self.score_name: Optional[str] = None
-        self.per_step: Dict[int, list] = {}  # step -> [best (score, line, row), worst]
-        self.reservoir: List[Tuple[Optional[int], int, int, Optional[float]]] = []
+        self.score_name: str | None = None
+        self.per_step: dict[int, list] = {}  # step -> [best (score, line, row), worst]
+        self.reservoir: list[tuple[int | None, int, int, float | None]] = []
         self.seen = 0
         self.rng = random.Random(seed)
 
-    def _score_column(self, values: Dict[str, Optional[float]]) -> str:
+    def _score_column(self, values: dict[str, float | None]) -> str:
         if 'GeoIoU' in values:
             return 'GeoIoU'
         return next((n for n in values if 'iou' in n.lower() and '50' not in n), '')
 
-    def offer(self, step: Optional[int], line_no: int, row: int, values: Dict[str, Optional[float]]) -> None:
+    def offer(self, step: int | None, line_no: int, row: int, values: dict[str, float | None]) -> None:
         if self.score_name is None:
             self.score_name = self._score_column(values)
         score = values.get(self.score_name) if self.score_name else None
@@ -109,8 +110,8 @@ class RowSampler:
         keep = set(steps[::2]) | {steps[0], steps[-1]}
         self.per_step = {s: v for s, v in self.per_step.items() if s in keep}
 
-    def picks(self) -> List[Pick]:
-        chosen: Dict[Tuple[int, int], Pick] = {}
+    def picks(self) -> list[Pick]:
+        chosen: dict[tuple[int, int], Pick] = {}
         steps = sorted(self.per_step)
         name = self.score_name or 'score'
         if steps:
@@ -140,24 +141,24 @@ class RowSampler:
 class Item:
     """Everything one gallery card shows."""
 
-    reasons: List[str]
+    reasons: list[str]
     completion: str
-    step: Optional[int] = None
-    image_key: Optional[str] = None  # a path, 'sha1:...' or a URL
-    image_bytes: Optional[bytes] = None  # an in-line image (score reads them from the result file)
-    geometry: Optional[ImageGeometry] = None
-    coords: Optional[str] = None
+    step: int | None = None
+    image_key: str | None = None  # a path, 'sha1:...' or a URL
+    image_bytes: bytes | None = None  # an in-line image (score reads them from the result file)
+    geometry: ImageGeometry | None = None
+    coords: str | None = None
     solution: Any = None
-    rewards: Dict[str, Optional[float]] = field(default_factory=dict)
-    notes: List[str] = field(default_factory=list)
+    rewards: dict[str, float | None] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     row_label: str = ''
 
     @property
-    def gt_boxes(self) -> Optional[List[List[float]]]:
+    def gt_boxes(self) -> list[list[float]] | None:
         return parse_solution(self.solution) if self.solution is not None else None
 
     @property
-    def pred_boxes(self) -> List[List[float]]:
+    def pred_boxes(self) -> list[list[float]]:
         """Predicted boxes in original pixels (unclipped), or [] when the frame is unknown."""
         if self.geometry is None or self.coords is None:
             return []
@@ -169,7 +170,7 @@ class Item:
         return out
 
     @property
-    def iou(self) -> Optional[float]:
+    def iou(self) -> float | None:
         if self.geometry is None or self.coords is None:
             return None
         return iou_score(self.completion, self.solution, self.geometry, self.coords)
@@ -225,7 +226,7 @@ def _load(item: Item):
         return None, f'image unreadable: {short(str(exc), 160)}'
 
 
-def draw(item: Item) -> Tuple[Optional[bytes], Optional[str]]:
+def draw(item: Item) -> tuple[bytes | None, str | None]:
     """JPEG bytes of the item's thumbnail with its boxes and tiles, or (None, why not)."""
     from PIL import Image, ImageDraw
     loaded, why = _load(item)
@@ -263,7 +264,7 @@ def draw(item: Item) -> Tuple[Optional[bytes], Optional[str]]:
     return out.getvalue(), None
 
 
-def tile_lines(g: ImageGeometry) -> List[Tuple[float, float, float, float]]:
+def tile_lines(g: ImageGeometry) -> list[tuple[float, float, float, float]]:
     """Tile borders in original pixels: the model frame cut in ``tile_cols`` x ``tile_rows``.
 
     The frame is the canvas where a family pads (LLaVA-NeXT), else the resized image; its
@@ -303,7 +304,7 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def gallery_html(items: Sequence[Item], max_bytes: int, title: str = 'Rollouts') -> Tuple[str, dict]:
+def gallery_html(items: Sequence[Item], max_bytes: int, title: str = 'Rollouts') -> tuple[str, dict]:
     """The gallery section and what was embedded: ``{'embedded', 'left_out', 'bytes'}``."""
     cards, used, left_out, embedded = [], 0, 0, 0
     for item in items:
@@ -374,12 +375,12 @@ def _text(value: Any) -> str:
         return f'<{type(value).__name__}>'
 
 
-def fetch_rows(path: str, picks: Sequence[Pick], max_line: int) -> Dict[Tuple[int, int], dict]:
+def fetch_rows(path: str, picks: Sequence[Pick], max_line: int) -> dict[tuple[int, int], dict]:
     """The chosen rows of completions.jsonl (a second pass, decoding only their lines)."""
-    wanted: Dict[int, List[int]] = {}
+    wanted: dict[int, list[int]] = {}
     for p in picks:
         wanted.setdefault(p.line_no, []).append(p.row)
-    out: Dict[Tuple[int, int], dict] = {}
+    out: dict[tuple[int, int], dict] = {}
     status = FileStatus(path)
     for line_no, raw in iter_raw_lines(path, status, max_line):
         if line_no not in wanted:
@@ -397,9 +398,9 @@ def fetch_rows(path: str, picks: Sequence[Pick], max_line: int) -> Dict[Tuple[in
     return out
 
 
-def _group_samples(records: List[dict]) -> List[List[dict]]:
+def _group_samples(records: list[dict]) -> list[list[dict]]:
     """Consecutive encode records of one sample: a new sample starts at image_index 0."""
-    groups: List[List[dict]] = []
+    groups: list[list[dict]] = []
     previous = None
     for rec in records:
         index = as_int(rec.get('image_index'))
@@ -410,10 +411,10 @@ def _group_samples(records: List[dict]) -> List[List[dict]]:
     return groups
 
 
-def read_step_records(geo_files: Sequence[str], steps: set, keys: set, max_line: int) -> Tuple[dict, dict]:
+def read_step_records(geo_files: Sequence[str], steps: set, keys: set, max_line: int) -> tuple[dict, dict]:
     """Records of the given steps (by mode, ranks in order) and the first record of each key."""
-    by_step: Dict[int, Dict[str, List[dict]]] = {}
-    by_key: Dict[str, dict] = {}
+    by_step: dict[int, dict[str, list[dict]]] = {}
+    by_key: dict[str, dict] = {}
     for path in geo_files:
         status = FileStatus(path)
         for _, rec in iter_lines(path, status, max_line=max_line):
@@ -432,7 +433,7 @@ def read_step_records(geo_files: Sequence[str], steps: set, keys: set, max_line:
     return by_step, by_key
 
 
-def geometry_of(rec: Optional[dict]) -> Tuple[Optional[ImageGeometry], Optional[str]]:
+def geometry_of(rec: dict | None) -> tuple[ImageGeometry | None, str | None]:
     """An ImageGeometry from a log record, or (None, why not)."""
     if rec is None:
         return None, 'no geometry record for this image'
@@ -451,7 +452,7 @@ def geometry_of(rec: Optional[dict]) -> Tuple[Optional[ImageGeometry], Optional[
         return None, 'the geometry record is malformed'
 
 
-def _first_image(value: Any) -> Optional[str]:
+def _first_image(value: Any) -> str | None:
     """A path from an ``images`` cell: a list of paths or ``{'path': ...}`` dicts."""
     if isinstance(value, list) and value:
         value = value[0]
@@ -461,7 +462,7 @@ def _first_image(value: Any) -> Optional[str]:
 
 
 def review_gallery(run_dir: str, sampler: RowSampler, info: dict, geo_files: Sequence[str],
-                   coords: Optional[str] = None) -> dict:
+                   coords: str | None = None) -> dict:
     """The review gallery's items: chosen rows, their images and geometry, the box convention."""
     from ..runlog import COMPLETIONS_FILE
     from .review import MAX_COMPLETIONS_LINE, MAX_GEO_LINE
@@ -498,7 +499,7 @@ def review_gallery(run_dir: str, sampler: RowSampler, info: dict, geo_files: Seq
     return {'items': items, 'coords': coords, 'score_column': sampler.score_name or None}
 
 
-def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> Optional[dict]:
+def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dict | None:
     key = table.get('geo_image')
     if isinstance(key, str) and key:
         item.image_key = key.split(';')[0]
@@ -526,7 +527,7 @@ def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> Opt
     return group[0]
 
 
-def coords_for(info: dict, named: Optional[str]) -> Tuple[Optional[str], Optional[str]]:
+def coords_for(info: dict, named: str | None) -> tuple[str | None, str | None]:
     """The box convention of the run: ``--coords``, else its logged settings', else its template's."""
     if named:
         return named, None

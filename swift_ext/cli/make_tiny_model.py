@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from ..testing.tiny import DEFAULT_SEED, make_tiny_model, parents, run_flags
 
@@ -19,7 +19,7 @@ def build_parser(prog: str = 'swift-ext make-tiny-model') -> argparse.ArgumentPa
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """``swift-ext make-tiny-model --family PARENT --out DIR [--seed N]``."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format='%(message)s')

@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import secrets
 import stat
-from typing import Union
 
 
 class OutputError(OSError):
@@ -48,7 +47,7 @@ def prepare_out_dir(path: str, *, named_by_user: bool) -> str:
     return os.path.realpath(path)
 
 
-def write_bytes(path: str, data: Union[bytes, str], mode: int = 0o644) -> str:
+def write_bytes(path: str, data: bytes | str, mode: int = 0o644) -> str:
     """Write ``data`` to ``path`` atomically without following a symlink at ``path``.
 
     The temporary file is created next to the target (same file system, so the rename is

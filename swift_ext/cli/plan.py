@@ -21,9 +21,10 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..families import family_of
 from ..geometry import GeometryError
@@ -79,9 +80,9 @@ class PlanAborted(RuntimeError):
 
 
 # --- settings ---------------------------------------------------------------------------------
-def plan_settings(template: str, *, max_pixels: Optional[int] = None,
-                  min_pixels: Optional[int] = None, max_num: Optional[int] = None,
-                  env: Optional[Dict[str, str]] = None) -> PreprocessSettings:
+def plan_settings(template: str, *, max_pixels: int | None = None,
+                  min_pixels: int | None = None, max_num: int | None = None,
+                  env: dict[str, str] | None = None) -> PreprocessSettings:
     """The settings a `_geo` template would run with, under these flags and environment."""
     return settings_for(template, env=env, swift_max_pixels=max_pixels, min_pixels=min_pixels, max_num=max_num)
 
@@ -91,7 +92,7 @@ def sweep_settings(settings: PreprocessSettings, value: int) -> PreprocessSettin
     return with_budget(settings, value)
 
 
-def tile_knob(settings: PreprocessSettings) -> Optional[str]:
+def tile_knob(settings: PreprocessSettings) -> str | None:
     """The settings field that caps a tiling family's tiles (``max_num``, ...), or None."""
     names = {f.name for f in dataclasses.fields(settings)}
     return next((k for k in TILE_KNOBS if k in names), None)
@@ -102,7 +103,7 @@ def tile_settings(settings: PreprocessSettings, value: int) -> PreprocessSetting
 
 
 # --- reading the dataset ---------------------------------------------------------------------------
-def iter_rows(path: str) -> Iterator[Tuple[int, Any]]:
+def iter_rows(path: str) -> Iterator[tuple[int, Any]]:
     """``(row_number, row)`` for a .jsonl (one object a line), .json (a list) or .parquet dataset.
 
     jsonl lines are handed over as text (parsed in the worker); a line over ``MAX_LINE_CHARS``
@@ -137,7 +138,7 @@ def iter_rows(path: str) -> Iterator[Tuple[int, Any]]:
                 yield number, line
 
 
-def _parquet_rows(path: str) -> Iterator[Tuple[int, Any]]:
+def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
     """Rows of a parquet dataset (as ms-swift loads it), a batch at a time; images may hold raw bytes."""
     try:
         import pyarrow.parquet as pq
@@ -197,7 +198,7 @@ class PlanStats:
     grown: int = 0
     remote: int = 0
     samples_unchecked: int = 0  # samples left out of the token counts: a remote image
-    unique: Dict[int, int] = field(default_factory=dict)  # image identity hash -> tokens (first seen)
+    unique: dict[int, int] = field(default_factory=dict)  # image identity hash -> tokens (first seen)
     unique_overflow: bool = False
     top_rows: list = field(default_factory=list)  # (tokens, -row) of the most expensive samples
     failures: list = field(default_factory=list)  # (row, image_index, image, message), first MAX_KEPT
@@ -209,11 +210,11 @@ class PlanStats:
     exif_count: int = 0
     solution_issues: list = field(default_factory=list)  # (row, box, 'WxH', likely_norm1000)
     solution_issue_count: int = 0
-    sweep: Dict[int, list] = field(default_factory=dict)  # value -> _sums()
-    tile_sweep: Dict[int, list] = field(default_factory=dict)  # tile limit -> _sums()
+    sweep: dict[int, list] = field(default_factory=dict)  # value -> _sums()
+    tile_sweep: dict[int, list] = field(default_factory=dict)  # tile limit -> _sums()
     verified: bool = False  # whether --verify checked file bodies, not just headers
 
-    def merge(self, other: 'PlanStats') -> None:
+    def merge(self, other: PlanStats) -> None:
         for name in ('rows', 'rows_with_images', 'images', 'shrunk', 'grown', 'remote', 'samples_unchecked',
                      'failure_count', 'failing_rows', 'path_warning_count', 'exif_count', 'solution_issue_count'):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -278,7 +279,7 @@ def _keep(stats: PlanStats, name: str, item: tuple) -> None:
     setattr(stats, count, getattr(stats, count) + 1)
 
 
-def _path_note(src: Any, info: ImageSource, base_dir: str) -> Tuple[Optional[str], bool]:
+def _path_note(src: Any, info: ImageSource, base_dir: str) -> tuple[str | None, bool]:
     """A warning about a relative path, and whether ms-swift will miss a file found next to the dataset."""
     raw = src.get('bytes') or src.get('path') if isinstance(src, dict) else src
     if not isinstance(raw, str) or info.kind != 'path' or os.path.isabs(raw.strip()):
@@ -330,7 +331,7 @@ def _plan_image(stats: PlanStats, number: int, index: int, src: Any, limits: dic
     return geo, header
 
 
-def _swept_tokens(swept: Sequence, headers: list, limits: dict, sums_all: Dict[int, list]) -> None:
+def _swept_tokens(swept: Sequence, headers: list, limits: dict, sums_all: dict[int, list]) -> None:
     """Add one sample to every sweep value's sums."""
     for value, s in swept:
         sums, total = sums_all[value], 0
@@ -404,7 +405,7 @@ def _plan_row(stats: PlanStats, number: int, row: Any) -> None:
     _check_solution(stats, number, row, headers)
 
 
-def plan_chunk(chunk: List[Tuple[int, Any]]) -> PlanStats:
+def plan_chunk(chunk: list[tuple[int, Any]]) -> PlanStats:
     """Plan a chunk of ``(row_number, row)``; runs in a worker after ``_init_worker``. Never raises."""
     stats = PlanStats(sweep={v: _sums() for v, _ in _WORKER['sweep']},
                       tile_sweep={v: _sums() for v, _ in _WORKER['tile_sweep']})
@@ -450,7 +451,7 @@ def _chunks(rows: Iterator, size: int) -> Iterator[list]:
 
 
 def plan_dataset(path: str, settings: PreprocessSettings, *, sweep: Sequence[int] = DEFAULT_SWEEP,
-                 tile_sweep: Sequence[int] = (), workers: Optional[int] = None, verify: bool = False,
+                 tile_sweep: Sequence[int] = (), workers: int | None = None, verify: bool = False,
                  progress=None) -> PlanStats:
     """Plan every row of the dataset at ``path`` with ``workers`` processes (all cores by default).
 
@@ -484,7 +485,7 @@ def _add(total: PlanStats, stats: PlanStats, progress) -> None:
 def _run_pool(chunks: Iterator[list], workers: int, init: tuple, total: PlanStats, progress) -> None:
     """Chunks through a process pool, at most 2 per worker in flight (bounded memory), in order."""
     executor = concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_worker, initargs=init)
-    pending: List[Tuple[concurrent.futures.Future, Tuple[int, int]]] = []
+    pending: list[tuple[concurrent.futures.Future, tuple[int, int]]] = []
     try:
         for chunk in chunks:
             pending.append((executor.submit(plan_chunk, chunk), (chunk[0][0], chunk[-1][0])))
@@ -510,7 +511,7 @@ def _collect(item, total: PlanStats, progress) -> None:
 
 
 # --- output -------------------------------------------------------------------------------------------
-def describe(counts: Counter) -> Optional[dict]:
+def describe(counts: Counter) -> dict | None:
     """count, mean, p50, p95, max of a histogram of integers (exact; integers stay integers)."""
     n = sum(counts.values())
     if not n:
@@ -568,7 +569,7 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
     }
 
 
-def format_text(s: dict) -> str:
+def format_text(s: dict) -> str:  # noqa: C901
     lines = [f'Template {s["template"]}: {s["rows"]} rows, {s["rows_with_images"]} with images, '
              f'{s["images"]} images ({s["unique_images"]}{"+" if s["unique_images_is_lower_bound"] else ""} unique)']
     for key, label in (('visual_tokens_per_image', 'per image'), ('visual_tokens_per_unique_image', 'per unique'),
@@ -624,7 +625,7 @@ def format_text(s: dict) -> str:
     return '\n'.join(lines)
 
 
-def _listing(lines: list, title: str, count: int, items: List[str]) -> None:
+def _listing(lines: list, title: str, count: int, items: list[str]) -> None:
     if not count:
         return
     lines.append(f'{title}: {count}')
@@ -633,7 +634,7 @@ def _listing(lines: list, title: str, count: int, items: List[str]) -> None:
         lines.append(f'  ... and {count - MAX_FAILURES_SHOWN} more (see --json)')
 
 
-def _int_list(text: str) -> List[int]:
+def _int_list(text: str) -> list[int]:
     try:
         values = [int(x) for x in text.split(',') if x.strip()]
     except ValueError:
@@ -674,7 +675,7 @@ def build_parser(prog: str = 'swift-ext plan') -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = plan_settings(args.template, max_pixels=args.max_pixels,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import List, Optional
 
 
 def plugin_path() -> str:
@@ -11,7 +10,7 @@ def plugin_path() -> str:
     return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'plugin.py')
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog='swift-ext plugin-path', description=__doc__).parse_args(argv)
     print(plugin_path())
     return 0

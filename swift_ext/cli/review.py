@@ -27,10 +27,9 @@ import re
 import sys
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Annotated, Any
 
 import msgspec
-from typing_extensions import Annotated
 
 from ..runlog import COMPLETION_COLUMNS, COMPLETIONS_FILE, GEOMETRY_GLOB, LOGGING_FILE, SETTINGS_FILE
 from .bounded import (
@@ -63,7 +62,7 @@ NON_REWARD_COLUMNS = {'step', 'prompt', 'completion', 'advantages', 'entropy', '
                       'num_turns', 'geo_image', 'images', *COMPLETION_COLUMNS}
 RUN_NAME = re.compile(r'^v(\d+)-(\d{8})-(\d{6})')
 
-Side = Optional[Annotated[int, msgspec.Meta(ge=0, le=1 << 31)]]
+Side = Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] | None
 
 
 class GeoLine(msgspec.Struct):
@@ -73,11 +72,11 @@ class GeoLine(msgspec.Struct):
     line, not a crash later in the arithmetic.
     """
 
-    step: Optional[Annotated[int, msgspec.Meta(ge=-1, le=1 << 53)]] = None
+    step: Annotated[int, msgspec.Meta(ge=-1, le=1 << 53)] | None = None
     rank: Annotated[int, msgspec.Meta(ge=0, le=1 << 20)] = 0
     mode: str = 'train'
-    image: Optional[str] = None
-    template: Optional[str] = None
+    image: str | None = None
+    template: str | None = None
     original_width: Side = None
     original_height: Side = None
     resized_width: Side = None
@@ -85,9 +84,9 @@ class GeoLine(msgspec.Struct):
     num_tokens: Side = None
     tile_cols: Side = None
     num_tiles: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 1
-    clamped: Optional[str] = None
-    mismatch: Optional[Dict[str, Any]] = None
-    error: Optional[str] = None
+    clamped: str | None = None
+    mismatch: dict[str, Any] | None = None
+    error: str | None = None
 
 
 _GEO_DECODER = msgspec.json.Decoder(GeoLine)
@@ -95,7 +94,7 @@ GEO_ERRORS = (ValueError, RecursionError, msgspec.DecodeError)
 
 
 # --- files of a run -------------------------------------------------------------------------------
-def geometry_files(run_dir: str) -> List[str]:
+def geometry_files(run_dir: str) -> list[str]:
     """The run's geometry files, rank 0 first, then by rank number (no glob on the folder name)."""
     try:
         names = [n for n in os.listdir(run_dir) if fnmatch.fnmatchcase(n, GEOMETRY_GLOB)]
@@ -113,7 +112,7 @@ def has_logs(folder: str) -> bool:
         os.path.exists(os.path.join(folder, f)) for f in (LOGGING_FILE, COMPLETIONS_FILE))
 
 
-def find_runs(folder: str) -> List[str]:
+def find_runs(folder: str) -> list[str]:
     """``v<N>-<time>`` run folders inside ``folder`` that hold logs, oldest first."""
     try:
         names = os.listdir(folder)
@@ -155,10 +154,10 @@ class ModeStats:
     errors: Counter = field(default_factory=Counter)  # error text, capped
     steps_dropped: int = 0
     # step -> [images, tokens, failures]
-    per_step: Dict[Optional[int], list] = field(default_factory=dict)
-    image_rows: Dict[str, dict] = field(default_factory=dict)  # the per-image table, capped
+    per_step: dict[int | None, list] = field(default_factory=dict)
+    image_rows: dict[str, dict] = field(default_factory=dict)  # the per-image table, capped
 
-    def _step(self, step: Optional[int]) -> list:
+    def _step(self, step: int | None) -> list:
         row = self.per_step.get(step)
         if row is None:
             if len(self.per_step) >= MAX_STEPS:
@@ -241,7 +240,7 @@ def _mismatch_text(mismatch: dict) -> str:
     return '; '.join(parts)
 
 
-def _size(width: Optional[int], height: Optional[int]) -> Optional[str]:
+def _size(width: int | None, height: int | None) -> str | None:
     return f'{width}x{height}' if width and height else None
 
 
@@ -254,8 +253,8 @@ def _count_capped(counter: Counter, key: str) -> None:
 
 @dataclass
 class GeometryStats:
-    files: List[FileStatus] = field(default_factory=list)
-    by_mode: Dict[str, ModeStats] = field(default_factory=dict)
+    files: list[FileStatus] = field(default_factory=list)
+    by_mode: dict[str, ModeStats] = field(default_factory=dict)
     ranks: Counter = field(default_factory=Counter)
     templates: Counter = field(default_factory=Counter)
 
@@ -270,7 +269,7 @@ class GeometryStats:
         stats.add(r)
 
     @property
-    def main_mode(self) -> Optional[str]:
+    def main_mode(self) -> str | None:
         """The mode the report describes: what was trained on ('train'), else the rollouts."""
         for mode in MODES:
             if mode in self.by_mode:
@@ -296,7 +295,7 @@ class Series:
     __slots__ = ('points', 'stride', 'seen', 'sum', 'n', 'missing')
 
     def __init__(self):
-        self.points: List[Tuple[int, float]] = []
+        self.points: list[tuple[int, float]] = []
         self.stride, self.seen, self.sum, self.n, self.missing = 1, 0, 0.0, 0, 0
 
     def add(self, step: int, value: Any) -> None:
@@ -314,7 +313,7 @@ class Series:
         self.seen += 1
 
     @property
-    def mean(self) -> Optional[float]:
+    def mean(self) -> float | None:
         return self.sum / self.n if self.n else None
 
 
@@ -325,7 +324,7 @@ def _is_series_key(key: str) -> bool:
 def read_logging(run_dir: str, progress=None) -> dict:
     """Per-step series of rewards, `vision/` metrics and loss (``Series`` by key), and the last step."""
     status = FileStatus(os.path.join(run_dir, LOGGING_FILE))
-    series: Dict[str, Series] = {}
+    series: dict[str, Series] = {}
     dropped: set = set()
     last_step = None
     for _, rec in iter_lines(status.path, status, max_line=MAX_LOG_LINE, progress=progress):
@@ -351,14 +350,14 @@ def read_logging(run_dir: str, progress=None) -> dict:
 
 
 # --- completions.jsonl and the reward / token-budget join ------------------------------------------
-def _reward_names(table: dict, known: List[str]) -> List[str]:
+def _reward_names(table: dict, known: list[str]) -> list[str]:
     if known:
         return known
     return [k for k, v in list(table.items())[:MAX_SERIES] if k not in NON_REWARD_COLUMNS
             and isinstance(v, list) and v and (as_number(v[0]) is not None or v[0] is None)]
 
 
-def read_completions(run_dir: str, reward_names: List[str], step_tokens: Dict[int, float],
+def read_completions(run_dir: str, reward_names: list[str], step_tokens: dict[int, float],
                      progress=None, sampler=None) -> dict:
     """Reward means (and missing counts) per column, and rewards grouped by visual tokens.
 
@@ -370,8 +369,8 @@ def read_completions(run_dir: str, reward_names: List[str], step_tokens: Dict[in
     quartiles of the rows' token values. ``sampler`` (the gallery's) is offered every row.
     """
     status = FileStatus(os.path.join(run_dir, COMPLETIONS_FILE))
-    sums: Dict[str, list] = {}  # name -> [sum, count, missing]
-    by_tokens: Dict[int, Dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    sums: dict[str, list] = {}  # name -> [sum, count, missing]
+    by_tokens: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
     rows_by_tokens = Histogram()
     joined = {'column': 0, 'step': 0, 'none': 0}
     rows = 0
@@ -425,14 +424,14 @@ def read_completions(run_dir: str, reward_names: List[str], step_tokens: Dict[in
             'joined_by': joined, 'by_token_quartile': _quartile_table(rows_by_tokens, by_tokens)}
 
 
-def _quartile_table(weights: Histogram, by_tokens: Dict[int, Dict[str, list]]) -> List[dict]:
+def _quartile_table(weights: Histogram, by_tokens: dict[int, dict[str, list]]) -> list[dict]:
     """Rows grouped into token-count quartiles: token range, rows and mean of each reward."""
     if not weights:
         return []
     edges = [weights.percentile(q) for q in (25, 50, 75)]
-    groups: List[Dict[str, Any]] = [{'quartile': f'Q{i + 1}', 'min_tokens': None, 'max_tokens': None, 'rows': 0,
+    groups: list[dict[str, Any]] = [{'quartile': f'Q{i + 1}', 'min_tokens': None, 'max_tokens': None, 'rows': 0,
                                      'sums': defaultdict(lambda: [0.0, 0])} for i in range(4)]
-    merged: Dict[int, Dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
+    merged: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
     for t, cells in by_tokens.items():  # keys made before a coarsening land in their final bin
         for name, (s, n) in cells.items():
             acc = merged[t - t % weights.width][name]
@@ -456,7 +455,7 @@ def _quartile_table(weights: Histogram, by_tokens: Dict[int, Dict[str, list]]) -
 
 
 # --- numbers from histograms ---------------------------------------------------------------------
-def percentile(counter, q: float) -> Optional[float]:
+def percentile(counter, q: float) -> float | None:
     """Exact nearest-rank percentile of a histogram (numpy's 'inverted_cdf' method)."""
     if isinstance(counter, Histogram):
         return counter.percentile(q)
@@ -472,7 +471,7 @@ def percentile(counter, q: float) -> Optional[float]:
     return max(counter)
 
 
-def describe(hist: Histogram, scale: float = 1.0, mean: Optional[float] = None) -> Optional[dict]:
+def describe(hist: Histogram, scale: float = 1.0, mean: float | None = None) -> dict | None:
     """count, mean, min, p50, p95, max of a histogram (values multiplied by ``scale``).
 
     ``mean`` replaces the histogram's mean where the histogram is binned and an exact one is
@@ -495,7 +494,7 @@ def describe(hist: Histogram, scale: float = 1.0, mean: Optional[float] = None) 
 # --- run information -------------------------------------------------------------------------------
 def read_run_info(run_dir: str) -> dict:
     """Model, template, settings fingerprints and date of a run, for the report header."""
-    info: Dict[str, Any] = {'run': os.path.basename(os.path.abspath(run_dir))}
+    info: dict[str, Any] = {'run': os.path.basename(os.path.abspath(run_dir))}
     m = RUN_NAME.match(info['run'])
     if m:
         d, t = m.group(2), m.group(3)
@@ -506,7 +505,7 @@ def read_run_info(run_dir: str) -> dict:
             if isinstance(args.get(key), (str, int, float)) and not isinstance(args.get(key), bool):
                 info[key] = short(args[key], 200) if isinstance(args[key], str) else args[key]
     status = FileStatus(os.path.join(run_dir, SETTINGS_FILE))
-    fingerprints: Dict[str, dict] = {}
+    fingerprints: dict[str, dict] = {}
     for _, rec in iter_lines(status.path, status, max_line=MAX_GEO_LINE):
         if not isinstance(rec, dict) or not isinstance(rec.get('fingerprint'), str):
             continue
@@ -535,18 +534,18 @@ def _read_small_json(path: str) -> Any:
 
 
 # --- the summary ------------------------------------------------------------------------------------
-def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: Optional[str] = None,
+def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | None = None,
               gallery_seed: int = 0) -> dict:
     """Everything review reports, as plain data (the --json output)."""
     geo = read_geometry(run_dir, progress)
     log = read_logging(run_dir, progress)
-    series: Dict[str, Series] = log['series']
+    series: dict[str, Series] = log['series']
     reward_names = sorted(k[len('rewards/'):-len('/mean')] for k in series
                           if k.startswith('rewards/') and k.endswith('/mean'))
     main = geo.by_mode.get(geo.main_mode) if geo.main_mode else None
     # Step -> mean visual tokens per image, for the step join: from a step's rollout
     # encodes where it has any (those produced the completions), else its train encodes.
-    step_tokens: Dict[int, float] = {}
+    step_tokens: dict[int, float] = {}
     for mode in MODES:
         if mode in geo.by_mode:
             step_tokens.update({s: t / n for s, (n, t, _) in geo.by_mode[mode].per_step.items()
@@ -568,7 +567,7 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: Optional
                             f'({stats.steps_dropped:,} records)')
     info = read_run_info(run_dir)
     logged = {name: series[f'rewards/{name}/mean'] for name in reward_names}
-    out: Dict[str, Any] = {
+    out: dict[str, Any] = {
         'run_dir': os.path.abspath(run_dir),
         'run': info,
         'files': [f.to_dict() for f in files],
@@ -648,7 +647,7 @@ def build_parser(prog: str = 'swift-ext review') -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not os.path.isdir(args.run_dir):
         print(f'swift-ext review: RUN_DIR must be a folder, got {args.run_dir!r}.', file=sys.stderr)
@@ -666,7 +665,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     return rc
 
 
-def _runs_to_review(args) -> Optional[List[Tuple[str, Optional[str]]]]:
+def _runs_to_review(args) -> list[tuple[str, str | None]] | None:
     """``[(run folder, --out or None)]``: RUN_DIR itself, or the runs it holds."""
     if has_logs(args.run_dir) and not args.all:
         return [(args.run_dir, args.out)]
@@ -686,7 +685,7 @@ def _runs_to_review(args) -> Optional[List[Tuple[str, Optional[str]]]]:
     return [(runs[-1], args.out)]
 
 
-def _review_one(args, run_dir: str, out: Optional[str]) -> int:
+def _review_one(args, run_dir: str, out: str | None) -> int:
     from .output import prepare_out_dir
     from .review_report import format_text, to_json, write_report
     paths = geometry_files(run_dir) + [os.path.join(run_dir, f) for f in (LOGGING_FILE, COMPLETIONS_FILE)]

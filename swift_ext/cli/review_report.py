@@ -13,7 +13,8 @@ import html
 import io
 import json
 import os
-from typing import Any, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 from .bounded import Histogram, short
 from .output import write_bytes, write_text
@@ -51,7 +52,7 @@ def _plain(text: str, limit: int = 60) -> str:
 
 
 # --- terminal ---------------------------------------------------------------------------------------
-def _reward_line(s: dict) -> Optional[str]:
+def _reward_line(s: dict) -> str | None:
     logged, comp = s.get('reward_means_logged') or {}, s.get('reward_means_completions') or {}
     missing_c = s.get('reward_missing_completions') or {}
     missing_l = s.get('reward_missing_logged') or {}
@@ -73,13 +74,13 @@ def _reward_line(s: dict) -> Optional[str]:
     return 'Reward means: ' + ', '.join(parts)
 
 
-def _count(s: dict, name: str) -> Optional[int]:
+def _count(s: dict, name: str) -> int | None:
     rows = s.get('completion_rows') or 0
     missing = (s.get('reward_missing_completions') or {}).get(name)
     return rows - missing if missing is not None else None
 
 
-def format_text(s: dict) -> str:
+def format_text(s: dict) -> str:  # noqa: C901
     """The terminal summary."""
     run = s.get('run') or {}
     lines = [f'Run: {s["run_dir"]}']
@@ -159,7 +160,7 @@ def hist_edges(hists: Sequence[Histogram], scale: float, bins: int = 30):
     return np.linspace(lo, hi + (hi - lo) * 1e-6, bins + 1), False
 
 
-def plot_hist(ax, hist: Histogram, scale: float, label: str, color: Optional[str] = None, edges=None) -> None:
+def plot_hist(ax, hist: Histogram, scale: float, label: str, color: str | None = None, edges=None) -> None:
     """One bar per value while there are few (categorical), else adaptive bins (log when spread)."""
     import numpy as np
     values = np.array([v for v, _ in hist.items()], dtype=float) * scale
@@ -180,7 +181,7 @@ def plot_hist(ax, hist: Histogram, scale: float, label: str, color: Optional[str
     _integer_counts(ax)
 
 
-def _series(ax, points: List, label: str) -> None:
+def _series(ax, points: list, label: str) -> None:
     """A metric over steps; long series get a moving average over the faint raw values."""
     import numpy as np
     points = sorted(points)
@@ -197,12 +198,12 @@ def _series(ax, points: List, label: str) -> None:
     ax.plot(steps[window - 1:], smooth, label=_plain(f'{label} (mean of {window})'))
 
 
-def make_plots(s: dict) -> List[Tuple[str, str, bytes]]:
+def make_plots(s: dict) -> list[tuple[str, str, bytes]]:
     """The report's plots as ``[(file name, title, PNG bytes)]``."""
     plt = _pyplot()
     hists = s.get('_histograms') or {}
     series = s.get('series') or {}
-    made: List[Tuple[str, str, bytes]] = []
+    made: list[tuple[str, str, bytes]] = []
 
     def save(fig, name: str, title: str) -> None:
         fig.tight_layout()
@@ -236,7 +237,7 @@ def make_plots(s: dict) -> List[Tuple[str, str, bytes]]:
         if keys:
             shown = keys[:MAX_PLOTTED]
             fig, axes = plt.subplots(len(shown), 1, figsize=(5.6, 1.5 * len(shown) + 0.7), squeeze=False)
-            for ax, key in zip(axes[:, 0], shown):
+            for ax, key in zip(axes[:, 0], shown, strict=False):
                 _series(ax, series[key], key)
                 ax.set_ylabel(_plain(key.split('/', 1)[1], 30), fontsize=7)
             axes[-1, 0].set_xlabel('step')
@@ -382,7 +383,7 @@ def _files_section(s: dict) -> str:
                                      'duplicates'], rows)
 
 
-def write_html(s: dict, text: str, plots: List[Tuple[str, str, bytes]], path: str,
+def write_html(s: dict, text: str, plots: list[tuple[str, str, bytes]], path: str,
                gallery_section: str = '') -> None:
     figures = ''.join(f'<figure><figcaption>{html.escape(title)}</figcaption>'
                       f'<img alt="{html.escape(title)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'

@@ -32,7 +32,7 @@ import os
 import random
 import sys
 from collections import Counter, defaultdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from ..boxes import parse_boxes
 from ..geometry import COORDS, GeometryError, ImageGeometry
@@ -50,7 +50,7 @@ class RowError(ValueError):
 
 
 # --- one row ------------------------------------------------------------------------------------------
-def objects_boxes(objects: Any, width: int, height: int) -> Optional[List[List[float]]]:
+def objects_boxes(objects: Any, width: int, height: int) -> list[list[float]] | None:
     """Boxes of image 0 from ms-swift's ``objects`` column, in original pixels; None when unusable."""
     if isinstance(objects, str):
         if len(objects) > 1 << 20:
@@ -77,7 +77,7 @@ def objects_boxes(objects: Any, width: int, height: int) -> Optional[List[List[f
     return parse_solution(out) if out else None
 
 
-def image_source(row: dict) -> Tuple[Any, Optional[bytes], str]:
+def image_source(row: dict) -> tuple[Any, bytes | None, str]:
     """``(source for read_image_size, bytes to draw or None, image key)`` of the row's first image."""
     images = row.get('images')
     if isinstance(images, (str, dict)):
@@ -112,7 +112,7 @@ def image_source(row: dict) -> Tuple[Any, Optional[bytes], str]:
     return path, None, os.path.abspath(path)
 
 
-def row_geometry(row: dict, settings) -> Tuple[ImageGeometry, Any, Optional[bytes], str]:
+def row_geometry(row: dict, settings) -> tuple[ImageGeometry, Any, bytes | None, str]:
     """The geometry the template gives the row's first image, and how to draw that image."""
     try:
         from ..images import read_image_size
@@ -130,7 +130,7 @@ def row_geometry(row: dict, settings) -> Tuple[ImageGeometry, Any, Optional[byte
     return geo, source, data, key
 
 
-def ground_truth(row: dict, geo: ImageGeometry) -> List[List[float]]:
+def ground_truth(row: dict, geo: ImageGeometry) -> list[list[float]]:
     if row.get('solution') is not None:
         gt = parse_solution(row['solution'])
         if gt is None:
@@ -144,7 +144,7 @@ def ground_truth(row: dict, geo: ImageGeometry) -> List[List[float]]:
     raise RowError('no ground truth: neither `solution` nor `objects`')
 
 
-def first_box_iou(response: str, gt: List[List[float]], geo: ImageGeometry, coords: str) -> Optional[float]:
+def first_box_iou(response: str, gt: list[list[float]], geo: ImageGeometry, coords: str) -> float | None:
     """IoU of the first predicted box (in original pixels, clipped) with the first true box; None: no box."""
     for box in parse_boxes(response, max_boxes=1):
         x1, y1, x2, y2 = geo.from_model_frame(box, coords)
@@ -163,7 +163,7 @@ class Bucket:
     def __init__(self):
         self.rows, self.iou, self.acc50, self.acc75, self.matched, self.no_box = 0, 0.0, 0, 0, 0.0, 0
 
-    def add(self, iou: Optional[float], matched: float) -> None:
+    def add(self, iou: float | None, matched: float) -> None:
         self.rows += 1
         value = iou or 0.0
         self.iou += value
@@ -196,8 +196,8 @@ class Problems:
 
     def __init__(self):
         self.counts: Counter = Counter()
-        self.rows: Dict[str, List[int]] = defaultdict(list)
-        self.example: Dict[str, str] = {}
+        self.rows: dict[str, list[int]] = defaultdict(list)
+        self.example: dict[str, str] = {}
 
     def add(self, kind: str, row_no: int, message: str) -> None:
         if kind not in self.counts and len(self.counts) >= 50:
@@ -207,7 +207,7 @@ class Problems:
             self.rows[kind].append(row_no)
         self.example.setdefault(kind, f'row {row_no}: {message}')
 
-    def to_list(self) -> List[dict]:
+    def to_list(self) -> list[dict]:
         return [{'kind': k, 'rows': n, 'row_numbers': self.rows[k], 'example': self.example[k]}
                 for k, n in self.counts.most_common()]
 
@@ -217,9 +217,9 @@ class GalleryPicker:
 
     def __init__(self, size: int, seed: int = 0):
         self.size, self.extremes = size, min(3, size // 4 + 1) if size else 0
-        self.best: List[Tuple[float, int]] = []
-        self.worst: List[Tuple[float, int]] = []
-        self.reservoir: List[int] = []
+        self.best: list[tuple[float, int]] = []
+        self.worst: list[tuple[float, int]] = []
+        self.reservoir: list[int] = []
         self.seen = 0
         self.rng = random.Random(seed)
 
@@ -239,8 +239,8 @@ class GalleryPicker:
             if j < self.size:
                 self.reservoir[j] = row_no
 
-    def picks(self) -> Dict[int, List[str]]:
-        out: Dict[int, List[str]] = {}
+    def picks(self) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
         for _, neg in sorted(self.best, reverse=True):
             out.setdefault(-neg, []).append('best IoU')
         for _, neg in sorted(self.worst, reverse=True):
@@ -252,7 +252,7 @@ class GalleryPicker:
         return out
 
 
-def dataset_solutions(path: Optional[str]):
+def dataset_solutions(path: str | None):
     """``solution`` of each line of a JSONL dataset, in order (None where absent or unreadable)."""
     if path is None:
         while True:
@@ -269,7 +269,7 @@ def dataset_solutions(path: Optional[str]):
 
 
 def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0,
-               dataset: Optional[str] = None) -> dict:
+               dataset: str | None = None) -> dict:
     """Stream ``path`` and return the metrics (and the gallery's row numbers).
 
     ``dataset``: the JSONL file given to ``--val_dataset``; its ``solution`` of line i is the
@@ -332,8 +332,8 @@ def _kind(message: str) -> str:
 
 
 # --- gallery --------------------------------------------------------------------------------------------------
-def gallery_items(path: str, picks: Dict[int, List[str]], settings, coords: str,
-                  dataset: Optional[str] = None) -> list:
+def gallery_items(path: str, picks: dict[int, list[str]], settings, coords: str,
+                  dataset: str | None = None) -> list:
     from .gallery import Item
     items = []
     status = FileStatus(path)
@@ -356,7 +356,7 @@ def gallery_items(path: str, picks: Dict[int, List[str]], settings, coords: str,
 
 
 # --- output ---------------------------------------------------------------------------------------------------
-def _pct(v: Optional[float]) -> str:
+def _pct(v: float | None) -> str:
     return '-' if v is None else f'{100 * v:.1f}%'
 
 
@@ -437,7 +437,7 @@ def _settings(args):
     return settings_for(template, swift_max_pixels=args.max_pixels)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for what, path in (('RESULT.jsonl', args.result), ('--dataset', args.dataset)):
         reason = refuse_reason(path) if path is not None else None

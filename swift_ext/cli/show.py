@@ -25,8 +25,8 @@ import math
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
 
 from ..families import family_of
 from ..geometry import GeometryError, ImageGeometry, read_image_size
@@ -64,13 +64,13 @@ class ShowError(ValueError):
 class ModelView:
     """The model's view of one image, in model pixels (``frame`` is what its answers refer to)."""
 
-    frame: Tuple[int, int]  # (width, height): canvas, else the resized image
-    content: Tuple[int, int, int, int]  # (left, top, width, height) of the resized image in the frame
-    tiles: Optional[Tuple[int, int]]  # (cols, rows)
-    tile_size: Optional[Tuple[float, float]]
-    global_size: Optional[Tuple[int, int]]  # the extra whole-image view, where there is one
+    frame: tuple[int, int]  # (width, height): canvas, else the resized image
+    content: tuple[int, int, int, int]  # (left, top, width, height) of the resized image in the frame
+    tiles: tuple[int, int] | None  # (cols, rows)
+    tile_size: tuple[float, float] | None
+    global_size: tuple[int, int] | None  # the extra whole-image view, where there is one
     global_name: str  # 'global view' or 'thumbnail'
-    cells: Optional[Tuple[int, int]]  # (cols, rows) of visual-token cells over the frame
+    cells: tuple[int, int] | None  # (cols, rows) of visual-token cells over the frame
     grid_note: str  # how the cells were derived, for the facts
 
     @property
@@ -78,7 +78,7 @@ class ModelView:
         return self.content != (0, 0) + self.frame
 
 
-def frame_size(geo: ImageGeometry) -> Tuple[int, int]:
+def frame_size(geo: ImageGeometry) -> tuple[int, int]:
     """The padded canvas (``canvas_*``, or a family's ``extra`` canvas) or else the resized size."""
     extra = dict(geo.extra)
     width = geo.canvas_width or extra.get('canvas_width') or geo.resized_width
@@ -96,7 +96,7 @@ def merge_of(geo: ImageGeometry, settings: PreprocessSettings) -> int:
     return int(getattr(settings, 'merge_size', 1) or 1)
 
 
-def token_cells(geo: ImageGeometry, settings: PreprocessSettings, frame: Tuple[int, int]):
+def token_cells(geo: ImageGeometry, settings: PreprocessSettings, frame: tuple[int, int]):
     """``((cols, rows), note)`` of one-token cells over the frame, or ``(None, '')``."""
     extra = dict(geo.extra)
     if geo.grid is not None:
@@ -141,7 +141,7 @@ def _size(width: float, height: float) -> str:
     return f'{_num(width)} x {_num(height)}'
 
 
-def _pair(key: str, extra: dict) -> Optional[Tuple[str, str, str]]:
+def _pair(key: str, extra: dict) -> tuple[str, str, str] | None:
     """``(name, first, second)`` when ``key`` is half of an ``X_width``/``X_height`` or ``X_cols``/``X_rows`` pair."""
     for first, second in (('_width', '_height'), ('_cols', '_rows')):
         for mine, other in ((first, second), (second, first)):
@@ -152,7 +152,7 @@ def _pair(key: str, extra: dict) -> Optional[Tuple[str, str, str]]:
     return None
 
 
-def _extra_facts(extra: dict, used: set) -> List[Tuple[str, str]]:
+def _extra_facts(extra: dict, used: set) -> list[tuple[str, str]]:
     """A family's ``extra`` facts, a width/height or cols/rows pair as one ``A x B`` line."""
     out = []
     for key, value in extra.items():
@@ -169,7 +169,7 @@ def _extra_facts(extra: dict, used: set) -> List[Tuple[str, str]]:
 
 
 def facts(image: str, geo: ImageGeometry, settings: PreprocessSettings, view: ModelView,
-          clamped: Optional[str] = None, env: Optional[dict] = None) -> List[Tuple[str, str]]:
+          clamped: str | None = None, env: dict | None = None) -> list[tuple[str, str]]:
     """``(label, value)`` lines: what the text output prints and the picture's header shows."""
     family, _ = family_of(settings.template)
     out = [('image', _short(image)), ('template', f'{settings.template} (family {settings.family})'),
@@ -201,7 +201,7 @@ def facts(image: str, geo: ImageGeometry, settings: PreprocessSettings, view: Mo
     return out
 
 
-def format_text(lines: Sequence[Tuple[str, str]]) -> str:
+def format_text(lines: Sequence[tuple[str, str]]) -> str:
     width = max(len(label) for label, _ in lines) + 1
     return '\n'.join(f'{label + ":":<{width}} {value}' for label, value in lines)
 
@@ -222,20 +222,20 @@ def load_font(size: int = FONT_SIZE):
 class Layout:
     """Where everything lies in the picture, in picture pixels; boxes are (left, top, width, height)."""
 
-    size: Tuple[int, int]
+    size: tuple[int, int]
     scale: float  # picture pixels per model pixel
-    header: Tuple[int, int, int, int]
-    model: Tuple[int, int, int, int]  # the frame
-    global_view: Optional[Tuple[int, int, int, int]]
-    captions: Tuple[Tuple[int, int, str], ...]
-    legend: Tuple[int, int, Tuple[Tuple[Tuple[int, int, int], str], ...]]
+    header: tuple[int, int, int, int]
+    model: tuple[int, int, int, int]  # the frame
+    global_view: tuple[int, int, int, int] | None
+    captions: tuple[tuple[int, int, str], ...]
+    legend: tuple[int, int, tuple[tuple[tuple[int, int, int], str], ...]]
 
 
 def _text_width(font, text: str) -> int:
     return int(math.ceil(font.getlength(text)))
 
 
-def captions_for(view: ModelView, scale: float) -> Tuple[str, Optional[str]]:
+def captions_for(view: ModelView, scale: float) -> tuple[str, str | None]:
     shown = '' if scale == 1 else f', drawn at {scale:.0%}'
     what = 'canvas' if view.padded else 'model input'
     model = f'{what} {_size(*view.frame)}{shown}'
@@ -243,7 +243,7 @@ def captions_for(view: ModelView, scale: float) -> Tuple[str, Optional[str]]:
     return model, glob
 
 
-def legend_for(view: ModelView, step: int) -> Tuple[Tuple[Tuple[int, int, int], str], ...]:
+def legend_for(view: ModelView, step: int) -> tuple[tuple[tuple[int, int, int], str], ...]:
     items = []
     if view.tiles is not None:
         items.append((TILE_LINE, 'tile boundary'))
@@ -268,7 +268,7 @@ def cell_step(view: ModelView, scale: float) -> int:
     return max(1, math.ceil(MIN_CELL_PX / cell))
 
 
-def layout_for(view: ModelView, lines: Sequence[Tuple[str, str]], font=None) -> Layout:
+def layout_for(view: ModelView, lines: Sequence[tuple[str, str]], font=None) -> Layout:
     font = font or load_font()
     scale = view_scale(view)
     label_w = max(_text_width(font, label + ':') for label, _ in lines) + 10
@@ -298,7 +298,7 @@ def layout_for(view: ModelView, lines: Sequence[Tuple[str, str]], font=None) -> 
 
 
 # --- drawing ----------------------------------------------------------------------------------------
-def draw_header(draw, font, box: Tuple[int, int, int, int], lines: Sequence[Tuple[str, str]]) -> None:
+def draw_header(draw, font, box: tuple[int, int, int, int], lines: Sequence[tuple[str, str]]) -> None:
     label_w = max(_text_width(font, label + ':') for label, _ in lines) + 10
     for i, (label, value) in enumerate(lines):
         y = box[1] + i * LINE_HEIGHT
@@ -306,13 +306,13 @@ def draw_header(draw, font, box: Tuple[int, int, int, int], lines: Sequence[Tupl
         draw.text((box[0] + label_w, y), value, fill=TEXT, font=font)
 
 
-def line_positions(length: int, count: int, step: int = 1) -> List[int]:
+def line_positions(length: int, count: int, step: int = 1) -> list[int]:
     """Left (or top) pixel of each of ``count + 1`` boundaries over ``length`` pixels, every ``step``-th."""
     marks = sorted({min(round(i * length / count), length - 1) for i in range(0, count + 1, step)} | {length - 1})
     return marks
 
 
-def draw_lines(draw, box, counts: Tuple[int, int], colour, width: int = 1, step: int = 1) -> None:
+def draw_lines(draw, box, counts: tuple[int, int], colour, width: int = 1, step: int = 1) -> None:
     """Boundaries of a ``cols x rows`` grid over ``box``, the outer ones included, ``width`` px wide."""
     left, top, w, h = box
     for x in line_positions(w, counts[0], step):
@@ -333,7 +333,7 @@ def draw_padding(draw, box) -> None:
             draw.line((x0, y0, x0 + run - 1, y0 + run - 1), fill=PAD_HATCH)
 
 
-def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Sequence[Tuple[str, str]]):
+def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Sequence[tuple[str, str]]):
     """The picture: facts, the model's frame (padding, content, tiles or token cells) and the global view."""
     from PIL import Image, ImageDraw
     font = load_font()
@@ -369,7 +369,7 @@ def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Seque
 
 
 # --- input and output -------------------------------------------------------------------------------
-def load_image(path: str, largest: Tuple[int, int]):
+def load_image(path: str, largest: tuple[int, int]):
     """The file's pixels as RGB (stored orientation, as ms-swift reads them), decoded no larger than needed."""
     from PIL import Image
     try:
@@ -424,8 +424,8 @@ def write_image(picture, out: str, fmt: str) -> None:
         raise
 
 
-def show(image_path: str, template: str, *, out: Optional[str] = None,
-         swift_max_pixels: Optional[int] = None) -> Tuple[ImageGeometry, List[Tuple[str, str]]]:
+def show(image_path: str, template: str, *, out: str | None = None,
+         swift_max_pixels: int | None = None) -> tuple[ImageGeometry, list[tuple[str, str]]]:
     """Predict ``image_path``'s geometry under ``template``; draw it to ``out`` when given."""
     settings = settings_for(template, swift_max_pixels=swift_max_pixels)
     fmt = check_out(out) if out is not None else None
@@ -466,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         geo, lines = show(args.image, args.template, out=args.out, swift_max_pixels=args.max_pixels)

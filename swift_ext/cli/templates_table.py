@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import List, Optional
 
 from ..families import describe
 
 
-def rows() -> List[dict]:
+def rows() -> list[dict]:
     """``families.describe()`` with ``tiny_model`` true only where a recipe exists."""
     from ..testing.tiny import parents
     buildable = set(parents())
@@ -25,15 +24,15 @@ def _coords(row: dict) -> str:
     return row['coords'] if row['boxes_trained'] else f'none trained (default {row["coords"]})'
 
 
-def format_text(table_rows: List[dict]) -> str:
+def format_text(table_rows: list[dict]) -> str:
     head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny')
     table = [head] + [(r['template'], r['parent'], r['family'], _coords(r), ', '.join(r['box_styles']),
                        'yes' if r['tiny_model'] else 'no') for r in table_rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+    return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in table)
 
 
-def format_markdown(table_rows: List[dict]) -> str:
+def format_markdown(table_rows: list[dict]) -> str:
     lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint |', '|---|---|---|---|---|']
     for r in table_rows:
         coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
@@ -43,7 +42,7 @@ def format_markdown(table_rows: List[dict]) -> str:
     return '\n'.join(lines)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog='swift-ext templates', description=__doc__)
     group = p.add_mutually_exclusive_group()
     group.add_argument('--json', action='store_true', help='print machine-readable JSON')

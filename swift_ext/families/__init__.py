@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from typing import Dict, List, Mapping, Optional, Tuple
+from collections.abc import Mapping
 
 from ..geometry import COORDS
 from .base import Family, PreprocessSettings, TemplateSpec, settings_fields_from_dict
@@ -16,8 +16,8 @@ from .base import Family, PreprocessSettings, TemplateSpec, settings_fields_from
 __all__ = ['COORDS', 'Family', 'PreprocessSettings', 'TemplateSpec', 'register_family', 'family_named',
            'family_of', 'template_names', 'settings_from_dict', 'parent_name']
 
-_FAMILIES: Dict[str, type] = {}
-_TEMPLATES: Dict[str, Tuple[type, TemplateSpec]] = {}  # '<parent>_geo' -> (family, spec)
+_FAMILIES: dict[str, type] = {}
+_TEMPLATES: dict[str, tuple[type, TemplateSpec]] = {}  # '<parent>_geo' -> (family, spec)
 _LOADED = False
 
 
@@ -62,7 +62,7 @@ def parent_name(template: str) -> str:
     return name[:-4]
 
 
-def family_of(template: str) -> Tuple[type, TemplateSpec]:
+def family_of(template: str) -> tuple[type, TemplateSpec]:
     """``(family, spec)`` serving ``template`` (a `_geo` name or its parent's name)."""
     parent = parent_name(template)
     return _TEMPLATES[parent + '_geo']
@@ -75,13 +75,13 @@ def family_named(name: str) -> type:
     return _FAMILIES[name]
 
 
-def template_names() -> List[str]:
+def template_names() -> list[str]:
     """Every registered `_geo` template name, sorted."""
     _load()
     return sorted(_TEMPLATES)
 
 
-def families() -> Dict[str, type]:
+def families() -> dict[str, type]:
     _load()
     return dict(_FAMILIES)
 
@@ -93,7 +93,7 @@ def settings_from_dict(d: Mapping) -> PreprocessSettings:
     return cls(**settings_fields_from_dict(cls, d))
 
 
-def describe(template: Optional[str] = None) -> List[dict]:
+def describe(template: str | None = None) -> list[dict]:
     """Rows of ``swift-ext templates``: name, parent, family, coords, box styles, tiny model."""
     _load()
     names = [template] if template else template_names()

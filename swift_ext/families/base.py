@@ -24,8 +24,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, ClassVar, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar
 
 from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
 
@@ -36,11 +37,11 @@ class TemplateSpec:
 
     parent: str
     coords: str  # the convention this template's checkpoints answer in (see COORDS)
-    box_styles: Tuple[str, ...]  # boxes.STYLES the format reward accepts, first = canonical
+    box_styles: tuple[str, ...]  # boxes.STYLES the format reward accepts, first = canonical
     coords_source: str = ''  # where the convention comes from (model card, ms-swift norm_bbox, ...)
     # ms-swift --model_type of a tiny checkpoint ``make-tiny-model --family PARENT`` builds;
     # None when no tiny checkpoint is built for this template.
-    model_type: Optional[str] = None
+    model_type: str | None = None
     defaults: Mapping[str, Any] = field(default_factory=dict)  # settings overrides
     # False where the checkpoints have no trained (or no documented) box output: `coords` is then
     # only the closest default, and geo_iou scores only in the convention the user names
@@ -68,10 +69,10 @@ class PreprocessSettings:
     template: str
     family: str
     coords: str
-    box_styles: Tuple[str, ...] = ()
+    box_styles: tuple[str, ...] = ()
     # ms-swift's own pre-rescale (`--max_pixels`), applied before the model's resize.
-    swift_max_pixels: Optional[int] = None
-    versions: Tuple[Tuple[str, str], ...] = ()
+    swift_max_pixels: int | None = None
+    versions: tuple[tuple[str, str], ...] = ()
 
     def to_dict(self) -> dict:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -85,8 +86,8 @@ class PreprocessSettings:
         d.pop('template')
         return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
-    def predict(self, *, width: int, height: int, row_kwargs: Optional[Mapping] = None,
-                name: str = 'image') -> Tuple[ImageGeometry, Optional[str]]:
+    def predict(self, *, width: int, height: int, row_kwargs: Mapping | None = None,
+                name: str = 'image') -> tuple[ImageGeometry, str | None]:
         """Predicted geometry of a ``width`` x ``height`` file, and which limit clamped it."""
         from . import family_named
         return family_named(self.family).predict(self, width=width, height=height,
@@ -109,15 +110,15 @@ class Family:
 
     name: ClassVar[str] = ''
     settings_cls: ClassVar[type] = PreprocessSettings
-    templates: ClassVar[Tuple[TemplateSpec, ...]] = ()
+    templates: ClassVar[tuple[TemplateSpec, ...]] = ()
     # What `plan --sweep` varies: 'MAX_PIXELS' (the model's own cap) or '--max_pixels'.
     sweep_knob: ClassVar[str] = '--max_pixels'
     # Environment variables ms-swift reads for this family (documented in `templates`).
-    env_vars: ClassVar[Tuple[str, ...]] = ()
+    env_vars: ClassVar[tuple[str, ...]] = ()
     # The keys of an encode's output that ``actual`` reads: only they are kept until it runs.
-    encoded_keys: ClassVar[Tuple[str, ...]] = ('input_ids',)
+    encoded_keys: ClassVar[tuple[str, ...]] = ('input_ids',)
     # Of those, the ones whose ``.shape`` alone it reads (pixels: megabytes a sample otherwise held).
-    shape_keys: ClassVar[Tuple[str, ...]] = ()
+    shape_keys: ClassVar[tuple[str, ...]] = ()
 
     # --- settings ---------------------------------------------------------------------
     @classmethod
@@ -136,8 +137,8 @@ class Family:
 
     @classmethod
     def settings_for(cls, parent: str, *, env: Mapping[str, str],
-                     swift_max_pixels: Optional[int] = None,
-                     overrides: Optional[Mapping[str, Any]] = None) -> PreprocessSettings:
+                     swift_max_pixels: int | None = None,
+                     overrides: Mapping[str, Any] | None = None) -> PreprocessSettings:
         """``parent``'s settings under ms-swift's flags and environment, with no template.
 
         ``overrides`` are family settings named by the caller (``plan --max_num``), applied
@@ -164,7 +165,7 @@ class Family:
 
     @classmethod
     def pre_rescaled(cls, settings: PreprocessSettings, *, width: int, height: int, row_kwargs: Mapping,
-                     name: str) -> Tuple[int, int, Optional[str]]:
+                     name: str) -> tuple[int, int, str | None]:
         """The size after ms-swift's pre-rescale, and 'max_pixels' when it shrank the image."""
         pre_max = row_number(row_kwargs, 'max_pixels', name) if cls.row_max_pixels_rescales else None
         if pre_max is None:
@@ -174,7 +175,7 @@ class Family:
 
     @classmethod
     def predict(cls, settings: PreprocessSettings, *, width: int, height: int,
-                row_kwargs: Mapping, name: str) -> Tuple[ImageGeometry, Optional[str]]:
+                row_kwargs: Mapping, name: str) -> tuple[ImageGeometry, str | None]:
         raise NotImplementedError
 
     # --- template hooks -----------------------------------------------------------------
@@ -184,12 +185,12 @@ class Family:
 
     @classmethod
     def actual(cls, template: Any, encoded: Mapping, entries: Sequence[dict],
-               predicted: Sequence[Optional[ImageGeometry]]) -> List[Optional[ImageGeometry]]:
+               predicted: Sequence[ImageGeometry | None]) -> list[ImageGeometry | None]:
         """The geometry the encode produced, per image; ``predicted`` where it says nothing."""
         return list(predicted)
 
 
-def row_number(row_kwargs: Mapping, key: str, name: str) -> Optional[float]:
+def row_number(row_kwargs: Mapping, key: str, name: str) -> float | None:
     """A per-row numeric limit from ``chat_template_kwargs``, or None; refuses other types."""
     value = row_kwargs.get(key)
     if value is None:
@@ -199,7 +200,7 @@ def row_number(row_kwargs: Mapping, key: str, name: str) -> Optional[float]:
     return value
 
 
-def env_int(env: Mapping[str, str], name: str) -> Optional[int]:
+def env_int(env: Mapping[str, str], name: str) -> int | None:
     """An integer environment variable, or None when unset or empty."""
     value = env.get(name)
     if value in (None, ''):
@@ -210,13 +211,13 @@ def env_int(env: Mapping[str, str], name: str) -> Optional[int]:
         raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
 
 
-def token_runs(input_ids: Sequence[int], token_id: int, expected: Optional[Sequence[int]] = None) -> List[int]:
+def token_runs(input_ids: Sequence[int], token_id: int, expected: Sequence[int] | None = None) -> list[int]:
     """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order (see ``token_spans``)."""
     return [length for _, length in token_spans(input_ids, token_id, expected)]
 
 
 def token_spans(input_ids: Sequence[int], token_id: int,
-                expected: Optional[Sequence[int]] = None) -> List[Tuple[int, int]]:
+                expected: Sequence[int] | None = None) -> list[tuple[int, int]]:
     """``(start, length)`` of each contiguous run of ``token_id`` in ``input_ids``, in order.
 
     ``expected`` is a hint, the run lengths the prediction gives: where the ids hold exactly
@@ -244,14 +245,14 @@ def token_spans(input_ids: Sequence[int], token_id: int,
     return spans
 
 
-def predicted_tokens(predicted: Sequence[Optional[ImageGeometry]]) -> Optional[List[int]]:
+def predicted_tokens(predicted: Sequence[ImageGeometry | None]) -> list[int] | None:
     """Every predicted image's token count (the ``expected`` hint of ``token_runs``); None if one is unknown."""
     if not predicted or any(geo is None for geo in predicted):
         return None
     return [geo.num_tokens for geo in predicted]
 
 
-def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> Optional[List[Tuple[int, int]]]:
+def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> list[tuple[int, int]] | None:
     """The runs of ``token_id`` when they are exactly ``expected``, else None.
 
     Each run starts at the first ``token_id`` after the previous one and must end where its

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Tuple
 
 from ..geometry import ImageGeometry, updated
 from . import register_family
@@ -43,7 +42,7 @@ class Gemma3Settings(PreprocessSettings):
 
 
 def pan_and_scan_grid(*, width: int, height: int, min_crop_size: int, max_num_crops: int,
-                      min_ratio: float) -> Tuple[int, int]:
+                      min_ratio: float) -> tuple[int, int]:
     """``(cols, rows)`` of pan-and-scan crops as ``pan_and_scan_batched`` cuts them; ``(0, 0)`` for none.
 
     Re-implemented so this module imports no torch; tests pin it to transformers' method.

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -38,7 +37,7 @@ class Gemma4Settings(PreprocessSettings):
 
 
 def gemma4_resize(*, width: int, height: int, patch_size: int, max_soft_tokens: int, pooling_kernel_size: int,
-                  name: str = 'image') -> Tuple[int, int]:
+                  name: str = 'image') -> tuple[int, int]:
     """``(width, height)`` as ``get_aspect_ratio_preserving_size`` gives it, GeometryError where it raises.
 
     Re-implemented so this module imports no torch; tests pin it to transformers' function.
@@ -120,7 +119,7 @@ class Gemma4(Family):
         return out
 
 
-def patch_extents(positions, cols: int, rows: int) -> Tuple[int, int]:
+def patch_extents(positions, cols: int, rows: int) -> tuple[int, int]:
     """``(columns, rows)`` of patches in one image's ``[max_patches, 2]`` (x, y) positions, padding -1.
 
     The processor lists the patches row by row, so the expected grid shows as its last patch at

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -65,7 +64,7 @@ class Glm4vSettings(PreprocessSettings):
 
 def glm4v_smart_resize(*, width: int, height: int, factor: int = 28, temporal_factor: int = 2,
                        min_pixels: int = GLM_MIN_PIXELS, max_pixels: int = GLM_MAX_PIXELS,
-                       name: str = 'image') -> Tuple[Tuple[int, int], Optional[str]]:
+                       name: str = 'image') -> tuple[tuple[int, int], str | None]:
     """transformers' GLM-4.1V ``smart_resize`` as ``((width, height), clamped)``.
 
     Called by the processor with ``num_frames = temporal_factor``: every pixel count is
@@ -108,7 +107,7 @@ def _align(value: float, factor: int) -> int:
 
 def glm5_next_canvas(*, width: int, height: int, factor: int = 28, temporal_factor: int = 2,
                      min_tokens: int = GLM5_MIN_IMAGE_TOKENS, max_tokens: int = GLM5_MAX_IMAGE_TOKENS,
-                     name: str = 'image') -> Tuple[Tuple[int, int], Optional[str]]:
+                     name: str = 'image') -> tuple[tuple[int, int], str | None]:
     """transformers' GLM-5.3-Flash ``smart_resize``: the padded canvas ``(width, height)``, clamped."""
     per_token = temporal_factor * factor ** 2
     min_pixels, max_pixels = min_tokens * per_token, max_tokens * per_token
@@ -141,7 +140,7 @@ def glm5_next_canvas(*, width: int, height: int, factor: int = 28, temporal_fact
 
 
 def glm5_next_content(*, width: int, height: int, canvas_width: int, canvas_height: int, factor: int = 28,
-                      temporal_factor: int = 2, min_tokens: int = GLM5_MIN_IMAGE_TOKENS) -> Tuple[int, int]:
+                      temporal_factor: int = 2, min_tokens: int = GLM5_MIN_IMAGE_TOKENS) -> tuple[int, int]:
     """Size of the image inside the GLM-5.3-Flash canvas (``Glm5NextImageProcessor.resize``)."""
     scale = min(canvas_height / height, canvas_width / width)
     if temporal_factor * height * width >= temporal_factor * factor ** 2 * min_tokens:
@@ -235,7 +234,7 @@ def _geometry(settings: Glm4vSettings, width: int, height: int, **fields) -> Ima
 
 
 def _glm5_next_geometry(settings: Glm4vSettings, *, width: int, height: int,
-                        name: str) -> Tuple[ImageGeometry, Optional[str]]:
+                        name: str) -> tuple[ImageGeometry, str | None]:
     kwargs = dict(factor=settings.factor, temporal_factor=settings.temporal_patch_size)
     (cw, ch), clamped = glm5_next_canvas(width=width, height=height, min_tokens=settings.min_image_tokens,
                                          max_tokens=settings.max_image_tokens, name=name, **kwargs)

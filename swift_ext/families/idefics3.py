@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -43,7 +42,7 @@ class Idefics3Settings(PreprocessSettings):
     image_seq_len: int = 169  # (364 // 14) ** 2 / 2 ** 2
 
 
-def rescale_to_max_len(*, height: int, width: int, max_len: int, min_len: int = 1) -> Tuple[int, int]:
+def rescale_to_max_len(*, height: int, width: int, max_len: int, min_len: int = 1) -> tuple[int, int]:
     """``(height, width)`` of ``_resize_output_size_rescale_to_max_len`` (longest edge to ``max_len``)."""
     aspect_ratio = width / height
     if width >= height:
@@ -59,7 +58,7 @@ def rescale_to_max_len(*, height: int, width: int, max_len: int, min_len: int = 
     return max(height, min_len), max(width, min_len)
 
 
-def scale_below_upper_bound(*, height: int, width: int, max_len: int) -> Tuple[int, int]:
+def scale_below_upper_bound(*, height: int, width: int, max_len: int) -> tuple[int, int]:
     """``(height, width)`` of ``_resize_output_size_scale_below_upper_bound``."""
     aspect_ratio = width / height
     if width >= height and width > max_len:
@@ -71,7 +70,7 @@ def scale_below_upper_bound(*, height: int, width: int, max_len: int) -> Tuple[i
     return max(height, 1), max(width, 1)
 
 
-def vision_encoder_size(*, height: int, width: int, tile: int) -> Tuple[int, int]:
+def vision_encoder_size(*, height: int, width: int, tile: int) -> tuple[int, int]:
     """``(height, width)`` ``resize_for_vision_encoder`` resizes to: both sides multiples of ``tile``."""
     aspect_ratio = width / height
     if width >= height:
@@ -151,7 +150,8 @@ class Idefics3(Family):
         pixel_values = encoded.get('pixel_values')
         if pixel_values is not None and pixel_values.shape[1] != sum(n for n, _, _ in tiles):
             return list(predicted)
-        return [None if geo is None else _from_encode(geo, t, settings) for geo, t in zip(predicted, tiles)]
+        return [None if geo is None else _from_encode(geo, t, settings)
+                for geo, t in zip(predicted, tiles, strict=False)]
 
 
 def _memo_decode(template):
@@ -170,7 +170,7 @@ def _memo_decode(template):
 
 
 def image_tiles(input_ids, *, decode, seq_len: int, window: int = 32,
-                expected_views: Optional[int] = None) -> Optional[List[tuple]]:
+                expected_views: int | None = None) -> list[tuple] | None:
     """Per image in ``input_ids``: (views, rows, cols), from the ``<image>`` runs and their tags.
 
     Each run of ``seq_len`` image tokens is one view; the text just before it names it

@@ -82,7 +82,7 @@ class Internvl(Family):
             return list(predicted)
         settings = template.geo_settings()
         return [None if geo is None else _with_tokens(geo, tokens, settings.tokens_per_tile)
-                for geo, tokens in zip(predicted, runs)]
+                for geo, tokens in zip(predicted, runs, strict=False)]
 
 
 def _with_tokens(geo, tokens: int, per_tile: int):

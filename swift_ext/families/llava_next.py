@@ -25,8 +25,9 @@ Coordinates: the model's frame is the padded canvas (``ImageGeometry.canvas_*``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -50,7 +51,7 @@ _BOX = ('bare_list',)
 class AnyresSettings(PreprocessSettings):
     """What LLaVA-NeXT and LLaVA-OneVision processors share."""
 
-    image_grid_pinpoints: Tuple[Tuple[int, int], ...] = NEXT_PINPOINTS  # (height, width) pairs
+    image_grid_pinpoints: tuple[tuple[int, int], ...] = NEXT_PINPOINTS  # (height, width) pairs
     tile_size: int = NEXT_VIEW_SIZE  # the side the canvas is cut at (crop_size, else size)
     # Each view in pixel_values after the processor's resize / centre crop; ms-swift counts tokens from it.
     view_height: int = NEXT_VIEW_SIZE
@@ -67,7 +68,7 @@ class LlavaNextSettings(AnyresSettings):
 # ------------------------------------------------------------------------ arithmetic
 # Re-implemented (transformers' functions live in modules that import torch); the unit tests
 # pin each one to transformers' own function over thousands of sizes.
-def best_pinpoint(*, width: int, height: int, pinpoints: Sequence[Sequence[int]]) -> Tuple[int, int]:
+def best_pinpoint(*, width: int, height: int, pinpoints: Sequence[Sequence[int]]) -> tuple[int, int]:
     """``(width, height)`` of the canvas ``select_best_resolution`` picks; pinpoints are (height, width)."""
     best, max_effective, min_wasted = None, 0, float('inf')
     for pin_height, pin_width in pinpoints:
@@ -81,7 +82,7 @@ def best_pinpoint(*, width: int, height: int, pinpoints: Sequence[Sequence[int]]
     return best
 
 
-def fit_in_canvas(*, width: int, height: int, canvas_width: int, canvas_height: int) -> Tuple[int, int]:
+def fit_in_canvas(*, width: int, height: int, canvas_width: int, canvas_height: int) -> tuple[int, int]:
     """``(width, height)`` of the aspect-kept resize into the canvas (``get_patch_output_size``)."""
     scale_w = canvas_width / width
     scale_h = canvas_height / height
@@ -91,7 +92,7 @@ def fit_in_canvas(*, width: int, height: int, canvas_width: int, canvas_height: 
 
 
 def unpadded_grid(*, width: int, height: int, patches_width: int, patches_height: int, scale_width: int,
-                  scale_height: int, max_num_patches: Optional[int] = None) -> Tuple[int, int, int, int]:
+                  scale_height: int, max_num_patches: int | None = None) -> tuple[int, int, int, int]:
     """``(cols, rows, unpadded, newlines)`` of the canvas feature grid (``_get_unpadded_features``).
 
     ``max_num_patches``: OneVision's ``anyres_max_N``; a grid over N views (by more than 10%)
@@ -141,13 +142,13 @@ class LlavaNext(Family):
 
     # --- what differs between NeXT and OneVision --------------------------------------
     @classmethod
-    def base_grid(cls, settings) -> Tuple[int, int, int]:
+    def base_grid(cls, settings) -> tuple[int, int, int]:
         """``(patches_width, patches_height, base tokens)`` of one view."""
         pw, ph = settings.view_width // settings.patch_size, settings.view_height // settings.patch_size
         return pw, ph, pw * ph + settings.num_additional_image_tokens
 
     @classmethod
-    def max_num_patches(cls, settings, name: str) -> Optional[int]:
+    def max_num_patches(cls, settings, name: str) -> int | None:
         return None
 
     @classmethod
@@ -222,8 +223,8 @@ class LlavaNext(Family):
         if not len(runs) == len(sizes) == len(predicted):
             return list(predicted)
         settings, memo = template.geo_settings(), template.geo_memo()
-        out: List[Optional[ImageGeometry]] = []
-        for geo, (h, w), tokens, entry in zip(predicted, sizes, runs, entries):
+        out: list[ImageGeometry | None] = []
+        for geo, (h, w), tokens, entry in zip(predicted, sizes, runs, entries, strict=False):
             if geo is None:
                 out.append(None)
                 continue
@@ -237,7 +238,7 @@ class LlavaNext(Family):
         return out
 
 
-def view_sizes(image_processor: Any) -> Tuple[int, int, int]:
+def view_sizes(image_processor: Any) -> tuple[int, int, int]:
     """``(tile_size, view_height, view_width)`` as the processor's ``_preprocess`` uses them.
 
     The canvas is cut at ``crop_size.height`` (else ``size.height``, else ``size.shortest_edge``);

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 from ..geometry import GeometryError
 from . import register_family
@@ -32,7 +31,7 @@ _OV_SOURCE = ('no trained box output documented for LLaVA-OneVision (model card,
 
 @dataclass(frozen=True)
 class LlavaOnevisionSettings(AnyresSettings):
-    image_grid_pinpoints: Tuple[Tuple[int, int], ...] = OV_PINPOINTS
+    image_grid_pinpoints: tuple[tuple[int, int], ...] = OV_PINPOINTS
     tile_size: int = OV_VIEW_SIZE
     view_height: int = OV_VIEW_SIZE
     view_width: int = OV_VIEW_SIZE
@@ -54,11 +53,11 @@ class LlavaOnevision(LlavaNext):
         return side, side, settings.num_image_tokens
 
     @classmethod
-    def max_num_patches(cls, settings, name) -> Optional[int]:
+    def max_num_patches(cls, settings, name) -> int | None:
         # The processor's own parse: int(vision_aspect_ratio.strip('anyres_max_')), which raises on
         # anything else (then the template refuses every image).
         try:
-            return int(settings.vision_aspect_ratio.strip('anyres_max_'))
+            return int(settings.vision_aspect_ratio.strip('anyres_max_'))  # noqa: B005 (the processor's own parse)
         except ValueError:
             raise GeometryError(f'{name}: vision_aspect_ratio must look like "anyres_max_N", '
                                 f'got {settings.vision_aspect_ratio!r}.') from None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import List, Optional, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -59,7 +58,7 @@ def ensure_divide(length: float, divisor: int) -> int:
 
 
 def find_best_resize(*, height: float, width: float, scale_resolution: int, patch_size: int,
-                     allow_upscale: bool = False) -> Tuple[int, int]:
+                     allow_upscale: bool = False) -> tuple[int, int]:
     """``(height, width)`` of ``MiniCPMV4_6ImageProcessor.find_best_resize`` (same float steps)."""
     if (height * width > scale_resolution * scale_resolution) or allow_upscale:
         aspect_ratio = width / height
@@ -68,8 +67,8 @@ def find_best_resize(*, height: float, width: float, scale_resolution: int, patc
     return (ensure_divide(height, patch_size * MERGE_FACTOR), ensure_divide(width, patch_size * MERGE_FACTOR))
 
 
-def get_refine_size(*, height: int, width: int, grid: Tuple[int, int], scale_resolution: int,
-                    patch_size: int, allow_upscale: bool = False) -> Tuple[int, int]:
+def get_refine_size(*, height: int, width: int, grid: tuple[int, int], scale_resolution: int,
+                    patch_size: int, allow_upscale: bool = False) -> tuple[int, int]:
     """``(height, width)`` of the image the slices are cut from; ``grid`` is (rows, cols)."""
     grid_y, grid_x = grid
     refine_width = ensure_divide(width, grid_x)
@@ -81,7 +80,7 @@ def get_refine_size(*, height: int, width: int, grid: Tuple[int, int], scale_res
 
 
 def get_sliced_grid(*, height: int, width: int, max_slice_nums: int,
-                    scale_resolution: int) -> Optional[Tuple[int, int]]:
+                    scale_resolution: int) -> tuple[int, int] | None:
     """The slice grid ``(rows, cols)`` ``get_sliced_grid`` picks, or None for no slices."""
     log_ratio = math.log(width / height)
     ratio = width * height / (scale_resolution * scale_resolution)
@@ -180,14 +179,14 @@ class Minicpmv(Family):
             return list(predicted)
         patch = template.geo_settings().patch_size
         out, first = [], 0
-        for geo, (tokens, rows) in zip(predicted, views):
+        for geo, (tokens, rows) in zip(predicted, views, strict=False):
             n = 1 + sum(rows)
             out.append(None if geo is None else _from_encode(geo, tokens, rows, sizes[first:first + n], patch))
             first += n
         return out
 
 
-def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slice_end: int) -> List[tuple]:
+def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slice_end: int) -> list[tuple]:
     """Per image in ``input_ids``: (visual tokens, slices per row), read from the token runs.
 
     A run opened by ``<image>`` starts an image (its source view); a run opened by ``<slice>``
@@ -195,7 +194,7 @@ def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slic
     joined as ``</slice><slice>`` and in a new row otherwise (the processor puts a newline).
     """
     ids = list(input_ids)
-    images: List[list] = []  # [tokens, [slices per row], end of the last slice run]
+    images: list[list] = []  # [tokens, [slices per row], end of the last slice run]
     i, n = 0, len(ids)
     while i < n:
         if ids[i] != pad:
@@ -219,7 +218,7 @@ def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slic
     return [(tokens, rows) for tokens, rows, _ in images]
 
 
-def _from_encode(geo: ImageGeometry, tokens: int, rows: List[int], sizes: list, patch: int) -> ImageGeometry:
+def _from_encode(geo: ImageGeometry, tokens: int, rows: list[int], sizes: list, patch: int) -> ImageGeometry:
     """``geo`` with the tokens, grid and view sizes the encode produced."""
     src_h, src_w = sizes[0][0] * patch, sizes[0][1] * patch
     if not rows:

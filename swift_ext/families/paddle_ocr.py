@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Optional, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -55,7 +54,7 @@ class PaddleOcrSettings(PreprocessSettings):
 
 def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels: float = PADDLE_MIN_PIXELS,
                         max_pixels: float = PADDLE_MAX_PIXELS,
-                        name: str = 'image') -> Tuple[Tuple[int, int], Optional[str]]:
+                        name: str = 'image') -> tuple[tuple[int, int], str | None]:
     """transformers' PaddleOCR-VL ``smart_resize`` as ``((width, height), clamped)``.
 
     Example:
@@ -87,7 +86,7 @@ def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels
     return (w_bar, h_bar), None
 
 
-def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> Tuple[float, float]:
+def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> tuple[float, float]:
     """``(min_pixels, max_pixels)`` for a row, as ``PaddleOCR1_5Template._encode`` passes them."""
     given = {}
     for key in ROW_LIMITS:

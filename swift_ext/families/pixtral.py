@@ -15,8 +15,8 @@ ms-swift refuses an image that floors to a zero side (its token list is empty).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import List, Optional, Sequence, Tuple
 
 from ..geometry import GeometryError, ImageGeometry, updated
 from . import register_family
@@ -46,7 +46,7 @@ class PixtralSettings(PreprocessSettings):
 
 
 def pixtral_resize(*, width: int, height: int, max_width: int, max_height: int,
-                   token_patch: int) -> Tuple[int, int]:
+                   token_patch: int) -> tuple[int, int]:
     """``(width, height)`` as ``get_resize_output_image_size`` gives it; a side may be 0 (refused later).
 
     Re-implemented so this module imports no torch; tests pin it to transformers' function.
@@ -137,13 +137,13 @@ class Pixtral(Family):
         return out
 
 
-def _predicted_grids(predicted) -> Optional[List[Tuple[int, int]]]:
+def _predicted_grids(predicted) -> list[tuple[int, int]] | None:
     if any(geo is None for geo in predicted):
         return None
     return [_grid(geo) for geo in predicted]
 
 
-def _grid(geo: ImageGeometry) -> Tuple[int, int]:
+def _grid(geo: ImageGeometry) -> tuple[int, int]:
     extra = geo.extra
     if len(extra) == 2 and extra[0][0] == 'token_rows' and extra[1][0] == 'token_cols':  # as predict() builds it
         return extra[0][1], extra[1][1]
@@ -152,7 +152,7 @@ def _grid(geo: ImageGeometry) -> Tuple[int, int]:
 
 
 def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
-                      expected: Optional[Sequence[Tuple[int, int]]] = None) -> List[Tuple[int, int]]:
+                      expected: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
     """``(rows, cols)`` of each image's token block: ``[IMG]`` runs closed by ``[IMG_BREAK]`` / ``[IMG_END]``.
 
     A block is rows of ``[IMG]`` each closed by ``[IMG_BREAK]``, the last by ``[IMG_END]``; any other
@@ -185,7 +185,7 @@ def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
 
 
 def _proved_grids(ids: list, img: int, brk: int, end: int,
-                  expected: Sequence[Tuple[int, int]]) -> Optional[List[Tuple[int, int]]]:
+                  expected: Sequence[tuple[int, int]]) -> list[tuple[int, int]] | None:
     """``expected`` when the ids hold exactly those blocks, each whole, and no other ``[IMG]``; else None.
 
     One pass over the ids: each block must start at the first ``[IMG]`` after the previous one

@@ -12,7 +12,6 @@ variable is unset) when the processor loads; a row's ``chat_template_kwargs``
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional
 
 from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry, updated
 from . import register_family
@@ -23,8 +22,8 @@ from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number
 class QwenSettings(PreprocessSettings):
     patch_size: int = 14
     merge_size: int = 2
-    min_pixels: Optional[int] = None
-    max_pixels: Optional[int] = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
     max_ratio: int = 200  # qwen-vl-utils' MAX_RATIO, which ms-swift reads from the environment
 
     @property
@@ -81,7 +80,7 @@ class Qwen(Family):
     )
 
     @classmethod
-    def _token_pixels(cls, settings: QwenSettings, tokens: Optional[int], pixels: Optional[int]) -> Optional[int]:
+    def _token_pixels(cls, settings: QwenSettings, tokens: int | None, pixels: int | None) -> int | None:
         # IMAGE_*_TOKEN_NUM wins; MAX_PIXELS only fills it when unset (ms-swift compat_qwen_vl_utils).
         if tokens is not None:
             return tokens * settings.factor ** 2
@@ -154,7 +153,7 @@ class Qwen(Family):
         rows = grid.tolist() if hasattr(grid, 'tolist') else [[int(x) for x in g] for g in grid]
         merge = template.processor.image_processor.merge_size ** 2
         out = []
-        for i, (entry, geo) in enumerate(zip(entries, predicted)):
+        for i, (entry, geo) in enumerate(zip(entries, predicted, strict=False)):
             resized = entry.get('resized')
             if geo is None or resized is None or i >= len(rows):
                 out.append(geo)

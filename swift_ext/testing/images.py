@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 # (name, width, height): tiny, landscape, portrait, extreme-but-legal aspect, large.
-DEMO_SIZES: Tuple[Tuple[str, int, int], ...] = (
+DEMO_SIZES: tuple[tuple[str, int, int], ...] = (
     ('tiny', 50, 60),
     ('landscape', 640, 480),
     ('portrait', 300, 500),
@@ -20,12 +20,12 @@ PROMPT = ('<image>Locate the red box in the image and output its bbox coordinate
           'format, like [{"bbox_2d": [x1, y1, x2, y2], "label": "red box"}].')
 
 
-def box_for(width: int, height: int) -> List[int]:
+def box_for(width: int, height: int) -> list[int]:
     """Where the generated image's red box is, in original pixels."""
     return [width // 5, height // 4, (3 * width) // 5, (3 * height) // 4]
 
 
-def make_images(out_dir: str, sizes: Sequence[Tuple[str, int, int]] = DEMO_SIZES) -> Dict[str, str]:
+def make_images(out_dir: str, sizes: Sequence[tuple[str, int, int]] = DEMO_SIZES) -> dict[str, str]:
     from PIL import Image, ImageDraw
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
@@ -39,8 +39,8 @@ def make_images(out_dir: str, sizes: Sequence[Tuple[str, int, int]] = DEMO_SIZES
     return paths
 
 
-def make_dataset(out_dir: str, *, sizes: Sequence[Tuple[str, int, int]] = DEMO_SIZES,
-                 repeat: int = 1, row_max_pixels: Optional[Dict[str, int]] = None) -> str:
+def make_dataset(out_dir: str, *, sizes: Sequence[tuple[str, int, int]] = DEMO_SIZES,
+                 repeat: int = 1, row_max_pixels: dict[str, int] | None = None) -> str:
     """Write ``grounding.jsonl`` (GRPO rows: user prompt, image, solution) and return its path.
 
     ``row_max_pixels`` gives some images a per-row ``chat_template_kwargs`` limit.

@@ -12,7 +12,6 @@ import socket
 import subprocess
 import time
 from collections import Counter, defaultdict
-from typing import Dict, List, Tuple
 
 import pytest
 from PIL import Image
@@ -36,7 +35,7 @@ def sft_dataset(e2e, out_dir) -> str:
                        answer=lambda row: json.dumps([{'bbox_2d': row['solution'], 'label': 'red box'}]))
 
 
-def sft_args(e2e, model: str, data: str, out: str, *, steps: int, extra=()) -> List[str]:
+def sft_args(e2e, model: str, data: str, out: str, *, steps: int, extra=()) -> list[str]:
     """`swift sft` on the tiny Qwen2.5-VL with the user's plugin file and geo_log: 2 samples a step.
 
     No gradient accumulation: ms-swift's SFT default accumulates to 16 samples a step.
@@ -45,7 +44,7 @@ def sft_args(e2e, model: str, data: str, out: str, *, steps: int, extra=()) -> L
     return ['sft', *e2e.train_args(model, 'qwen2_5_vl', data, out, steps=steps, plugins=[e2e.PLUGIN], extra=per_step)]
 
 
-def step_logs(e2e, run_dir: str) -> List[dict]:
+def step_logs(e2e, run_dir: str) -> list[dict]:
     """logging.jsonl's per-step lines (not the end-of-run summary or final state)."""
     out = []
     for rec in e2e.read_lines(os.path.join(run_dir, 'logging.jsonl')):
@@ -58,23 +57,23 @@ def log_step(rec: dict) -> int:
     return int(rec['global_step/max_steps'].split('/')[0])
 
 
-def review(e2e, run_dir: str, *args: str) -> Tuple[subprocess.CompletedProcess, dict]:
+def review(e2e, run_dir: str, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
     """`swift-ext review RUN_DIR --json`: exit code 0, the summary, report.html written."""
     proc = e2e.swift_ext('review', run_dir, '--json', *args, timeout=120)
     assert os.path.isfile(os.path.join(run_dir, 'review', 'report.html'))
     return proc, json.loads(proc.stdout)
 
 
-def expected_size(path: str) -> Tuple[int, int]:
+def expected_size(path: str) -> tuple[int, int]:
     """What qwen-vl-utils makes of the file as ms-swift calls it (no --max_pixels, no row limit)."""
     from qwen_vl_utils import fetch_image
     from swift.template.vision_utils import load_image
     return fetch_image({'image': load_image(path)}, image_patch_size=14).size
 
 
-def check_records(lines: List[dict]) -> None:
+def check_records(lines: list[dict]) -> None:
     """Each record is what the libraries did to its file: original, resized, grid and tokens."""
-    cache: Dict[str, Tuple[int, int]] = {}
+    cache: dict[str, tuple[int, int]] = {}
     for r in lines:
         path = r['image']
         if path not in cache:
@@ -88,7 +87,7 @@ def check_records(lines: List[dict]) -> None:
         assert r['num_tokens'] == w * h // 28 ** 2, r
 
 
-def check_vision_metrics(e2e, run_dir: str, lines: List[dict]) -> None:
+def check_vision_metrics(e2e, run_dir: str, lines: list[dict]) -> None:
     """Each logged step's `vision/` values equal those of the train records tagged with it.
 
     Exact where encodes happen in the trainer's process between step ends: GRPO, or SFT with
@@ -113,7 +112,7 @@ def check_vision_metrics(e2e, run_dir: str, lines: List[dict]) -> None:
         assert rec['vision/clamped_by_max_pixels_frac'] == 0
 
 
-def check_review_counts(summary: dict, lines: List[dict]) -> None:
+def check_review_counts(summary: dict, lines: list[dict]) -> None:
     modes = Counter(r['mode'] for r in lines)
     assert summary['records_by_mode'] == dict(modes)
     assert sum(summary['records_by_mode'].values()) == len(lines)

@@ -171,7 +171,7 @@ def test_gemma3_encode_identical_and_recorded(checkpoints, images):
         real = geo_tpl.processor.image_processor([Image.open(p).convert('RGB') for p in paths], return_tensors='pt')
         assert encoded['pixel_values'].shape[0] == len(paths) == len(real['num_crops'])
         runs = _runs(encoded['input_ids'], 262144)
-        for i, (size, path) in enumerate(zip(group, paths)):
+        for i, (size, path) in enumerate(zip(group, paths, strict=True)):
             geo = STORE.get(image_key(path), (None, None), 'gemma3_vision_geo')
             assert geo == settings.predict(width=size[0], height=size[1])[0]
             assert (geo.resized_height, geo.resized_width) == tuple(real['pixel_values'].shape[-2:]) == (896, 896)
@@ -217,7 +217,7 @@ def test_gemma4_encode_identical_and_recorded(checkpoints, images, parent):
         expected, encoded = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
         _same(expected, encoded)
         runs = _runs(encoded['input_ids'], geo_tpl.config.image_token_id)
-        for i, (size, path) in enumerate(zip(group, paths)):
+        for i, (size, path) in enumerate(zip(group, paths, strict=True)):
             geo = STORE.get(image_key(path), (None, None), parent + '_geo')
             # The processor on this file alone (not the template's batch): its patch grid and tokens.
             real = image_processor([Image.open(path).convert('RGB')], return_tensors='pt')

@@ -232,7 +232,7 @@ def test_two_images_in_one_row(processors, tmp_path, parent):
     paths = [_image(tmp_path, 40, 30), _image(tmp_path, 1000, 700)]
     encoded = tpl.encode(_sample(paths))
     geos = [STORE.get(image_key(p), (None, None), parent + '_geo') for p in paths]
-    for path, geo in zip(paths, geos):
+    for path, geo in zip(paths, geos, strict=True):
         assert geo == tpl.geo_settings().predict(width=Image.open(path).width, height=Image.open(path).height)[0]
     assert encoded['pixel_values'].shape[1] == max(g.num_tiles for g in geos) > min(g.num_tiles for g in geos)
     # The views the model keeps (its own image_size_to_num_patches of image_sizes) are the real ones.

@@ -155,7 +155,7 @@ def test_encode_identical_and_recorded(checkpoints, images, parent):
         # Independent of the family: the processor's own resize, and the [IMG] grid in the ids.
         grids = image_token_grids(encoded['input_ids'], proc.image_token_id, proc.image_break_token_id,
                                   proc.image_end_token_id)
-        for i, (size, path) in enumerate(zip(group, paths)):
+        for i, (size, path) in enumerate(zip(group, paths, strict=True)):
             geo = STORE.get(image_key(path), (None, None), parent + '_geo')
             predicted, _ = settings.predict(width=size[0], height=size[1])
             real = proc.image_processor([Image.open(path).convert('RGB')], patch_size=settings.token_patch,

@@ -46,7 +46,7 @@ def _cases(root):
         'not JSON': ('{"messages": [', 'unreadable row'),
         'nested 100000 deep': ('[' * 100000 + ']' * 100000, 'unreadable row'),
         'huge integer limit': ({**_msg(good), 'chat_template_kwargs': {'max_pixels': 10 ** 400}}, None),
-        'NaN limit': ('{"messages": [], "images": ["%s"], "chat_template_kwargs": {"max_pixels": NaN}}' % good,
+        'NaN limit': (f'{{"messages": [], "images": ["{good}"], "chat_template_kwargs": {{"max_pixels": NaN}}}}',
                       None),
         'missing file': (_msg(str(root / 'nope.png')), 'does not exist'),
         'a FIFO as image': (_msg(str(root / 'fifo.png')), 'not a regular file (a FIFO)'),

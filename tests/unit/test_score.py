@@ -159,7 +159,7 @@ def test_unusable_inputs_exit_2(tmp_path, capsys):
 
 
 def test_html_gallery(images, tmp_path):
-    rows = [result_row('qwen2_5_vl', images, w, h, shift=s) for (w, h), s in zip(SIZES, (0, 30, 60, 5))]
+    rows = [result_row('qwen2_5_vl', images, w, h, shift=s) for (w, h), s in zip(SIZES, (0, 30, 60, 5), strict=True)]
     rows[1]['images'] = ['/nope/gone.png']  # not scored: the gallery never sees it
     path = write_result(tmp_path / 'result.jsonl', rows)
     out = tmp_path / 'page' / 'score.html'

@@ -424,6 +424,6 @@ _coord = st.one_of(st.integers(-100, 3000), st.floats(-100, 3000, allow_nan=Fals
        as_text=st.booleans(), wrap=st.sampled_from(['{}', '<answer>{}</answer>', '<think>x</think>{}']),
        geometry=st.sampled_from(GEOMETRIES), coords=st.sampled_from(['abs', 'norm1000', 'norm1']))
 def test_fast_path_equals_general_path_random(pred, gt, as_text, wrap, geometry, coords):
-    completion = wrap.format('[{"bbox_2d": [%s], "label": "x"}]' % ', '.join(repr(v) for v in pred))
-    solution = '[%s]' % ', '.join(repr(v) for v in gt) if as_text else gt
+    completion = wrap.format('[{{"bbox_2d": [{}], "label": "x"}}]'.format(', '.join(repr(v) for v in pred)))
+    solution = '[{}]'.format(', '.join(repr(v) for v in gt)) if as_text else gt
     assert iou_score(completion, solution, geometry, coords) == general(completion, solution, geometry, coords)

@@ -253,7 +253,7 @@ def test_every_template_prints_and_draws_its_geometry(capsys, grey_image, tmp_pa
     else:
         assert count_colour(picture, show.TILE_LINE) == 0
     if view.cells is not None and show.cell_step(view, lay.scale) == 1:
-        cell_w, cell_h = (round(f / c * lay.scale) for f, c in zip(view.frame, view.cells))
+        cell_w, cell_h = (round(f / c * lay.scale) for f, c in zip(view.frame, view.cells, strict=True))
         across = lines_across(picture, lay.model, show.TOKEN_LINE, row_at=cell_h // 2, col_at=cell_w // 2)
         assert across == (view.cells[0] + 1, view.cells[1] + 1)
 

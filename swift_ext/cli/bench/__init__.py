@@ -34,9 +34,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Dict, List, Optional, Sequence, Tuple
 
 BENCHES = (1, 2, 3, 4, 5)
 NAMES = {1: 'template', 2: 'geometry', 3: 'reward', 4: 'grpo', 5: 'scale'}
@@ -72,14 +72,14 @@ class Figure:
     bench: int
     name: str
     unit: str
-    values: List[float]
-    goal: Optional[Goal] = None
+    values: list[float]
+    goal: Goal | None = None
 
-    def summary(self) -> Dict[str, float]:
+    def summary(self) -> dict[str, float]:
         return {'min': min(self.values), 'median': statistics.median(self.values),
                 'max': max(self.values)}
 
-    def passed(self) -> Optional[bool]:
+    def passed(self) -> bool | None:
         if self.goal is None:
             return None
         return self.goal.met(self.summary()[self.goal.stat])
@@ -97,12 +97,12 @@ class Context:
     """What every benchmark shares: sizes, rounds, a scratch folder, notes for the report."""
 
     quick: bool
-    rounds: Optional[int]
+    rounds: int | None
     work: str
-    notes: Dict[int, List[str]] = field(default_factory=dict)
-    failures: List[str] = field(default_factory=list)
+    notes: dict[int, list[str]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
 
-    def size(self, pair: Tuple) -> int:
+    def size(self, pair: tuple) -> int:
         return pair[1] if self.quick else pair[0]
 
     def rounds_for(self, bench: int) -> int:
@@ -125,7 +125,7 @@ def _fmt(value: float) -> str:
 
 
 # --- report ---------------------------------------------------------------------------------------------------
-def run_benchmark(bench: int, ctx: Context) -> List[Figure]:
+def run_benchmark(bench: int, ctx: Context) -> list[Figure]:
     """Run benchmark ``bench`` (its module is imported only now: each pulls in heavy libraries)."""
     return importlib.import_module(f'{__name__}.{NAMES[bench]}').run(ctx)
 
@@ -163,7 +163,7 @@ def format_table(figures: Sequence[Figure]) -> str:
     return '\n'.join(lines)
 
 
-def _only(text: str) -> List[int]:
+def _only(text: str) -> list[int]:
     try:
         picked = sorted({int(x) for x in text.split(',') if x.strip()})
     except ValueError:
@@ -197,7 +197,7 @@ def build_parser(prog: str = 'swift-ext bench') -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     for key, value in OFFLINE_ENV.items():
@@ -209,7 +209,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ctx = Context(quick=args.quick, rounds=args.rounds, work=os.path.abspath(work))
     started = datetime.datetime.now(datetime.timezone.utc)
     machine = machine_info()
-    figures: List[Figure] = []
+    figures: list[Figure] = []
     seconds = {}
     try:
         for bench in args.only:

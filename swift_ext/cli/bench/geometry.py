@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-from typing import List
 
 from . import Context, Figure, Goal
 from .measure import interleaved, make_images
@@ -13,7 +12,7 @@ GEOMETRY_SIZES = ((320, 240), (500, 375), (640, 480), (375, 500), (800, 600), (1
 
 
 # --- 2. geometry without pixels ------------------------------------------------------------------------------------
-def run(ctx: Context) -> List[Figure]:
+def run(ctx: Context) -> list[Figure]:
     from qwen_vl_utils import fetch_image
 
     from ...geometry import qwen_geometry, read_image_size
@@ -61,7 +60,7 @@ def run(ctx: Context) -> List[Figure]:
         Figure(2, 'read_image_size + qwen_geometry', 'us/image', us['header']),
         Figure(2, 'geometry_for_images, STORE hit', 'us/image', us['cached']),
         Figure(2, 'qwen_vl_utils.fetch_image (decode + resize)', 'us/image', us['decode']),
-        Figure(2, 'fetch_image / header', 'speed-up', [d / h for d, h in zip(us['decode'], us['header'])],
+        Figure(2, 'fetch_image / header', 'speed-up', [d / h for d, h in zip(us['decode'], us['header'], strict=False)],
                Goal('>=', 50)),
         Figure(2, 'fetch_image / STORE hit', 'speed-up',
-               [d / c for d, c in zip(us['decode'], us['cached'])])]
+               [d / c for d, c in zip(us['decode'], us['cached'], strict=False)])]

@@ -8,7 +8,7 @@ import shutil
 import statistics
 import sys
 import time
-from typing import Dict, Iterator, List, Tuple
+from collections.abc import Iterator
 
 from ..plugin_path import plugin_path
 from . import Context, Figure, Goal
@@ -59,7 +59,7 @@ def register_bench_plugin() -> None:
             from PIL import Image
             from qwen_vl_utils import smart_resize
             out = []
-            for completion, sol, imgs in zip(completions, solution, images):
+            for completion, sol, imgs in zip(completions, solution, images, strict=False):
                 src = imgs[0]
                 with Image.open(src['path'] if isinstance(src, dict) else src) as img:
                     width, height = img.size
@@ -72,7 +72,7 @@ def register_bench_plugin() -> None:
     orms['bench_regex_iou'] = RegexIoU
 
 
-def grpo_args(config: str, model: str, dataset: str, plugin: str, out: str, steps: int) -> List[str]:
+def grpo_args(config: str, model: str, dataset: str, plugin: str, out: str, steps: int) -> list[str]:
     """The `swift rlhf` arguments of one run: config 'plain' or 'geo'."""
     common = ['--rlhf_type', 'grpo', '--model', model, '--model_type', 'qwen2_5_vl',
               '--dataset', dataset, '--num_generations', '2', '--per_device_train_batch_size', '4',
@@ -91,16 +91,16 @@ def grpo_args(config: str, model: str, dataset: str, plugin: str, out: str, step
                      '--callbacks', 'geo_log', 'bench_step_timer']
 
 
-def step_seconds(path: str, warmup: int) -> Tuple[List[float], List[float]]:
+def step_seconds(path: str, warmup: int) -> tuple[list[float], list[float]]:
     """(wall, CPU) seconds of each step after the first ``warmup``, from the step timer's marks."""
     with open(path) as f:
         marks = [tuple(float(x) for x in line.split()[1:3]) for line in f if line.strip()]
-    wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])][warmup:]
-    cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])][warmup:]
+    wall = [b[0] - a[0] for a, b in zip(marks, marks[1:], strict=False)][warmup:]
+    cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:], strict=False)][warmup:]
     return wall, cpu
 
 
-def run(ctx: Context) -> List[Figure]:
+def run(ctx: Context) -> list[Figure]:
     from ...testing.images import make_dataset
     from ...testing.tiny import make_tiny_model
 
@@ -111,8 +111,8 @@ def run(ctx: Context) -> List[Figure]:
     with open(plugin, 'w') as f:
         f.write(PLUGIN_SOURCE)
     import torch
-    wall: Dict[str, List[float]] = {'plain': [], 'geo': []}
-    cpu: Dict[str, List[float]] = {'plain': [], 'geo': []}
+    wall: dict[str, list[float]] = {'plain': [], 'geo': []}
+    cpu: dict[str, list[float]] = {'plain': [], 'geo': []}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # so CPU time is the work done, not other load or spinning threads
     try:
@@ -134,7 +134,7 @@ def run(ctx: Context) -> List[Figure]:
                 'qwen2_5_vl, rewards bench_regex_iou + format; geo: qwen2_5_vl_geo, geo_iou + '
                 f'geo_format, --callbacks geo_log. Noise = plain runs max/min - 1: wall {wall_noise:.1%}, '
                 f'CPU {noise:.1%}; the goal is 1 + the wall noise (at least 2%)')
-    ratio = lambda d: [g / p for p, g in zip(d['plain'], d['geo'])]  # noqa: E731
+    ratio = lambda d: [g / p for p, g in zip(d['plain'], d['geo'], strict=False)]  # noqa: E731
     limit = 1 + max(wall_noise, 0.02)
     return [
         Figure(4, 'plain: steps per second', 'steps/s', [1 / s for s in wall['plain']]),
@@ -165,7 +165,7 @@ def _output_to(path: str) -> Iterator[None]:
 
 
 def _grpo_run(ctx: Context, config: str, model: str, dataset: str, plugin: str, steps: int,
-              warmup: int, r: int) -> Tuple[float, float]:
+              warmup: int, r: int) -> tuple[float, float]:
     from swift import rlhf_main
 
     from ...runlog import ENV_DIR

@@ -7,21 +7,21 @@ import os
 import struct
 import time
 import zlib
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterator, Sequence
 
 
 # --- timing helpers -------------------------------------------------------------------------------------
-def timed(func: Callable[[], object]) -> Tuple[float, float]:
+def timed(func: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, process CPU seconds) of one call."""
     wall, cpu = time.perf_counter(), time.process_time()
     func()
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def interleaved(passes: Dict[str, Callable[[], object]], rounds: int) -> Dict[str, List[float]]:
+def interleaved(passes: dict[str, Callable[[], object]], rounds: int) -> dict[str, list[float]]:
     """Wall seconds of each pass, once per round; the order rotates by one every round."""
     names = list(passes)
-    out: Dict[str, List[float]] = {name: [] for name in names}
+    out: dict[str, list[float]] = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
             gc.collect()
@@ -30,7 +30,7 @@ def interleaved(passes: Dict[str, Callable[[], object]], rounds: int) -> Dict[st
 
 
 @contextlib.contextmanager
-def env_vars(**values: Optional[str]) -> Iterator[None]:
+def env_vars(**values: str | None) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in values}
     for k, v in values.items():
         if v is None:
@@ -73,7 +73,7 @@ def photo_like(width: int, height: int, seed: int):
     return img.resize((width, height), Image.Resampling.BILINEAR)
 
 
-def make_images(folder: str, sizes: Sequence[Tuple[int, int]]) -> List[str]:
+def make_images(folder: str, sizes: Sequence[tuple[int, int]]) -> list[str]:
     """One file per size, JPEG and PNG alternating; existing files are reused."""
     os.makedirs(folder, exist_ok=True)
     paths = []

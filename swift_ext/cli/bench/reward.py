@@ -8,7 +8,7 @@ import math
 import random
 import re
 import time
-from typing import Callable, List, Tuple
+from collections.abc import Callable
 
 from ...scoring import iou_score
 from . import Context, Figure, Goal
@@ -57,7 +57,7 @@ REWARD_MIX = (('single box', 0.35), ('multi-box', 0.20), ('malformed', 0.20),
               ('long reasoning', 0.25))
 
 
-def reward_mix(n: int, seed: int = 0) -> List[Tuple[str, str, str, object]]:
+def reward_mix(n: int, seed: int = 0) -> list[tuple[str, str, str, object]]:
     """``n`` (kind, completion, solution JSON, geometry) in the proportions of REWARD_MIX."""
     from ...geometry import qwen_geometry
     rng = random.Random(seed)
@@ -88,12 +88,12 @@ def reward_mix(n: int, seed: int = 0) -> List[Tuple[str, str, str, object]]:
     return out
 
 
-def _random_box(rng: random.Random, width: int, height: int) -> List[int]:
+def _random_box(rng: random.Random, width: int, height: int) -> list[int]:
     x1, y1 = rng.randint(0, width // 2), rng.randint(0, height // 2)
     return [x1, y1, x1 + rng.randint(20, width // 2), y1 + rng.randint(20, height // 2)]
 
 
-def run(ctx: Context) -> List[Figure]:
+def run(ctx: Context) -> list[Figure]:
     from ...rewards import GeoIoU
 
     items = reward_mix(ctx.size(REWARD_COMPLETIONS))
@@ -168,7 +168,7 @@ def _baseline_one(item) -> None:
               image_width=geo.original_width, image_height=geo.original_height)
 
 
-def paired(items, first: Callable, second: Callable, rounds: int, repeats: int) -> List[Tuple[float, float]]:
+def paired(items, first: Callable, second: Callable, rounds: int, repeats: int) -> list[tuple[float, float]]:
     """Per round, (seconds of ``first``, seconds of ``second``) for one pass over ``items``.
 
     Both are timed chunk by chunk, back to back, the order alternating between chunks and

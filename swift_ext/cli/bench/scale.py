@@ -8,7 +8,7 @@ import random
 import struct
 import subprocess
 import sys
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 from . import Context, Figure, Goal
 from .measure import png_header
@@ -104,7 +104,7 @@ _LAUNCHER = (
     '    json.dump([os.waitstatus_to_exitcode(status), wall, usage.ru_maxrss], f)\n')
 
 
-def run_measured(cmd: Sequence[str], log: str) -> Tuple[float, float]:
+def run_measured(cmd: Sequence[str], log: str) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB of its largest process) of a command run to completion."""
     result = log + '.measure.json'
     with open(log, 'w') as f:
@@ -118,7 +118,7 @@ def run_measured(cmd: Sequence[str], log: str) -> Tuple[float, float]:
     return wall, maxrss_kib / 1024  # ru_maxrss is in KiB on Linux
 
 
-def run(ctx: Context) -> List[Figure]:
+def run(ctx: Context) -> list[Figure]:
     lines, images = ctx.size(REVIEW_LINES), ctx.size(PLAN_IMAGES)
     run_dir = os.path.join(ctx.work, f'review_run_{lines}')
     if not os.path.exists(os.path.join(run_dir, 'logging.jsonl')):

@@ -1,15 +1,20 @@
 """Benchmark 1: encode() of each `_geo` template against its ms-swift parent, same samples."""
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
 import random
 import statistics
-from typing import List, Sequence, Tuple
+from collections.abc import Sequence
 
 from . import Context, Figure, Goal
 from .measure import env_vars, make_images, timed
+
+
+def _encode_into(outputs: list, template, sample) -> None:
+    outputs.append(template.encode(sample))
 
 # Samples per family: every family with a tiny checkpoint is measured (12 families at the time
 # of writing), so each gets 40 samples x 8 rounds, about 40 seconds of encodes.
@@ -28,7 +33,7 @@ TEMPLATE_SIZES = ((64, 48), (160, 120), (224, 224), (320, 240), (300, 500), (448
 
 
 # --- 1. template overhead ------------------------------------------------------------------------------------
-def template_samples(paths: Sequence[str], n: int, seed: int = 0) -> List[dict]:
+def template_samples(paths: Sequence[str], n: int, seed: int = 0) -> list[dict]:
     """``n`` grounding samples of 1-3 images each, drawn from ``paths``."""
     rng = random.Random(seed)
     out = []
@@ -42,7 +47,7 @@ def template_samples(paths: Sequence[str], n: int, seed: int = 0) -> List[dict]:
     return out
 
 
-def family_parents() -> List[str]:
+def family_parents() -> list[str]:
     """One parent template per family that has a tiny checkpoint recipe."""
     from ...families import family_of
     from ...testing.tiny import parents
@@ -52,7 +57,7 @@ def family_parents() -> List[str]:
     return sorted(next((p for p in PREFERRED_PARENTS if p in group), group[0]) for group in by_family.values())
 
 
-def run(ctx: Context) -> List[Figure]:
+def run(ctx: Context) -> list[Figure]:
     import torch
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
@@ -85,7 +90,7 @@ def run(ctx: Context) -> List[Figure]:
     return figures
 
 
-def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> List[Figure]:
+def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> list[Figure]:
     from swift.model import get_processor
     from swift.template import get_template
 
@@ -124,7 +129,7 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
 
 
 def _encode_round(parent, other, samples: Sequence[dict],
-                  batch: int = BATCH) -> List[Tuple[Tuple[float, float], Tuple[float, float]]]:
+                  batch: int = BATCH) -> list[tuple[tuple[float, float], tuple[float, float]]]:
     """Per encode pair, ((wall, cpu) of the parent, (wall, cpu) of ``other``), each sample twice.
 
     Each sample goes through both templates back to back, twice, in both orders: the second
@@ -148,8 +153,8 @@ def _encode_round(parent, other, samples: Sequence[dict],
             pairs, outputs = [], []
             for i, sample in enumerate(samples[start:start + batch], start):
                 first, second = (parent, other) if (i + flip) % 2 == 0 else (other, parent)
-                t_first = timed(lambda: outputs.append(first.encode(sample)))
-                t_second = timed(lambda: outputs.append(second.encode(sample)))
+                t_first = timed(functools.partial(_encode_into, outputs, first, sample))
+                t_second = timed(functools.partial(_encode_into, outputs, second, sample))
                 pairs.append((t_first, t_second) if first is parent else (t_second, t_first))
             wall, cpu = timed(flush)
             times += [(a, (b[0] + wall / len(pairs), b[1] + cpu / len(pairs))) for a, b in pairs]

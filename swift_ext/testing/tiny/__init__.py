@@ -36,7 +36,6 @@ import pkgutil
 import shutil
 import tempfile
 import time
-from typing import Dict, Optional
 
 logger = logging.getLogger(__name__)
 
@@ -47,10 +46,10 @@ MARKER_FILE = 'tiny_model.json'
 # Files every recipe writes; the marker is written last, so its presence means complete.
 REQUIRED_FILES = ('config.json', 'model.safetensors', 'tokenizer_config.json', MARKER_FILE)
 
-_RECIPES: Dict[str, object] = {}
+_RECIPES: dict[str, object] = {}
 
 
-def recipes() -> Dict[str, object]:
+def recipes() -> dict[str, object]:
     """``{parent template: recipe module}`` for every tiny checkpoint this package can build."""
     if not _RECIPES:
         for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -70,7 +69,7 @@ def parents() -> tuple:
     return tuple(sorted(recipes()))
 
 
-def run_flags(parent: str) -> Dict[str, str]:
+def run_flags(parent: str) -> dict[str, str]:
     """``{'model_type': ..., 'template': ...}``: what `swift sft/rlhf` needs for a tiny ``parent``."""
     from ...families import family_of
     _, spec = family_of(parent)
@@ -86,7 +85,7 @@ def _marker(parent: str, seed: int) -> dict:
     return {'family': parent, 'seed': seed, 'builder_version': BUILDER_VERSION, **run_flags(parent)}
 
 
-def _read_marker(out_dir: str) -> Optional[dict]:
+def _read_marker(out_dir: str) -> dict | None:
     path = os.path.join(out_dir, MARKER_FILE)
     if not os.path.isfile(path):
         return None

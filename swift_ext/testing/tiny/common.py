@@ -2,7 +2,7 @@
 their real ids, and saving a model + processor the way ms-swift's loaders read them back."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 # Model dimensions: the embedding table (tied with the LM head) is most of the parameters.
 HIDDEN_SIZE = 32
@@ -23,13 +23,13 @@ COMMON_WORDS = (
 
 
 # ---------------------------------------------------------------------------- tokenizer
-def byte_level_vocab_and_merges() -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+def byte_level_vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE vocabulary: 256 byte symbols, then whole-word merges of COMMON_WORDS."""
     from tokenizers.pre_tokenizers import ByteLevel
 
     alphabet = sorted(ByteLevel.alphabet())  # the 256 printable stand-ins for bytes
-    vocab: Dict[str, int] = {symbol: i for i, symbol in enumerate(alphabet)}
-    merges: List[Tuple[str, str]] = []
+    vocab: dict[str, int] = {symbol: i for i, symbol in enumerate(alphabet)}
+    merges: list[tuple[str, str]] = []
     for word in COMMON_WORDS:
         for spelled in (word, '\u0120' + word):  # U+0120 'Ġ' is the byte-level space
             left = spelled[0]
@@ -42,9 +42,9 @@ def byte_level_vocab_and_merges() -> Tuple[Dict[str, int], List[Tuple[str, str]]
     return vocab, merges
 
 
-def build_tokenizer(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_template: str, first_special_id: int,
-                    eos_token: str, pad_token: str, tokenizer_cls=None, extra: Optional[dict] = None,
-                    unk_token: Optional[str] = None, bos_token: Optional[str] = None):
+def build_tokenizer(special_tokens: Sequence[tuple[str, int, bool]], *, chat_template: str, first_special_id: int,
+                    eos_token: str, pad_token: str, tokenizer_cls=None, extra: dict | None = None,
+                    unk_token: str | None = None, bos_token: str | None = None):
     """A byte-level BPE tokenizer (``Qwen2Tokenizer`` unless told) with ``special_tokens`` at their ids.
 
     ``special_tokens`` are ``(token, id, special)``; special=False tokens are "added" but not
@@ -73,7 +73,7 @@ def build_tokenizer(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_tem
     return tokenizer
 
 
-def vocab_around(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[str, int], List[Tuple[str, str]]]:
+def vocab_around(special_tokens: Sequence[tuple[str, int, bool]]) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """A byte-level BPE vocabulary whose symbols take the ids ``special_tokens`` leave free.
 
     For tokenizers whose special tokens sit low or between the bytes (Mistral's 0-999, Gemma's 0-4 and 105):
@@ -82,7 +82,7 @@ def vocab_around(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[
     """
     taken = {token_id: token for token, token_id, _ in special_tokens}
     base, merges = byte_level_vocab_and_merges()
-    vocab: Dict[str, int] = {token: token_id for token_id, token in taken.items()}
+    vocab: dict[str, int] = {token: token_id for token_id, token in taken.items()}
     free = (i for i in range(10 ** 7) if i not in taken)
     for symbol in sorted(base, key=base.get):  # keep the BPE's own order: a merge after its parts
         vocab[symbol] = next(free)
@@ -93,7 +93,7 @@ def vocab_around(special_tokens: Sequence[Tuple[str, int, bool]]) -> Tuple[Dict[
     return vocab, merges
 
 
-def tokenizer_around(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_template: str, **names):
+def tokenizer_around(special_tokens: Sequence[tuple[str, int, bool]], *, chat_template: str, **names):
     """A byte-level BPE ``Qwen2Tokenizer`` on :func:`vocab_around`; ``names``: its ``eos_token``, ``pad_token``, ...
 
     Unlike :func:`build_tokenizer`, the special tokens may take any ids, below the bytes included.
@@ -111,7 +111,7 @@ def tokenizer_around(special_tokens: Sequence[Tuple[str, int, bool]], *, chat_te
 
 
 def save_model(model_cls_name: str, config, out_dir: str, seed: int, *, eos_token_id=None,
-               pad_token_id: Optional[int] = None, check_tied: bool = True) -> None:
+               pad_token_id: int | None = None, check_tied: bool = True) -> None:
     """Initialise ``transformers.<model_cls_name>(config)`` with ``seed`` and save it in float32."""
     import torch
     import transformers

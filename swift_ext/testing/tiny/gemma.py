@@ -21,8 +21,6 @@ ids and the named tokens the processors read (``boi_token``, ``image_token``, ..
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from .common import save_model, save_processor, tokenizer_around
 
 PARENTS = ('gemma3_vision', 'gemma4', 'gemma4_nothinking')
@@ -39,7 +37,7 @@ GEMMA4_POOLING = 3
 GEMMA4_MAX_SOFT_TOKENS = 280
 
 _COMMON = (('<pad>', 0, True), ('<eos>', 1, True), ('<bos>', 2, True), ('<unk>', 3, True), ('<mask>', 4, True))
-GEMMA3_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = _COMMON + (
+GEMMA3_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = _COMMON + (
     ('<start_of_turn>', 105, True),
     ('<end_of_turn>', 106, True),
     ('<start_of_image>', 255999, True),
@@ -48,7 +46,7 @@ GEMMA3_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = _COMMON + (
 )
 GEMMA3_NAMED_TOKENS = {'boi_token': '<start_of_image>', 'eoi_token': '<end_of_image>',
                        'image_token': '<image_soft_token>'}
-GEMMA4_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = _COMMON + (
+GEMMA4_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = _COMMON + (
     ('<|think|>', 98, True),
     ('<|channel>', 100, True),
     ('<channel|>', 101, True),

@@ -14,8 +14,6 @@ Kept real, because geometry and ms-swift depend on it:
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from .common import HIDDEN_SIZE, NUM_HEADS, byte_level_vocab_and_merges, save_model, save_processor
 
 PARENTS = ('idefics3',)
@@ -25,7 +23,7 @@ PATCH_SIZE = 14
 IMAGE_SEQ_LEN = 169
 SCALE_FACTOR = 2
 VOCAB_SIZE = 128259
-SPECIAL_TOKENS: Tuple[Tuple[str, int], ...] = (
+SPECIAL_TOKENS: tuple[tuple[str, int], ...] = (
     ('<|begin_of_text|>', 128000),
     ('<|end_of_text|>', 128001),
     ('<|reserved_special_token_0|>', 128002),

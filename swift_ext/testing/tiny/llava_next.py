@@ -19,8 +19,6 @@ templates. Run with ``--model_type llava1_6_mistral_hf`` / ``llava_onevision_hf`
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from .common import (
     HIDDEN_SIZE,
     NUM_HEADS,
@@ -35,12 +33,12 @@ PARENTS = ('llava1_6_mistral_hf', 'llava_onevision_hf')
 
 NEXT_VOCAB_SIZE = 32064
 NEXT_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
-NEXT_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = (
+NEXT_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = (
     ('<unk>', 0, True), ('<s>', 1, True), ('</s>', 2, True), ('<image>', 32000, True), ('<pad>', 32001, True))
 
 OV_VOCAB_SIZE = 152000
 OV_PINPOINTS = [[384 * rows, 384 * cols] for rows in range(1, 7) for cols in range(1, 7)]
-OV_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = (
+OV_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = (
     ('<|endoftext|>', 151643, True), ('<|im_start|>', 151644, True), ('<|im_end|>', 151645, True),
     ('<image>', 151646, True), ('<video>', 151647, True))
 

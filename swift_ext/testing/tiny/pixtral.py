@@ -18,7 +18,6 @@ a processor from the hub) or ``--model_type pixtral``.
 from __future__ import annotations
 
 import os
-from typing import Tuple
 
 from .common import (
     HIDDEN_SIZE,
@@ -40,7 +39,7 @@ MISTRAL3_LONGEST_EDGE = 1540
 MISTRAL3_PATCH_SIZE = 14
 MISTRAL3_MERGE_SIZE = 2
 
-MISTRAL_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = (
+MISTRAL_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = (
     ('<unk>', 0, True),
     ('<s>', 1, True),
     ('</s>', 2, True),

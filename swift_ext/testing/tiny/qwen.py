@@ -7,8 +7,6 @@ Qwen3-VL patch 16, merge 2). ``mrope_section`` must sum to head_dim / 2.
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 from .common import (
     HIDDEN_SIZE,
     NUM_HEADS,
@@ -35,7 +33,7 @@ QWEN3_MAX_PIXELS = 16777216
 QWEN3_VIDEO_MIN_PIXELS = 4096
 QWEN3_VIDEO_MAX_PIXELS = 25165824
 
-QWEN2_VL_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = (
+QWEN2_VL_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = (
     ('<|endoftext|>', 151643, True),
     ('<|im_start|>', 151644, True),
     ('<|im_end|>', 151645, True),

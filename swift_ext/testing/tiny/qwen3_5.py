@@ -21,8 +21,6 @@ Everything else is toy-sized: hidden size 16, so the tied 248,320-row embedding 
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
-
 from . import common
 
 PARENTS = ('qwen3_5', 'qwen3_8', 'ovis_ocr2')
@@ -39,14 +37,14 @@ MAX_PIXELS = 16777216
 
 FIRST_SPECIAL_ID = 248044
 # (token, id, special): Qwen3-VL's added tokens at Qwen3.5's ids.
-SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = tuple(
+SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = tuple(
     (token, FIRST_SPECIAL_ID + i, i < 14) for i, token in enumerate((
         '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|object_ref_start|>', '<|object_ref_end|>',
         '<|box_start|>', '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_start|>',
         '<|vision_end|>', '<|vision_pad|>', '<|image_pad|>', '<|video_pad|>', '<tool_call>', '</tool_call>',
         '<|fim_prefix|>', '<|fim_middle|>', '<|fim_suffix|>', '<|fim_pad|>', '<|repo_name|>', '<|file_sep|>',
         '<tool_response>', '</tool_response>', '<think>', '</think>')))
-TOKEN_IDS: Dict[str, int] = {token: token_id for token, token_id, _ in SPECIAL_TOKENS}
+TOKEN_IDS: dict[str, int] = {token: token_id for token, token_id, _ in SPECIAL_TOKENS}
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"

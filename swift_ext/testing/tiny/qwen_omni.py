@@ -23,7 +23,6 @@ embedding is most of the ~16 MB.
 from __future__ import annotations
 
 import os
-from typing import Tuple
 
 from . import common
 from .qwen import FIRST_SPECIAL_ID, QWEN3_CHAT_TEMPLATE, QWEN3_VL_SPECIAL_TOKENS, QWEN_CHAT_TEMPLATE, QWEN_VOCAB_SIZE
@@ -43,7 +42,7 @@ EOS_TOKEN_ID = 151645  # <|im_end|>
 PAD_TOKEN_ID = 151643  # <|endoftext|>
 
 # Qwen2.5-Omni renames Qwen2-VL's tokens from 151646 on: audio where the object refs were.
-QWEN2_5_OMNI_SPECIAL_TOKENS: Tuple[Tuple[str, int, bool], ...] = tuple(
+QWEN2_5_OMNI_SPECIAL_TOKENS: tuple[tuple[str, int, bool], ...] = tuple(
     (token, FIRST_SPECIAL_ID + i, True) for i, token in enumerate((
         '<|endoftext|>', '<|im_start|>', '<|im_end|>', '<|AUDIO|>', '<|audio_bos|>', '<|audio_eos|>',
         '<|box_end|>', '<|quad_start|>', '<|quad_end|>', '<|vision_bos|>', '<|vision_eos|>', '<|vision_pad|>',
