@@ -12,6 +12,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from enum import Enum
 from typing import Any
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
@@ -27,6 +28,24 @@ MAX_IMAGE_PIXELS = 2 * 89_478_485
 # image, or the padded canvas of a tiling family); 'norm1000' / 'norm1' = that frame scaled.
 COORDS = ('abs', 'norm1000', 'norm1')
 FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0}
+
+
+class Clamp(str, Enum):
+    """Which limit changed an image's size beyond the model's own rounding (``clamped`` in records).
+
+    One vocabulary for every family, counted by the `vision/` metrics, `review` and `plan`. A str
+    subclass: it compares equal to, and serialises as, its value.
+    """
+
+    MAX_PIXELS = 'max_pixels'  # a pixel cap shrank it (ms-swift's --max_pixels, a row's or the model's cap)
+    MIN_PIXELS = 'min_pixels'  # grown up to a pixel floor
+    LONGEST_EDGE = 'longest_edge'  # its longest side was capped (Pixtral, Idefics3)
+    MAX_SOFT_TOKENS = 'max_soft_tokens'  # a visual-token budget shrank it (Gemma 4)
+    CANVAS_FIT = 'canvas_fit'  # shrunk to fit a fixed canvas or tile grid (LLaVA-NeXT pinpoints)
+    UPSCALE = 'upscale'  # enlarged to the model's fixed input size
+
+    def __str__(self) -> str:
+        return self.value
 
 
 class GeometryError(ValueError):

@@ -26,7 +26,7 @@ from swift.template import TEMPLATE_MAPPING, register_template
 
 from . import deferred, runlog
 from .families import families, family_of
-from .families.base import Family, Shape
+from .families.base import ImageEntry, Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
 from .records import NO_LIMITS, STORE, row_limits_key, set_active_settings, warn_once
@@ -54,7 +54,6 @@ class GeoTemplateMixin:
 
     geo_family: Any = None  # the Family class
     geo_spec: Any = None  # its TemplateSpec for this parent
-    geo_notes_replace_tag = False  # whether the family has an on_replace_tag hook
 
     def init_processor(self, processor) -> None:
         super().init_processor(processor)
@@ -102,7 +101,7 @@ class GeoTemplateMixin:
         types = None if limits is NO_LIMITS else tuple(type(v) for v in limits)
         predicted, clamps = [], []
         for entry in pending:
-            size = entry['size']
+            size = entry.size
             if size is None:
                 predicted.append(None)
                 clamps.append(None)
@@ -111,7 +110,7 @@ class GeoTemplateMixin:
             found = memo.get(key)
             if found is None:
                 found = memo[key] = settings.predict(width=size[0], height=size[1], row_kwargs=row_kwargs,
-                                                     name=entry['name'])
+                                                     name=entry.name)
             predicted.append(found[0])
             clamps.append(found[1])
         return predicted, clamps
@@ -135,10 +134,10 @@ class GeoTemplateMixin:
             super()._preprocess_inputs(inputs)
         except Exception as exc:
             pending = [_entry(src, None) for src in sources]
-            bad = next((e for e in pending if e['error'] is not None), None)
-            self._geo_fail(inputs, pending, exc if bad is None else bad['error'])
+            bad = next((e for e in pending if e.error is not None), None)
+            self._geo_fail(inputs, pending, exc if bad is None else bad.error)
             if bad is not None:
-                raise bad['error'] from exc
+                raise bad.error from exc
             raise GeometryError(f'{_names(pending)}: image could not be loaded ({exc}).') from exc
         finally:
             sizes, _LOADED.sizes = _LOADED.sizes, None
@@ -153,14 +152,16 @@ class GeoTemplateMixin:
             if media_type != 'image' or not pending or index >= len(pending):
                 raise
             entry = pending[index]
-            err = entry['error'] or self._predict_error(entry, inputs)
+            err = entry.error or self._predict_error(entry, inputs)
             if err is None:
-                err = GeometryError(f'{entry["name"]}: image could not be loaded ({exc}).')
+                err = GeometryError(f'{entry.name}: image could not be loaded ({exc}).')
             self._geo_fail(inputs, pending, err)
             err.geo_recorded = True  # replace_tag runs inside _encode: its handler must not record it again
             raise err from exc
-        if self.geo_notes_replace_tag and media_type == 'image' and pending and index < len(pending):
-            self.geo_family.on_replace_tag(self, inputs, index, pending[index])
+        if self.geo_family.reads_replace_tag and media_type == 'image' and pending and index < len(pending):
+            size = self.geo_family.replaced_size(self, inputs, index)
+            if size is not None:
+                pending[index] = dataclasses.replace(pending[index], resized=size)
         return context
 
     def _encode(self, inputs) -> dict[str, Any]:
@@ -171,7 +172,7 @@ class GeoTemplateMixin:
             if getattr(exc, 'geo_recorded', False):  # refused and recorded by replace_tag
                 raise
             # Families whose HF processor resizes inside _encode refuse images here.
-            errors = [e['error'] or self._predict_error(e, inputs) for e in pending or ()]
+            errors = [e.error or self._predict_error(e, inputs) for e in pending or ()]
             error = next((e for e in errors if e is not None), None)
             if error is None:
                 raise
@@ -226,21 +227,21 @@ class GeoTemplateMixin:
             mismatch = None if geo is predicted[i] else _mismatch(geo, predicted[i])
             if mismatch:
                 warn_once(f'mismatch:{template}:{",".join(sorted(mismatch))}',
-                          f'{entry["name"]}: template {template} produced {mismatch} '
+                          f'{entry.name}: template {template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
-            STORE.put(entry['key'], limits, template, geo)
+            STORE.put(entry.key, limits, template, geo)
             if context:  # a run log takes them (`--callbacks geo_log`): image_geometry.jsonl
-                records.append((geo, entry['key'], i, clamps[i], mismatch))
+                records.append((geo, entry.key, i, clamps[i], mismatch))
         if records:
             runlog.queue_images(records, mode=mode, template=template,
                                 sample_id=_sample_id_later(row[1], row[2], pending), context=context)
 
     def _predict_error(self, entry, inputs) -> GeometryError | None:
-        if entry['size'] is None:
+        if entry.size is None:
             return None
         try:
-            self.geo_settings().predict(width=entry['size'][0], height=entry['size'][1],
-                                        row_kwargs=inputs.chat_template_kwargs, name=entry['name'])
+            self.geo_settings().predict(width=entry.size[0], height=entry.size[1],
+                                        row_kwargs=inputs.chat_template_kwargs, name=entry.name)
         except GeometryError as exc:
             return exc
         return None
@@ -248,7 +249,7 @@ class GeoTemplateMixin:
     def _geo_fail(self, inputs, pending, error) -> None:
         try:
             runlog.emit([runlog.failure_record(
-                key=e['key'], image_index=i, mode=self.mode, template=self.geo_spec.name,
+                key=e.key, image_index=i, mode=self.mode, template=self.geo_spec.name,
                 error=str(error), sample_id=_sample_id(inputs, pending))
                 for i, e in enumerate(pending)])
         except Exception:  # logging a failure must not mask the failure itself
@@ -260,16 +261,16 @@ class GeoTemplateMixin:
 _LOADED = threading.local()
 
 
-def _entry(src, size) -> dict:
+def _entry(src, size) -> ImageEntry:
     """What is known of one image before resizing; reads the header only if not loaded."""
     info = _classify_remembered(src)  # one classification for both the key and the name
-    entry = {'key': info.key, 'name': info.name, 'size': size, 'error': None, 'resized': None}
+    error = None
     if size is None:
         try:
-            entry['size'] = read_image_size(src)
+            size = read_image_size(src)
         except GeometryError as exc:
-            entry['error'] = exc
-    return entry
+            error = exc
+    return ImageEntry(key=info.key, name=info.name, size=size, error=error)
 
 
 # Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
@@ -305,7 +306,7 @@ def _warn_if_rotated(loaded, source) -> None:
 
 
 def _names(pending) -> str:
-    return ', '.join(e['name'] for e in pending) or '<no image>'
+    return ', '.join(e.name for e in pending) or '<no image>'
 
 
 def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> dict | None:
@@ -328,7 +329,7 @@ def _sample_id_later(extra_kwargs, messages, pending) -> Callable[[], str]:
         if extra.get(key) is not None:
             return functools.partial(str, extra[key])
     contents = [m.get('content') for m in (messages or [])[:2]]
-    return functools.partial(_text_id, contents, [e['name'] for e in pending])
+    return functools.partial(_text_id, contents, [e.name for e in pending])
 
 
 def _text_id(contents: list, names: list[str]) -> str:
@@ -345,9 +346,8 @@ def geo_template_class(name: str) -> type:
         family, spec = family_of(name)
         parent_cls = TEMPLATE_MAPPING[spec.parent].template_cls
         cls_name = ''.join(p.capitalize() for p in spec.parent.split('_')) + 'GeoTemplate'
-        hook = family.on_replace_tag.__func__ is not Family.on_replace_tag.__func__
         cls = type(cls_name, (GeoTemplateMixin, parent_cls), {
-            'geo_family': family, 'geo_spec': spec, 'geo_notes_replace_tag': hook,
+            'geo_family': family, 'geo_spec': spec,
             '__module__': __name__, '__qualname__': cls_name,
             '__doc__': f'{parent_cls.__name__} that records image geometry ({family.name} family).'})
         globals()[cls_name] = cls  # so the class pickles by name

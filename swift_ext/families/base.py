@@ -14,8 +14,8 @@ The contract, in the order a `_geo` template uses it:
 2. ``predict(settings, width=, height=, row_kwargs=, name=)``: pure arithmetic, the
    ``ImageGeometry`` of one file and which limit clamped it (``None``), raising
    ``GeometryError`` exactly where the parent template refuses the image.
-3. ``on_replace_tag(template, inputs, index, entry)``: for families whose template resizes the
-   image itself (Qwen), note what ``replace_tag`` produced in ``entry``.
+3. ``replaced_size(template, inputs, index)``: for families whose template resizes the image
+   itself (Qwen), the ``(width, height)`` ``replace_tag`` handed on (kept as ``ImageEntry.resized``).
 4. ``actual(template, encoded, entries, predicted)``: the geometry the encode really produced,
    one per image (the prediction corrected by the token runs / grids found in ``encoded``).
 """
@@ -29,6 +29,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image of an encode as a `_geo` template knows it before the family reads the encode."""
+
+    key: str  # the image's identity (swift_ext.images)
+    name: str  # its short name for messages (never a payload)
+    size: tuple[int, int] | None  # (width, height) ms-swift opened, before its --max_pixels; None: unknown
+    error: GeometryError | None = None  # why it cannot be read, where known before the encode
+    resized: tuple[int, int] | None = None  # what the parent's replace_tag handed on (``replaced_size``)
 
 
 @dataclass(frozen=True)
@@ -179,12 +190,16 @@ class Family:
         raise NotImplementedError
 
     # --- template hooks -----------------------------------------------------------------
-    @classmethod
-    def on_replace_tag(cls, template: Any, inputs: Any, index: int, entry: dict) -> None:
-        """Note in ``entry`` what the parent's ``replace_tag`` did to image ``index``."""
+    # Whether the family overrides ``replaced_size`` (the template then asks it after each replace_tag).
+    reads_replace_tag: ClassVar[bool] = False
 
     @classmethod
-    def actual(cls, template: Any, encoded: Mapping, entries: Sequence[dict],
+    def replaced_size(cls, template: Any, inputs: Any, index: int) -> tuple[int, int] | None:
+        """``(width, height)`` of image ``index`` as the parent's ``replace_tag`` handed it on, or None."""
+        return None
+
+    @classmethod
+    def actual(cls, template: Any, encoded: Mapping, entries: Sequence[ImageEntry],
                predicted: Sequence[ImageGeometry | None]) -> list[ImageGeometry | None]:
         """The geometry the encode produced, per image; ``predicted`` where it says nothing."""
         return list(predicted)

@@ -232,7 +232,7 @@ class LlavaNext(Family):
             key = ('llava_next.seen', int(w), int(h), geo.original_width, geo.original_height)
             seen = memo.get(key)
             if seen is None:
-                seen = memo[key] = cls.geometry(settings, width=int(w), height=int(h), name=entry['name'],
+                seen = memo[key] = cls.geometry(settings, width=int(w), height=int(h), name=entry.name,
                                                 original_width=geo.original_width, original_height=geo.original_height)
             out.append(updated(seen, num_tokens=tokens))
         return out

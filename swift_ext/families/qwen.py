@@ -138,11 +138,12 @@ class Qwen(Family):
             clamped = 'min_pixels'
         return replace(geo, original_width=width, original_height=height), clamped
 
+    reads_replace_tag = True
+
     @classmethod
-    def on_replace_tag(cls, template, inputs, index, entry):
+    def replaced_size(cls, template, inputs, index):
         image = inputs.images[index]
-        if hasattr(image, 'size'):
-            entry['resized'] = tuple(image.size)
+        return tuple(image.size) if hasattr(image, 'size') else None
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
@@ -154,7 +155,7 @@ class Qwen(Family):
         merge = template.processor.image_processor.merge_size ** 2
         out = []
         for i, (entry, geo) in enumerate(zip(entries, predicted, strict=False)):
-            resized = entry.get('resized')
+            resized = entry.resized
             if geo is None or resized is None or i >= len(rows):
                 out.append(geo)
                 continue

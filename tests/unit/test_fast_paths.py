@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import runlog, templates
-from swift_ext.families.base import token_runs, token_spans
+from swift_ext.families.base import ImageEntry, token_runs, token_spans
 from swift_ext.families.gemma4 import patch_extents
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
 from swift_ext.families.pixtral import image_token_grids
@@ -134,7 +134,7 @@ def qwen_template(tiny_model):
 
 
 def _entry(size, name='a.png'):
-    return {'size': size, 'name': name, 'key': '/x/' + name, 'error': None, 'resized': None}
+    return ImageEntry(key='/x/' + name, name=name, size=size)
 
 
 def test_remembered_prediction_is_the_prediction_and_refusals_repeat(qwen_template):
