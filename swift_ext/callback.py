@@ -2,26 +2,29 @@
 
 Select it with ``--callbacks geo_log`` (after ``--external_plugins templates/plugin.py``).
 ms-swift builds it as ``callbacks_map['geo_log'](args, trainer)`` inside the trainer's
-``__init__``, before any dataloader worker exists, so the environment variable set here
-is inherited by the workers that encode the data.
+``__init__``, before any dataloader worker exists: it names the run folder (``runlog.publish_log_dir``:
+the environment for processes started later, the channel file for those started earlier, such as
+ms-swift's packing workers), marks this process as the trainer for the recorder, and wraps the
+trainer's ``compute_loss`` to see which batch each training step trains on.
 
-How the metrics reach ``logging.jsonl``: at each ``on_step_end`` the callback reads the
-geometry lines written since the last read (by this process *and* by its dataloader
-workers: the rank's file, from a saved byte offset, complete lines only) and feeds them
-to metric objects placed in the trainer's own ``custom_metrics['train']`` store.
-ms-swift's ``SwiftMixin.log`` (which GRPO's ``log`` also calls) merges that store into
-``logs`` *before* transformers' ``Trainer.log`` appends to ``state.log_history`` and calls
-the ``on_log`` callbacks, among them ms-swift's progress callback, which writes
-``logging.jsonl``, and TensorBoard. The store is all-reduced across ranks. A trainer
-without that store falls back to adding the keys to ``logs`` in ``on_log``, which still
-runs before ms-swift's writer (user callbacks precede the progress callback) but after
-TensorBoard's and after ``log_history`` is written.
+Which step a value belongs to: the images of the batches the step trained on, whoever encoded them
+and whenever (a dataloader worker's prefetch, a streaming pipeline's read-ahead, a packing worker,
+GRPO's generation for several steps, a batch trained on again with ``--num_iterations``): the
+trainer fingerprints each batch it trains on and joins it with the geometry lines through the batch
+log (``swift_ext.steps``). Where a step's batches cannot all be accounted for (a batch with no
+``input_ids`` to fingerprint, lines not on disk yet or lost), the per-step counts
+(``images_per_step``, ``failed_images_per_step``) are left out of that step, never written as 0,
+and one warning says why.
 
-Which step a value belongs to: the images *encoded* since the previous step end. GRPO
-encodes inside the step, in the trainer's process, so its values are exact. Dataloader
-workers (SFT) encode up to ``dataloader_num_workers * prefetch_factor`` batches ahead: the
-first logged step also counts the prefetched batches, and later values run that many
-batches ahead of the step they are logged with.
+How the metrics reach ``logging.jsonl``: at each ``on_step_end`` the callback reads the lines and
+events written since the last read and feeds the step's to metric objects placed in the trainer's
+own ``custom_metrics['train']`` store. ms-swift's ``SwiftMixin.log`` (which GRPO's ``log`` also calls)
+merges that store into ``logs`` *before* transformers' ``Trainer.log`` appends to
+``state.log_history`` and calls the ``on_log`` callbacks, among them ms-swift's progress callback,
+which writes ``logging.jsonl``, and TensorBoard. The store is all-reduced across ranks. A trainer
+without that store falls back to adding the keys to ``logs`` in ``on_log``, which still runs before
+ms-swift's writer (user callbacks precede the progress callback) but after TensorBoard's and after
+``log_history`` is written.
 """
 from __future__ import annotations
 
@@ -34,10 +37,15 @@ from collections.abc import Iterable
 from transformers import TrainerCallback
 
 from . import runlog
+from .families import family_of
+from .geometry import Clamp
 from .images import image_key
-from .records import STORE, active_settings, row_limits_key
+from .recorder import batch_fingerprint, recorder
 from .registry import register
 from .runlog import COMPLETION_COLUMNS, GeoFileTail
+from .steps import StepIndex
+from .store import STORE, active_settings, row_limits_key
+from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 
@@ -46,32 +54,38 @@ PREFIX = 'vision/'
 
 
 # --- aggregation ----------------------------------------------------------------------------
-def step_values(records: Iterable[dict]) -> dict[str, list]:
-    """Per-image values of one step's training-encode records, keyed by metric name.
+def step_values(lines: Iterable[dict], clamps: Iterable[str] = tuple(Clamp)) -> dict[str, list]:
+    """Per-image values of one step's training lines, keyed by metric name.
 
-    Rollout encodes (GRPO) repeat the training images and are left out. Keys with no
-    value (no tiles on a Qwen model, no images) are absent.
+    Rollout lines (GRPO) repeat the training images and are left out. Keys with no value (no
+    tiles on a Qwen model, no images) are absent. ``failed_images_per_step`` counts images, not
+    encode attempts: a file ms-swift tried three times fails once.
     """
-    tokens, megapixels, tiles, clamped = [], [], [], []
-    failed = 0
-    for rec in records:
-        if rec.get('mode', 'train') != 'train':
+    clamps = tuple(str(c) for c in clamps)
+    tokens, megapixels, tiles, any_clamp = [], [], [], []
+    by_clamp = {c: [] for c in clamps}
+    failed = set()
+    for line in lines:
+        if line.get('mode', 'train') != 'train':
             continue
-        if rec.get('error'):
-            failed += 1
+        if line.get('error'):
+            failed.add((line.get('image'), line.get('image_index')))
             continue
         try:
-            tokens.append(int(rec['num_tokens']))
-            megapixels.append(rec['resized_width'] * rec['resized_height'] / 1e6)
+            tokens.append(int(line['num_tokens']))
+            megapixels.append(line['resized_width'] * line['resized_height'] / 1e6)
         except (KeyError, TypeError, ValueError):
             continue
-        clamped.append(1.0 if rec.get('clamped') == 'max_pixels' else 0.0)
-        if rec.get('tile_cols') is not None:
-            tiles.append(int(rec.get('num_tiles') or 1))
+        clamped = line.get('clamped')
+        any_clamp.append(1.0 if clamped else 0.0)
+        for c in clamps:
+            by_clamp[c].append(1.0 if clamped == c else 0.0)
+        if line.get('tile_cols') is not None:
+            tiles.append(int(line.get('num_tiles') or 1))
     out = {'visual_tokens_per_image_mean': tokens, 'visual_tokens_per_image_max': tokens,
-           'resized_megapixels_mean': megapixels, 'tiles_per_image_mean': tiles,
-           'clamped_by_max_pixels_frac': clamped, 'images_per_step': [len(tokens)],
-           'failed_images_per_step': [failed]}
+           'resized_megapixels_mean': megapixels, 'tiles_per_image_mean': tiles, 'clamped_frac': any_clamp,
+           **{f'clamped_by_{c}_frac': v for c, v in by_clamp.items()},
+           'images_per_step': [len(tokens)], 'failed_images_per_step': [len(failed)]}
     return {k: v for k, v in out.items() if v}
 
 
@@ -147,23 +161,27 @@ METRICS = {
     'visual_tokens_per_image_max': MaxMetric,
     'resized_megapixels_mean': MeanMetric,
     'tiles_per_image_mean': MeanMetric,
-    'clamped_by_max_pixels_frac': MeanMetric,
+    'clamped_frac': MeanMetric,
     'images_per_step': PerStepTotalMetric,
     'failed_images_per_step': PerStepTotalMetric,
 }
 
 
-def new_metrics(device=None) -> dict[str, _Metric]:
-    return {PREFIX + name: cls(device) for name, cls in METRICS.items()}
+def new_metrics(device=None, clamps: Iterable[str] = tuple(Clamp)) -> dict[str, _Metric]:
+    """The metric objects; one ``clamped_by_<name>_frac`` per clamp the template's family can report."""
+    names = {**METRICS, **{f'clamped_by_{c}_frac': MeanMetric for c in clamps}}
+    return {PREFIX + name: cls(device) for name, cls in names.items()}
 
 
-def update_metrics(metrics: dict[str, _Metric], records: Iterable[dict], *, complete: bool = True) -> None:
-    """Feed one step's records to the metrics (every step counts, even one with no image).
+def update_metrics(metrics: dict[str, _Metric], lines: Iterable[dict], *, complete: bool = True) -> None:
+    """Feed one step's lines to the metrics (every step counts, even one with no image).
 
-    ``complete=False`` (records of this step were lost: a failed write, a deleted log) leaves
-    the step out of the per-step counts, which would otherwise read 0 instead of unknown.
+    ``complete=False`` (some of the step's lines are unknown: lost, not written yet, a batch that could
+    not be identified) leaves the step out of the per-step counts, which would otherwise read low.
     """
-    values = step_values(records)
+    clamps = [name[len(PREFIX) + len('clamped_by_'):-len('_frac')] for name in metrics
+              if name.startswith(PREFIX + 'clamped_by_')]
+    values = step_values(lines, clamps)
     if complete:
         values.setdefault('images_per_step', [0])
         values.setdefault('failed_images_per_step', [0])
@@ -171,7 +189,8 @@ def update_metrics(metrics: dict[str, _Metric], records: Iterable[dict], *, comp
         values.pop('images_per_step', None)
         values.pop('failed_images_per_step', None)
     for name, vals in values.items():
-        metrics[PREFIX + name].update(vals)
+        if PREFIX + name in metrics:
+            metrics[PREFIX + name].update(vals)
 
 
 def compute_metrics(metrics: dict[str, _Metric]) -> dict[str, float]:
@@ -194,37 +213,43 @@ def _guarded(method):
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:  # the callback must never end a training run
-            if method.__name__ not in self._warned:
-                self._warned.add(method.__name__)
-                logger.warning('swift-ext geo_log: %s failed (%r); training continues without '
-                               'it.', method.__name__, exc, exc_info=True)
+            warn_once(f'geo_log:{method.__name__}', f'swift-ext geo_log: {method.__name__} failed ({exc!r}); '
+                      'training continues without it.')
         return None
     return wrapper
 
 
 class GeoLogCallback(TrainerCallback):
-    """Routes `_geo` template records into the run directory and logs `vision/` metrics."""
+    """Routes `_geo` template lines into the run directory and logs `vision/` metrics."""
 
     def __init__(self, args=None, trainer=None):
         self.args = args
         self.trainer = trainer
-        self._warned: set = set()
         self.log_dir: str | None = None
-        self.tail: GeoFileTail | None = None
+        self.tails: tuple = ()
+        self.index = StepIndex()
+        self.consumed: list = []  # fingerprints of the batches the current step trained on (None: unknown)
         device = functools.partial(getattr, args, 'device', None)
-        self._own_metrics: dict[str, _Metric] | None = new_metrics(device)
+        self._own_metrics: dict[str, _Metric] | None = new_metrics(device, self._clamps())
         self.metrics = self._own_metrics
         self._lost_seen = runlog.lost_records()
-        self._setup(device)
+        self._setup()
+
+    def _clamps(self) -> tuple:
+        template = getattr(self.trainer, 'template', None)
+        spec = getattr(template, 'geo_spec', None)
+        family = family_of(spec.name)[0] if spec is not None else None
+        return tuple(str(c) for c in getattr(family, 'clamps', tuple(Clamp)))
 
     @_guarded
-    def _setup(self, device) -> None:
+    def _setup(self) -> None:
         self._point_at(getattr(self.args, 'output_dir', None))
-        runlog.share_step()  # before the dataloader workers fork, so they see each step
+        recorder().trainer = True
         store = getattr(self.trainer, 'custom_metrics', None)
         if isinstance(store, dict) and isinstance(store.get('train'), dict):
             store['train'].update(self._own_metrics)  # the same keys on every rank
             self._own_metrics = None
+        self._wrap_compute_loss()
         template = getattr(self.trainer, 'template', None)
         if hasattr(template, 'geo_settings') and getattr(template, 'processor', None) is not None:
             runlog.log_settings(template.geo_settings())  # now that the run directory is known
@@ -233,11 +258,34 @@ class GeoLogCallback(TrainerCallback):
         if not output_dir:
             return
         output_dir = os.path.abspath(output_dir)
-        os.environ[runlog.ENV_DIR] = output_dir
+        runlog.publish_log_dir(output_dir)
         if output_dir != self.log_dir:
             self.log_dir = output_dir
-            self.tail = GeoFileTail(runlog.geometry_path(output_dir), from_end=True)
-            logger.info('swift-ext geo_log: image geometry goes to %s', self.tail.path)
+            self.tails = (GeoFileTail(runlog.geometry_path(output_dir), from_end=True),
+                          GeoFileTail(runlog.batches_path(output_dir), from_end=True))
+            logger.info('swift-ext geo_log: image geometry goes to %s', self.tails[0].path)
+
+    def _wrap_compute_loss(self) -> None:
+        """Note, for every training micro-batch, which batch it is (its fingerprint) and at which step."""
+        trainer = self.trainer
+        original = getattr(trainer, 'compute_loss', None)
+        if original is None or getattr(original, 'geo_wrapped', False):
+            return
+
+        @functools.wraps(original)
+        def compute_loss(model, inputs, *args, **kwargs):
+            if getattr(model, 'training', False):
+                self._consumed_batch(inputs)
+            return original(model, inputs, *args, **kwargs)
+        compute_loss.geo_wrapped = True
+        trainer.compute_loss = compute_loss
+
+    @_guarded
+    def _consumed_batch(self, inputs) -> None:
+        batch = batch_fingerprint(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs)
+        self.consumed.append(batch)
+        state = getattr(self.trainer, 'state', None)
+        recorder().consume(batch, None if state is None else state.global_step + 1)
 
     @_guarded
     def on_train_begin(self, args, state, control, **kwargs):
@@ -247,21 +295,41 @@ class GeoLogCallback(TrainerCallback):
 
     @_guarded
     def on_step_begin(self, args, state, control, **kwargs):
-        # Records of the step being computed carry its number as logging.jsonl will
-        # show it (global_step after the step): state.global_step + 1.
+        # Lines of the step being computed carry its number as logging.jsonl will show it
+        # (global_step after the step): state.global_step + 1.
         runlog.set_step(state.global_step + 1)
 
     @_guarded
     def on_step_end(self, args, state, control, **kwargs):
-        # Batches fetched from now on belong to the next step.
         runlog.set_step(state.global_step + 1)
-        runlog.flush()  # this process's queued records, so the step's metrics see them
-        if self.tail is not None:
-            records = self.tail.read_new()
-            lost = runlog.lost_records()
-            complete = lost == self._lost_seen and not self.tail.missing
-            self._lost_seen = lost
-            update_metrics(self.metrics, records, complete=complete)
+        consumed, self.consumed = self.consumed, []
+        if not self.tails:
+            return
+        for tail, add in zip(self.tails, (self.index.add_lines, self.index.add_events), strict=True):
+            while True:
+                new = tail.read_new()
+                if not new:
+                    break
+                add(new)
+        lines, why = [], None
+        for batch in consumed:
+            found = None if batch is None else self.index.batch_lines(batch)
+            if found is None:
+                why = why or ('a batch without input_ids to identify it' if batch is None else
+                              'a batch whose image lines are not all on disk')
+            else:
+                lines += found
+        if not consumed:
+            why = 'no training batch was seen (the trainer does not call compute_loss)'
+        lost = runlog.lost_records()
+        if lost != self._lost_seen or any(t.missing for t in self.tails):
+            why = why or 'image lines were lost (see the warning above)'
+        self._lost_seen = lost
+        if why:
+            warn_once(f'geo_log:incomplete:{why}', f'swift-ext geo_log: vision/images_per_step and '
+                      f'vision/failed_images_per_step are left out of step {state.global_step}: {why}. '
+                      'Further steps like it are not warned about.')
+        update_metrics(self.metrics, lines, complete=why is None)
 
     @_guarded
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -290,9 +358,7 @@ class GeoLogCallback(TrainerCallback):
         try:
             local = completion_geometry(samples)
         except Exception as exc:
-            if 'columns' not in self._warned:
-                self._warned.add('columns')
-                logger.warning('swift-ext geo_log: no geometry columns for completions (%r).', exc)
+            warn_once('geo_log:columns', f'swift-ext geo_log: no geometry columns for completions ({exc!r}).')
             local = {k: [None] * len(samples) for k in COMPLETION_COLUMNS}
         try:
             # Every rank gathers the same keys in the same order, as ms-swift does for 'solution'.
@@ -302,9 +368,7 @@ class GeoLogCallback(TrainerCallback):
                     trainer._logs[key] = deque(maxlen=trainer.args.generation_batch_size)
                 trainer._logs[key].extend(gathered)
         except Exception as exc:
-            if 'gather' not in self._warned:
-                self._warned.add('gather')
-                logger.warning('swift-ext geo_log: could not add completion columns (%r).', exc)
+            warn_once('geo_log:gather', f'swift-ext geo_log: could not add completion columns ({exc!r}).')
 
 
 def completion_geometry(samples) -> dict[str, list]:

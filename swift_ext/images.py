@@ -25,12 +25,12 @@ import io
 import os
 import re
 import stat
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .forksafe import Lock
 from .geometry import MAX_IMAGE_PIXELS, GeometryError
 
 # ms-swift's `_check_path`: longer strings are base64 without a look at the disk.
@@ -77,7 +77,7 @@ def _hash_name(digest: str, size: int, what: str) -> str:
 
 # Payload sizes of recent sha1 keys, so a log record can carry the size next to the key.
 _SIZES: OrderedDict[str, int] = OrderedDict()
-_SIZES_LOCK = threading.Lock()
+_SIZES_LOCK = Lock()
 _SIZES_MAX = 4096
 
 

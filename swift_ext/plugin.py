@@ -6,8 +6,12 @@ as part of a package), hence the absolute imports. Importing it twice is harmles
 """
 from swift_ext.callback import register_callbacks
 from swift_ext.rewards import register_geo_rewards
+from swift_ext.runlog import open_channel
 from swift_ext.templates import register_geo_templates
 
 register_geo_templates()
 register_geo_rewards()
 register_callbacks()
+# ms-swift imports plugins while it parses arguments, before it starts any worker process (packing
+# workers start before the trainer and its geo_log callback): name the channel they will read it from.
+open_channel()

@@ -27,10 +27,11 @@ from .boxes import is_well_formed
 from .families import family_of
 from .geometry import COORDS, ImageGeometry
 from .images import classify, read_image_size
-from .records import STORE, active_settings, row_limits_key
-from .registry import register, warn_once
+from .registry import register
 from .scoring import iou_score, parse_solution
 from .settings import PreprocessSettings, settings_for, template_parent
+from .store import STORE, active_settings, row_limits_key
+from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 

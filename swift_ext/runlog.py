@@ -1,48 +1,52 @@
-"""The run-log contract: the files a run folder holds, their record fields, the writer and the reader.
+"""The run-log contract: the files a run folder holds, their line fields, the writer and the reader.
 
-Files in a run folder (``output_dir/v<N>-<time>/``):
-- ``image_geometry.jsonl`` (rank N > 0: ``image_geometry.rankN.jsonl``): one line per image
-  encode, written by the `_geo` templates (``image_record`` / ``failure_record`` fields);
+Files in a run folder (``output_dir/v<N>-<time>/``); a rank N > 0 puts ``.rankN`` before ``.jsonl``:
+- ``image_geometry.jsonl``: one line per image per encode (fields: ``image_line`` / ``failure_line``),
+  written by the `_geo` templates through the recorder (``swift_ext.recorder``, which says when);
+- ``image_batches.jsonl``: one event per batch: ``collate`` (the rows it holds, by the fingerprint of
+  their token ids) from the process that collated it, ``consume`` (the training step that trained on
+  it) from the trainer. A line with ``step`` null gets its step there (``swift_ext.steps``);
 - ``geometry_settings.jsonl``: one line per template built (settings and fingerprint);
 - ms-swift's ``logging.jsonl`` (per-step metrics, ``vision/`` among them) and, with
-  ``--log_completions true``, ``completions.jsonl`` with the ``COMPLETION_COLUMNS`` the
-  `geo_log` callback adds.
-`swift-ext review`, `check` and the callback read them through the names and reader here.
+  ``--log_completions true``, ``completions.jsonl`` with the ``COMPLETION_COLUMNS`` geo_log adds.
+`swift-ext review`, `check` and the callback read them through the names and readers here.
 
-Writing is safe from several processes. The `geo_log` callback points this module at the run's
-output directory (through the environment, so dataloader workers started later inherit it). Each process appends to its
-rank's file with one ``os.write`` per batch of complete lines on an ``O_APPEND``
-descriptor: Linux holds the inode lock for a regular-file write, so lines from a rank's
-dataloader workers never interleave or tear, and a SIGKILL leaves only whole lines behind
-(missing are the one write in flight and the image records still queued, see ``queue_images``).
+Which folder: ``SWIFT_EXT_GEO_LOG_DIR``, set by the `geo_log` callback when the trainer is built (so
+processes forked later inherit it). Processes started before that (ms-swift's packing workers) learn it
+through a channel file the plugin names at import (``open_channel``), read when they write.
 
-Failures never stop training and are never silent: a write that fails is counted
-(``lost_records()``) and warned about once per cause; a log file or folder deleted while the
-run writes to it is recreated (one warning) and the batch written again. A process forked
-while another thread holds the writer's lock gets a fresh lock, so the child cannot deadlock.
+Writing is safe from several processes: each appends to its rank's file with one ``os.write`` of whole
+lines per trigger on an ``O_APPEND`` descriptor (Linux holds the inode lock for a regular-file write),
+so lines from a rank's dataloader workers never interleave or tear, and a SIGKILL leaves only whole
+lines. A write that fails is counted (``lost_records()``) and warned about once per cause; a log file or
+folder deleted under the run is recreated (one warning) and the lines written again. Internal module.
 """
 from __future__ import annotations
 
 import errno
 import json
 import logging
-import mmap
 import os
-import struct
-import threading
+import secrets
+import stat
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from . import deferred
+from .cache import BoundedCache
+from .forksafe import Lock, after_fork_in_child
 from .geometry import ImageGeometry
 from .images import payload_size
+from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 
 ENV_DIR = 'SWIFT_EXT_GEO_LOG_DIR'
+ENV_CHANNEL = 'SWIFT_EXT_GEO_LOG_CHANNEL'  # a file naming the run folder, for processes started before it
 GEOMETRY_FILE = 'image_geometry.jsonl'
 GEOMETRY_GLOB = 'image_geometry*.jsonl'
+BATCHES_FILE = 'image_batches.jsonl'
 SETTINGS_FILE = 'geometry_settings.jsonl'
 LOGGING_FILE = 'logging.jsonl'
 COMPLETIONS_FILE = 'completions.jsonl'
@@ -51,37 +55,21 @@ COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_token
 MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'
+# How a line's geometry was known: read from the encode's outputs; from the resized image the template
+# handed an inference engine (vLLM), the rest derived; predicted from the size (the engine resizes).
+BASES = ('encode', 'handed_image', 'prediction')
 
 
 class _State:
-    fds: dict = {}
-    lock = threading.Lock()
-    lost_records = 0  # records this process could not write
-    failed_writes = 0
-    warned: set = set()  # causes already warned about (errno names, 'recreated')
-    _step: int | None = None
-    _shared = None  # an 8-byte shared mapping once share_step() ran (see there)
-
-    @property
-    def step(self) -> int | None:
-        if self._shared is not None:
-            value = struct.unpack('q', self._shared[:8])[0]
-            return None if value < 0 else value
-        return self._step
-
-    @step.setter
-    def step(self, value: int | None) -> None:
-        self._step = value
-        if self._shared is not None:
-            self._shared[:8] = struct.pack('q', -1 if value is None else int(value))
+    fds: dict = {}  # (pid, path) -> descriptor
+    lock = Lock()
+    lost_records = 0  # image lines this process could not make or write
+    step: int | None = None  # the step in progress in the trainer (rollout lines carry it)
 
 
 STATE = _State()
-
-
+_PID = [os.getpid()]  # kept current by the fork hook: os.getpid() is a system call
 _RANK = (None, -1)  # (pid, rank): a forked worker re-reads, its pid differs
-# This process's id, kept current by the fork hook below: os.getpid() is a system call each time.
-_PID = [os.getpid()]
 
 
 def rank() -> int:
@@ -92,58 +80,195 @@ def rank() -> int:
     return _RANK[1]
 
 
-def geometry_path(log_dir: str, rank_: int | None = None) -> str:
-    """The geometry file of a rank: rank 0 keeps the plain name, rank N adds `.rankN`."""
+def rank_path(log_dir: str, name: str, rank_: int | None = None) -> str:
+    """``name`` in ``log_dir`` for a rank: rank 0 keeps the plain name, rank N adds `.rankN`."""
     r = rank() if rank_ is None else rank_
-    name = GEOMETRY_FILE if r == 0 else GEOMETRY_FILE.replace('.jsonl', f'.rank{r}.jsonl')
-    return os.path.join(log_dir, name)
+    return os.path.join(log_dir, name if r == 0 else name.replace('.jsonl', f'.rank{r}.jsonl'))
 
 
-def log_dir() -> str | None:
-    return os.environ.get(ENV_DIR) or None
+def geometry_path(log_dir: str, rank_: int | None = None) -> str:
+    return rank_path(log_dir, GEOMETRY_FILE, rank_)
 
 
-def record_context() -> tuple | None:
-    """``(run directory, step, time)`` now, for records made later; None without a run directory."""
-    d = os.environ.get(ENV_DIR)
-    return (d, STATE.step, time.time()) if d else None
+def batches_path(log_dir: str, rank_: int | None = None) -> str:
+    return rank_path(log_dir, BATCHES_FILE, rank_)
 
 
 def set_step(step: int | None) -> None:
     STATE.step = step
 
 
-def share_step() -> None:
-    """Let processes forked from now on (dataloader workers) see later ``set_step`` calls.
+# --- which folder ----------------------------------------------------------------------------------------------
+def log_dir() -> str | None:
+    """The run folder image lines go to, or None (then nothing is written).
 
-    The step moves to an anonymous shared memory page, which a fork inherits as shared;
-    without this a worker keeps the step it had when it was forked. (Processes started
-    with 'spawn' still do not see it.) A batch a worker prefetches carries the step in
-    progress when it was encoded, which can be a step or two before the one it trains.
+    Asked at write triggers, not per encode: a missing channel file costs one failed open.
     """
-    if STATE._shared is None:
-        step = STATE.step
-        STATE._shared = mmap.mmap(-1, 8)
-        STATE.step = step
+    d = os.environ.get(ENV_DIR)
+    if d or not os.environ.get(ENV_CHANNEL):
+        return d or None
+    d = _read_channel(os.environ[ENV_CHANNEL])
+    if d:
+        os.environ[ENV_DIR] = d  # found once for this process and those it starts
+    return d
 
 
-_NOW = object()  # image_record's default step / time: the current ones
+def log_dir_pending() -> bool:
+    """True in a worker process started before the run folder was named, which the channel may still name."""
+    if os.environ.get(ENV_DIR) or not os.environ.get(ENV_CHANNEL):
+        return False
+    if _IS_CHILD[0] != _PID[0]:
+        import multiprocessing
+        _IS_CHILD[:] = [_PID[0], multiprocessing.parent_process() is not None]
+    return _IS_CHILD[1]
 
 
-def image_record(*, geometry: ImageGeometry, key: str, image_index: int, mode: str,
-                 template: str, clamped: str | None, mismatch: dict | None,
-                 sample_id: str, step: Any = _NOW, when: float | None = None) -> dict:
-    head = {'step': STATE.step if step is _NOW else step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode),
-            'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key), 'template': template}
+_IS_CHILD = [None, False]  # (pid, whether it is a multiprocessing child)
+
+
+def open_channel() -> None:
+    """Name (not create) this process's channel file, for the worker processes it starts from now on.
+
+    A multiprocessing child keeps the channel it inherited (its parent's); any other process names
+    its own, so a `swift` command started from a process that had one does not read that one.
+    """
+    import multiprocessing
+    if multiprocessing.parent_process() is not None and os.environ.get(ENV_CHANNEL):
+        return
+    name = f'swift-ext-geo-log-{os.getpid()}-{secrets.token_hex(8)}'
+    os.environ[ENV_CHANNEL] = os.path.join(tempfile.gettempdir(), name)
+
+
+def publish_log_dir(directory: str) -> None:
+    """Make ``directory`` the run folder of this process, of those it starts, and of those on the channel."""
+    os.environ[ENV_DIR] = directory
+    channel = os.environ.get(ENV_CHANNEL)
+    if not channel:
+        return
+    tmp = f'{channel}.{os.getpid()}.tmp'
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, 'w') as f:
+            f.write(directory)
+        os.replace(tmp, channel)  # replaces a link itself, never writes through one
+    except OSError as exc:
+        warn_once('channel', f'swift-ext could not tell worker processes started before the trainer where '
+                  f'the geometry log goes ({exc}); their lines are not logged.')
+        return
+    import atexit
+    atexit.register(_remove, channel, os.getpid())
+
+
+def _remove(path: str, pid: int) -> None:
+    if os.getpid() == pid:
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+def _read_channel(path: str) -> str | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, 'rb') as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():  # only a file this user wrote
+            return None
+        data = f.read(4097)
+    text = data.decode('utf-8', 'replace').strip()
+    return text if 0 < len(text) <= 4096 and os.path.isabs(text) else None
+
+
+# --- lines -----------------------------------------------------------------------------------------------------
+_dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
+# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
+# plausible, and a line must stay short whatever the key holds.
+MAX_KEY_CHARS = 4096
+MAX_ERROR_CHARS = 500
+
+
+def _mode(template_mode: str) -> str:
+    return 'rollout' if template_mode in ('transformers', 'vllm', 'lmdeploy', 'sglang') else 'train'
+
+
+def image_line(*, geometry: ImageGeometry, key: str, image_index: int, mode: str, template: str,
+               clamped: str | None, mismatch: dict | None, sample_id: str, step: Any = None,
+               basis: str = 'encode', row: str | None = None, batch: str | None = None, encode: int = 0,
+               when: float | None = None) -> dict:
+    """The fields of one image line, in order (``ImageLines.render`` writes the same, faster)."""
+    head = {'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode), 'sample_id': sample_id,
+            'image_index': image_index, 'image': _short_key(key), 'template': template}
     _add_payload_size(head, key)
     return {**head, **geometry.to_dict(), 'clamped': clamped, 'mismatch': mismatch, 'error': None,
+            'basis': basis, 'row': row, 'batch': batch, 'encode': encode,
             'time': time.time() if when is None else when}
 
 
-_dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
+def failure_line(*, key: str, image_index: int, mode: str, template: str, error: str, sample_id: str,
+                 step: Any = None, batch: str | None = None, when: float | None = None) -> dict:
+    line = {'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode), 'sample_id': sample_id,
+            'image_index': image_index, 'image': _short_key(key), 'template': template,
+            'error': error[:MAX_ERROR_CHARS], 'batch': batch, 'time': time.time() if when is None else when}
+    _add_payload_size(line, key)
+    return line
+
+
+class ImageLines:
+    """An encode's image lines, made when written (the step and batch are known then).
+
+    ``images``: ``(geometry, key, image_index, clamped, mismatch)`` each.
+    """
+
+    __slots__ = ('mode', 'template', 'sample_id', 'images', 'basis', 'when', 'count')
+
+    def __init__(self, *, mode: str, template: str, sample_id, images: Sequence[tuple], basis: str, when: float):
+        self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
+        self.basis, self.when, self.count = basis, when, len(images)
+
+    def render(self, *, step: Any, batch: str | None, row: str | None, encode: int) -> str:
+        """The lines, each ``image_line(...)`` field for field; shared fields encoded once, per process."""
+        common = f'{_prefix_json(step, self.mode)}{_dumps(self.sample_id())},"image_index":'
+        stamp = repr(self.when) if type(self.when) is float else _dumps(self.when)  # json writes a float's repr
+        after = (f'"error":null,"basis":{_dumps(self.basis)},"row":{_dumps(row)},"batch":{_dumps(batch)},'
+                 f'"encode":{int(encode)},"time":{stamp}}}\n')
+        return ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
+                       f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
+                       f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}'
+                       for geo, key, i, clamped, mismatch in self.images)
+
+
+class FailureLines:
+    """A failed encode's lines: one per image at fault, ``(key, image_index)`` each."""
+
+    __slots__ = ('mode', 'template', 'sample_id', 'images', 'error', 'when', 'count')
+
+    def __init__(self, *, mode: str, template: str, sample_id: str, images: Sequence[tuple], error: str):
+        self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
+        self.error, self.when, self.count = error, time.time(), len(images)
+
+    def render(self, *, step: Any, batch: str | None, row: str | None = None, encode: int = 0) -> str:
+        return ''.join(_dumps(failure_line(key=key, image_index=i, mode=self.mode, template=self.template,
+                                           error=self.error, sample_id=self.sample_id, step=step,
+                                           batch=batch, when=self.when)) + '\n'
+                       for key, i in self.images)
+
+
+def collate_event(batch: str, rows: Sequence[str]) -> dict:
+    return {'event': 'collate', 'batch': batch, 'rows': list(rows), 'rank': rank(), 'pid': _PID[0],
+            'time': time.time()}
+
+
+def consume_event(batch: str, step: Any) -> dict:
+    return {'event': 'consume', 'batch': batch, 'step': step, 'rank': rank(), 'pid': _PID[0], 'time': time.time()}
+
+
 # Geometry objects are shared (a template remembers its predictions), so their JSON is too:
 # id -> (geometry, fields as a JSON fragment); the geometry is held so its id stays its own.
-_GEOMETRY_JSON: dict = {}
+_GEOMETRY_JSON = BoundedCache()
+_PREFIX_JSON = BoundedCache()
+_SOURCE_JSON = BoundedCache()
 
 
 def _geometry_json(geometry: ImageGeometry) -> str:
@@ -151,31 +276,12 @@ def _geometry_json(geometry: ImageGeometry) -> str:
     if hit is not None and hit[0] is geometry:
         return hit[1]
     fragment = _dumps(geometry.to_dict())[1:-1]
-    if len(_GEOMETRY_JSON) >= 4096:
-        _GEOMETRY_JSON.clear()
     _GEOMETRY_JSON[id(geometry)] = (geometry, fragment)
     return fragment
 
 
-def _encode_lines(step: Any, when: float, mode: str, template: str, sample_id: str, images: Sequence[tuple]) -> list:
-    """One encode's image records as JSON lines, each ``image_record(...)`` field for field.
-
-    The fields an encode's images share are encoded once, and the fields before the sample id,
-    an image's name and a geometry once per process (the same steps, files and sizes come back).
-    """
-    common = f'{_prefix_json(step, mode)}{_dumps(sample_id)},"image_index":'
-    stamp = repr(when) if type(when) is float else _dumps(when)  # json writes a float as its repr
-    return [f'{common}{i},{_source_json(key, template)},{_geometry_json(geo)},'
-            f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
-            f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},"error":null,"time":{stamp}}}\n'
-            for geo, key, i, clamped, mismatch in images]
-
-
-_PREFIX_JSON: dict = {}
-
-
 def _prefix_json(step: Any, mode: str) -> str:
-    """``{"step":...,"rank":...,"pid":...,"mode":...,"sample_id":`` of a record, remembered."""
+    """``{"step":...,"rank":...,"pid":...,"mode":...,"sample_id":`` of a line, remembered."""
     key = (_PID[0], type(step), step, mode)  # the type too: True == 1 as a key
     try:
         hit = _PREFIX_JSON.get(key)
@@ -184,39 +290,18 @@ def _prefix_json(step: Any, mode: str) -> str:
     if hit is None:
         hit = _dumps({'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode)})[:-1] + ',"sample_id":'
         if key is not None:
-            if len(_PREFIX_JSON) >= 4096:
-                _PREFIX_JSON.clear()
             _PREFIX_JSON[key] = hit
     return hit
 
 
-_SOURCE_JSON: dict = {}
-
-
 def _source_json(key: str, template: str) -> str:
-    """``"image":...,"template":...`` (and ``"image_bytes":...``) of a record, remembered."""
+    """``"image":...,"template":...`` (and ``"image_bytes":...``) of a line, remembered."""
     hit = _SOURCE_JSON.get((key, template))
     if hit is None:
         rec = {'image': _short_key(key), 'template': template}
         _add_payload_size(rec, key)
-        if len(_SOURCE_JSON) >= 4096:
-            _SOURCE_JSON.clear()
         hit = _SOURCE_JSON[(key, template)] = _dumps(rec)[1:-1]
     return hit
-
-
-def failure_record(*, key: str, image_index: int, mode: str, template: str, error: str,
-                   sample_id: str) -> dict:
-    rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
-           'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
-           'template': template, 'error': error[:500], 'time': time.time()}
-    _add_payload_size(rec, key)
-    return rec
-
-
-# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
-# plausible, and a line must stay short whatever the key holds.
-MAX_KEY_CHARS = 4096
 
 
 def _short_key(key: str) -> str:
@@ -230,21 +315,39 @@ def _add_payload_size(rec: dict, key: str) -> None:
         rec['image_bytes'] = payload_size(key)
 
 
-def _mode(template_mode: str) -> str:
-    return {'transformers': 'rollout', 'vllm': 'rollout', 'lmdeploy': 'rollout',
-            'sglang': 'rollout'}.get(template_mode, 'train')
+# --- the writer ------------------------------------------------------------------------------------------------
+def write(directory: str, text: str, images: int, events: Sequence[dict] = ()) -> None:
+    """Append ``text`` (whole image lines) to this rank's geometry file, then ``events`` to its batch log.
+
+    Never raises: a failed write is counted and warned about.
+    """
+    if text:
+        path = geometry_path(directory)
+        try:
+            append_data(path, text.encode('utf-8', 'backslashreplace'))
+        except OSError as exc:
+            _count_failure(path, exc, images)
+    if events:
+        path = batches_path(directory)
+        try:
+            append_lines(path, events)
+        except OSError as exc:
+            _count_failure(path, exc, 0)
+        except (TypeError, ValueError) as exc:  # an event that is not JSON: a bug, but never a crash
+            _count_failure(path, OSError(errno.EINVAL, f'unserialisable event ({exc})'), 0)
 
 
 def append_lines(path: str, records: Iterable[dict]) -> None:
-    """Append records as JSON lines with a single write on an O_APPEND descriptor.
+    """Append records as JSON lines with a single write. Raises OSError when writing fails."""
+    append_data(path, ''.join(_dumps(r) + '\n' for r in records).encode())
 
-    Where the file was deleted (its folder removed) since it was opened, it is recreated and
-    the lines written again, with one warning. Raises OSError when writing fails.
+
+def append_data(path: str, data: bytes) -> None:
+    """One ``os.write`` of ``data`` on this process's O_APPEND descriptor of ``path``.
+
+    Where the file was deleted (its folder removed) since it was opened, it is recreated and the
+    data written again, with one warning. Raises OSError when writing fails.
     """
-    _append_data(path, ''.join(_dumps(r) + '\n' for r in records).encode())
-
-
-def _append_data(path: str, data: bytes) -> None:
     if not data:
         return
     with STATE.lock:
@@ -259,12 +362,12 @@ def _append_data(path: str, data: bytes) -> None:
         # The inode has no name left: the file or its folder was deleted under the run.
         _forget(path)
         os.write(_fd(path), data)
-    _warn('recreated', f'swift-ext: {path} was deleted while the run wrote to it; recreated it '
-          '(lines written before the deletion are gone with the old file).')
+    warn_once('runlog:recreated', f'swift-ext: {path} was deleted while the run wrote to it; recreated it '
+              '(lines written before the deletion are gone with the old file).')
 
 
 def _fd(path: str) -> int:
-    key = (os.getpid(), path)
+    key = (_PID[0], path)
     fd = STATE.fds.get(key)
     if fd is None:
         os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
@@ -274,7 +377,7 @@ def _fd(path: str) -> int:
 
 
 def _forget(path: str) -> None:
-    fd = STATE.fds.pop((os.getpid(), path), None)
+    fd = STATE.fds.pop((_PID[0], path), None)
     if fd is not None:
         try:
             os.close(fd)
@@ -282,153 +385,34 @@ def _forget(path: str) -> None:
             pass
 
 
-def _warn(cause: str, message: str) -> None:
-    """Log ``message`` the first time ``cause`` is seen in this process (no lock shared with a fork)."""
-    if cause in STATE.warned:
-        return
-    STATE.warned.add(cause)
-    logger.warning(message)
-
-
-def _count_failure(path: str, exc: OSError, records: int) -> None:
-    STATE.lost_records += records
-    STATE.failed_writes += 1
+def _count_failure(path: str, exc: OSError, images: int) -> None:
+    count_lost(images)
     cause = errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
-    _warn(f'write:{cause}', f'swift-ext could not write {path} ({exc.strerror or exc}); {records} '
-          'geometry record(s) lost. Training continues; further failures of this kind are counted '
-          '(runlog.lost_records()), not logged.')
+    warn_once(f'runlog:write:{cause}', f'swift-ext could not write {path} ({exc.strerror or exc}); {images} '
+              'image line(s) lost. Training continues; further failures of this kind are counted '
+              '(runlog.lost_records()), not logged.')
+
+
+def count_lost(images: int) -> None:
+    """Count image lines this process could not make or write (the geo_log callback reads the count)."""
+    STATE.lost_records += images
 
 
 def lost_records() -> int:
-    """How many records this process could not write since it started (or was forked)."""
+    """How many image lines this process could not make or write since it started (or was forked)."""
     return STATE.lost_records
 
 
-def emit(records: list) -> None:
-    """Write records to this rank's geometry file now (after the queued ones), if a run directory is configured.
-
-    Never raises.
-    """
-    d = log_dir()
-    if not d or not records:
-        return
-    flush()
-    _write(geometry_path(d), records)
-
-
-def _write(path: str, records: list) -> None:
-    try:
-        append_lines(path, records)
-    except OSError as exc:
-        _count_failure(path, exc, len(records))
-    except (TypeError, ValueError) as exc:  # a record that is not JSON: a bug, but never a crash
-        _count_failure(path, OSError(errno.EINVAL, f'unserialisable record ({exc})'), len(records))
-
-
-# --- queued image records -------------------------------------------------------------------------------------
-# An encode's image records wait in memory and are built and written in batches: right after an
-# encode the CPU caches hold the pixels, and formatting and writing a record there costs several
-# times what it costs in a batch. A batch goes out when the `_geo` template collates a batch of
-# samples (in the process that encoded them), at every training step's end (the geo_log
-# callback), when it holds FLUSH_RECORDS images, when its oldest record is FLUSH_SECONDS old at
-# the next encode, before any other record is written, and when the process exits normally. A
-# SIGKILL loses what was queued: the records of a batch still being encoded.
-FLUSH_RECORDS = 256
-FLUSH_SECONDS = 1.0
-
-
-class _Queue:
-    def __init__(self):
-        self.pid = _PID[0]
-        self.lock = threading.Lock()
-        self.items: list = []
-        self.images = 0
-        self.since = 0.0
-        import multiprocessing.util  # a multiprocessing child (a dataloader worker) runs no atexit
-        multiprocessing.util.Finalize(self, flush, exitpriority=100)
-
-
-_QUEUE: _Queue | None = None
-
-
-def _queue() -> _Queue:
-    global _QUEUE
-    q = _QUEUE
-    if q is None or q.pid != _PID[0]:  # a forked child starts empty: its parent writes what it queued
-        q = _QUEUE = _Queue()
-    return q
-
-
-def queue_images(images: Sequence[tuple], *, mode: str, template: str, sample_id: Callable[[], str],
-                 context: tuple | None = None) -> None:
-    """Queue one encode's image records, ``(geometry, key, image_index, clamped, mismatch)`` each.
-
-    ``sample_id`` is called when the records are built. ``context``: ``record_context()`` as it was
-    at the encode; by default the current one. Does nothing without a run directory; never raises.
-    """
-    d, step, when = context or record_context() or (None, None, None)
-    if not d or not images:
-        return
-    q, now = _queue(), time.time()
-    with q.lock:
-        if not q.items:
-            q.since = now
-        q.items.append((d, step, when, mode, template, sample_id, images))
-        q.images += len(images)
-        due = q.images >= FLUSH_RECORDS or not 0 <= now - q.since < FLUSH_SECONDS  # a clock set back too
-    if due:
-        flush()
-
-
-def flush() -> None:
-    """Build and write every queued image record of this process (encodes not yet read first). Never raises."""
-    deferred.resolve()
-    q = _QUEUE
-    if q is None or q.pid != _PID[0] or not q.items:
-        return
-    with q.lock:
-        items, q.items, q.images = q.items, [], 0
-    by_dir: dict = {}  # run directory -> its lines (almost always one directory)
-    for d, step, when, mode, template, sample_id, images in items:
-        try:
-            lines = _encode_lines(step, when, mode, template, sample_id(), images)
-        except Exception as exc:  # a record that cannot be built: a bug, but never a crash
-            _count_failure(geometry_path(d), OSError(errno.EINVAL, f'unbuildable record ({exc!r})'), len(images))
-            continue
-        found = by_dir.get(d)
-        if found is None:
-            by_dir[d] = lines
-        else:
-            found += lines
-    by_path: dict = {}
-    for d, lines in by_dir.items():
-        by_path.setdefault(geometry_path(d), []).extend(lines)
-    for path, lines in by_path.items():
-        try:
-            _append_data(path, ''.join(lines).encode())
-        except OSError as exc:
-            _count_failure(path, exc, len(lines))
-        except ValueError as exc:  # JSON is ASCII, so never; but a log line must never crash a run
-            _count_failure(path, OSError(errno.EINVAL, f'unwritable records ({exc})'), len(lines))
-
-
+@after_fork_in_child
 def _after_fork_in_child() -> None:
-    # The thread that held the lock at fork time does not exist in the child: a new lock, and
-    # the parent's descriptors closed (the child opens its own, keyed by its pid).
+    # The parent's descriptors are closed (the child opens its own, keyed by its pid).
     _PID[0] = os.getpid()
-    STATE.lock = threading.Lock()
-    for key in [k for k in STATE.fds if k[0] != os.getpid()]:
+    for key in [k for k in STATE.fds if k[0] != _PID[0]]:
         try:
             os.close(STATE.fds.pop(key))
         except OSError:
             pass
     STATE.lost_records = 0
-    STATE.failed_writes = 0
-
-
-if hasattr(os, 'register_at_fork'):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-deferred.AFTER_EXIT.append(flush)  # what the exit drain of queued encodes produced
 
 
 def role() -> str:
@@ -455,7 +439,7 @@ def log_settings(settings) -> None:
                 'pid': os.getpid(), 'fingerprint': fingerprint,
                 'settings': settings.to_dict(), 'time': time.time()}])
         except OSError as exc:
-            _count_failure(os.path.join(d, SETTINGS_FILE), exc, 1)
+            _count_failure(os.path.join(d, SETTINGS_FILE), exc, 0)
 
 
 def _settings_logger() -> logging.Logger:

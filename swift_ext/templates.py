@@ -6,9 +6,15 @@ of the parent's own template class (taken from ms-swift's ``TEMPLATE_MAPPING``) 
 The mixin wraps the smallest hooks that see the data and otherwise defers to the parent,
 so encodes stay identical:
 - ``_load_image``: the size of the image ms-swift opened, before its `--max_pixels`;
-- ``_preprocess_inputs``: where an image fails to load, a record of the failure;
-- ``replace_tag``: the family's ``on_replace_tag`` (Qwen: the image after smart_resize);
-- ``_encode``: the family's ``actual`` reads tokens / tiles from what the encode produced.
+- ``_preprocess_inputs``: each image's entry (identity, short name, size); an image that cannot
+  be loaded is refused with its name;
+- ``replace_tag``: the size the parent handed on, for families that resize there (Qwen); a
+  refusal there names the image;
+- ``_encode_truncated``: the encode's entry that every mode passes (training, the PyTorch engine,
+  vLLM / lmdeploy / sglang, each side of an rlhf pair): the result is queued with the recorder,
+  or a failure noted for the images at fault;
+- ``data_collator``: the recorder's collate trigger.
+Reading the geometry and writing log lines happen later, a batch at a time (``swift_ext.recorder``).
 """
 from __future__ import annotations
 
@@ -18,24 +24,28 @@ import hashlib
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from importlib import metadata
 from typing import Any
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
-from . import deferred, runlog
+from . import runlog
+from .cache import BoundedCache
 from .families import families, family_of
 from .families.base import ImageEntry, Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
-from .records import NO_LIMITS, STORE, row_limits_key, set_active_settings, warn_once
+from .recorder import ENGINE_MODES, recorder
 from .settings import PreprocessSettings
+from .store import NO_LIMITS, STORE, row_limits_key, set_active_settings
+from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 
-# Results a template remembers (predictions, a few hundred bytes each); the memo starts over when full.
-MEMO_SIZE = 4096
+# Keys of an encoded row that mean it holds images (a collated batch lists only such rows).
+IMAGE_KEYS = ('pixel_values', 'image_grid_thw', 'image_sizes')
 
 
 @functools.cache
@@ -47,6 +57,14 @@ def _versions() -> tuple:
         except metadata.PackageNotFoundError:
             out.append((lib, None))
     return tuple(out)
+
+
+@dataclasses.dataclass
+class EncodeState:
+    """What a `_geo` template knows of one encode while it runs (kept on the encode's inputs)."""
+
+    entries: list  # ImageEntry per image, in image order
+    fault: tuple | None = None  # (image indices, GeometryError) where a hook refused an image
 
 
 class GeoTemplateMixin:
@@ -74,21 +92,18 @@ class GeoTemplateMixin:
         base = dataclasses.replace(family.default_settings(self.geo_spec.parent),
                                    swift_max_pixels=self.max_pixels, versions=_versions())
         settings = family.settings_from_template(self, base) if self.processor is not None else base
-        self.__dict__['_geo_settings_cache'] = (key, settings, {})
+        self.__dict__['_geo_settings_cache'] = (key, settings, BoundedCache())
         return settings
 
     def geo_memo(self) -> dict:
-        """A dict for results computed from the current settings (cleared with them, and when full)."""
+        """A bounded dict for results computed from the current settings (cleared with them)."""
         cached = self.__dict__.get('_geo_settings_cache')
         if cached is None or cached[0] != (self.max_pixels, id(self.processor)):
             self.geo_settings()
             cached = self.__dict__['_geo_settings_cache']
-        memo = cached[2]
-        if len(memo) >= MEMO_SIZE:
-            memo.clear()
-        return memo
+        return cached[2]
 
-    def _geo_predict_all(self, pending, row_kwargs, limits) -> tuple:
+    def _geo_predict_all(self, entries, row_kwargs, limits) -> tuple:
         """``settings.predict`` for each image (None where its size is unknown), and which limit clamped it.
 
         Remembered per (size, row limits) for the current settings: a GRPO step encodes every
@@ -100,7 +115,7 @@ class GeoTemplateMixin:
         # The limits' types too: True == 1 as a key, but the row check refuses a bool.
         types = None if limits is NO_LIMITS else tuple(type(v) for v in limits)
         predicted, clamps = [], []
-        for entry in pending:
+        for entry in entries:
             size = entry.size
             if size is None:
                 predicted.append(None)
@@ -133,94 +148,95 @@ class GeoTemplateMixin:
         try:
             super()._preprocess_inputs(inputs)
         except Exception as exc:
-            pending = [_entry(src, None) for src in sources]
-            bad = next((e for e in pending if e.error is not None), None)
-            self._geo_fail(inputs, pending, exc if bad is None else bad.error)
-            if bad is not None:
-                raise bad.error from exc
-            raise GeometryError(f'{_names(pending)}: image could not be loaded ({exc}).') from exc
+            loaded = len(_LOADED.sizes)
+            entries = [_entry(src, _LOADED.sizes[i] if i < loaded else None) for i, src in enumerate(sources)]
+            bad = [i for i, e in enumerate(entries) if e.error is not None]
+            if bad:
+                inputs._geo = EncodeState(entries, (bad, entries[bad[0]].error))
+                raise entries[bad[0]].error from exc
+            if loaded >= len(sources):  # every image opened: not an image failure
+                raise
+            # ms-swift opens the images in order: the first one not opened is the one at fault.
+            error = GeometryError(f'{entries[loaded].name}: image could not be loaded ({exc}).')
+            inputs._geo = EncodeState(entries, ([loaded], error))
+            raise error from exc
         finally:
             sizes, _LOADED.sizes = _LOADED.sizes, None
-        inputs._geo_pending = [_entry(src, sizes[i] if i < len(sizes) else None)
-                               for i, src in enumerate(sources)]
+        inputs._geo = EncodeState([_entry(src, sizes[i] if i < len(sizes) else None)
+                                   for i, src in enumerate(sources)])
 
     def replace_tag(self, media_type, index, inputs):
-        pending = getattr(inputs, '_geo_pending', None)
+        state = getattr(inputs, '_geo', None)
+        entries = state.entries if state is not None else ()
         try:
             context = super().replace_tag(media_type, index, inputs)
         except Exception as exc:
-            if media_type != 'image' or not pending or index >= len(pending):
+            if media_type != 'image' or index >= len(entries):
                 raise
-            entry = pending[index]
-            err = entry.error or self._predict_error(entry, inputs)
-            if err is None:
-                err = GeometryError(f'{entry.name}: image could not be loaded ({exc}).')
-            self._geo_fail(inputs, pending, err)
-            err.geo_recorded = True  # replace_tag runs inside _encode: its handler must not record it again
-            raise err from exc
-        if self.geo_family.reads_replace_tag and media_type == 'image' and pending and index < len(pending):
+            entry = entries[index]
+            error = entry.error or self._predict_error(entry, inputs)
+            if error is None:
+                error = GeometryError(f'{entry.name}: image could not be loaded ({exc}).')
+            state.fault = ([index], error)
+            raise error from exc
+        if self.geo_family.reads_replace_tag and media_type == 'image' and index < len(entries):
             size = self.geo_family.replaced_size(self, inputs, index)
             if size is not None:
-                pending[index] = dataclasses.replace(pending[index], resized=size)
+                entries[index] = dataclasses.replace(entries[index], resized=size)
         return context
 
-    def _encode(self, inputs) -> dict[str, Any]:
-        pending = getattr(inputs, '_geo_pending', None)
+    def _encode_truncated(self, inputs):
         try:
-            encoded = super()._encode(inputs)
+            encoded = super()._encode_truncated(inputs)
         except Exception as exc:
-            if getattr(exc, 'geo_recorded', False):  # refused and recorded by replace_tag
+            error = self._geo_fail(inputs)
+            if error is None or error is exc:
                 raise
-            # Families whose HF processor resizes inside _encode refuse images here.
-            errors = [e.error or self._predict_error(e, inputs) for e in pending or ()]
-            error = next((e for e in errors if e is not None), None)
-            if error is None:
-                raise
-            self._geo_fail(inputs, pending, error)
             raise error from exc
-        if pending:
-            # Read and recorded a moment later, with other encodes' (swift_ext.deferred). Kept: the
-            # output keys the family reads, as they are now (ms-swift may rebind keys afterwards), of
-            # pixels the shape alone; of the inputs what the record reads, so the loaded images are
-            # freed with the encode; the mode, and the step and time of the encode.
-            family = self.geo_family
-            kept = {k: encoded[k] for k in family.encoded_keys if k in encoded}
-            for k in family.shape_keys:
-                if hasattr(kept.get(k), 'shape'):
-                    kept[k] = Shape(kept[k].shape)
-            row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
-            deferred.defer(self._geo_record, row, kept, pending, self.mode, runlog.record_context())
+        state = getattr(inputs, '_geo', None)
+        if state is not None and state.entries:
+            self._geo_defer(inputs, state.entries, encoded)
         return encoded
 
     def data_collator(self, batch, *args, **kwargs):
-        # A batch is complete here, in the process that encoded it (a dataloader worker or the
-        # trainer): with a run log, its records go out now, before the step that trains it reads them.
-        try:
-            return super().data_collator(batch, *args, **kwargs)
-        finally:
-            if runlog.log_dir():
-                runlog.flush()
+        collated = super().data_collator(batch, *args, **kwargs)
+        # A batch is complete here, in the process that encoded it (a dataloader worker or the trainer).
+        rows = [r for group in batch for r in group] if batch and isinstance(batch[0], list) else batch
+        recorder().collate([r for r in rows if _has_images(r)], collated, self.mode)
+        return collated
 
     # --- recording --------------------------------------------------------------------
-    def _geo_record(self, row, encoded, pending, mode, context) -> None:
-        """Record one encode's images: the geometry store, and the run log where ``context`` has one.
+    def _geo_defer(self, inputs, entries, encoded) -> None:
+        """Queue the encode's geometry: what the family reads of the output, as it is now (ms-swift may
+        rebind keys later), of pixels the shape alone; of the inputs what the lines read. Nothing else."""
+        family = self.geo_family
+        batched = encoded if isinstance(encoded, list) else [encoded]  # --truncation_strategy split
+        kept = {k: batched[0][k] for k in family.encoded_keys if k in batched[0]}
+        for k in family.shape_keys:
+            if hasattr(kept.get(k), 'shape'):
+                kept[k] = Shape(kept[k].shape)
+        engine = self.mode in ENGINE_MODES
+        ids = () if engine else tuple(b['input_ids'] for b in batched if b.get('input_ids') is not None)
+        row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
+        recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time()), ids=ids,
+                         mode=self.mode, step=runlog.STATE.step if engine else None)
+
+    def _geo_resolve(self, row, encoded, entries, mode, when) -> runlog.ImageLines | None:
+        """The encode's geometry into the store; its log lines, where a run log takes them.
 
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
         """
-        try:
-            self._geo_record_now(row, encoded, pending, mode, context)
-        except Exception as exc:  # recording must never cost the user a sample
-            warn_once(f'record:{type(exc).__name__}',
-                      f'swift-ext could not record image geometry ({exc!r}); training continues without it.')
-
-    def _geo_record_now(self, row, encoded, pending, mode, context) -> None:
         row_kwargs = row[0] or {}
         limits = row_limits_key(row_kwargs)
-        predicted, clamps = self._geo_predict_all(pending, row_kwargs, limits)
-        actual = self.geo_family.actual(self, encoded, pending, predicted)
-        template = self.geo_spec.name
-        records = []
-        for i, entry in enumerate(pending):
+        predicted, clamps = self._geo_predict_all(entries, row_kwargs, limits)
+        family, template = self.geo_family, self.geo_spec.name
+        if mode in ENGINE_MODES and mode != 'transformers':  # the engine's own processor does the rest
+            handed = getattr(family, 'handed', None)
+            actual, basis = handed(self, encoded, entries, predicted) if handed else (predicted, 'prediction')
+        else:
+            actual, basis = family.actual(self, encoded, entries, predicted), 'encode'
+        images = []
+        for i, entry in enumerate(entries):
             geo = actual[i] if i < len(actual) else predicted[i]
             if geo is None:
                 continue
@@ -230,11 +246,11 @@ class GeoTemplateMixin:
                           f'{entry.name}: template {template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry.key, limits, template, geo)
-            if context:  # a run log takes them (`--callbacks geo_log`): image_geometry.jsonl
-                records.append((geo, entry.key, i, clamps[i], mismatch))
-        if records:
-            runlog.queue_images(records, mode=mode, template=template,
-                                sample_id=_sample_id_later(row[1], row[2], pending), context=context)
+            images.append((geo, entry.key, i, clamps[i], mismatch))
+        if not images or not (runlog.log_dir() or runlog.log_dir_pending()):
+            return None
+        return runlog.ImageLines(mode=mode, template=template, sample_id=_sample_id_later(row[1], row[2], entries),
+                                 images=images, basis=basis, when=when)
 
     def _predict_error(self, entry, inputs) -> GeometryError | None:
         if entry.size is None:
@@ -246,14 +262,27 @@ class GeoTemplateMixin:
             return exc
         return None
 
-    def _geo_fail(self, inputs, pending, error) -> None:
+    def _geo_fail(self, inputs) -> GeometryError | None:
+        """Note a failed encode for the images at fault (one line each); their error, or None if none was."""
+        state = getattr(inputs, '_geo', None)
+        if state is None or not state.entries:
+            return None
+        if state.fault is not None:
+            indices, error = state.fault
+        else:  # a processor that resizes inside _encode refused an image: find which
+            errors = [(i, e.error or self._predict_error(e, inputs)) for i, e in enumerate(state.entries)]
+            bad = [(i, err) for i, err in errors if err is not None]
+            if not bad:
+                return None  # not an image's fault (a length limit, a template error): nothing to note
+            indices, error = [i for i, _ in bad], bad[0][1]
         try:
-            runlog.emit([runlog.failure_record(
-                key=e.key, image_index=i, mode=self.mode, template=self.geo_spec.name,
-                error=str(error), sample_id=_sample_id(inputs, pending))
-                for i, e in enumerate(pending)])
-        except Exception:  # logging a failure must not mask the failure itself
-            logger.debug('could not log a geometry failure', exc_info=True)
+            lines = runlog.FailureLines(
+                mode=self.mode, template=self.geo_spec.name, error=str(error),
+                sample_id=_sample_id(inputs, state.entries), images=[(state.entries[i].key, i) for i in indices])
+            recorder().failed(lines, mode=self.mode, step=runlog.STATE.step if self.mode in ENGINE_MODES else None)
+        except Exception:  # noting a failure must not mask the failure itself
+            logger.debug('could not note a geometry failure', exc_info=True)
+        return error
 
 
 # Sizes of the images ms-swift's _load_image opened for the encode running in this thread
@@ -276,7 +305,7 @@ def _entry(src, size) -> ImageEntry:
 # Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
 # later file can change): a GRPO step encodes a prompt's images once per generation, and every
 # epoch sees each file again.
-_FOUND: dict[tuple, Any] = {}
+_FOUND = BoundedCache()
 
 
 def _classify_remembered(src):
@@ -287,8 +316,6 @@ def _classify_remembered(src):
     if info is None:
         info = classify(src)
         if info.kind == 'path' and info.error is None and info.path == info.key:  # found, or absolute
-            if len(_FOUND) >= 4096:
-                _FOUND.clear()
             _FOUND[key] = info
     return info
 
@@ -305,8 +332,9 @@ def _warn_if_rotated(loaded, source) -> None:
                   '(`swift-ext plan` lists every such image). Further such images are not warned about.')
 
 
-def _names(pending) -> str:
-    return ', '.join(e.name for e in pending) or '<no image>'
+def _has_images(row) -> bool:
+    """Whether an encoded row (of an rlhf pair too: ``chosen_pixel_values``, ...) holds images."""
+    return isinstance(row, dict) and any(k.endswith(IMAGE_KEYS) and row[k] is not None for k in row)
 
 
 def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> dict | None:

@@ -231,15 +231,17 @@ def e2e() -> E2E:
 
 @pytest.fixture()
 def log_dir(tmp_path, monkeypatch):
-    """A run folder the geometry log writes to (rank 0), with this process's queue empty before and after."""
+    """A run folder the geometry log writes to (rank 0), with this process's recorder empty before and after."""
     from swift_ext import runlog
+    from swift_ext.recorder import recorder
+    from swift_ext.warn import reset_warnings
     d = tmp_path / 'run'
+    recorder().flush()
     monkeypatch.setenv(runlog.ENV_DIR, str(d))
     monkeypatch.delenv('RANK', raising=False)
     monkeypatch.delenv('LOCAL_RANK', raising=False)
-    runlog.flush()
-    runlog.STATE.warned.clear()
+    reset_warnings()
     yield d
-    runlog.flush()
+    recorder().flush()
     for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
         os.close(runlog.STATE.fds.pop(key))

@@ -199,26 +199,29 @@ class TestHelpers:
         assert match in capsys.readouterr().err
 
     def test_encode_pairs_carry_the_work_left_for_the_collate(self):
-        # What a `_geo` encode leaves for later (swift_ext.deferred) is charged to its own pairs:
+        # What a `_geo` encode leaves for later (swift_ext.recorder) is charged to its own pairs:
         # a template whose encodes each leave 4 ms of work reads at least 4 ms more a pair.
         import time
 
-        from swift_ext import deferred
         from swift_ext.cli.bench.template import BATCH, _encode_round
+        from swift_ext.recorder import recorder
 
         class Parent:
             def encode(self, sample):
-                return {}
+                return {'input_ids': [sample, 1]}
 
         class Leaves(Parent):
+            geo_family = 'stands for a _geo template'
+
             def encode(self, sample):
-                deferred.defer(time.sleep, 0.004)
-                return {}
+                encoded = super().encode(sample)
+                recorder().defer(time.sleep, (0.004,), ids=(encoded['input_ids'],))
+                return encoded
 
         # A job an earlier encode left waiting past the time trigger is done before the round, not
         # inside its first pair (where it would drain the batch's jobs out of the collate's share).
-        deferred.defer(time.sleep, 0)
-        deferred._SINCE[0] -= deferred.MAX_SECONDS
+        recorder().defer(time.sleep, (0,))
+        recorder().since -= 1000
         times = _encode_round(Parent(), Leaves(), list(range(BATCH * 2)))
-        assert len(times) == BATCH * 4 and deferred.waiting() == 0
+        assert len(times) == BATCH * 4 and recorder().waiting() == 0
         assert all(b[0] - a[0] >= 0.0039 for a, b in times)

@@ -16,8 +16,9 @@ from transformers import TrainerControl, TrainerState
 from swift_ext import callback, runlog
 from swift_ext.geometry import ImageGeometry
 from swift_ext.images import image_key
-from swift_ext.records import STORE, row_limits_key, set_active_settings
+from swift_ext.recorder import recorder
 from swift_ext.settings import default_settings
+from swift_ext.store import STORE, row_limits_key, set_active_settings
 
 
 def rec(tokens=100, width=280, height=280, mode='train', clamped=None, tiles=None, error=None):
@@ -109,9 +110,24 @@ def compute_like_swift(metrics):
     return SwiftMixin.compute_custom_metrics(metrics)
 
 
+def test_failed_images_count_images_not_encode_attempts():
+    # ms-swift tries a failing sample three times: one bad file is one failed image.
+    bad = {'mode': 'train', 'error': 'truncated', 'image': '/d/bad.jpg', 'image_index': 1}
+    assert callback.step_values([bad, dict(bad), dict(bad)])['failed_images_per_step'] == [1]
+
+
+def test_every_clamp_name_is_counted():
+    from swift_ext.geometry import Clamp
+    lines = [rec(clamped=str(c)) for c in Clamp] + [rec()]
+    v = callback.step_values(lines)
+    assert v['clamped_frac'] == [1.0] * len(Clamp) + [0.0]
+    for c in Clamp:
+        assert sum(v[f'clamped_by_{c}_frac']) == 1.0
+
+
 def test_metrics_over_a_logging_interval():
     store = defaultdict(dict)
-    store.update(callback.new_metrics())
+    store.update(callback.new_metrics(clamps=('max_pixels',)))
     callback.update_metrics(store, [rec(100), rec(300, clamped='max_pixels')])  # step 1
     callback.update_metrics(store, [])  # step 2: no image
     callback.update_metrics(store, [rec(500, 560, 560), rec(error='x')])  # step 3
@@ -120,6 +136,7 @@ def test_metrics_over_a_logging_interval():
         'vision/visual_tokens_per_image_mean': 300.0,
         'vision/visual_tokens_per_image_max': 500.0,
         'vision/resized_megapixels_mean': (0.0784 * 2 + 0.3136) / 3,
+        'vision/clamped_frac': 1 / 3,
         'vision/clamped_by_max_pixels_frac': 1 / 3,
         'vision/images_per_step': 1.0,  # 3 images over 3 steps
         'vision/failed_images_per_step': 1 / 3,
@@ -129,77 +146,127 @@ def test_metrics_over_a_logging_interval():
     assert compute_like_swift(store) == {'vision/images_per_step': 0.0,
                                          'vision/failed_images_per_step': 0.0}
     assert compute_like_swift(store) == {}  # no step at all: nothing
+    callback.update_metrics(store, [rec(100)], complete=False)  # lines of the step unknown: no count
+    assert 'vision/images_per_step' not in compute_like_swift(store)
 
 
 # --- the callback ---------------------------------------------------------------------------------
 def swift_like_trainer(**extra):
     """An object with the attributes of ms-swift's trainer that the callback touches."""
-    return SimpleNamespace(custom_metrics={'train': defaultdict(dict), 'eval': defaultdict(dict)},
-                           template=None, **extra)
+    trainer = SimpleNamespace(custom_metrics={'train': defaultdict(dict), 'eval': defaultdict(dict)},
+                              template=None, state=TrainerState(), trained=[], **extra)
+    trainer.compute_loss = lambda model, inputs, **kw: trainer.trained.append(inputs) or 0.0
+    return trainer
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
     # setenv first, so that the value the callback sets is undone after the test.
-    for name in (runlog.ENV_DIR, 'RANK'):
+    for name in (runlog.ENV_DIR, runlog.ENV_CHANNEL, 'RANK'):
         monkeypatch.setenv(name, '0')
         monkeypatch.delenv(name)
+    recorder().flush()
     yield
+    recorder().flush()
+    recorder().trainer = False
     runlog.set_step(None)
 
 
-def _child_emit(ready, done):
-    ready.wait(10)
-    runlog.emit([{'step': runlog.STATE.step, 'mode': 'train', 'num_tokens': 64,
-                  'resized_width': 224, 'resized_height': 224, 'error': None}])
+def _lines_for(name, n):
+    return runlog.ImageLines(mode='train', template='t_geo', sample_id=lambda: name, basis='encode', when=0.0,
+                             images=[(GEO, f'/x/{name}{i}.png', i, None, None) for i in range(n)])
+
+
+def _worker_encodes_and_collates(batches, done):
+    # A dataloader worker: encodes rows (fake jobs holding their ids) and collates each batch.
+    import torch.utils.data._utils.worker as worker
+    worker._worker_info = object()  # get_worker_info() is not None: a dataloader worker collates
+    for rows in batches:
+        for row in rows:
+            recorder().defer(lambda row=row: _lines_for(row['name'], row['images']), (), ids=(row['input_ids'],))
+        recorder().collate([r for r in rows if r['images']], {'input_ids': _ids_tensor(rows)}, 'train')
     done.set()
 
 
-def test_callback_routes_records_and_fills_the_store(tmp_path, clean_env):
+def _ids_tensor(rows):
+    import torch
+    width = max(len(r['input_ids']) for r in rows)
+    return torch.tensor([r['input_ids'] + [0] * (width - len(r['input_ids'])) for r in rows])
+
+
+GEO = ImageGeometry(original_width=64, original_height=48, resized_width=56, resized_height=56, num_tokens=4)
+
+
+def test_each_step_counts_the_images_of_the_batches_it_trained_on(tmp_path, clean_env):
+    # A worker prefetches four batches before the trainer takes the first (as --dataloader_num_workers
+    # does): every step must count its own batch's images, not the step in progress at the encode.
     args = SimpleNamespace(output_dir=str(tmp_path))
     trainer = swift_like_trainer()
     cb = callback.GeoLogCallback(args, trainer)
     assert os.environ[runlog.ENV_DIR] == str(tmp_path)
-    assert set(trainer.custom_metrics['train']) == {'vision/' + k for k in callback.METRICS}
-    state, control = TrainerState(), TrainerControl()
-    cb.on_train_begin(args, state, control)
-    # A dataloader worker forked before the step starts still sees the step (shared memory).
+    assert {'vision/' + k for k in callback.METRICS} <= set(trainer.custom_metrics['train'])
+    batches = [[{'name': f'b{b}r{r}', 'input_ids': [b, r, 7], 'images': b + 1} for r in range(2)]
+               + [{'name': f'b{b}text', 'input_ids': [b, 9, 9, 9], 'images': 0}] for b in range(4)]
     ctx = multiprocessing.get_context('fork')
-    ready, done = ctx.Event(), ctx.Event()
-    worker = ctx.Process(target=_child_emit, args=(ready, done))
+    done = ctx.Event()
+    worker = ctx.Process(target=_worker_encodes_and_collates, args=(batches, done))
     worker.start()
-    cb.on_step_begin(args, state, control)  # step 1 in progress
-    ready.set()
-    worker.join(10)
+    worker.join(60)
     assert done.is_set()
-    state.global_step = 1
-    cb.on_step_end(args, state, control)
-    lines = (tmp_path / runlog.GEOMETRY_FILE).read_text().splitlines()
-    assert json.loads(lines[0])['step'] == 1
-    logs = compute_like_swift(trainer.custom_metrics['train'])
-    assert logs['vision/visual_tokens_per_image_mean'] == 64
-    assert logs['vision/images_per_step'] == 1.0
-    assert runlog.STATE.step == 2  # what is fetched next belongs to step 2
+    control = TrainerControl()
+    cb.on_train_begin(args, trainer.state, control)
+    per_step = []
+    for rows in batches:
+        cb.on_step_begin(args, trainer.state, control)
+        trainer.compute_loss(SimpleNamespace(training=True), {'input_ids': _ids_tensor(rows)})
+        trainer.state.global_step += 1
+        cb.on_step_end(args, trainer.state, control)
+        per_step.append(compute_like_swift(trainer.custom_metrics['train'])['vision/images_per_step'])
+    assert per_step == [2.0, 4.0, 6.0, 8.0]  # 2 rows x (b + 1) images
+    events = [json.loads(x) for x in (tmp_path / runlog.BATCHES_FILE).read_text().splitlines()]
+    assert [e['step'] for e in events if e['event'] == 'consume'] == [1, 2, 3, 4]
+
+
+def test_a_step_whose_batch_is_unknown_leaves_its_counts_out(tmp_path, clean_env, caplog):
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    trainer = swift_like_trainer()
+    cb = callback.GeoLogCallback(args, trainer)
+    control = TrainerControl()
+    cb.on_step_begin(args, trainer.state, control)
+    trainer.compute_loss(SimpleNamespace(training=True), {'input_ids': _ids_tensor([{'input_ids': [5, 5]}])})
+    trainer.compute_loss(SimpleNamespace(training=False), {'input_ids': 'eval: not counted'})
+    trainer.state.global_step = 1
+    with caplog.at_level(logging.WARNING):
+        cb.on_step_end(args, trainer.state, control)
+    assert 'vision/images_per_step' not in compute_like_swift(trainer.custom_metrics['train'])
+    assert 'left out of step 1' in caplog.text and len(trainer.trained) == 2
 
 
 def test_callback_without_a_metric_store_adds_keys_in_on_log(tmp_path, clean_env):
     args = SimpleNamespace(output_dir=str(tmp_path))
-    cb = callback.GeoLogCallback(args, SimpleNamespace())
-    runlog.emit([rec(40)])
-    state, control = TrainerState(), TrainerControl()
-    state.global_step = 1
-    cb.on_step_end(args, state, control)
+    trainer = SimpleNamespace(state=TrainerState())
+    trainer.compute_loss = lambda model, inputs, **kw: 0.0
+    cb = callback.GeoLogCallback(args, trainer)
+    rows = [{'name': 'a', 'input_ids': [1, 2, 3], 'images': 1}]
+    recorder().trainer = True
+    recorder().defer(lambda: _lines_for('a', 1), (), ids=(rows[0]['input_ids'],))
+    recorder().collate(rows, {'input_ids': _ids_tensor(rows)}, 'train')
+    trainer.compute_loss(SimpleNamespace(training=True), {'input_ids': _ids_tensor(rows)})
+    trainer.state.global_step = 1
+    cb.on_step_end(args, trainer.state, TrainerControl())
     logs = {'loss': 1.0}
-    cb.on_log(args, state, control, logs=logs)
-    assert logs['vision/visual_tokens_per_image_mean'] == 40
+    cb.on_log(args, trainer.state, TrainerControl(), logs=logs)
+    assert logs['vision/visual_tokens_per_image_mean'] == 4 and logs['vision/images_per_step'] == 1
 
 
 def test_errors_warn_once_and_never_raise(tmp_path, clean_env, caplog):
+    from swift_ext.warn import reset_warnings
+    reset_warnings()
     args = SimpleNamespace(output_dir=str(tmp_path))
     cb = callback.GeoLogCallback(args, swift_like_trainer())
-    os.makedirs(cb.tail.path)  # reading the geometry "file" now fails
+    os.makedirs(cb.tails[0].path)  # reading the geometry "file" now fails
     state, control = TrainerState(), TrainerControl()
-    with caplog.at_level(logging.WARNING, logger='swift_ext.callback'):
+    with caplog.at_level(logging.WARNING):
         cb.on_step_end(args, state, control)
         cb.on_step_end(args, state, control)
     warnings = [r for r in caplog.records if 'on_step_end failed' in r.getMessage()]
@@ -215,8 +282,8 @@ def test_register_callbacks_is_idempotent():
 
 # --- GRPO completions table ---------------------------------------------------------------------------
 def test_completion_columns(tmp_path, clean_env, monkeypatch):
-    from swift_ext import records
-    records.reset()  # keep this test's settings and records to it
+    from swift_ext import store
+    store.reset()  # keep this test's settings and records to it
     settings = default_settings('qwen2_5_vl')
     set_active_settings(settings)
     image = str(tmp_path / 'a.png')

@@ -5,8 +5,8 @@ import pytest
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext import runlog
 from swift_ext.geometry import GeometryError
+from swift_ext.recorder import recorder
 
 
 # qwen2_5_vl refuses a 300:1 image in replace_tag (smart_resize), inside the parent's _encode;
@@ -32,7 +32,7 @@ def test_refused_image_is_recorded_once(tiny_model, tmp_path, log_dir, parent, s
         template.encode({'messages': [{'role': 'user', 'content': '<image>Where?'},
                                       {'role': 'assistant', 'content': '[1, 2, 3, 4]'}], 'images': [bad]})
     assert bad in str(raised.value)
-    runlog.flush()
+    recorder().flush()
     lines = (log_dir / 'image_geometry.jsonl').read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert attempts and len(records) == len(attempts), records

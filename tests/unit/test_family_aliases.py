@@ -8,7 +8,8 @@ from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 # alias -> (tiny checkpoint whose processor it runs with, the template it mirrors, family)
 QWEN_ALIASES = {'mimo_vl': ('qwen2_5_vl', 'qwen2_5_vl', 'qwen'), 'qvq': ('qwen2_vl', 'qwen2_vl', 'qwen')}

@@ -12,7 +12,8 @@ from swift_ext.families import family_named
 from swift_ext.families.gemma3 import pan_and_scan_grid
 from swift_ext.families.gemma4 import SUPPORTED_SOFT_TOKENS, gemma4_resize
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 GEMMA4 = ('gemma4', 'gemma4_nothinking')
 

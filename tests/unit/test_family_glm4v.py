@@ -11,8 +11,9 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.boxes import box_style, is_well_formed, parse_boxes
 from swift_ext.families.glm4v import Glm4v, glm4v_smart_resize, glm5_next_canvas, glm5_next_content
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
 from swift_ext.settings import default_settings
+from swift_ext.store import STORE
 
 GLM_LIMITS = [  # (shortest_edge, longest_edge) of the processor's `size`
     (12544, 9633792),  # GLM-4.1V-9B-Thinking / GLM-4.6V-Flash preprocessor_config.json

@@ -11,7 +11,8 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles, vision_encoder_size
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 SIZES = [(640, 480), (50, 60), (300, 2000), (1000, 40), (364, 364), (2000, 3000)]
 

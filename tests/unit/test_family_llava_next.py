@@ -14,12 +14,13 @@ import torch
 from PIL import Image, ImageDraw
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext import records
+from swift_ext import store
 from swift_ext.families import family_of
 from swift_ext.families.llava_next import best_pinpoint, fit_in_canvas
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
 from swift_ext.rewards import GeoFormat, GeoIoU
 from swift_ext.settings import default_settings
+from swift_ext.store import STORE
 
 NEXT, OV = 'llava1_6_mistral_hf', 'llava_onevision_hf'
 ALL_NEXT = ('llava1_6_mistral_hf', 'llava1_6_vicuna_hf', 'llava1_6_yi_hf', 'llama3_llava_next_hf',
@@ -292,7 +293,7 @@ def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(processors,
     # OneVision has no trained box output: geo_iou scores only in the convention the user names.
     if parent == OV:
         monkeypatch.setenv('SWIFT_EXT_COORDS', 'norm1')
-    records.reset()
+    store.reset()
     proc = processors(parent)
     tpl = _template(proc, parent + '_geo')
     path = _image(tmp_path, *size, rect=rect)

@@ -13,7 +13,8 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.minicpmv import image_views
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 PARENTS = ['minicpmv4_6', 'minicpmv4_7']
 SIZES = [(640, 480), (50, 60), (300, 2000), (2000, 90), (448, 448), (1280, 960)]

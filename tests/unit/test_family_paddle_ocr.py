@@ -10,8 +10,9 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families.paddle_ocr import PaddleOcr, paddle_smart_resize
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key, row_limits_key
+from swift_ext.images import image_key
 from swift_ext.settings import default_settings
+from swift_ext.store import STORE, row_limits_key
 
 
 def random_sizes(seed, n):

@@ -12,7 +12,8 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.pixtral import image_token_grids, pixtral_resize
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 MISTRAL = ('mistral_2503', 'mistral_2506', 'mistral_2512', 'mistral_2512_thinking')
 # (longest_edge, token patch): Mistral 3 (14 x merge 2), Pixtral-12B (16), and off-default checkpoints.

@@ -11,7 +11,8 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.geometry import GeometryError
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 qvu = pytest.importorskip('qwen_vl_utils.vision_process')
 

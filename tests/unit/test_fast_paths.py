@@ -2,8 +2,8 @@
 token runs proved from a hint, Pixtral grids and Idefics3 tiles found from runs, LLaVA-NeXT's view probe,
 remembered predictions and image identities, and image records queued then written in batches."""
 import json
-import multiprocessing
 import os
+import time
 
 import pytest
 import torch
@@ -17,6 +17,7 @@ from swift_ext.families.gemma4 import patch_extents
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
 from swift_ext.families.pixtral import image_token_grids
 from swift_ext.geometry import GeometryError, ImageGeometry, updated
+from swift_ext.recorder import recorder
 
 TOK = 7
 
@@ -180,15 +181,9 @@ def test_remembered_identity_only_for_files_it_cannot_change(tmp_path, monkeypat
     assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
 
 
-# --- queued records ---------------------------------------------------------------------------------
+# --- line rendering ------------------------------------------------------------------------------
 GEO = ImageGeometry(original_width=640, original_height=480, resized_width=644, resized_height=476, num_tokens=391,
                     grid=(1, 34, 46))
-
-
-def _queue(i, step=None):
-    runlog.set_step(step)
-    runlog.queue_images([(GEO, f'/x/{i}.png', 0, None, None)], mode='train', template='t_geo',
-                        sample_id=lambda: f's{i}')
 
 
 def _lines(d):
@@ -196,56 +191,32 @@ def _lines(d):
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_queued_records_are_the_records_with_their_encode_step(log_dir):
-    _queue(1, step=5)
-    _queue(2, step=6)
-    assert _lines(log_dir) == []  # queued
-    runlog.flush()
-    recs = _lines(log_dir)
-    assert [(r['image'], r['step'], r['sample_id']) for r in recs] == [('/x/1.png', 5, 's1'), ('/x/2.png', 6, 's2')]
-    direct = runlog.image_record(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
-                                 clamped=None, mismatch=None, sample_id='s1', step=5, when=recs[0]['time'])
-    assert recs[0] == direct and list(recs[0]) == list(direct)  # the same fields in the same order
-    _queue(3, step=7)  # the same geometry object again: its JSON is reused, the rest is this record's
-    runlog.flush()
-    assert _lines(log_dir)[-1] == {**direct, 'step': 7, 'image': '/x/3.png', 'sample_id': 's3',
-                                   'time': _lines(log_dir)[-1]['time']}
+def _image_lines(name, images=((GEO, '/x/1.png', 0, None, None),), sample_id=None):
+    return runlog.ImageLines(mode='train', template='t_geo', sample_id=sample_id or (lambda: name),
+                             images=list(images), basis='encode', when=time.time())
 
 
-def test_queue_flushes_when_full_old_or_before_a_direct_record(log_dir, monkeypatch):
-    monkeypatch.setattr(runlog, 'FLUSH_RECORDS', 3)
-    for i in range(3):
-        _queue(i)
-    assert len(_lines(log_dir)) == 3  # full
-    _queue(3)
-    runlog.emit([{'error': 'direct'}])  # the queued one goes first: order kept
-    assert [r.get('image') for r in _lines(log_dir)][3:] == ['/x/3.png', None]
-    monkeypatch.setattr(runlog, 'FLUSH_SECONDS', 0.0)
-    _queue(4)
-    assert _lines(log_dir)[-1]['image'] == '/x/4.png'  # old enough at once
+def test_rendered_lines_are_the_image_line_fields_in_order():
+    lines = _image_lines('s1')
+    [rendered] = [json.loads(x) for x in lines.render(step=5, batch='b' * 16, row='r' * 16, encode=3).splitlines()]
+    direct = runlog.image_line(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
+                               clamped=None, mismatch=None, sample_id='s1', step=5, basis='encode', row='r' * 16,
+                               batch='b' * 16, encode=3, when=lines.when)
+    assert rendered == direct and list(rendered) == list(direct)  # the same fields in the same order
+    # The same geometry object again: its JSON is reused, the rest is this line's.
+    again = _image_lines('s3', [(GEO, '/x/3.png', 1, 'max_pixels', {'num_tokens': [1, 2]})])
+    [second] = [json.loads(x) for x in again.render(step=None, batch=None, row=None, encode=4).splitlines()]
+    assert second == {**direct, 'step': None, 'image': '/x/3.png', 'image_index': 1, 'sample_id': 's3',
+                      'clamped': 'max_pixels', 'mismatch': {'num_tokens': [1, 2]}, 'row': None, 'batch': None,
+                      'encode': 4, 'time': again.when}
 
 
-def test_a_record_that_cannot_be_built_is_counted_not_raised(log_dir):
+def test_a_line_that_cannot_be_built_is_counted_not_raised(log_dir):
     before = runlog.lost_records()
-    runlog.queue_images([(GEO, '/x/1.png', 0, None, None)], mode='train', template='t', sample_id=lambda: 1 / 0)
-    runlog.flush()
+    lines = _image_lines('x', sample_id=lambda: 1 / 0)
+    recorder().defer(lambda: lines, ())
+    recorder().flush()
     assert runlog.lost_records() == before + 1 and _lines(log_dir) == []
-
-
-def _child_queues_and_exits(n):
-    for i in range(n):
-        _queue(100 + i)
-
-
-def test_a_multiprocessing_child_writes_its_queue_at_exit_and_not_its_parents(log_dir):
-    _queue(1)  # the parent's, still queued when the child forks
-    child = multiprocessing.get_context('fork').Process(target=_child_queues_and_exits, args=(3,))
-    child.start()
-    child.join(60)
-    assert child.exitcode == 0
-    assert sorted(r['image'] for r in _lines(log_dir)) == ['/x/100.png', '/x/101.png', '/x/102.png']
-    runlog.flush()
-    assert sorted(r['image'] for r in _lines(log_dir))[0] == '/x/1.png' and len(_lines(log_dir)) == 4
 
 
 def gemma4_positions(cols, rows, max_patches):

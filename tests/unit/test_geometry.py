@@ -182,7 +182,7 @@ def test_to_dict_round_trip():
 
 def test_import_is_light():
     # Rewards and log tools import the core in milliseconds: no torch, PIL or swift.
-    code = ('import sys, swift_ext.geometry, swift_ext.settings, swift_ext.records; '
+    code = ('import sys, swift_ext.geometry, swift_ext.settings, swift_ext.store; '
             'print(sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "PIL", "swift", "torchvision")))')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]'

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401
-from swift_ext import records
+from swift_ext import store
 from swift_ext.boxes import parse_boxes
-from swift_ext.registry import reset_warnings
 from swift_ext.rewards import SHIPPED, GeoIoU, GeoReward, geo_reward
 from swift_ext.scoring import parse_solution
+from swift_ext.warn import reset_warnings
 
 EXACT = '[{"bbox_2d": [64.4, 47.6, 322.0, 238.0], "label": "box"}]'  # [64, 48, 320, 240] of 640x480, resized frame
 GT = [64, 48, 320, 240]
@@ -30,7 +30,7 @@ class _Args:
 
 @pytest.fixture(autouse=True)
 def fresh_process_state():
-    records.reset()
+    store.reset()
     reset_warnings()
 
 

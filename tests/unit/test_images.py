@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from swift.template.vision_utils import _check_path, load_image
 
-from swift_ext import geometry, records
+from swift_ext import geometry
 from swift_ext.geometry import GeometryError
 from swift_ext.images import (
     MAX_NAME_CHARS,
@@ -103,7 +103,6 @@ def test_payload_key_is_the_sha1_of_the_decoded_bytes_whatever_the_form(files):
              {'bytes': None, 'path': text}, {'bytes': text}]
     assert {image_key(f) for f in forms} == {digest}
     assert payload_size(digest) == len(data)
-    assert records.image_key is image_key  # the old home re-exports the one identity
 
 
 def test_long_base64_is_named_short_never_by_its_payload(files):

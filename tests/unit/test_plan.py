@@ -208,8 +208,8 @@ def test_plan_matches_template_encode(tiny_model, dataset, family, model_type, s
     for name in ('MAX_PIXELS', 'MIN_PIXELS', 'MAX_NUM'):
         monkeypatch.delenv(name, raising=False)
     # The template registers its settings and records process-wide; keep them to this test.
-    from swift_ext import records
-    records.reset()
+    from swift_ext import store
+    store.reset()
     from swift import get_processor, get_template
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)

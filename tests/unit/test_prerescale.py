@@ -7,7 +7,8 @@ from PIL import Image
 import swift_ext
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import describe, family_of
-from swift_ext.records import STORE, image_key, reset, row_limits_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE, reset, row_limits_key
 
 
 @pytest.mark.parametrize('template', [r['template'] for r in describe()])

@@ -25,8 +25,8 @@ def test_readme_commands_match_ci():
 
 
 def test_custom_reward_example(tmp_path, sample_images, monkeypatch):
-    from swift_ext import records
-    records.reset()  # as in a fresh trainer process: no template built by an earlier test stays active
+    from swift_ext import store
+    store.reset()  # as in a fresh trainer process: no template built by an earlier test stays active
     code = _block('### Your own reward with geometry')
     (tmp_path / 'my_plugin.py').write_text(code)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import swift_ext.plugin  # noqa: F401
-from swift_ext.records import STORE
 from swift_ext.rewards import SHIPPED, GeoFormat, GeoIoU, GeoIoU50, GeoReward, geo_reward, geometry_for_images
 from swift_ext.settings import default_settings
+from swift_ext.store import STORE
 
 
 class _Args:
@@ -21,8 +21,8 @@ class _Args:
 def no_templates_from_other_tests(monkeypatch):
     # Templates built by earlier tests (with other limits) stay active process-wide; each
     # test here starts as a fresh trainer process would, before any template is built.
-    from swift_ext import records
-    records.reset()
+    from swift_ext import store
+    store.reset()
 
 
 def _images(path):

@@ -6,7 +6,8 @@ from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.geometry import GeometryError, internvl_geometry
-from swift_ext.records import STORE, image_key
+from swift_ext.images import image_key
+from swift_ext.store import STORE
 
 QWEN = ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl']
 ALL = QWEN + ['internvl_hf']

@@ -16,9 +16,10 @@ def run(ctx: Context) -> list[Figure]:
     from qwen_vl_utils import fetch_image
 
     from ...geometry import qwen_geometry, read_image_size
-    from ...records import STORE, image_key, row_limits_key
+    from ...images import image_key
     from ...rewards import geometry_for_images
     from ...settings import default_settings
+    from ...store import STORE, row_limits_key
 
     sizes = GEOMETRY_SIZES[:4] if ctx.quick else GEOMETRY_SIZES
     paths = make_images(os.path.join(ctx.work, 'geometry_images'), sizes)

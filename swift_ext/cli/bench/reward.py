@@ -202,6 +202,7 @@ def _reward_image(geo) -> dict:
 
 
 def _put_reward_geometry(items) -> None:
-    from ...records import STORE, image_key, row_limits_key
+    from ...images import image_key
+    from ...store import STORE, row_limits_key
     for _, _, _, geo in items:
         STORE.put(image_key(_reward_image(geo)), row_limits_key(None), 'qwen2_5_vl_geo', geo)

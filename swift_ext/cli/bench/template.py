@@ -14,7 +14,19 @@ from .measure import env_vars, make_images, timed
 
 
 def _encode_into(outputs: list, template, sample) -> None:
-    outputs.append(template.encode(sample))
+    outputs.append((template, template.encode(sample)))
+
+
+def _collate_records(rows: list, collated: dict) -> None:
+    """What a `_geo` template's data_collator adds to its parent's: the recorder's collate trigger."""
+    from ...recorder import recorder
+    recorder().collate(rows, collated, 'train')
+
+
+def _padded_ids(rows: list) -> dict:
+    import torch
+    width = max(len(r['input_ids']) for r in rows)
+    return {'input_ids': torch.tensor([r['input_ids'] + [0] * (width - len(r['input_ids'])) for r in rows])}
 
 # Samples per family: every family with a tiny checkpoint is measured (12 families at the time
 # of writing), so each gets 40 samples x 8 rounds, about 40 seconds of encodes.
@@ -62,7 +74,8 @@ def run(ctx: Context) -> list[Figure]:
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
 
-    from ...runlog import ENV_DIR, flush
+    from ...recorder import recorder
+    from ...runlog import ENV_DIR
 
     paths = make_images(os.path.join(ctx.work, 'template_images'), TEMPLATE_SIZES)
     samples = template_samples(paths, ctx.size(TEMPLATE_SAMPLES))
@@ -76,7 +89,7 @@ def run(ctx: Context) -> list[Figure]:
                     figures += _measure_parent(ctx, parent, samples)
                 except Exception as exc:  # one family's failure must not lose the others' figures
                     ctx.fail(1, f'{parent}: not measured: {type(exc).__name__}: {exc}')
-            flush()
+            recorder().flush()
     finally:
         torch.set_num_threads(threads)
     ctx.note(1, f'{len(samples)} samples of 1-3 images ({len(TEMPLATE_SIZES)} sizes from '
@@ -84,8 +97,8 @@ def run(ctx: Context) -> list[Figure]:
                 f'({", ".join(family_parents())}), mode train, torch 1 thread. Each sample goes through '
                 "both templates back to back, twice, once in each order, with new template objects every "
                 "round; a round's ratio is the median over samples of the _geo / parent time of the same "
-                'sample. Geometry log on (records '
-                f'queued and written in batches, as in training); {AA_PARENT} also with the log off, and '
+                'sample. Geometry log on (each batch of 8 encodes read and written at its collate, as in a '
+                f'dataloader worker); {AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs)')
     return figures
 
@@ -94,7 +107,8 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
     from swift.model import get_processor
     from swift.template import get_template
 
-    from ...runlog import ENV_DIR, flush
+    from ...recorder import recorder
+    from ...runlog import ENV_DIR
     from ...testing.tiny import make_tiny_model, run_flags
 
     model = make_tiny_model(parent_name, os.path.join(ctx.work, f'tiny-{parent_name}'))
@@ -114,7 +128,7 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
                     tpl.set_mode('train')
                     for sample in samples[:3]:
                         tpl.encode(sample)
-                flush()  # the warm-up's records: not part of the first batch
+                recorder().flush()  # the warm-up's lines: not part of the first batch
                 times = _encode_round(parent, other, samples)
                 wall.append(statistics.median(b[0] / a[0] for a, b in times))
                 cpu.append(statistics.median(b[1] / a[1] for a, b in times))
@@ -139,14 +153,15 @@ def _encode_round(parent, other, samples: Sequence[dict],
     charge to whichever template drew them: an A/A run of summed times reads 0.93-1.02.
 
     Encodes are kept, as a DataLoader keeps a batch's, until after every ``batch`` samples comes
-    what a collate runs for `_geo` templates: reading the batch's encodes and writing their
-    records (``runlog.flush``). Its time is shared out over the batch's ``other`` encodes, so
-    each pair's ratio holds all the work recording costs.
+    what a collate runs for `_geo` templates on top of their parent's: the recorder's collate trigger
+    (reading the batch's encodes, fingerprinting its rows, writing its lines and event), as in a
+    dataloader worker. Its time is shared out over the batch's ``other`` encodes, so each pair's
+    ratio holds all the work recording costs.
     """
-    from ...runlog import flush
+    from ...recorder import recorder
 
     times = []
-    flush()  # work earlier encodes left waiting is not this round's: its triggers would fire inside a pair
+    recorder().flush()  # work earlier encodes left waiting is not this round's: its triggers would fire in a pair
     gc.collect()
     for flip in (0, 1):
         for start in range(0, len(samples), batch):
@@ -156,7 +171,10 @@ def _encode_round(parent, other, samples: Sequence[dict],
                 t_first = timed(functools.partial(_encode_into, outputs, first, sample))
                 t_second = timed(functools.partial(_encode_into, outputs, second, sample))
                 pairs.append((t_first, t_second) if first is parent else (t_second, t_first))
-            wall, cpu = timed(flush)
+            rows = [encoded for tpl, encoded in outputs if tpl is other]
+            wall, cpu = 0.0, 0.0
+            if hasattr(other, 'geo_family'):
+                wall, cpu = timed(functools.partial(_collate_records, rows, _padded_ids(rows)))
             times += [(a, (b[0] + wall / len(pairs), b[1] + cpu / len(pairs))) for a, b in pairs]
             outputs.clear()  # the batch is collated and dropped, outside the timing, for both templates alike
     return times

@@ -6,8 +6,9 @@ import json
 import os
 
 import swift_ext.plugin  # noqa: F401
-from swift_ext.records import STORE, image_key, row_limits_key
+from swift_ext.images import image_key
 from swift_ext.rewards import geo_reward
+from swift_ext.store import STORE, row_limits_key
 
 
 @geo_reward('geo_probe')

@@ -1,25 +1,22 @@
-"""Per-process memory of what the `_geo` templates saw, for rewards in the same process.
+"""The geometry store: per process, the geometry a `_geo` template recorded for each image it encoded.
 
-In GRPO with the PyTorch rollout (and vLLM colocate) the template encodes each prompt in
-the trainer's process right before the reward functions run, so the reward can look up
-the exact geometry the template recorded instead of recomputing it.
+In GRPO with the PyTorch rollout or vLLM colocate the template encodes each prompt in the trainer's
+process before the reward functions run, so a reward looks up the exact geometry the encode produced
+(or, for vLLM, the resized image it handed over) instead of recomputing it. Internal module; rewards
+use it through ``swift_ext.rewards``.
 """
 from __future__ import annotations
 
-import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from . import deferred
+from .forksafe import Lock
 from .geometry import ImageGeometry
-from .images import image_key  # noqa: F401  (re-exported: its home was here)
-from .registry import warn_once  # noqa: F401  (re-exported: the templates and rewards use it)
+from .recorder import recorder
 
-# Enough for any realistic rollout batch several times over; bounded so a long run's
-# memory stays flat.
-MAX_RECORDS = 50_000
-
+# Enough for any realistic rollout batch several times over; bounded so a long run's memory stays flat.
+MAX_ENTRIES = 50_000
 
 NO_LIMITS = (None, None)
 
@@ -49,10 +46,10 @@ def _hashable(value: Any) -> Any:
 class GeometryStore:
     """Thread-safe, bounded map (image key, row limits, template) -> latest ImageGeometry."""
 
-    def __init__(self, max_records: int = MAX_RECORDS):
+    def __init__(self, max_entries: int = MAX_ENTRIES):
         self._data: OrderedDict[tuple, ImageGeometry] = OrderedDict()
-        self._lock = threading.Lock()
-        self._max = max_records
+        self._lock = Lock()
+        self._max = max_entries
 
     def put(self, key: str, limits: tuple, template: str, geometry: ImageGeometry) -> None:
         k = (key, limits, template)
@@ -63,7 +60,7 @@ class GeometryStore:
                 self._data.popitem(last=False)
 
     def get(self, key: str, limits: tuple, template: str) -> ImageGeometry | None:
-        deferred.resolve()  # encodes not yet read
+        recorder().resolve()  # encodes not read yet
         with self._lock:
             return self._data.get((key, limits, template))
 
@@ -72,14 +69,14 @@ class GeometryStore:
             self._data.clear()
 
     def __len__(self) -> int:
-        deferred.resolve()
+        recorder().resolve()
         return len(self._data)
 
 
 STORE = GeometryStore()
 
 _ACTIVE: dict = {}
-_ACTIVE_LOCK = threading.Lock()
+_ACTIVE_LOCK = Lock()
 
 
 def set_active_settings(settings) -> None:
@@ -98,7 +95,7 @@ def active_settings(template: str | None = None):
 
 
 def reset() -> None:
-    """Forget every record and active template of this process (tests, a new run in-process)."""
+    """Forget every geometry and active template of this process (tests, a new run in-process)."""
     STORE.clear()
     with _ACTIVE_LOCK:
         _ACTIVE.clear()
