@@ -231,8 +231,7 @@ class GeoTemplateMixin:
         predicted, clamps = self._geo_predict_all(entries, row_kwargs, limits)
         family, template = self.geo_family, self.geo_spec.name
         if mode in ENGINE_MODES and mode != 'transformers':  # the engine's own processor does the rest
-            handed = getattr(family, 'handed', None)
-            actual, basis = handed(self, encoded, entries, predicted) if handed else (predicted, 'prediction')
+            actual, basis = family.handed(self, encoded, entries, predicted)
         else:
             actual, basis = family.actual(self, encoded, entries, predicted), 'encode'
         images = []

@@ -199,6 +199,14 @@ class Family:
         return None
 
     @classmethod
+    def handed(cls, template: Any, encoded: Mapping, entries: Sequence[ImageEntry],
+               predicted: Sequence[ImageGeometry | None]) -> tuple[list, str]:
+        """For an inference engine's encode (vLLM, lmdeploy, sglang: the engine's processor resizes):
+        the geometry per image and how it is known, ``'prediction'`` by default (from the size handed
+        over, after ms-swift's pre-rescale), ``'handed_image'`` where the template already resized it."""
+        return list(predicted), 'prediction'
+
+    @classmethod
     def actual(cls, template: Any, encoded: Mapping, entries: Sequence[ImageEntry],
                predicted: Sequence[ImageGeometry | None]) -> list[ImageGeometry | None]:
         """The geometry the encode produced, per image; ``predicted`` where it says nothing."""

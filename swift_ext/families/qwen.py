@@ -146,6 +146,21 @@ class Qwen(Family):
         return tuple(image.size) if hasattr(image, 'size') else None
 
     @classmethod
+    def handed(cls, template, encoded, entries, predicted):
+        # replace_tag hands vLLM the image fetch_image resized, with do_resize False: its grid is the
+        # resized size in patches, whatever vLLM's processor would have chosen itself.
+        settings, out = template.geo_settings(), []
+        for entry, geo in zip(entries, predicted, strict=False):
+            if geo is None or entry.resized is None:
+                out.append(geo)
+                continue
+            width, height = entry.resized
+            grid = (1, height // settings.patch_size, width // settings.patch_size)
+            out.append(updated(geo, resized_width=width, resized_height=height, grid=grid,
+                               num_tokens=grid[1] * grid[2] // settings.merge_size ** 2))
+        return out, 'handed_image'
+
+    @classmethod
     def actual(cls, template, encoded, entries, predicted):
         grid = encoded.get('image_grid_thw')
         if grid is None:

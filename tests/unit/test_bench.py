@@ -224,4 +224,4 @@ class TestHelpers:
         recorder().since -= 1000
         times = _encode_round(Parent(), Leaves(), list(range(BATCH * 2)))
         assert len(times) == BATCH * 4 and recorder().waiting() == 0
-        assert all(b[0] - a[0] >= 0.0039 for a, b in times)
+        assert all(b[0] >= 0.0039 for _, b in times)  # each pair's own share of the collate's work
