@@ -208,6 +208,16 @@ def frame_indices(*, start_frame: int, end_frame: int, count: int) -> tuple[int,
                  for i in range(count))
 
 
+def _resize(**kwargs: Any) -> tuple[int, int]:
+    """The shared ``smart_resize``, its refusals raised as :class:`VideoError` (one error type here)."""
+    try:
+        return smart_resize(**kwargs)
+    except VideoError:
+        raise
+    except GeometryError as exc:
+        raise VideoError(str(exc)) from None
+
+
 def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings,
                row: Mapping[str, Any] | None = None, name: str = 'video') -> tuple[int, int, tuple[str, ...]]:
     """``(resized_width, resized_height, clamped)``: one size for every frame, as ``fetch_video`` picks it.
@@ -221,7 +231,7 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     row = row or {}
     f = settings.factor
     if 'resized_height' in row and 'resized_width' in row:
-        rw, rh = smart_resize(width=_int_side(row['resized_width'], 'resized_width', name),
+        rw, rh = _resize(width=_int_side(row['resized_width'], 'resized_width', name),
                               height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
                               min_pixels=settings.image_min_token_num * f * f,
                               max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
@@ -231,13 +241,15 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     frame_cap = settings.video_max_token_num * f * f
     max_pixels = max(min(frame_cap, total_pixels / nframes * settings.frame_factor), int(min_pixels * 1.05))
     max_pixels = min(row.get('max_pixels', max_pixels), max_pixels)
-    rw, rh = smart_resize(width=width, height=height, factor=f, min_pixels=min_pixels, max_pixels=max_pixels,
+    rw, rh = _resize(width=width, height=height, factor=f, min_pixels=min_pixels, max_pixels=max_pixels,
                           max_ratio=settings.max_ratio, name=name)
     rounded = (max(f, _round_even(width, f)), max(f, _round_even(height, f)))
     clamped: tuple[str, ...] = ()
     if rw * rh < rounded[0] * rounded[1]:
+        # The sequence budget binds when it is below the per-frame cap (even where the floor of
+        # 1.05 * min_pixels then lifts it) and no row max_pixels is lower still.
         seq_cap = total_pixels / nframes * settings.frame_factor
-        by_sequence = seq_cap < frame_cap and max_pixels == seq_cap
+        by_sequence = seq_cap < frame_cap and row.get('max_pixels', math.inf) >= max(seq_cap, int(min_pixels * 1.05))
         clamped = ('model_seq_len' if by_sequence else 'max_pixels',)
     elif rw * rh > rounded[0] * rounded[1]:
         clamped = ('min_pixels',)
@@ -424,10 +436,10 @@ def image_list_frame_size(*, width: int, height: int, settings: VideoSettings,
     row = row or {}
     f = settings.factor * SPATIAL_MERGE_SIZE
     if 'resized_height' in row and 'resized_width' in row:
-        return smart_resize(width=_int_side(row['resized_width'], 'resized_width', name),
+        return _resize(width=_int_side(row['resized_width'], 'resized_width', name),
                             height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
                             max_ratio=settings.max_ratio, name=name)
-    return smart_resize(width=width, height=height, factor=f,
+    return _resize(width=width, height=height, factor=f,
                         min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
                         max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
                         max_ratio=settings.max_ratio, name=name)
