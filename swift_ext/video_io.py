@@ -92,6 +92,9 @@ def _file_type(mode: int) -> str:
 
 def _open_source(source: Any, env: Mapping[str, str] | None) -> tuple[Any, str]:
     """``(binary file object, short name)`` for a video given as ms-swift accepts one."""
+    if not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike, Mapping)):
+        raise VideoError(f'<{type(source).__name__}>: a video must be a path, bytes, a base64 string, a data URL '
+                         f'or a {{"path", "bytes"}} dict, got {type(source).__name__}.')
     info = classify(source, env)
     name = info.name
     if info.kind == 'invalid':
