@@ -247,7 +247,7 @@ def tiou_score(completion: Any, solution: Any, *, window: tuple[float, float] | 
     """
     try:
         return _tiou(completion, solution, window, offset, tolerance)
-    except (ArithmeticError, TypeError, ValueError):  # a hostile window / offset: no opinion, not a crash
+    except (ArithmeticError, LookupError, TypeError, ValueError):  # a hostile window / offset: no opinion
         return None
 
 
