@@ -9,11 +9,12 @@ else torchcodec when installed, else decord), because they decide which frames a
 - torchcodec: a packet scan; ``average_fps = frames / (last pts + duration - first pts)``, which
   can differ from the header rate in the last bits (29.97 -> 29.970000000000002).
 
-``scan=False`` reads the header only (about half a millisecond); ``scan=True`` demuxes every
-packet (no decoding) to count frames and time the stream exactly as the readers do, and notices
-a file cut short after its header. Files are opened by Python and handed to FFmpeg as a stream,
-so a name is never read as an FFmpeg protocol (``concat:``, ``pipe:``), and only the demuxers in
-``VIDEO_FORMATS`` are allowed (no playlists that would open other files or the network).
+``scan=False`` reads the header only (about half a millisecond) and gives torchcodec's rate as
+frames / the header's stream span; ``scan=True`` demuxes every packet (no decoding) to count frames
+and time the stream exactly as the readers do, and notices a file cut short after its header.
+Files are opened by Python and handed to FFmpeg as a stream, so a name is never read as an FFmpeg
+protocol (``concat:``, ``pipe:``), and only the demuxers in ``VIDEO_FORMATS`` are allowed (no
+playlists that would open other files or the network).
 PyAV (a dependency of qwen-vl-utils) is imported on first use.
 """
 from __future__ import annotations
@@ -160,6 +161,15 @@ def _scan(container, stream) -> tuple[int, float | None]:
     return count, last * base.numerator / base.denominator - first * base.numerator / base.denominator
 
 
+def _header_span(stream, container_seconds: float | None) -> float | None:
+    """Seconds from the first frame's pts to the end of the last, from the header (torchcodec's scan span)."""
+    base = stream.time_base
+    if stream.duration and base is not None:
+        start = stream.start_time or 0
+        return (start + stream.duration) * base.numerator / base.denominator - start * base.numerator / base.denominator
+    return container_seconds
+
+
 def read_video_header(source: Any, *, scan: bool = False, backend: str | None = None,
                       env: Mapping[str, str] | None = None) -> VideoHeader:
     """The first video stream's size, frame rate and frame count, as ``backend`` would report them.
@@ -181,7 +191,7 @@ def read_video_header(source: Any, *, scan: bool = False, backend: str | None = 
         with fp:
             try:
                 with av.open(fp, options={'format_whitelist': VIDEO_FORMATS}) as container:
-                    return _header(container, name, scan=scan or backend == 'torchcodec', backend=backend)
+                    return _header(container, name, scan=scan, backend=backend)
             except VideoError:
                 raise
             except av.FFmpegError as exc:
@@ -213,22 +223,7 @@ def _header(container, name: str, *, scan: bool, backend: str) -> VideoHeader:
     fps = _stream_rate(stream)
     if not (0 < fps <= MAX_VIDEO_FPS and math.isfinite(fps)):
         raise VideoError(f'{name}: the frame rate must be in (0, {MAX_VIDEO_FPS:g}] frames per second, got {fps:g}.')
-    container_seconds = container.duration / 1_000_000 if container.duration else None
-    if scan:
-        count, span = _scan(container, stream)
-        frames_from = 'scan'
-        if backend == 'torchcodec' and span:
-            fps = count / span
-        header_frames = stream.frames
-        if header_frames and count < header_frames:
-            raise VideoError(f'{name}: the header promises {header_frames} frames but the file holds {count} '
-                             '(cut short?).')
-    elif stream.frames > 0:
-        count, frames_from = stream.frames, 'header'
-    elif container_seconds:
-        count, frames_from = int(fps * container_seconds), 'estimate'  # decord's fallback
-    else:
-        raise VideoError(f'{name}: the header gives neither a frame count nor a duration; read it with scan=True.')
+    count, fps, frames_from = _count_and_rate(container, stream, name, fps, scan=scan, backend=backend)
     if not 0 < count <= MAX_VIDEO_FRAMES:
         raise VideoError(f'{name}: the frame count must be in [1, {MAX_VIDEO_FRAMES}], got {count}.')
     rotation = 0
@@ -239,6 +234,30 @@ def _header(container, name: str, *, scan: bool, backend: str) -> VideoHeader:
     return VideoHeader(name=name, width=width, height=height, video_fps=fps, total_frames=count,
                        duration=count / fps, codec=ctx.name, container=container.format.name, rotation=rotation,
                        frames_from=frames_from, backend=backend)
+
+
+def _count_and_rate(container, stream, name: str, fps: float, *, scan: bool, backend: str) -> tuple[int, float, str]:
+    """``(frames, frame rate, where the count came from)`` as ``backend`` reports them."""
+    container_seconds = container.duration / 1_000_000 if container.duration else None
+    if scan:
+        count, span = _scan(container, stream)
+        if backend == 'torchcodec' and span:
+            fps = count / span
+        if stream.frames and count < stream.frames:
+            raise VideoError(f'{name}: the header promises {stream.frames} frames but the file holds {count} '
+                             '(cut short?).')
+        return count, fps, 'scan'
+    if stream.frames > 0:
+        count, frames_from = stream.frames, 'header'
+    elif container_seconds:
+        count, frames_from = int(fps * container_seconds), 'estimate'  # decord's fallback
+    else:
+        raise VideoError(f'{name}: the header gives neither a frame count nor a duration; read it with scan=True.')
+    if backend == 'torchcodec':
+        span = _header_span(stream, container_seconds)
+        if span:  # what the scan gives when the header's timing is right: frames / (end - begin)
+            fps = count / span
+    return count, fps, frames_from
 
 
 def image_list_sizes(frames: Sequence[Any]) -> list[tuple[int, int]]:
