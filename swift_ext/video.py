@@ -126,6 +126,16 @@ def video_settings(*, patch_size: int = 14, env: Mapping[str, str] | None = None
     return VideoSettings(**values)
 
 
+def settings_of_module(vision_process: Any, *, patch_size: int) -> VideoSettings:
+    """The settings a loaded ``qwen_vl_utils.vision_process`` module really holds (after ms-swift's patch).
+
+    What a recorder should read inside a run: ms-swift patches the module once per process, so the
+    first model loaded fixes the values, whatever the environment says later.
+    """
+    values = {attr: getattr(vision_process, name) for name, attr, _ in _PATCHED if hasattr(vision_process, name)}
+    values['model_seq_len'] = vision_process.MODEL_SEQ_LEN
+    return VideoSettings(patch_size=patch_size, **values)
+
 # --- frames ------------------------------------------------------------------------------------
 def frame_range(*, total_frames: int, video_fps: float, video_start: float | None = None,
                 video_end: float | None = None, name: str = 'video') -> tuple[int, int, int]:

@@ -18,6 +18,7 @@ from swift_ext.video import (
     predict_image_list_geometry,
     predict_video_geometry,
     sample_count,
+    settings_of_module,
     video_settings,
 )
 
@@ -204,6 +205,7 @@ def test_settings_equal_what_ms_swift_patches():
         compat_qwen_vl_utils(image_patch_size=16)
         patch_qwen_vl_utils(module)
     ours = video_settings(patch_size=16, env=env)
+    assert settings_of_module(module, patch_size=16) == ours
     assert (ours.video_max_token_num, ours.video_min_token_num, ours.fps, ours.fps_min_frames, ours.fps_max_frames) \
         == (module.VIDEO_MAX_TOKEN_NUM, module.VIDEO_MIN_TOKEN_NUM, module.FPS, module.FPS_MIN_FRAMES,
             module.FPS_MAX_FRAMES) == (196, 24, 1.5, 6, 40)
