@@ -29,7 +29,7 @@ _swift_ext_install() (
   # CPU-only torch wheel some machines' pip also sees (torch 2.13.0+cpu) breaks torchvision.
   set +e
   "$ROOT/.venv/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
-    -c "$ROOT/constraints.txt" -e "$ROOT[test]" 2>&1 \
+    -c "$ROOT/constraints.txt" -e "$ROOT[test,video]" 2>&1 \
     | grep --line-buffered -vE '^(WARNING: Location|Requirement already satisfied)'
   status="${PIPESTATUS[0]}"  # pip's; grep's is 1 when every line was filtered out
   set -e

@@ -1,0 +1,484 @@
+"""Video geometry for the Qwen-VL templates: which frames are sampled, their times, their size, their tokens.
+
+Arithmetic only (no torch, numpy, PIL or swift at import), reproducing qwen-vl-utils 0.0.14's
+``fetch_video`` as ms-swift 4.6's ``Qwen2VLTemplate.replace_tag`` calls it, and the processors'
+``video_grid_thw`` / time encoding that follow. Tests pin every function to the real libraries.
+
+What happens to a video file (decord / torchcodec readers):
+1. the clip window: ``video_start`` / ``video_end`` seconds -> frames ``ceil(start * fps)`` ..
+   ``floor(end * fps)`` (:func:`frame_range`);
+2. the frame count: ``clip_frames / video_fps * FPS`` clamped to ``[FPS_MIN_FRAMES, FPS_MAX_FRAMES]``
+   and the clip, floored to even; or a row's ``nframes`` rounded to even (:func:`sample_count`);
+3. the frames: ``torch.linspace(start, end, n).round()`` in float32 (:func:`frame_indices`);
+4. one size for every frame: ``smart_resize`` under a per-frame budget of ``VIDEO_MAX_TOKEN_NUM``
+   tokens, lowered when ``MODEL_SEQ_LEN`` cannot hold all frames (:func:`frame_size`);
+5. frame pairs merge (temporal patch 2): ``grid_t = n / 2``; tokens ``grid_t * (H/f) * (W/f)``.
+An image-list video (a list of frame files) keeps every frame, pads to even by repeating the last,
+and takes ``FPS`` as its sample rate (:func:`predict_image_list_geometry`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from .geometry import GeometryError, ImageGeometry, smart_resize
+
+# qwen-vl-utils 0.0.14 defaults (vision_process.py), each overridable by the environment variable
+# of the same upper-case name when ms-swift's `patch_qwen_vl_utils` runs (at the processor's load).
+FPS = 2.0
+FRAME_FACTOR = 2
+FPS_MIN_FRAMES = 4
+FPS_MAX_FRAMES = 768
+VIDEO_MIN_TOKEN_NUM = 128
+VIDEO_MAX_TOKEN_NUM = 768
+IMAGE_MIN_TOKEN_NUM = 4
+IMAGE_MAX_TOKEN_NUM = 16384
+SPATIAL_MERGE_SIZE = 2
+MAX_RATIO = 200
+MODEL_SEQ_LEN = 128000  # read once, when qwen_vl_utils is imported; ms-swift does not patch it
+TEMPORAL_PATCH_SIZE = 2  # the processors' frame pairing (Qwen2-VL .. Qwen3.5)
+# ms-swift's template `version` -> the patch size its replace_tag hands fetch_video, and how the
+# model is told time: Qwen2.5-VL by `second_per_grid_ts`, Qwen3-VL by `<t seconds>` text per pair.
+QWEN_VERSIONS = {'v2': 14, 'v2_5': 14, 'v3': 16}
+MODES = ('train', 'transformers', 'vllm', 'rlhf', 'pt')
+
+
+class VideoError(GeometryError):
+    """A video whose geometry cannot be computed: says which video, which rule, what value."""
+
+
+def _f32(value: float) -> float:
+    return struct.unpack('f', struct.pack('f', value))[0]
+
+
+# --- settings ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoSettings:
+    """The qwen-vl-utils globals a video encode reads, after ms-swift has patched them."""
+
+    patch_size: int = 14
+    spatial_merge_size: int = SPATIAL_MERGE_SIZE
+    frame_factor: int = FRAME_FACTOR
+    fps: float = FPS
+    fps_min_frames: int = FPS_MIN_FRAMES
+    fps_max_frames: int = FPS_MAX_FRAMES
+    video_min_token_num: int = VIDEO_MIN_TOKEN_NUM
+    video_max_token_num: int = VIDEO_MAX_TOKEN_NUM
+    image_min_token_num: int = IMAGE_MIN_TOKEN_NUM
+    image_max_token_num: int = IMAGE_MAX_TOKEN_NUM
+    max_ratio: int = MAX_RATIO
+    model_seq_len: int = MODEL_SEQ_LEN
+
+    @property
+    def factor(self) -> int:
+        """Pixels per merged token side: ``patch_size * spatial_merge_size`` (28 or 32)."""
+        return self.patch_size * self.spatial_merge_size
+
+
+# (env name, field, type): the keys `patch_qwen_vl_utils` reads with `get_env_args`.
+_PATCHED = (('FPS', 'fps', float), ('FRAME_FACTOR', 'frame_factor', int), ('FPS_MIN_FRAMES', 'fps_min_frames', int),
+            ('FPS_MAX_FRAMES', 'fps_max_frames', int), ('VIDEO_MIN_TOKEN_NUM', 'video_min_token_num', int),
+            ('VIDEO_MAX_TOKEN_NUM', 'video_max_token_num', int), ('IMAGE_MIN_TOKEN_NUM', 'image_min_token_num', int),
+            ('IMAGE_MAX_TOKEN_NUM', 'image_max_token_num', int), ('SPATIAL_MERGE_SIZE', 'spatial_merge_size', int),
+            ('MAX_RATIO', 'max_ratio', int))
+# `compat_qwen_vl_utils`: a pixel limit becomes a token count unless the token count is set itself.
+_PIXELS_TO_TOKENS = (('MAX_PIXELS', 'IMAGE_MAX_TOKEN_NUM'), ('MIN_PIXELS', 'IMAGE_MIN_TOKEN_NUM'),
+                     ('VIDEO_MAX_PIXELS', 'VIDEO_MAX_TOKEN_NUM'), ('VIDEO_MIN_PIXELS', 'VIDEO_MIN_TOKEN_NUM'))
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type):
+    text = env[name]
+    try:
+        return kind(text)
+    except ValueError:
+        what = 'an integer' if kind is int else 'a number'
+        raise VideoError(f'environment variable {name} must be {what}, got {text!r}.') from None
+
+
+def video_settings(*, patch_size: int = 14, env: Mapping[str, str] | None = None,
+                   defaults: Mapping[str, str] | None = None) -> VideoSettings:
+    """The settings ms-swift's Qwen loaders give qwen-vl-utils for a model of ``patch_size``.
+
+    Precedence, as ms-swift 4.6 applies it: ``VIDEO_MAX_TOKEN_NUM`` (and the other token counts)
+    set in the environment win; else ``VIDEO_MAX_PIXELS`` // (patch_size * SPATIAL_MERGE_SIZE)**2
+    (``compat_qwen_vl_utils``); else qwen-vl-utils' default. ``defaults`` are a loader's own
+    ``os.environ.setdefault`` values (Qwen3-VL embedding / reranker: ``FPS=1``, ``FPS_MAX_FRAMES=64``).
+    ``MODEL_SEQ_LEN`` is read as ``int(float(...))``, as qwen-vl-utils does at import.
+    Note: ms-swift patches the module once per process, so the first model loaded fixes them.
+    """
+    env = dict(os.environ if env is None else env)
+    for name, value in (defaults or {}).items():
+        env.setdefault(name, value)
+    merge = int(env.get('SPATIAL_MERGE_SIZE', '2'))  # compat reads it with int() before the patch does
+    for source, target in _PIXELS_TO_TOKENS:
+        if env.get(source) and not env.get(target):
+            env[target] = str(_env_number(env, source, int) // (patch_size * merge) ** 2)
+    values: dict[str, Any] = {'patch_size': patch_size}
+    for name, attr, kind in _PATCHED:
+        if env.get(name) is not None:
+            values[attr] = _env_number(env, name, kind)
+    if env.get('MODEL_SEQ_LEN') is not None:
+        values['model_seq_len'] = int(_env_number(env, 'MODEL_SEQ_LEN', float))
+    return VideoSettings(**values)
+
+
+def settings_of_module(vision_process: Any, *, patch_size: int) -> VideoSettings:
+    """The settings a loaded ``qwen_vl_utils.vision_process`` module really holds (after ms-swift's patch).
+
+    What a recorder should read inside a run: ms-swift patches the module once per process, so the
+    first model loaded fixes the values, whatever the environment says later.
+    """
+    values = {attr: getattr(vision_process, name) for name, attr, _ in _PATCHED if hasattr(vision_process, name)}
+    values['model_seq_len'] = vision_process.MODEL_SEQ_LEN
+    return VideoSettings(patch_size=patch_size, **values)
+
+# --- frames ------------------------------------------------------------------------------------
+def frame_range(*, total_frames: int, video_fps: float, video_start: float | None = None,
+                video_end: float | None = None, name: str = 'video') -> tuple[int, int, int]:
+    """``(start_frame, end_frame, clip_frames)`` of the clip window, as ``calculate_video_frame_range``."""
+    if not video_fps > 0:
+        raise VideoError(f'{name}: the frame rate must be positive, got {video_fps!r}.')
+    if total_frames <= 0:
+        raise VideoError(f'{name}: the frame count must be positive, got {total_frames!r}.')
+    if video_start is None and video_end is None:
+        return 0, total_frames - 1, total_frames
+    max_duration = total_frames / video_fps
+    start_frame, end_frame = 0, total_frames - 1
+    if video_start is not None:
+        start_frame = math.ceil(max(0.0, min(video_start, max_duration)) * video_fps)
+    if video_end is not None:
+        end_frame = min(math.floor(max(0.0, min(video_end, max_duration)) * video_fps), total_frames - 1)
+    if start_frame >= end_frame:
+        raise VideoError(f'{name}: the clip video_start={video_start}, video_end={video_end} holds no two frames '
+                         f'(frames {start_frame}..{end_frame} of {total_frames} at {video_fps} fps).')
+    return start_frame, end_frame, end_frame - start_frame + 1
+
+
+def _round_even(number: float, factor: int) -> int:
+    return round(number / factor) * factor
+
+
+def sample_count(*, clip_frames: int, video_fps: float, settings: VideoSettings,
+                 row: Mapping[str, Any] | None = None, name: str = 'video') -> int:
+    """How many frames ``smart_nframes`` samples from a clip of ``clip_frames`` frames.
+
+    ``row`` holds the row's ``chat_template_kwargs``: ``nframes``, or ``fps`` / ``min_frames`` /
+    ``max_frames``; ``nframes`` together with ``fps`` is refused, as qwen-vl-utils refuses it.
+    """
+    row = row or {}
+    factor = settings.frame_factor
+    if 'fps' in row and 'nframes' in row:
+        raise VideoError(f'{name}: chat_template_kwargs give both `fps` and `nframes`; qwen-vl-utils accepts one.')
+    if 'nframes' in row:
+        nframes = _round_even(row['nframes'], factor)
+    else:
+        fps = row.get('fps', settings.fps)
+        min_frames = math.ceil(row.get('min_frames', settings.fps_min_frames) / factor) * factor
+        max_frames = math.floor(row.get('max_frames', min(settings.fps_max_frames, clip_frames)) / factor) * factor
+        nframes = clip_frames / video_fps * fps
+        nframes = min(min(max(nframes, min_frames), max_frames), clip_frames)
+        nframes = math.floor(nframes / factor) * factor
+    if not factor <= nframes <= clip_frames:
+        raise VideoError(f'{name}: the number of frames to sample must be in [{factor}, {clip_frames}] '
+                         f"(the clip's frames), got {nframes}.")
+    return int(nframes)
+
+
+def _frame_clamp(count: int, *, clip: int, video_fps: float, settings: VideoSettings,
+                 row: Mapping[str, Any]) -> tuple[str, ...]:
+    """``('max_frames',)`` when FPS_MAX_FRAMES (or a row's max_frames) cut the count, ``('min_frames',)``
+    when FPS_MIN_FRAMES raised it; ``()`` when the count is the clip at FPS (or all its frames)."""
+    factor = settings.frame_factor
+    wanted = min(clip / video_fps * row.get('fps', settings.fps), clip)
+    if count < math.floor(wanted / factor) * factor:
+        return ('max_frames',)
+    if count > wanted:
+        return ('min_frames',)
+    return ()
+
+
+def frame_indices(*, start_frame: int, end_frame: int, count: int) -> tuple[int, ...]:
+    """``torch.linspace(start, end, count).round().long()``: torch's float32 CPU kernel, reproduced.
+
+    The kernel fills the first half as ``start + step * i`` and the second as
+    ``end - step * (count - 1 - i)``; built for AVX2 it contracts each into one fused multiply-add,
+    so the exact value is rounded once to float32 (in double the product and sum are exact for any
+    frame count below 2**24). ``round`` is half to even in both torch and Python.
+    """
+    start, end = _f32(start_frame), _f32(end_frame)
+    if count == 1:
+        return (round(start),)
+    step = _f32((end - start) / _f32(count - 1))
+    half = count // 2
+    return tuple(round(_f32(start + step * i)) if i < half else round(_f32(end - step * (count - 1 - i)))
+                 for i in range(count))
+
+
+def _resize(**kwargs: Any) -> tuple[int, int]:
+    """The shared ``smart_resize``, its refusals raised as :class:`VideoError` (one error type here)."""
+    try:
+        return smart_resize(**kwargs)
+    except VideoError:
+        raise
+    except GeometryError as exc:
+        raise VideoError(str(exc)) from None
+
+
+def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings,
+               row: Mapping[str, Any] | None = None, name: str = 'video') -> tuple[int, int, tuple[str, ...]]:
+    """``(resized_width, resized_height, clamped)``: one size for every frame, as ``fetch_video`` picks it.
+
+    Per-frame budget ``max(min(VIDEO_MAX_TOKEN_NUM * f**2, total_pixels / nframes * 2),
+    int(min_pixels * 1.05))``, where ``total_pixels`` defaults to ``MODEL_SEQ_LEN * f**2 * 0.9``;
+    a row's ``max_pixels`` only lowers it. A row's ``resized_width`` and ``resized_height`` win
+    (rounded to the factor under the IMAGE limits, as ``fetch_video`` does). ``clamped`` names
+    what shrank or grew the frames beyond rounding: ``max_pixels`` / ``min_pixels`` / ``model_seq_len``.
+    """
+    row = row or {}
+    f = settings.factor
+    if 'resized_height' in row and 'resized_width' in row:
+        rw, rh = _resize(width=_int_side(row['resized_width'], 'resized_width', name),
+                              height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                              min_pixels=settings.image_min_token_num * f * f,
+                              max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
+        return rw, rh, ()
+    min_pixels = row.get('min_pixels', settings.video_min_token_num * f * f)
+    total_pixels = row.get('total_pixels', settings.model_seq_len * f * f * 0.9)
+    frame_cap = settings.video_max_token_num * f * f
+    max_pixels = max(min(frame_cap, total_pixels / nframes * settings.frame_factor), int(min_pixels * 1.05))
+    max_pixels = min(row.get('max_pixels', max_pixels), max_pixels)
+    rw, rh = _resize(width=width, height=height, factor=f, min_pixels=min_pixels, max_pixels=max_pixels,
+                          max_ratio=settings.max_ratio, name=name)
+    rounded = (max(f, _round_even(width, f)), max(f, _round_even(height, f)))
+    clamped: tuple[str, ...] = ()
+    if rw * rh < rounded[0] * rounded[1]:
+        # The sequence budget binds when it is below the per-frame cap (even where the floor of
+        # 1.05 * min_pixels then lifts it) and no row max_pixels is lower still.
+        seq_cap = total_pixels / nframes * settings.frame_factor
+        by_sequence = seq_cap < frame_cap and row.get('max_pixels', math.inf) >= max(seq_cap, int(min_pixels * 1.05))
+        clamped = ('model_seq_len' if by_sequence else 'max_pixels',)
+    elif rw * rh > rounded[0] * rounded[1]:
+        clamped = ('min_pixels',)
+    return rw, rh, clamped
+
+
+def _int_side(value: Any, what: str, name: str) -> int:
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise VideoError(f'{name}: `{what}` must be a positive integer, got {value!r}.')
+    return value
+
+
+# --- the geometry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class VideoGeometry:
+    """What happened to one video between the user's file and the vision encoder.
+
+    Times are seconds of the SOURCE video (``frame_times[i] = frame_indices[i] / video_fps``), the
+    clip window included. ``pair_times`` is each merged frame pair's time (the mean of its two
+    frames); ``timestamps`` is Qwen3-VL's text for each pair as the encode writes it (``'<1.3
+    seconds>'``), measured from ``timestamp_origin`` (0.0 in training; the clip's first sampled
+    frame in ms-swift's vLLM mode). ``second_per_grid_ts`` is Qwen2.5-VL's time step per pair.
+    ``sampling_step`` (``2 / sample_fps`` seconds) is the finest interval the model can tell apart.
+    """
+
+    original_width: int
+    original_height: int
+    video_fps: float
+    total_frames: int
+    video_start: float
+    video_end: float
+    start_frame: int
+    end_frame: int
+    frame_indices: tuple[int, ...]
+    sample_fps: float
+    frame_times: tuple[float, ...]
+    pair_times: tuple[float, ...]
+    resized_width: int
+    resized_height: int
+    grid: tuple[int, int, int]  # (t, h patches, w patches), as video_grid_thw
+    tokens_per_pair: int
+    num_tokens: int
+    sampling_step: float
+    second_per_grid_ts: float | None = None
+    timestamps: tuple[str, ...] = ()
+    timestamp_origin: float = 0.0
+    padded_frames: int = 0  # image lists: copies of the last frame added to make the count even
+    image_list: bool = False
+    clamped: tuple[str, ...] = field(default=())
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    @property
+    def grid_t(self) -> int:
+        return self.grid[0]
+
+    def frame_geometry(self) -> ImageGeometry:
+        """One frame as an :class:`ImageGeometry` (every frame has the same size)."""
+        return ImageGeometry(original_width=self.original_width, original_height=self.original_height,
+                             resized_width=self.resized_width, resized_height=self.resized_height,
+                             num_tokens=self.tokens_per_pair, grid=(1, self.grid[1], self.grid[2]))
+
+    def to_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """A box in original frame pixels mapped to what the model writes (see ImageGeometry)."""
+        return self.frame_geometry().to_model_frame(box, coords)
+
+    def from_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """A box the model wrote for a frame, mapped back to original frame pixels (unclipped)."""
+        return self.frame_geometry().from_model_frame(box, coords)
+
+    def nearest_frame(self, seconds: float) -> int:
+        """The position (0-based, in ``frame_indices``) of the sampled frame nearest ``seconds``."""
+        return min(range(self.num_frames), key=lambda i: abs(self.frame_times[i] - seconds))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = list(value)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VideoGeometry:
+        names = {f.name for f in fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**values)
+
+
+def _time_encoding(*, version: str, mode: str, indices: Sequence[int], fps: float,
+                   sample_fps: float) -> tuple[float | None, tuple[str, ...], float]:
+    """``(second_per_grid_ts, timestamps, timestamp_origin)`` for an ms-swift template ``version``."""
+    if version == 'v2_5':
+        return TEMPORAL_PATCH_SIZE / sample_fps, (), 0.0
+    if version != 'v3':
+        return None, (), 0.0
+    origin_index = indices[0] if mode == 'vllm' and indices[0] > 0 else 0
+    shifted = [i - origin_index for i in indices]
+    if len(shifted) % TEMPORAL_PATCH_SIZE:
+        shifted += [shifted[-1]] * (TEMPORAL_PATCH_SIZE - len(shifted) % TEMPORAL_PATCH_SIZE)
+    times = [i / fps for i in shifted]  # Qwen3VLProcessor._calculate_timestamps
+    pairs = [(times[i] + times[i + TEMPORAL_PATCH_SIZE - 1]) / 2 for i in range(0, len(times), TEMPORAL_PATCH_SIZE)]
+    return None, tuple(f'<{t:.1f} seconds>' for t in pairs), origin_index / fps
+
+
+def _check_version(version: str, mode: str) -> None:
+    if version not in QWEN_VERSIONS:
+        raise ValueError(f'`version` should be one of {sorted(QWEN_VERSIONS)}, got {version!r}.')
+    if mode not in MODES:
+        raise ValueError(f'`mode` should be one of {list(MODES)}, got {mode!r}.')
+
+
+def _assemble(*, width: int, height: int, video_fps: float, total_frames: int, window: tuple[float, float],
+              frames: tuple[int, int], indices: tuple[int, ...], sample_fps: float, times_fps: float,
+              settings: VideoSettings, row: Mapping[str, Any], version: str, mode: str, name: str,
+              padded: int = 0, image_list: bool = False, clamped: tuple[str, ...] = (),
+              original: tuple[int, int] | None = None) -> VideoGeometry:
+    # `width` x `height` is what reaches the video resize; `original` the file's size where it differs.
+    rw, rh, size_clamp = frame_size(width=width, height=height, nframes=len(indices), settings=settings, row=row,
+                                    name=name)
+    patch, merge = settings.patch_size, settings.spatial_merge_size
+    grid = (math.ceil(len(indices) / TEMPORAL_PATCH_SIZE), rh // patch, rw // patch)
+    tokens_per_pair = grid[1] * grid[2] // merge ** 2
+    frame_times = tuple(i / times_fps for i in indices)
+    pair_times = tuple((frame_times[i] + frame_times[min(i + 1, len(indices) - 1)]) / 2
+                       for i in range(0, len(indices), TEMPORAL_PATCH_SIZE))
+    spg, stamps, origin = _time_encoding(version=version, mode=mode, indices=indices, fps=times_fps,
+                                         sample_fps=sample_fps)
+    original_width, original_height = original or (width, height)
+    return VideoGeometry(
+        original_width=original_width, original_height=original_height, video_fps=video_fps, total_frames=total_frames,
+        video_start=window[0], video_end=window[1], start_frame=frames[0], end_frame=frames[1],
+        frame_indices=indices, sample_fps=sample_fps, frame_times=frame_times, pair_times=pair_times,
+        resized_width=rw, resized_height=rh, grid=grid, tokens_per_pair=tokens_per_pair,
+        num_tokens=grid[0] * tokens_per_pair, sampling_step=TEMPORAL_PATCH_SIZE / sample_fps,
+        second_per_grid_ts=spg, timestamps=stamps, timestamp_origin=origin, padded_frames=padded,
+        image_list=image_list, clamped=clamped + size_clamp)
+
+
+def predict_video_geometry(*, width: int, height: int, total_frames: int, video_fps: float,
+                           version: str = 'v2_5', mode: str = 'train', settings: VideoSettings | None = None,
+                           row_kwargs: Mapping[str, Any] | None = None, name: str = 'video') -> VideoGeometry:
+    """The geometry of a video file's encode, from its header values alone.
+
+    Args:
+        width, height: the decoded frame size; total_frames, video_fps: as the reader reports them
+            (see ``swift_ext.video_io.read_video_header``).
+        version: the ms-swift template's ``version``: ``'v2'`` (Qwen2-VL), ``'v2_5'`` (Qwen2.5-VL,
+            MiMo-VL), ``'v3'`` (Qwen3-VL, Qwen3.5).
+        mode: the template's mode; ``'vllm'`` measures Qwen3-VL timestamps from the clip's first frame.
+        settings: from :func:`video_settings` (default: the process environment, the version's patch).
+        row_kwargs: the row's ``chat_template_kwargs``.
+
+    Raises:
+        VideoError: a value qwen-vl-utils would refuse (the message names the video and the rule).
+    """
+    _check_version(version, mode)
+    settings = settings or video_settings(patch_size=QWEN_VERSIONS[version])
+    row = dict(row_kwargs or {})
+    start, end, clip = frame_range(total_frames=total_frames, video_fps=video_fps, video_start=row.get('video_start'),
+                                   video_end=row.get('video_end'), name=name)
+    count = sample_count(clip_frames=clip, video_fps=video_fps, settings=settings, row=row, name=name)
+    clamped = () if 'nframes' in row else _frame_clamp(count, clip=clip, video_fps=video_fps, settings=settings,
+                                                        row=row)
+    duration = total_frames / video_fps
+    window = (max(0.0, min(row['video_start'], duration)) if row.get('video_start') is not None else 0.0,
+              max(0.0, min(row['video_end'], duration)) if row.get('video_end') is not None else duration)
+    return _assemble(width=width, height=height, video_fps=video_fps, total_frames=total_frames, window=window,
+                     frames=(start, end), indices=frame_indices(start_frame=start, end_frame=end, count=count),
+                     sample_fps=count / max(clip, 1e-6) * video_fps, times_fps=video_fps, settings=settings,
+                     row=row, version=version, mode=mode, name=name, clamped=clamped)
+
+
+def image_list_frame_size(*, width: int, height: int, settings: VideoSettings,
+                          row: Mapping[str, Any] | None = None, name: str = 'frame') -> tuple[int, int]:
+    """The size ``fetch_image`` gives one frame of an image-list video, before the video resize.
+
+    qwen-vl-utils 0.0.14 calls ``fetch_image(frame, image_factor)``, passing the factor where the
+    patch size belongs, so the frame is rounded to twice the factor (56 or 64) under the IMAGE limits.
+    """
+    row = row or {}
+    f = settings.factor * SPATIAL_MERGE_SIZE
+    if 'resized_height' in row and 'resized_width' in row:
+        return _resize(width=_int_side(row['resized_width'], 'resized_width', name),
+                            height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                            max_ratio=settings.max_ratio, name=name)
+    return _resize(width=width, height=height, factor=f,
+                        min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
+                        max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
+                        max_ratio=settings.max_ratio, name=name)
+
+
+def predict_image_list_geometry(*, sizes: Sequence[tuple[int, int]], version: str = 'v2_5', mode: str = 'train',
+                                settings: VideoSettings | None = None, row_kwargs: Mapping[str, Any] | None = None,
+                                name: str = 'video') -> VideoGeometry:
+    """The geometry of an image-list video: ``sizes`` is each frame file's ``(width, height)``.
+
+    Every frame is kept; an odd count is padded with a copy of the last frame; the sample rate is
+    ``FPS`` (ms-swift sets ``sample_fps`` to it), which is also the times' frame rate. The
+    ``original_*`` size is the first frame file's (boxes map from it).
+    """
+    _check_version(version, mode)
+    settings = settings or video_settings(patch_size=QWEN_VERSIONS[version])
+    row = dict(row_kwargs or {})
+    if not sizes:
+        raise VideoError(f'{name}: an image-list video needs at least one frame, got none.')
+    resized = {image_list_frame_size(width=w, height=h, settings=settings, row=row, name=f'{name} frame {i}')
+               for i, (w, h) in enumerate(sizes)}
+    if len(resized) > 1:
+        raise VideoError(f'{name}: the frames of an image-list video must resize to one size (torch.stack), '
+                         f'got {sorted(resized)}.')
+    (width, height), = resized
+    count = math.ceil(len(sizes) / settings.frame_factor) * settings.frame_factor
+    sample_fps = settings.fps
+    indices = tuple(range(count))
+    return _assemble(width=width, height=height, video_fps=sample_fps, total_frames=count,
+                     window=(0.0, count / sample_fps), frames=(0, count - 1), indices=indices, sample_fps=sample_fps,
+                     times_fps=sample_fps, settings=settings, row=row, version=version, mode=mode, name=name,
+                     padded=count - len(sizes), image_list=True, original=tuple(sizes[0]))
