@@ -102,3 +102,22 @@ class StepIndex:
         while len(self.taken) > MAX_TAKEN:
             self.taken.popitem(last=False)
         return lines
+
+
+def trained_steps(lines: Iterable[dict], events: Iterable[dict]) -> tuple[list, dict]:
+    """A rank's whole log joined: its lines with ``step`` filled where a consume event gives it, and
+    ``{step: lines trained at that step}`` (a batch trained on twice is in both steps; a line no trained
+    batch claimed keeps ``step`` null and is in no step). Lines are copied, never changed in place."""
+    lines = [dict(line) for line in lines if isinstance(line, dict)]
+    index = StepIndex(max_waiting=len(lines) + 1)
+    index.add_lines(lines)
+    per_step: dict = collections.defaultdict(list)
+    for event in index.add_events(events):
+        found = index.batch_lines(event['batch'])
+        if found is None:
+            continue
+        for line in found:
+            if line.get('step') is None:
+                line['step'] = event.get('step')
+        per_step[event.get('step')].extend(found)
+    return lines, dict(per_step)

@@ -36,6 +36,17 @@ def test_score_a_real_infer_result(tiny_model, tmp_path):
     assert [r['images'][0]['path'] for r in written] == [r['images'][0] for r in rows]
     assert 'solution' not in written[0] and written[2]['objects']['bbox'] == [box]
 
+    # The geometry of each image as the inference encoded it, beside the results.
+    log = tmp_path / 'result_geometry'
+    lines = [json.loads(x) for x in (log / 'image_geometry.jsonl').read_text().splitlines()]
+    assert sorted(x['image'] for x in lines) == sorted(r['images'][0] for r in rows)
+    assert {(x['mode'], x['basis'], x['template']) for x in lines} == {('rollout', 'encode', 'qwen2_5_vl_geo')}
+    by_image = {x['image']: x for x in lines}
+    assert by_image[rows[1]['images'][0]]['resized_width'] * by_image[rows[1]['images'][0]]['resized_height'] <= 12544
+    [settings] = [json.loads(x) for x in (log / 'geometry_settings.jsonl').read_text().splitlines()]
+    assert settings['role'] == 'inference' and settings['settings']['template'] == 'qwen2_5_vl_geo'
+    assert json.loads((log / 'infer_args.json').read_text())['result_path'] == str(result)
+
     score = [os.path.join(BIN, 'swift-ext'), 'score', str(result), '--template', 'qwen2_5_vl', '--json']
     alone = subprocess.run(score, capture_output=True, text=True, timeout=120)
     assert alone.returncode == 0, alone.stderr
