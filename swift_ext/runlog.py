@@ -31,7 +31,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from . import deferred
@@ -51,6 +51,45 @@ COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_token
 MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'
+
+# --- the line contract: fields and limits, shared by the writer and every reader ------------------------
+# An encode's image_geometry line holds RECORD_HEAD, the ``ImageGeometry.to_dict()`` fields and
+# RECORD_TAIL; a failure's, RECORD_HEAD and FAILURE_TAIL; either adds PAYLOAD_FIELD for an in-memory
+# image (its decoded size). Readers (`review`, the callback) read these names and no others.
+RECORD_HEAD = ('step', 'rank', 'pid', 'mode', 'sample_id', 'image_index', 'image', 'template')
+RECORD_TAIL = ('clamped', 'mismatch', 'error', 'time')
+FAILURE_TAIL = ('error', 'time')
+PAYLOAD_FIELD = 'image_bytes'
+MODES = ('train', 'rollout')  # a record's ``mode``: an encode for training, or for generating rollouts
+# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
+# plausible, and a line must stay short whatever the key holds.
+MAX_KEY_CHARS = 4096
+MAX_ERROR_CHARS = 500  # a failure's error text is cut here
+# Lines readers take whole; a longer line is skipped and reported. Ours (geometry, settings) stay near
+# 1 KB, so 1 MiB is far past any real one; ms-swift's own files hold whole tables and prompts.
+MAX_GEO_LINE = 1 << 20  # image_geometry*.jsonl, geometry_settings.jsonl
+MAX_LOG_LINE = 32 << 20  # logging.jsonl
+MAX_COMPLETIONS_LINE = 64 << 20  # completions.jsonl
+MAX_ARGS_BYTES = 4 << 20  # args.json
+
+
+def geometry_records(lines: Iterable[tuple[int, bytes]], *, decode: Callable[[bytes], Any] = json.loads,
+                     errors: tuple = (ValueError, RecursionError),
+                     bad: Callable[[int, bytes], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for image_geometry lines ``(line number, bytes)``, in order.
+
+    Every reader of image_geometry*.jsonl (the callback's tail, `review`, its gallery) goes through
+    here, so what a line means is decided in one place. A line ``decode`` refuses is handed to
+    ``bad`` and skipped.
+    """
+    for number, line in lines:
+        try:
+            record = decode(line)
+        except errors:
+            if bad is not None:
+                bad(number, line)
+            continue
+        yield number, record
 
 
 class _State:
@@ -209,14 +248,9 @@ def failure_record(*, key: str, image_index: int, mode: str, template: str, erro
                    sample_id: str) -> dict:
     rec = {'step': STATE.step, 'rank': rank(), 'pid': os.getpid(), 'mode': _mode(mode),
            'sample_id': sample_id, 'image_index': image_index, 'image': _short_key(key),
-           'template': template, 'error': error[:500], 'time': time.time()}
+           'template': template, 'error': error[:MAX_ERROR_CHARS], 'time': time.time()}
     _add_payload_size(rec, key)
     return rec
-
-
-# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
-# plausible, and a line must stay short whatever the key holds.
-MAX_KEY_CHARS = 4096
 
 
 def _short_key(key: str) -> str:
@@ -526,12 +560,8 @@ class GeoFileTail:
         if end < 0:
             return []
         self.offset += end + 1
-        records = []
-        for line in data[:end].split(b'\n'):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                self.bad_lines += 1
-        return records
+        lines = ((0, line) for line in data[:end].split(b'\n') if line.strip())
+        return [record for _, record in geometry_records(lines, bad=self._bad)]
+
+    def _bad(self, number: int, line: bytes) -> None:
+        self.bad_lines += 1

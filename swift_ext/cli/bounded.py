@@ -91,6 +91,13 @@ class FileStatus:
         if len(self.bad_line_numbers) < MAX_LINE_NUMBERS:
             self.bad_line_numbers.append(line_no)
 
+    def undecodable(self, line_no: int, line: bytes) -> None:
+        """A line that does not decode: a last line without its newline is a write cut short, else bad."""
+        if not line.endswith(b'\n'):
+            self.truncated_last_line = True
+        else:
+            self.bad(line_no)
+
     def problems(self) -> list[str]:
         name = os.path.basename(self.path)
         out = []
@@ -186,10 +193,7 @@ def iter_lines(path: str, status: FileStatus, *, max_line: int, progress=None,
         try:
             value = decode(line)
         except errors:
-            if not line.endswith(b'\n'):
-                status.truncated_last_line = True
-            else:
-                status.bad(line_no)
+            status.undecodable(line_no, line)
             continue
         yield line_no, value
 

@@ -36,8 +36,13 @@ from typing import Any
 
 from ..boxes import parse_boxes
 from ..geometry import COORDS, GeometryError, ImageGeometry
+from ..images import read_image_size
 from ..scoring import box_iou, iou_score, parse_solution
 from .bounded import FileStatus, iter_raw_lines, refuse_reason, short
+from .cards import CSS as CARDS_CSS
+from .cards import Item, draw_gallery, gallery_html
+from .output import OutputError, prepare_out_dir, write_text
+from .page import esc, facts, page, table
 
 MAX_LINE = 64 << 20
 MAX_EXAMPLES = 10  # row numbers kept per kind of problem
@@ -114,10 +119,6 @@ def image_source(row: dict) -> tuple[Any, bytes | None, str]:
 
 def row_geometry(row: dict, settings) -> tuple[ImageGeometry, Any, bytes | None, str]:
     """The geometry the template gives the row's first image, and how to draw that image."""
-    try:
-        from ..images import read_image_size
-    except ImportError:  # before swift_ext.images existed
-        from ..geometry import read_image_size
     source, data, key = image_source(row)
     kwargs = row.get('chat_template_kwargs')
     if kwargs is not None and not isinstance(kwargs, dict):
@@ -333,8 +334,7 @@ def _kind(message: str) -> str:
 
 # --- gallery --------------------------------------------------------------------------------------------------
 def gallery_items(path: str, picks: dict[int, list[str]], settings, coords: str,
-                  dataset: str | None = None) -> list:
-    from .gallery import Item
+                  dataset: str | None = None) -> list[Item]:
     items = []
     status = FileStatus(path)
     solutions = dataset_solutions(dataset)
@@ -381,36 +381,25 @@ def format_text(r: dict) -> str:
     return '\n'.join(lines)
 
 
-def write_html(r: dict, items: list, path: str, max_bytes: int) -> None:
-    import html as html_mod
-
-    from .gallery import CSS as GALLERY_CSS
-    from .gallery import gallery_html
-    from .output import write_text
-    from .review_report import CSS, SORT_JS, table
-    section, _ = gallery_html(items, max_bytes, title='Predictions') if items else ('', None)
+def write_html(r: dict, items: list[Item], path: str, max_bytes: int) -> None:
+    section = gallery_html(draw_gallery(items, max_bytes), title='Predictions') if items else ''
     cols = ['bucket', 'rows', 'mean IoU', 'Acc@0.5', 'Acc@0.75', 'matched', 'no box']
 
     def rows(d):
         return [[k, b['rows'], b['mean_iou'], b['acc50'], b['acc75'], b['matched'], b['no_box']] for k, b in d.items()]
     overall = [['all rows', r['scored'], r['mean_iou'], r['acc50'], r['acc75'], r['matched'], r['no_box']]]
-    problems = ''.join(f'<li>{html_mod.escape(p["kind"])}: {p["rows"]:,} row(s), '
-                       f'e.g. {html_mod.escape(p["example"])}</li>' for p in r['problems'])
-    page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>swift-ext score</title>
-<style>{CSS}
-{GALLERY_CSS}</style></head><body>
-<h1>swift-ext score: {html_mod.escape(os.path.basename(r['file']))}</h1>
-<dl class="facts"><dt>file</dt><dd>{html_mod.escape(r['file'])}</dd>
-<dt>template</dt><dd>{html_mod.escape(r['template'])}</dd>
-<dt>boxes read as</dt><dd>{html_mod.escape(r['coords'])}</dd><dt>settings fingerprint</dt>
-<dd>{html_mod.escape(r['settings_fingerprint'])}</dd><dt>rows</dt><dd>{r['rows']:,} ({r['scored']:,} scored)</dd></dl>
+    problems = ''.join(f'<li>{esc(p["kind"])}: {p["rows"]:,} row(s), e.g. {esc(p["example"])}</li>'
+                       for p in r['problems'])
+    pairs = [('file', r['file']), ('template', r['template']), ('boxes read as', r['coords']),
+             ('settings fingerprint', r['settings_fingerprint']), ('rows', f'{r["rows"]:,} ({r["scored"]:,} scored)')]
+    body = f"""<h1>swift-ext score: {esc(os.path.basename(r['file']))}</h1>
+{facts(pairs)}
 {f'<h2>Rows not scored</h2><ul class="problems">{problems}</ul>' if problems else ''}
 <h2>Metrics</h2>{table(cols, overall, sortable=False)}
 <h3>By visual tokens</h3>{table(cols, rows(r['by_visual_tokens']))}
 <h3>By original size</h3>{table(cols, rows(r['by_original_size']))}
-{section}
-<script>{SORT_JS}</script></body></html>"""
-    write_text(path, page)
+{section}"""
+    write_text(path, page('swift-ext score', body, CARDS_CSS))
 
 
 # --- command line -------------------------------------------------------------------------------------------------
@@ -468,7 +457,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     picks = result.pop('_picks')
     if args.html:
-        from .output import OutputError, prepare_out_dir
         try:
             prepare_out_dir(os.path.dirname(os.path.abspath(args.html)), named_by_user=True)
             write_html(result, gallery_items(args.result, picks, settings, coords, args.dataset), args.html,
