@@ -10,6 +10,7 @@ result); ``gallery_html`` only places what was drawn.
 """
 from __future__ import annotations
 
+import argparse
 import base64
 import io
 import math
@@ -31,6 +32,20 @@ MAX_DRAW_PIXELS = 64_000_000  # larger images are not decoded for a thumbnail
 GT_COLOR = (26, 152, 80)
 PRED_COLOR = (215, 48, 31)
 TILE_COLOR = (40, 90, 220, 90)
+
+MAX_GALLERY_MB = 1024.0  # --gallery-max-mb above this is refused: a page is opened in a browser
+
+
+def gallery_mb(text: str) -> float:
+    """``--gallery-max-mb``: a finite number of megabytes in (0, ``MAX_GALLERY_MB``] (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of megabytes, got {text[:40]!r}') from None
+    if not 0 < value <= MAX_GALLERY_MB:  # NaN fails too
+        raise argparse.ArgumentTypeError(f'must be more than 0 and at most {MAX_GALLERY_MB:g}, got {text[:40]!r}')
+    return value
+
 
 CSS = """.gallery{display:grid;grid-template-columns:repeat(auto-fill,minmax(440px,1fr));gap:14px}
 .card{border:1px solid #ddd;border-radius:6px;padding:10px;background:#fff}
@@ -57,6 +72,7 @@ class Item:
     rewards: dict[str, float | None] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     row_label: str = ''
+    withheld: str | None = None  # why the image file may not be embedded (``embed``), where it may not
 
     @property
     def gt_boxes(self) -> list[list[float]] | None:
@@ -94,6 +110,8 @@ class Item:
 def _load(item: Item):
     """The item's image as a small RGB PIL image, or (None, why not)."""
     from PIL import Image
+    if item.withheld:
+        return None, item.withheld
     if item.image_bytes is not None:
         source: Any = io.BytesIO(item.image_bytes)
         size_source: Any = item.image_bytes
@@ -125,7 +143,8 @@ def _load(item: Item):
                 img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.NEAREST)
             return (img, original), None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return None, f'image unreadable: {short(str(exc), 160)}'
+        # The type only: PIL's messages can quote the file's first bytes, which the page must not carry.
+        return None, f'image unreadable ({type(exc).__name__})'
 
 
 
@@ -212,17 +231,22 @@ class Gallery:
     cards: tuple[Card, ...]
     max_bytes: int
     embedded: int
-    left_out: int
+    left_out: int  # drawn, but past the byte bound
     bytes: int
+    withheld: int = 0  # image files not embedded: not under a confirmed folder (``embed``)
+    confirmed: tuple[str, ...] = ()  # where image files may come from, as the page says
+    notes: tuple[str, ...] = ()
 
     def summary(self) -> list[dict]:
         return [c.summary() for c in self.cards]
 
     def counts(self) -> dict:
-        return {'embedded': self.embedded, 'left_out': self.left_out, 'bytes': self.bytes}
+        return {'embedded': self.embedded, 'left_out': self.left_out, 'bytes': self.bytes,
+                'withheld': self.withheld, 'confirmed_folders': list(self.confirmed), 'notes': list(self.notes)}
 
 
-def draw_gallery(items: Sequence[Item], max_bytes: int) -> Gallery:
+def draw_gallery(items: Sequence[Item], max_bytes: int, confirmed: Sequence[str] = (),
+                 notes: Sequence[str] = ()) -> Gallery:
     """Draw each item; thumbnails are kept while their data URLs fit ``max_bytes`` in all."""
     cards, used, left_out, embedded = [], 0, 0, 0
     for item in items:
@@ -236,7 +260,8 @@ def draw_gallery(items: Sequence[Item], max_bytes: int) -> Gallery:
                 used += size
                 embedded += 1
         cards.append(Card(item, data, None if data is not None else (why or 'no image'), tuple(notes)))
-    return Gallery(tuple(cards), max_bytes, embedded, left_out, used)
+    withheld = sum(1 for item in items if item.withheld)
+    return Gallery(tuple(cards), max_bytes, embedded, left_out, used, withheld, tuple(confirmed), tuple(notes))
 
 
 def _data_url(jpeg: bytes) -> str:
@@ -262,6 +287,12 @@ def gallery_html(gallery: Gallery, title: str = 'Rollouts') -> str:
     if gallery.left_out:
         note = (f'<p class="warn">{gallery.left_out} of {len(gallery.cards)} image(s) left out to keep the embedded '
                 f'images under {gallery.max_bytes / (1 << 20):.1f} MB (--gallery-max-mb).</p>')
+    if gallery.withheld:
+        note += (f'<p class="warn">{gallery.withheld} of {len(gallery.cards)} image file(s) not embedded: they lie '
+                 'outside the confirmed folders (--images-under DIR adds one).</p>')
+    if gallery.confirmed:
+        note += f'<p>Image files are embedded only from: {esc("; ".join(gallery.confirmed))}.</p>'
+    note += ''.join(f'<p class="warn">{esc(n)}</p>' for n in gallery.notes)
     legend = (f'<p><span class="swatch" style="background:rgb{GT_COLOR}"></span>ground truth'
               f'<span class="swatch" style="background:rgb{PRED_COLOR}"></span>predicted, in original pixels'
               f'<span class="swatch" style="background:rgb{TILE_COLOR[:3]};opacity:.5"></span>tiles</p>')

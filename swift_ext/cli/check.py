@@ -45,7 +45,6 @@ how many of the dataset's images each side would resize differently (headers onl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -59,6 +58,7 @@ from ..images import classify, read_image_header
 from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
 from .dataset import iter_rows, row_images, row_limits
+from .text import ArgumentParser, echo
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
@@ -466,7 +466,7 @@ def _show(key: str, value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='swift-ext check',
         description='Compare the image preprocessing settings the trainer and the rollout '
                     'side logged. Exit status: 0 same, 1 different, 2 unreadable input.')
@@ -483,13 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         report = check(args.paths, dataset=args.dataset)
         text = json.dumps(report, indent=2) if args.json else format_report(report)
     except DriftInputError as exc:
-        print(f'swift-ext check: {exc}', file=sys.stderr)
+        echo(f'swift-ext check: {exc}', err=True)
         return 2
     except Exception as exc:  # input of a shape nothing above foresaw: still exit 2, never a traceback
-        print(f'swift-ext check: cannot compare {", ".join(args.paths)[:300]}: {type(exc).__name__}: '
-              f'{str(exc)[:300]}', file=sys.stderr)
+        echo(f'swift-ext check: cannot compare {", ".join(args.paths)[:300]}: {type(exc).__name__}: '
+             f'{str(exc)[:300]}', err=True)
         return 2
-    print(text)
+    echo(text)
     return 0 if report['same'] else 1
 
 

@@ -2,13 +2,15 @@
 
 Numbers are formatted for people (``fmt``); tables are real tables, sortable by clicking a header
 (``SORT_JS``, a few lines of plain JavaScript that sort by each cell's ``data-v`` key); every text
-from a log or a result file is escaped. Pages are self-contained: no file or network fetch.
+from a log or a result file goes through ``esc``. Pages are self-contained: no file or network fetch.
 """
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
 from typing import Any
+
+from .text import visible
 
 CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1180px;margin:auto;padding:0 16px;
 color:#222;background:#fafafa}h1{margin-bottom:2px}h2{margin-top:28px;border-bottom:1px solid #ddd}
@@ -59,8 +61,9 @@ def fmt(value: Any) -> str:
 
 
 def esc(value: Any) -> str:
-    """Text for an HTML page: ``str(value)`` with ``& < > " '`` escaped."""
-    return html.escape(str(value))
+    """Text for an HTML page: ``& < > " '`` escaped, and control characters and lone surrogates shown as
+    escapes (``text.visible``), so the page is valid UTF-8 and reads as the terminal does."""
+    return html.escape(visible(value))
 
 
 def cell(value: Any) -> str:

@@ -131,15 +131,17 @@ def _run(tmp_path):
 
 
 @pytest.mark.parametrize('planted', ['report.html', 'visual_tokens.png', 'megapixels.png'])
-def test_planted_symlink_is_replaced_not_followed(planted, tmp_path):
+def test_planted_symlink_is_refused_not_followed(planted, tmp_path, capsys):
     run = _run(tmp_path / 'run')
     victim = tmp_path / 'victim.sh'
     victim.write_text('original\n')
     (run / 'review').mkdir()
     os.symlink(victim, run / 'review' / planted)
-    assert review.main([str(run)]) == 0
+    assert review.main([str(run)]) == 2  # issue 27: an output replaces only a regular file
+    assert f"{run / 'review' / planted}: it is a symlink" in capsys.readouterr().err
     assert victim.read_text() == 'original\n'
-    assert not os.path.islink(run / 'review' / planted) and (run / 'review' / planted).stat().st_size > 0
+    assert os.path.islink(run / 'review' / planted)
+    assert not [n for n in os.listdir(run / 'review') if n.endswith('.tmp')]
 
 
 def test_symlinked_default_out_folder_is_refused(tmp_path, capsys):

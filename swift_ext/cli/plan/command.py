@@ -7,6 +7,7 @@ import os
 import sys
 
 from ..dataset import cut
+from ..text import ArgumentParser, echo
 from .report import format_text, summary
 from .run import DEFAULT_SWEEP, DEFAULT_TILE_SWEEP, PlanAborted, plan_dataset
 from .work import plan_settings, tile_knob
@@ -59,7 +60,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser(prog: str = 'swift-ext plan') -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=__doc__.split('\n')[0],
+    p = ArgumentParser(prog=prog, description=__doc__.split('\n')[0],
                                 epilog=HELP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('dataset', metavar='DATASET', help='a .jsonl, .json or .parquet dataset in ms-swift format')
     p.add_argument('--template', required=True, help='a `_geo` template, e.g. qwen2_5_vl_geo')
@@ -85,14 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = plan_settings(args.template, max_pixels=args.max_pixels,
                                  min_pixels=args.min_pixels, max_num=args.max_num)
     except ValueError as exc:
-        print(f'swift-ext plan: {exc}', file=sys.stderr)
+        echo(f'swift-ext plan: {exc}', err=True)
         return EXIT_USAGE
     if args.min_pixels is not None and not hasattr(settings, 'min_pixels'):
-        print(f'swift-ext plan: --min_pixels does not apply to {settings.template}; ignored.', file=sys.stderr)
+        echo(f'swift-ext plan: --min_pixels does not apply to {settings.template}; ignored.', err=True)
     if args.max_num is not None and not hasattr(settings, 'max_num'):
-        print(f'swift-ext plan: --max_num does not apply to {settings.template}; ignored.', file=sys.stderr)
+        echo(f'swift-ext plan: --max_num does not apply to {settings.template}; ignored.', err=True)
     if not os.path.isfile(args.dataset):
-        print(f'swift-ext plan: DATASET must be a regular file, got {args.dataset!r}.', file=sys.stderr)
+        echo(f'swift-ext plan: DATASET must be a regular file, got {args.dataset!r}.', err=True)
         return EXIT_USAGE
     tiling = tile_knob(settings) is not None
     sweep = args.sweep if args.sweep is not None else ([] if tiling else list(DEFAULT_SWEEP))
@@ -104,11 +105,11 @@ def main(argv: list[str] | None = None) -> int:
             stats = plan_dataset(args.dataset, settings, sweep=sweep, tile_sweep=tile_sweep,
                                  workers=args.workers, verify=args.verify, progress=progress)
     except PlanAborted as exc:
-        print(f'swift-ext plan: {exc}', file=sys.stderr)
+        echo(f'swift-ext plan: {exc}', err=True)
         return EXIT_INCOMPLETE
     except (OSError, ValueError, RecursionError) as exc:
-        print(f'swift-ext plan: {args.dataset}: {cut(str(exc), 500)}', file=sys.stderr)
+        echo(f'swift-ext plan: {args.dataset}: {cut(str(exc), 500)}', err=True)
         return EXIT_USAGE
     s = summary(stats, settings)
-    print(json.dumps(s, indent=1) if args.json else format_text(s))
+    echo(json.dumps(s, indent=1) if args.json else format_text(s))
     return EXIT_OK

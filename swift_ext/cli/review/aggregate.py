@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...runlog import LOGGING_FILE, MAX_LOG_LINE, MODES
-from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_number, iter_lines, short
+from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_metric, iter_lines, short
 from .read import GeoLine, geometry_files, geometry_lines
 
 MAX_EXAMPLES = 10  # examples kept per kind of problem
@@ -191,16 +191,17 @@ def read_geometry(run_dir: str, progress=None) -> GeometryStats:
 class Series:
     """One metric over steps: exact mean and missing count, at most ``MAX_POINTS`` points kept."""
 
-    __slots__ = ('points', 'stride', 'seen', 'sum', 'n', 'missing')
+    __slots__ = ('points', 'stride', 'seen', 'sum', 'n', 'missing', 'out_of_range')
 
     def __init__(self):
         self.points: list[tuple[int, float]] = []
-        self.stride, self.seen, self.sum, self.n, self.missing = 1, 0, 0.0, 0, 0
+        self.stride, self.seen, self.sum, self.n, self.missing, self.out_of_range = 1, 0, 0.0, 0, 0, 0
 
     def add(self, step: int, value: Any) -> None:
-        number = as_number(value)
+        number, bad = as_metric(value)
         if number is None:
-            self.missing += 1
+            self.out_of_range += bad
+            self.missing += not bad
             return
         self.sum += number
         self.n += 1

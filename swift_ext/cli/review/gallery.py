@@ -27,6 +27,7 @@ from ...runlog import COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES
 from ...settings import default_settings
 from ..bounded import FileStatus, as_int, as_number, iter_raw_lines, short
 from ..cards import Item
+from ..embed import ImagePolicy
 from .read import geometry_files, geometry_lines
 
 MAX_RECORDS_PER_STEP = 10000
@@ -225,8 +226,13 @@ def _first_image(value: Any) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) < 4096 else None
 
 
-def review_gallery(run_dir: str, sampler: RowSampler, info: dict, coords: str | None = None) -> list[Item]:
-    """The review gallery's items: chosen rows, their images and geometry, in the run's box convention."""
+def review_gallery(run_dir: str, sampler: RowSampler, info: dict, policy: ImagePolicy,
+                   coords: str | None = None) -> list[Item]:
+    """The review gallery's items: chosen rows, their images and geometry, in the run's box convention.
+
+    An image file is drawn only when the run's image_geometry records name it and ``policy``
+    confirms its folder (``embed``); otherwise its card says why.
+    """
     picks = sampler.picks()
     rows = fetch_rows(os.path.join(run_dir, COMPLETIONS_FILE), picks, MAX_COMPLETIONS_LINE)
     coords, coords_note = coords_for(info, coords)
@@ -236,7 +242,9 @@ def review_gallery(run_dir: str, sampler: RowSampler, info: dict, coords: str | 
         key = table.get('geo_image')
         if isinstance(key, str) and key:
             keys.add(key.split(';')[0])
-        elif _first_image(table.get('images')) is None and p.step is not None:
+        elif _first_image(table.get('images')) is not None:
+            keys.add(_first_image(table.get('images')))
+        elif p.step is not None:
             steps.add(p.step)
     by_step, by_key = read_step_records(geometry_files(run_dir), steps, keys)
     items = []
@@ -257,7 +265,19 @@ def review_gallery(run_dir: str, sampler: RowSampler, info: dict, coords: str | 
         if coords_note and item.geometry:
             item.notes.append(coords_note)
         items.append(item)
+    local = [i for i in items if _is_file(i.image_key)]
+    policy.confirm(i.image_key for i in local if i.image_key in by_key)
+    for item in local:
+        if item.image_key not in by_key:
+            item.withheld = ('image not embedded: no image_geometry record of this run names '
+                             f'{short(item.image_key, 160)}')
+        else:
+            item.withheld = policy.refusal(item.image_key)
     return items
+
+
+def _is_file(key: str | None) -> bool:
+    return bool(key) and not key.startswith('sha1:') and '://' not in key
 
 
 def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dict | None:
@@ -268,7 +288,7 @@ def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dic
     path = _first_image(table.get('images'))
     if path is not None:
         item.image_key = path
-        return None
+        return by_key.get(path)
     modes = by_step.get(p.step, {})
     records = modes.get('rollout') or modes.get('train') or []
     groups = _group_samples(records)
@@ -285,6 +305,8 @@ def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dic
         return None
     key = group[0].get('image')
     item.image_key = key if isinstance(key, str) else None
+    if item.image_key:
+        by_key.setdefault(item.image_key, group[0])  # the records name it: they gave it
     return group[0]
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...runlog import COMPLETION_COLUMNS, COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES
-from ..bounded import FileStatus, Histogram, as_int, as_number, iter_lines
+from ..bounded import FileStatus, Histogram, as_int, as_metric, as_number, iter_lines
 from .aggregate import MAX_SERIES, MAX_STEPS, GeometryStats
 
 # Columns of GRPO's completions table that are not rewards.
@@ -30,6 +30,7 @@ class CompletionStats:
     reward_missing: dict[str, int]
     joined_by: dict[str, int]  # how rows got their tokens: 'column', 'step' or 'none'
     by_token_quartile: list[dict]
+    reward_out_of_range: dict[str, int]  # values infinite or beyond bounded.MAX_METRIC, left out
 
 
 def step_tokens(geo: GeometryStats) -> dict[int, float]:
@@ -56,7 +57,7 @@ def read_completions(run_dir: str, reward_names: list[str], step_tokens: dict[in
     ``sampler`` (the gallery's) is offered every row.
     """
     status = FileStatus(os.path.join(run_dir, COMPLETIONS_FILE))
-    sums: dict[str, list] = {}  # name -> [sum, count, missing]
+    sums: dict[str, list] = {}  # name -> [sum, count, missing, out of range]
     by_tokens: dict[int, dict[str, list]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0]))
     rows_by_tokens = Histogram()
     joined = {'column': 0, 'step': 0, 'none': 0}
@@ -89,25 +90,36 @@ def read_completions(run_dir: str, reward_names: list[str], step_tokens: dict[in
             bucket = int(round(tokens)) if tokens is not None and tokens < 1 << 53 else None
             if bucket is not None:
                 rows_by_tokens.add(bucket)
-            values = {}
-            for name, column in columns.items():
-                cell = sums.setdefault(name, [0.0, 0, 0])
-                value = as_number(column[i]) if isinstance(column, list) and i < len(column) else None
-                values[name] = value
-                if value is None:
-                    cell[2] += 1
-                    continue
-                cell[0] += value
-                cell[1] += 1
-                if bucket is not None and len(by_tokens) < MAX_STEPS:
-                    acc = by_tokens[bucket - bucket % rows_by_tokens.width][name]
-                    acc[0] += value
-                    acc[1] += 1
+            cells = by_tokens[bucket - bucket % rows_by_tokens.width] \
+                if bucket is not None and len(by_tokens) < MAX_STEPS else None
+            values = _add_rewards(sums, columns, i, cells)
             if sampler is not None:
                 sampler.offer(step, line_no, i, values)
-    means = {name: s / n for name, (s, n, _) in sums.items() if n}
-    missing = {name: m for name, (_, _, m) in sums.items()}
-    return CompletionStats(status, rows, means, missing, joined, _quartile_table(rows_by_tokens, by_tokens))
+    means = {name: s / n for name, (s, n, _, _) in sums.items() if n}
+    missing = {name: m for name, (_, _, m, _) in sums.items()}
+    out_of_range = {name: b for name, (_, _, _, b) in sums.items() if b}
+    return CompletionStats(status, rows, means, missing, joined, _quartile_table(rows_by_tokens, by_tokens),
+                           out_of_range)
+
+
+def _add_rewards(sums: dict[str, list], columns: dict, i: int, cells: dict | None) -> dict[str, float | None]:
+    """Row ``i``'s reward values, added to ``sums`` (name -> [sum, count, missing, out of range]) and to
+    its token bucket's ``cells``; a value out of range (``as_metric``) is counted, never added."""
+    values = {}
+    for name, column in columns.items():
+        cell = sums.setdefault(name, [0.0, 0, 0, 0])
+        value, bad = as_metric(column[i]) if isinstance(column, list) and i < len(column) else (None, False)
+        values[name] = value
+        if value is None:
+            cell[3 if bad else 2] += 1
+            continue
+        cell[0] += value
+        cell[1] += 1
+        if cells is not None:
+            acc = cells[name]
+            acc[0] += value
+            acc[1] += 1
+    return values
 
 
 def _quartile_table(weights: Histogram, by_tokens: dict[int, dict[str, list]]) -> list[dict]:

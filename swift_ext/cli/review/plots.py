@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from ..bounded import Histogram, short
 from ..page import fmt
+from ..text import visible
 from .summary import ReviewSummary
 
 MAX_BARS = 30  # histograms with more distinct values are binned
@@ -20,7 +21,7 @@ LOG_SPREAD = 50  # max / min beyond which a histogram's x axis is logarithmic
 
 def _plain(text: str, limit: int = 60) -> str:
     """A log-controlled name as matplotlib text: ``$`` escaped (no math text), length bounded."""
-    return short(str(text), limit).replace('$', r'\$')
+    return visible(short(str(text), limit)).replace('$', r'\$')
 
 
 def _pyplot():

@@ -89,6 +89,8 @@ def _reward_line(s: ReviewSummary) -> str | None:
             note = f' ({missing:,} of {total:,} values missing)' if missing else ''
         elif s.reward_missing_logged.get(name):
             note = f' ({s.reward_missing_logged[name]:,} step(s) missing)'
+        if s.reward_out_of_range.get(name):
+            note += f' ({s.reward_out_of_range[name]:,} out of range, left out)'
         parts.append(f'{short(name, 60)} {fmt(value)}{note}')
     return 'Reward means: ' + ', '.join(parts)
 
@@ -139,11 +141,15 @@ def _rewards_section(s: ReviewSummary) -> str:
     names = sorted(set(logged) | set(comp) | set(missing_c))
     if not names:
         return ''
+    headers = ['reward', 'mean of logged steps', 'steps missing', 'mean of completions', 'values', 'values missing']
     rows = [[name, logged.get(name), missing_l.get(name), comp.get(name), s.reward_values(name), missing_c.get(name)]
             for name in names]
-    out = '<h2>Rewards</h2><p>Missing values are rewards that were None or NaN (no opinion); they are left out of ' \
-          'the means.</p>' + table(['reward', 'mean of logged steps', 'steps missing', 'mean of completions',
-                                    'values', 'values missing'], rows)
+    note = 'Missing values are rewards that were None or NaN (no opinion); they are left out of the means.'
+    if s.reward_out_of_range:
+        headers.append('out of range')
+        rows = [[*row, s.reward_out_of_range.get(row[0], 0)] for row in rows]
+        note += ' Values out of range (infinite, or beyond \u00b11e150) are left out too, and counted.'
+    out = f'<h2>Rewards</h2><p>{note}</p>' + table(headers, rows)
     quart = s.reward_by_token_quartile
     if quart:
         qnames = sorted({n for g in quart for n in g['reward_means']})

@@ -7,12 +7,14 @@ only present the ``ReviewSummary`` it returns, so all three say the same thing.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from ...runlog import GEOMETRY_GLOB, LOGGING_FILE
-from ..bounded import Histogram
+from ...runlog import COMPLETIONS_FILE, GEOMETRY_GLOB, LOGGING_FILE
+from ..bounded import MAX_METRIC, Histogram
 from ..cards import Gallery, draw_gallery
+from ..embed import review_policy
 from .aggregate import (
     MAX_EXAMPLES,
     MAX_SERIES,
@@ -25,7 +27,7 @@ from .aggregate import (
 )
 from .gallery import RowSampler, review_gallery
 from .join import read_completions, step_tokens
-from .read import read_run_info
+from .read import read_args, read_run_info
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class ReviewSummary:
     reward_missing_logged: dict[str, int]
     reward_means_completions: dict[str, float]
     reward_missing_completions: dict[str, int]
+    reward_out_of_range: dict[str, int]  # values infinite or beyond bounded.MAX_METRIC (logged steps + rows)
     completion_rows: int
     completions_joined_by: dict[str, int]
     reward_by_token_quartile: tuple[dict, ...]
@@ -138,8 +141,12 @@ def _plain(value: Any) -> Any:
 
 
 def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | None = None,
-              gallery_seed: int = 0, gallery_max_bytes: int = 4 << 20) -> ReviewSummary:
-    """Read, aggregate and join a run's logs (and draw its gallery of ``gallery`` rows)."""
+              gallery_seed: int = 0, gallery_max_bytes: int = 4 << 20,
+              images_under: Sequence[str] = ()) -> ReviewSummary:
+    """Read, aggregate and join a run's logs (and draw its gallery of ``gallery`` rows).
+
+    ``images_under``: folders whose image files the gallery may embed, besides the defaults of ``embed``.
+    """
     geo = read_geometry(run_dir, progress)
     log = read_logging(run_dir, progress)
     reward_names = sorted(k[len('rewards/'):-len('/mean')] for k in log.series
@@ -149,7 +156,9 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
     info = read_run_info(run_dir)
     drawn = None
     if sampler is not None and comp.rows:
-        drawn = draw_gallery(review_gallery(run_dir, sampler, info, coords=coords), gallery_max_bytes)
+        policy = review_policy(run_dir, read_args(run_dir), images_under)
+        drawn = draw_gallery(review_gallery(run_dir, sampler, info, policy, coords=coords), gallery_max_bytes,
+                             policy.describe(), policy.notes)
     logged = {name: log.series[f'rewards/{name}/mean'] for name in reward_names}
     main = geo.by_mode.get(geo.main_mode) if geo.main_mode else None
     return ReviewSummary(
@@ -162,16 +171,31 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
         reward_means_logged={name: s.mean for name, s in logged.items()},
         reward_missing_logged={name: s.missing for name, s in logged.items()},
         reward_means_completions=comp.reward_means, reward_missing_completions=comp.reward_missing,
+        reward_out_of_range=_out_of_range(logged, comp.reward_out_of_range),
         completion_rows=comp.rows, completions_joined_by=comp.joined_by,
         reward_by_token_quartile=tuple(comp.by_token_quartile),
         series={k: s.points for k, s in log.series.items()}, series_means={k: s.mean for k, s in log.series.items()},
         images=ImageSummary.of(main) if main is not None else None, gallery=drawn)
 
 
+def _out_of_range(logged: dict, completions: dict[str, int]) -> dict[str, int]:
+    out = {name: s.out_of_range for name, s in logged.items() if s.out_of_range}
+    for name, n in completions.items():
+        out[name] = out.get(name, 0) + n
+    return dict(sorted(out.items()))
+
+
 def _problems(run_dir: str, geo: GeometryStats, log, comp) -> list[str]:
     problems = [p for f in [*geo.files, log.status, comp.status] for p in f.problems()]
     if not geo.files:
         problems.insert(0, f'no {GEOMETRY_GLOB} in {run_dir} (was --callbacks geo_log used?)')
+    for key, series in log.series.items():
+        if series.out_of_range:
+            problems.append(f'{LOGGING_FILE}: {key}: {series.out_of_range:,} value(s) infinite or beyond '
+                            f'\u00b1{MAX_METRIC:g} left out of its mean and plot')
+    for name, count in comp.reward_out_of_range.items():
+        problems.append(f'{COMPLETIONS_FILE}: {name}: {count:,} value(s) infinite or beyond \u00b1{MAX_METRIC:g} '
+                        'left out of its mean')
     if log.dropped_keys:
         problems.append(f'{LOGGING_FILE}: {log.dropped_keys} metric key(s) beyond the first {MAX_SERIES} ignored')
     for mode, stats in geo.by_mode.items():
