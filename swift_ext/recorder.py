@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from . import runlog
+from . import loglines, runlog
 from .forksafe import Lock, after_fork_in_child
 from .warn import warn_once
 
@@ -80,7 +80,7 @@ def batch_fingerprint(batch: Any) -> str | None:
 
 
 class Job:
-    """One encode's work: ``resolve(*args)`` returns its lines (``runlog.ImageLines``) or None.
+    """One encode's work: ``resolve(*args)`` returns its lines (``loglines.ImageLines``) or None.
 
     ``ids``: the token-id lists the encode returned (one per sequence: two for chosen / rejected), held
     by reference until the job resolves, for its row fingerprint and to find it in a collated batch.
@@ -159,7 +159,7 @@ class Recorder:
                     return
                 batch = batch_fingerprint(collated)
                 fingerprints = self._tag(rows, batch)
-                events = [] if batch is None else [runlog.collate_event(batch, fingerprints)]
+                events = [] if batch is None else [loglines.collate_event(batch, fingerprints)]
                 self._write(self._take(lambda job: not self._held(job)), events)
         except Exception as exc:  # recording must never cost the user a batch
             warn_once(f'collate:{type(exc).__name__}', f'swift-ext could not record a batch ({exc!r}); '
@@ -179,7 +179,7 @@ class Recorder:
                 for job in taken:
                     if job.step is None:
                         job.step = step
-                self._write(taken, [runlog.consume_event(batch, step)])
+                self._write(taken, [loglines.consume_event(batch, step)])
         except Exception as exc:
             warn_once(f'consume:{type(exc).__name__}', f'swift-ext could not record a trained batch ({exc!r}).')
 

@@ -31,13 +31,10 @@ import secrets
 import stat
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from .cache import BoundedCache
 from .forksafe import Lock, after_fork_in_child
-from .geometry import ImageGeometry
-from .images import payload_size
 from .warn import warn_once
 
 logger = logging.getLogger(__name__)
@@ -59,6 +56,45 @@ ENV_ROLE = 'SWIFT_EXT_ROLE'
 # handed an inference engine (vLLM), the rest derived; predicted from the size (the engine resizes).
 BASES = ('encode', 'handed_image', 'prediction')
 
+# --- the line contract: fields and limits, shared by the writer and every reader ------------------------
+# An encode's image_geometry line holds RECORD_HEAD, the ``ImageGeometry.to_dict()`` fields and
+# RECORD_TAIL; a failure's, RECORD_HEAD and FAILURE_TAIL; either adds PAYLOAD_FIELD for an in-memory
+# image (its decoded size). Readers (`review`, the callback) read these names and no others.
+RECORD_HEAD = ('step', 'rank', 'pid', 'mode', 'sample_id', 'image_index', 'image', 'template')
+RECORD_TAIL = ('clamped', 'mismatch', 'error', 'basis', 'row', 'batch', 'encode', 'time')
+FAILURE_TAIL = ('error', 'batch', 'time')
+PAYLOAD_FIELD = 'image_bytes'
+MODES = ('train', 'rollout')  # a record's ``mode``: an encode for training, or for generating rollouts
+# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
+# plausible, and a line must stay short whatever the key holds.
+MAX_KEY_CHARS = 4096
+MAX_ERROR_CHARS = 500  # a failure's error text is cut here
+# Lines readers take whole; a longer line is skipped and reported. Ours (geometry, settings) stay near
+# 1 KB, so 1 MiB is far past any real one; ms-swift's own files hold whole tables and prompts.
+MAX_GEO_LINE = 1 << 20  # image_geometry*.jsonl, geometry_settings.jsonl
+MAX_LOG_LINE = 32 << 20  # logging.jsonl
+MAX_COMPLETIONS_LINE = 64 << 20  # completions.jsonl
+MAX_ARGS_BYTES = 4 << 20  # args.json
+
+
+def geometry_records(lines: Iterable[tuple[int, bytes]], *, decode: Callable[[bytes], Any] = json.loads,
+                     errors: tuple = (ValueError, RecursionError),
+                     bad: Callable[[int, bytes], None] | None = None) -> Iterator[tuple[int, Any]]:
+    """``(line number, record)`` for image_geometry lines ``(line number, bytes)``, in order.
+
+    Every reader of image_geometry*.jsonl (the callback's tail, `review`, its gallery) goes through
+    here, so what a line means is decided in one place. A line ``decode`` refuses is handed to
+    ``bad`` and skipped.
+    """
+    for number, line in lines:
+        try:
+            record = decode(line)
+        except errors:
+            if bad is not None:
+                bad(number, line)
+            continue
+        yield number, record
+
 
 class _State:
     fds: dict = {}  # (pid, path) -> descriptor
@@ -70,6 +106,11 @@ class _State:
 STATE = _State()
 _PID = [os.getpid()]  # kept current by the fork hook: os.getpid() is a system call
 _RANK = (None, -1)  # (pid, rank): a forked worker re-reads, its pid differs
+
+
+def process_id() -> int:
+    """This process's id (``os.getpid()`` is a system call; this is kept current by the fork hook)."""
+    return _PID[0]
 
 
 def rank() -> int:
@@ -181,140 +222,6 @@ def _read_channel(path: str) -> str | None:
     return text if 0 < len(text) <= 4096 and os.path.isabs(text) else None
 
 
-# --- lines -----------------------------------------------------------------------------------------------------
-_dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
-# A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
-# plausible, and a line must stay short whatever the key holds.
-MAX_KEY_CHARS = 4096
-MAX_ERROR_CHARS = 500
-
-
-def _mode(template_mode: str) -> str:
-    return 'rollout' if template_mode in ('transformers', 'vllm', 'lmdeploy', 'sglang') else 'train'
-
-
-def image_line(*, geometry: ImageGeometry, key: str, image_index: int, mode: str, template: str,
-               clamped: str | None, mismatch: dict | None, sample_id: str, step: Any = None,
-               basis: str = 'encode', row: str | None = None, batch: str | None = None, encode: int = 0,
-               when: float | None = None) -> dict:
-    """The fields of one image line, in order (``ImageLines.render`` writes the same, faster)."""
-    head = {'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode), 'sample_id': sample_id,
-            'image_index': image_index, 'image': _short_key(key), 'template': template}
-    _add_payload_size(head, key)
-    return {**head, **geometry.to_dict(), 'clamped': clamped, 'mismatch': mismatch, 'error': None,
-            'basis': basis, 'row': row, 'batch': batch, 'encode': encode,
-            'time': time.time() if when is None else when}
-
-
-def failure_line(*, key: str, image_index: int, mode: str, template: str, error: str, sample_id: str,
-                 step: Any = None, batch: str | None = None, when: float | None = None) -> dict:
-    line = {'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode), 'sample_id': sample_id,
-            'image_index': image_index, 'image': _short_key(key), 'template': template,
-            'error': error[:MAX_ERROR_CHARS], 'batch': batch, 'time': time.time() if when is None else when}
-    _add_payload_size(line, key)
-    return line
-
-
-class ImageLines:
-    """An encode's image lines, made when written (the step and batch are known then).
-
-    ``images``: ``(geometry, key, image_index, clamped, mismatch)`` each.
-    """
-
-    __slots__ = ('mode', 'template', 'sample_id', 'images', 'basis', 'when', 'count')
-
-    def __init__(self, *, mode: str, template: str, sample_id, images: Sequence[tuple], basis: str, when: float):
-        self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
-        self.basis, self.when, self.count = basis, when, len(images)
-
-    def render(self, *, step: Any, batch: str | None, row: str | None, encode: int) -> str:
-        """The lines, each ``image_line(...)`` field for field; shared fields encoded once, per process."""
-        common = f'{_prefix_json(step, self.mode)}{_dumps(self.sample_id())},"image_index":'
-        stamp = repr(self.when) if type(self.when) is float else _dumps(self.when)  # json writes a float's repr
-        after = (f'"error":null,"basis":{_dumps(self.basis)},"row":{_dumps(row)},"batch":{_dumps(batch)},'
-                 f'"encode":{int(encode)},"time":{stamp}}}\n')
-        return ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
-                       f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
-                       f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}'
-                       for geo, key, i, clamped, mismatch in self.images)
-
-
-class FailureLines:
-    """A failed encode's lines: one per image at fault, ``(key, image_index)`` each."""
-
-    __slots__ = ('mode', 'template', 'sample_id', 'images', 'error', 'when', 'count')
-
-    def __init__(self, *, mode: str, template: str, sample_id: str, images: Sequence[tuple], error: str):
-        self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
-        self.error, self.when, self.count = error, time.time(), len(images)
-
-    def render(self, *, step: Any, batch: str | None, row: str | None = None, encode: int = 0) -> str:
-        return ''.join(_dumps(failure_line(key=key, image_index=i, mode=self.mode, template=self.template,
-                                           error=self.error, sample_id=self.sample_id, step=step,
-                                           batch=batch, when=self.when)) + '\n'
-                       for key, i in self.images)
-
-
-def collate_event(batch: str, rows: Sequence[str]) -> dict:
-    return {'event': 'collate', 'batch': batch, 'rows': list(rows), 'rank': rank(), 'pid': _PID[0],
-            'time': time.time()}
-
-
-def consume_event(batch: str, step: Any) -> dict:
-    return {'event': 'consume', 'batch': batch, 'step': step, 'rank': rank(), 'pid': _PID[0], 'time': time.time()}
-
-
-# Geometry objects are shared (a template remembers its predictions), so their JSON is too:
-# id -> (geometry, fields as a JSON fragment); the geometry is held so its id stays its own.
-_GEOMETRY_JSON = BoundedCache()
-_PREFIX_JSON = BoundedCache()
-_SOURCE_JSON = BoundedCache()
-
-
-def _geometry_json(geometry: ImageGeometry) -> str:
-    hit = _GEOMETRY_JSON.get(id(geometry))
-    if hit is not None and hit[0] is geometry:
-        return hit[1]
-    fragment = _dumps(geometry.to_dict())[1:-1]
-    _GEOMETRY_JSON[id(geometry)] = (geometry, fragment)
-    return fragment
-
-
-def _prefix_json(step: Any, mode: str) -> str:
-    """``{"step":...,"rank":...,"pid":...,"mode":...,"sample_id":`` of a line, remembered."""
-    key = (_PID[0], type(step), step, mode)  # the type too: True == 1 as a key
-    try:
-        hit = _PREFIX_JSON.get(key)
-    except TypeError:  # a step that does not hash
-        key, hit = None, None
-    if hit is None:
-        hit = _dumps({'step': step, 'rank': rank(), 'pid': _PID[0], 'mode': _mode(mode)})[:-1] + ',"sample_id":'
-        if key is not None:
-            _PREFIX_JSON[key] = hit
-    return hit
-
-
-def _source_json(key: str, template: str) -> str:
-    """``"image":...,"template":...`` (and ``"image_bytes":...``) of a line, remembered."""
-    hit = _SOURCE_JSON.get((key, template))
-    if hit is None:
-        rec = {'image': _short_key(key), 'template': template}
-        _add_payload_size(rec, key)
-        hit = _SOURCE_JSON[(key, template)] = _dumps(rec)[1:-1]
-    return hit
-
-
-def _short_key(key: str) -> str:
-    key = str(key)
-    return key if len(key) <= MAX_KEY_CHARS else key[:MAX_KEY_CHARS // 2] + f'...[{len(key)} chars]'
-
-
-def _add_payload_size(rec: dict, key: str) -> None:
-    """``image_bytes``: the decoded payload size of an in-memory image (its key is its sha1)."""
-    if isinstance(key, str) and key.startswith('sha1:'):
-        rec['image_bytes'] = payload_size(key)
-
-
 # --- the writer ------------------------------------------------------------------------------------------------
 def write(directory: str, text: str, images: int, events: Sequence[dict] = ()) -> None:
     """Append ``text`` (whole image lines) to this rank's geometry file, then ``events`` to its batch log.
@@ -335,6 +242,9 @@ def write(directory: str, text: str, images: int, events: Sequence[dict] = ()) -
             _count_failure(path, exc, 0)
         except (TypeError, ValueError) as exc:  # an event that is not JSON: a bug, but never a crash
             _count_failure(path, OSError(errno.EINVAL, f'unserialisable event ({exc})'), 0)
+
+
+_dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
 
 
 def append_lines(path: str, records: Iterable[dict]) -> None:
@@ -510,12 +420,8 @@ class GeoFileTail:
         if end < 0:
             return []
         self.offset += end + 1
-        records = []
-        for line in data[:end].split(b'\n'):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                self.bad_lines += 1
-        return records
+        lines = ((0, line) for line in data[:end].split(b'\n') if line.strip())
+        return [record for _, record in geometry_records(lines, bad=self._bad)]
+
+    def _bad(self, number: int, line: bytes) -> None:
+        self.bad_lines += 1

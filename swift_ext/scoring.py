@@ -136,7 +136,10 @@ def _gt_box(item: Any) -> list[float] | None:
         return None
     if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in item):
         return None
-    x1, y1, x2, y2 = (float(v) for v in item)
+    try:
+        x1, y1, x2, y2 = (float(v) for v in item)
+    except OverflowError:  # an integer too large for a float (10**400): a bad box, not a crash
+        return None
     if not all(math.isfinite(v) and v >= 0 for v in (x1, y1, x2, y2)):
         return None
     if not (x1 < x2 and y1 < y2):  # inverted or zero-area: a dataset bug, not reordered

@@ -31,7 +31,7 @@ from typing import Any
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
-from . import runlog
+from . import loglines, runlog
 from .cache import BoundedCache
 from .families import families, family_of
 from .families.base import ImageEntry, Shape
@@ -221,7 +221,7 @@ class GeoTemplateMixin:
         recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time()), ids=ids,
                          mode=self.mode, step=runlog.STATE.step if engine else None)
 
-    def _geo_resolve(self, row, encoded, entries, mode, when) -> runlog.ImageLines | None:
+    def _geo_resolve(self, row, encoded, entries, mode, when) -> loglines.ImageLines | None:
         """The encode's geometry into the store; its log lines, where a run log takes them.
 
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
@@ -248,7 +248,7 @@ class GeoTemplateMixin:
             images.append((geo, entry.key, i, clamps[i], mismatch))
         if not images or not (runlog.log_dir() or runlog.log_dir_pending()):
             return None
-        return runlog.ImageLines(mode=mode, template=template, sample_id=_sample_id_later(row[1], row[2], entries),
+        return loglines.ImageLines(mode=mode, template=template, sample_id=_sample_id_later(row[1], row[2], entries),
                                  images=images, basis=basis, when=when)
 
     def _predict_error(self, entry, inputs) -> GeometryError | None:
@@ -275,7 +275,7 @@ class GeoTemplateMixin:
                 return None  # not an image's fault (a length limit, a template error): nothing to note
             indices, error = [i for i, _ in bad], bad[0][1]
         try:
-            lines = runlog.FailureLines(
+            lines = loglines.FailureLines(
                 mode=self.mode, template=self.geo_spec.name, error=str(error),
                 sample_id=_sample_id(inputs, state.entries), images=[(state.entries[i].key, i) for i in indices])
             recorder().failed(lines, mode=self.mode, step=runlog.STATE.step if self.mode in ENGINE_MODES else None)

@@ -6,6 +6,8 @@ import logging
 import os
 import sys
 
+from .text import Formatter, echo
+
 DEBUG_ENV = 'SWIFT_EXT_DEBUG'
 SUBCOMMANDS = {
     'make-tiny-model': ('swift_ext.cli.make_tiny_model', 'build a tiny random local checkpoint'),
@@ -30,13 +32,16 @@ def _usage() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help'):
-        print(_usage())
+        echo(_usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f'swift-ext: unknown command {name!r}.\n\n{_usage()}', file=sys.stderr)
+        echo(f'swift-ext: unknown command {name!r}.\n\n{_usage()}', err=True)
         return 2
-    logging.basicConfig(level=logging.INFO, format='%(levelname)s %(name)s: %(message)s')
+    handler = logging.StreamHandler()
+    handler.setFormatter(Formatter('%(levelname)s %(name)s: %(message)s'))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.captureWarnings(True)  # a library's warning (which may quote a path) is printed through Formatter too
     try:
         module = importlib.import_module(SUBCOMMANDS[name][0])
         return int(module.main(rest) or 0)
@@ -44,13 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
-        print(f'swift-ext {name}: interrupted.', file=sys.stderr)
+        echo(f'swift-ext {name}: interrupted.', err=True)
         return 130
     except Exception as exc:  # a bug of ours: a short message, the traceback only on request
         if os.environ.get(DEBUG_ENV):
             raise
-        print(f'swift-ext {name}: internal error: {type(exc).__name__}: {str(exc)[:500]} '
-              f'(set {DEBUG_ENV}=1 for the traceback; please report it).', file=sys.stderr)
+        echo(f'swift-ext {name}: internal error: {type(exc).__name__}: {str(exc)[:500]} '
+             f'(set {DEBUG_ENV}=1 for the traceback; please report it).', err=True)
         return 1
 
 

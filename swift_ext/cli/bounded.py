@@ -41,11 +41,12 @@ def refuse_reason(path: str) -> str | None:
     except OSError as exc:
         return f'cannot be read ({exc.strerror or exc})'
     if not stat.S_ISREG(st.st_mode):
-        return f'not a regular file ({_kind(st.st_mode)}); not read'
+        return f'not a regular file ({file_kind(st.st_mode)}); not read'
     return None
 
 
-def _kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a file that is not regular is ('a FIFO', 'a character device', ...), for messages."""
     for test, name in ((stat.S_ISDIR, 'a folder'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISCHR, 'a character device'),
                        (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket')):
         if test(mode):
@@ -63,7 +64,7 @@ def open_regular(path: str):
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise OSError(f'{path}: not a regular file ({_kind(mode)})')
+            raise OSError(f'{path}: not a regular file ({file_kind(mode)})')
         return os.fdopen(fd, 'rb')
     except BaseException:
         os.close(fd)
@@ -90,6 +91,13 @@ class FileStatus:
         self.bad_lines += 1
         if len(self.bad_line_numbers) < MAX_LINE_NUMBERS:
             self.bad_line_numbers.append(line_no)
+
+    def undecodable(self, line_no: int, line: bytes) -> None:
+        """A line that does not decode: a last line without its newline is a write cut short, else bad."""
+        if not line.endswith(b'\n'):
+            self.truncated_last_line = True
+        else:
+            self.bad(line_no)
 
     def problems(self) -> list[str]:
         name = os.path.basename(self.path)
@@ -120,11 +128,13 @@ def _numbers(numbers: list[int], total: int) -> str:
     return text + (', ...' if total > len(numbers) else '')
 
 
-def iter_raw_lines(path: str, status: FileStatus, max_line: int, progress=None) -> Iterator[tuple[int, bytes]]:
+def iter_raw_lines(path: str, status: FileStatus, max_line: int, progress=None, *,
+                   long_lines: bool = False) -> Iterator[tuple[int, bytes | None]]:
     """``(line number, bytes)`` of the non-empty lines of ``path`` up to ``max_line`` bytes each.
 
-    Longer lines are read past in chunks, counted and skipped. A missing or non-regular file
-    is recorded in ``status`` and yields nothing.
+    Longer lines are read past in chunks, counted and skipped (with ``long_lines``, yielded as
+    ``(line number, None)``, so a reader that matches rows by position keeps its place). A missing
+    or non-regular file is recorded in ``status`` and yields nothing.
     """
     status.max_line = max_line
     reason = refuse_reason(path)
@@ -153,6 +163,8 @@ def iter_raw_lines(path: str, status: FileStatus, max_line: int, progress=None) 
                 status.long_lines += 1
                 if len(status.long_line_numbers) < MAX_LINE_NUMBERS:
                     status.long_line_numbers.append(line_no)
+                if long_lines:
+                    yield line_no, None
                 continue
             if progress is not None and pending > CHUNK:
                 progress.update(pending)
@@ -186,10 +198,7 @@ def iter_lines(path: str, status: FileStatus, *, max_line: int, progress=None,
         try:
             value = decode(line)
         except errors:
-            if not line.endswith(b'\n'):
-                status.truncated_last_line = True
-            else:
-                status.bad(line_no)
+            status.undecodable(line_no, line)
             continue
         yield line_no, value
 
@@ -231,6 +240,26 @@ def as_number(value: Any) -> float | None:
     except OverflowError:
         return None
     return value if math.isfinite(value) else None
+
+
+MAX_METRIC = 1e150  # a metric value beyond this (or infinite) is counted as out of range, never used
+
+
+def as_metric(value: Any) -> tuple[float | None, bool]:
+    """A logged metric or reward: ``(number, False)``; ``(None, False)`` for no value (None, NaN, not a
+    number); ``(None, True)`` for a number out of range (infinite, an int too large for a float, or
+    beyond ``MAX_METRIC``, where a sum, a square or a plot's axis range overflows a float)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, False
+    try:
+        number = float(value)
+    except OverflowError:
+        return None, True
+    if number != number:
+        return None, False
+    if not -MAX_METRIC <= number <= MAX_METRIC:
+        return None, True
+    return number, False
 
 
 def short(value: Any, limit: int = 200) -> str:

@@ -45,7 +45,6 @@ how many of the dataset's images each side would resize differently (headers onl
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -54,8 +53,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..geometry import GeometryError
+from ..images import classify, read_image_header
 from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
+from .dataset import iter_rows, row_images, row_limits
+from .text import ArgumentParser, echo
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
@@ -254,7 +257,7 @@ def _settings_of(x: Mapping[str, Any]) -> Mapping[str, Any]:
     return x['settings'] if isinstance(x.get('settings'), Mapping) else x
 
 
-def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any]) -> dict:  # noqa: C901
+def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any]) -> dict:
     """How many of ``dataset``'s images two settings resize differently (image headers only).
 
     Returns ``{'dataset', 'images', 'resized_differently', 'fail_on_one_side', 'visual_tokens': [a, b],
@@ -264,9 +267,6 @@ def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any
     Raises:
         DriftInputError: the dataset cannot be read.
     """
-    from ..geometry import GeometryError
-    from ..images import classify, read_image_header
-    from . import plan
     try:
         a, b = settings_from_dict(_settings_of(reference)), settings_from_dict(_settings_of(variant))
     except Exception as exc:
@@ -276,34 +276,17 @@ def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any
     headers: dict[str, Any] = {}
     try:
         _require_regular(dataset)
-        for _, row in plan.iter_rows(dataset):
-            try:
-                row = json.loads(row) if isinstance(row, str) else row
-                if isinstance(row, Exception) or not isinstance(row, dict):
-                    raise ValueError('not a JSON object')
-                images, limits = plan.row_images(row), plan.row_limits(row)
-            except (ValueError, RecursionError):
+        for _, row in iter_rows(dataset):
+            parsed = _row(row)
+            if parsed is None:
                 out['unreadable_rows'] += 1
                 continue
+            images, limits = parsed
             for src in images:
                 out['images'] += 1
-                info = classify(src)
-                if info.kind == 'url':
-                    out['remote_images_not_checked'] += 1
-                    continue
-                try:
-                    if info.kind == 'path':
-                        if info.path not in headers:
-                            if len(headers) > 65536:
-                                headers.clear()
-                            headers[info.path] = read_image_header(src)
-                        header = headers[info.path]
-                    else:
-                        header = read_image_header(src)
-                except GeometryError:
-                    out['unreadable_images'] += 1
-                    continue
-                _compare_image(out, a, b, header, limits)
+                header = _image_header(out, src, headers)
+                if header is not None:
+                    _compare_image(out, a, b, header, limits)
     except OSError as exc:
         raise DriftInputError(f'{dataset}: cannot read it ({exc.strerror or exc}).') from exc
     except ValueError as exc:
@@ -311,8 +294,37 @@ def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any
     return out
 
 
+def _row(row: Any) -> tuple[list, dict] | None:
+    """A dataset row's images and pixel limits, or None for a row that is not a readable object."""
+    try:
+        row = json.loads(row) if isinstance(row, str) else row
+        if isinstance(row, Exception) or not isinstance(row, dict):
+            return None
+        return row_images(row), row_limits(row)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _image_header(out: dict, src: Any, headers: dict[str, Any]):
+    """The image's header (file headers remembered by path), or None (counted as remote or unreadable)."""
+    info = classify(src)
+    if info.kind == 'url':
+        out['remote_images_not_checked'] += 1
+        return None
+    try:
+        if info.kind != 'path':
+            return read_image_header(src)
+        if info.path not in headers:
+            if len(headers) > 65536:
+                headers.clear()
+            headers[info.path] = read_image_header(src)
+        return headers[info.path]
+    except GeometryError:
+        out['unreadable_images'] += 1
+        return None
+
+
 def _compare_image(out: dict, a, b, header, limits: Mapping) -> None:
-    from ..geometry import GeometryError
     geos = []
     for i, settings in enumerate((a, b)):
         try:
@@ -454,7 +466,7 @@ def _show(key: str, value: Any) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='swift-ext check',
         description='Compare the image preprocessing settings the trainer and the rollout '
                     'side logged. Exit status: 0 same, 1 different, 2 unreadable input.')
@@ -471,13 +483,13 @@ def main(argv: list[str] | None = None) -> int:
         report = check(args.paths, dataset=args.dataset)
         text = json.dumps(report, indent=2) if args.json else format_report(report)
     except DriftInputError as exc:
-        print(f'swift-ext check: {exc}', file=sys.stderr)
+        echo(f'swift-ext check: {exc}', err=True)
         return 2
     except Exception as exc:  # input of a shape nothing above foresaw: still exit 2, never a traceback
-        print(f'swift-ext check: cannot compare {", ".join(args.paths)[:300]}: {type(exc).__name__}: '
-              f'{str(exc)[:300]}', file=sys.stderr)
+        echo(f'swift-ext check: cannot compare {", ".join(args.paths)[:300]}: {type(exc).__name__}: '
+             f'{str(exc)[:300]}', err=True)
         return 2
-    print(text)
+    echo(text)
     return 0 if report['same'] else 1
 
 

@@ -7,7 +7,6 @@ real data; anything after ``--`` goes to ms-swift unchanged.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import threading
@@ -16,6 +15,7 @@ from ..boxes import is_well_formed
 from ..rewards import GeoReward, register_reward
 from ..scoring import iou_score
 from .plugin_path import plugin_path
+from .text import ArgumentParser, echo
 
 _ROWS: list[dict] = []
 _LOCK = threading.Lock()
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if '--' in argv:
         i = argv.index('--')
         argv, extra = argv[:i], argv[i + 1:]
-    p = argparse.ArgumentParser(prog='swift-ext demo', description=__doc__)
+    p = ArgumentParser(prog='swift-ext demo', description=__doc__)
     p.add_argument('--model', help='model id or path (default: a tiny local Qwen2.5-VL)')
     p.add_argument('--model_type', help='ms-swift model type, when it cannot tell')
     p.add_argument('--dataset', help='GRPO dataset with images and solution (default: generated)')
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
         dataset = make_dataset(os.path.join(out, 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
     from swift import rlhf_main
     rlhf_main(build_args(ns, model, model_type, dataset, os.path.join(out, 'output')))
-    print('\nWhat the reward functions saw, per image (random tiny model: rewards are 0, '
-          'the geometry is the point):\n')
-    print(format_table(_ROWS))
-    print(f'\nRun folder: {os.path.join(out, "output")} '
-          f'(review it with: swift-ext review {os.path.join(ns.out, "output")})')
+    echo('\nWhat the reward functions saw, per image (random tiny model: rewards are 0, '
+         'the geometry is the point):\n')
+    echo(format_table(_ROWS))
+    echo(f'\nRun folder: {os.path.join(out, "output")} '
+         f'(review it with: swift-ext review {os.path.join(ns.out, "output")})')
     return 0

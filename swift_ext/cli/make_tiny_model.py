@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 from ..testing.tiny import DEFAULT_SEED, make_tiny_model, parents, run_flags
+from .text import ArgumentParser, echo
 
 
 def build_parser(prog: str = 'swift-ext make-tiny-model') -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=prog, description='Write a tiny random vision-language checkpoint that ms-swift loads offline.')
     parser.add_argument('--family', required=True, choices=parents(), metavar='PARENT',
                         help='the ms-swift parent template: ' + ', '.join(parents()))
@@ -26,12 +26,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         path = make_tiny_model(args.family, args.out, seed=args.seed)
     except (FileExistsError, OSError) as e:
-        print(f'error: {e}', file=sys.stderr)
+        echo(f'error: {e}', err=True)
         return 2
     flags = run_flags(args.family)
-    print(path)
-    print(f'use: --model {path} --model_type {flags["model_type"]} --template {flags["template"]} '
-          '--check_model false')
+    echo(path)
+    echo(f'use: --model {path} --model_type {flags["model_type"]} --template {flags["template"]} '
+         '--check_model false')
     return 0
 
 

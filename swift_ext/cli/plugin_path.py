@@ -1,8 +1,9 @@
 """`swift-ext plugin-path`: the absolute path of the plugin file shipped inside the package."""
 from __future__ import annotations
 
-import argparse
 import os
+
+from .text import ArgumentParser, echo
 
 
 def plugin_path() -> str:
@@ -11,6 +12,6 @@ def plugin_path() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argparse.ArgumentParser(prog='swift-ext plugin-path', description=__doc__).parse_args(argv)
-    print(plugin_path())
+    ArgumentParser(prog='swift-ext plugin-path', description=__doc__).parse_args(argv)
+    echo(plugin_path())
     return 0

@@ -4,10 +4,10 @@ at all), the box styles `geo_format` accepts, and whether `make-tiny-model --fam
 a tiny checkpoint for it."""
 from __future__ import annotations
 
-import argparse
 import json
 
 from ..families import describe
+from .text import ArgumentParser, echo
 
 
 def rows() -> list[dict]:
@@ -43,14 +43,14 @@ def format_markdown(table_rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog='swift-ext templates', description=__doc__)
+    p = ArgumentParser(prog='swift-ext templates', description=__doc__)
     group = p.add_mutually_exclusive_group()
     group.add_argument('--json', action='store_true', help='print machine-readable JSON')
     group.add_argument('--markdown', action='store_true', help="print README's template table")
     args = p.parse_args(argv)
     table_rows = rows()
     if args.json:
-        print(json.dumps(table_rows, indent=1))
+        echo(json.dumps(table_rows, indent=1))
     else:
-        print(format_markdown(table_rows) if args.markdown else format_text(table_rows))
+        echo(format_markdown(table_rows) if args.markdown else format_text(table_rows))
     return 0

@@ -17,7 +17,8 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from swift_ext.cli import plan
+from swift_ext.cli.plan.run import plan_dataset
+from swift_ext.cli.plan.work import plan_settings
 from swift_ext.testing.tiny import run_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -118,7 +119,7 @@ def test_plan_agrees_with_the_run(run, monkeypatch):
     monkeypatch.chdir(run['work'])
     for name in ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'IMAGE_MIN_TOKEN_NUM', 'ROOT_IMAGE_DIR'):
         monkeypatch.delenv(name, raising=False)
-    stats = plan.plan_dataset(run['dataset'], plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
+    stats = plan_dataset(run['dataset'], plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
     assert stats.failures == [] and stats.remote == 0
     run_tokens = Counter(line['geometry'][0]['num_tokens'] for line in run['probe'])
     assert Counter({t: 2 * n for t, n in stats.tokens_per_image.items()}) == run_tokens  # 2 generations each

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from transformers import TrainerControl, TrainerState
 
-from swift_ext import callback, runlog
+from swift_ext import callback, loglines, runlog
 from swift_ext.geometry import ImageGeometry
 from swift_ext.images import image_key
 from swift_ext.recorder import recorder
@@ -173,7 +173,7 @@ def clean_env(monkeypatch):
 
 
 def _lines_for(name, n):
-    return runlog.ImageLines(mode='train', template='t_geo', sample_id=lambda: name, basis='encode', when=0.0,
+    return loglines.ImageLines(mode='train', template='t_geo', sample_id=lambda: name, basis='encode', when=0.0,
                              images=[(GEO, f'/x/{name}{i}.png', i, None, None) for i in range(n)])
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext import runlog, templates
+from swift_ext import loglines, runlog, templates
 from swift_ext.families.base import ImageEntry, token_runs, token_spans
 from swift_ext.families.gemma4 import patch_extents
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
@@ -192,14 +192,14 @@ def _lines(d):
 
 
 def _image_lines(name, images=((GEO, '/x/1.png', 0, None, None),), sample_id=None):
-    return runlog.ImageLines(mode='train', template='t_geo', sample_id=sample_id or (lambda: name),
+    return loglines.ImageLines(mode='train', template='t_geo', sample_id=sample_id or (lambda: name),
                              images=list(images), basis='encode', when=time.time())
 
 
 def test_rendered_lines_are_the_image_line_fields_in_order():
     lines = _image_lines('s1')
     [rendered] = [json.loads(x) for x in lines.render(step=5, batch='b' * 16, row='r' * 16, encode=3).splitlines()]
-    direct = runlog.image_line(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
+    direct = loglines.image_line(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
                                clamped=None, mismatch=None, sample_id='s1', step=5, basis='encode', row='r' * 16,
                                batch='b' * 16, encode=3, when=lines.when)
     assert rendered == direct and list(rendered) == list(direct)  # the same fields in the same order

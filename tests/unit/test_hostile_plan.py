@@ -9,7 +9,8 @@ import signal
 import pytest
 from PIL import Image
 
-from swift_ext.cli import plan
+from swift_ext.cli import dataset, plan
+from swift_ext.cli.plan import command, report, run, work
 from swift_ext.settings import default_settings
 
 
@@ -78,7 +79,7 @@ def hostile(tmp_path, monkeypatch):
 @pytest.mark.parametrize('workers', [1, 2])
 def test_every_bad_row_is_named_and_good_rows_plan(hostile, workers):
     path, cases, numbers = hostile
-    stats = plan.plan_dataset(path, plan.plan_settings('qwen2_5_vl_geo'), sweep=[200704], workers=workers,
+    stats = run.plan_dataset(path, work.plan_settings('qwen2_5_vl_geo'), sweep=[200704], workers=workers,
                               verify=True)
     by_row = {}
     for row, _, _, message in stats.failures:
@@ -94,14 +95,14 @@ def test_every_bad_row_is_named_and_good_rows_plan(hostile, workers):
 
 def test_without_verify_a_truncated_file_plans_from_its_header(hostile):
     path, _, numbers = hostile
-    stats = plan.plan_dataset(path, plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
+    stats = run.plan_dataset(path, work.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
     assert numbers['truncated file (found with --verify)'] not in {r for r, _, _, _ in stats.failures}
 
 
 def test_in_memory_images_equal_their_file(hostile, tmp_path):
     path, _, _ = hostile
-    settings = plan.plan_settings('qwen2_5_vl_geo')
-    stats = plan.plan_dataset(path, settings, sweep=[], workers=1)
+    settings = work.plan_settings('qwen2_5_vl_geo')
+    stats = run.plan_dataset(path, settings, sweep=[], workers=1)
     one = settings.predict(width=64, height=48)[0].num_tokens
     assert stats.tokens_per_image[one] == 3  # base64, data URL and dict-with-base64 rows
     # The three in-memory images are one picture; good.png (two rows) and truncated.png the others.
@@ -114,10 +115,10 @@ def _die(chunk):
 
 def test_a_killed_worker_is_an_error_not_a_hang(hostile, monkeypatch, capsys):
     path, _, _ = hostile
-    monkeypatch.setattr(plan, 'plan_chunk', _die)  # the forked workers run this instead
-    with pytest.raises(plan.PlanAborted, match='a worker process died while planning rows 1-'):
-        plan.plan_dataset(path, plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=2)
-    assert plan.main([path, '--template', 'qwen2_5_vl_geo', '--workers', '2']) == plan.EXIT_INCOMPLETE
+    monkeypatch.setattr(run, 'plan_chunk', _die)  # the forked workers run this instead
+    with pytest.raises(run.PlanAborted, match='a worker process died while planning rows 1-'):
+        run.plan_dataset(path, work.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=2)
+    assert plan.main([path, '--template', 'qwen2_5_vl_geo', '--workers', '2']) == command.EXIT_INCOMPLETE
     err = capsys.readouterr().err
     assert 'the plan is incomplete' in err and 'Traceback' not in err
 
@@ -144,11 +145,11 @@ def test_cli_never_prints_a_traceback(hostile, tmp_path, capsys):
 
 def test_an_over_long_line_is_skipped_and_named(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(plan, 'MAX_LINE_CHARS', 1000)
+    monkeypatch.setattr(dataset, 'MAX_LINE_CHARS', 1000)
     Image.new('RGB', (64, 64)).save(tmp_path / 'a.png')
     rows = [json.dumps(_msg('a.png')), json.dumps({**_msg('a.png'), 'pad': 'x' * 5000}), json.dumps(_msg('a.png'))]
     (tmp_path / 'd.jsonl').write_text('\n'.join(rows) + '\n')
-    stats = plan.plan_dataset(str(tmp_path / 'd.jsonl'), plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
+    stats = run.plan_dataset(str(tmp_path / 'd.jsonl'), work.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
     assert [(r, m[:40]) for r, _, _, m in stats.failures] == [(2, 'unreadable row: line is longer than 1000')]
     assert sum(stats.tokens_per_sample.values()) == 2
 
@@ -186,9 +187,9 @@ def realistic(tmp_path, monkeypatch):
 
 
 def test_answers(realistic):
-    settings = plan.plan_settings('qwen2_5_vl_geo')
-    stats = plan.plan_dataset(realistic, settings, sweep=[200704, 12845056], workers=1)
-    s = plan.summary(stats, settings)
+    settings = work.plan_settings('qwen2_5_vl_geo')
+    stats = run.plan_dataset(realistic, settings, sweep=[200704, 12845056], workers=1)
+    s = report.summary(stats, settings)
     big = settings.predict(width=1920, height=1080)[0].num_tokens
     assert s['most_expensive_rows'][0] == {'row': 5, 'visual_tokens': 2 * big}
     assert s['visual_tokens_per_sample']['max'] == 2 * big
@@ -199,13 +200,13 @@ def test_answers(realistic):
     assert s['images'] == 9 and s['unique_images'] == 4  # planned ones: not the remote or the failing image
     # Max tokens per sample under each sweep value.
     swept = {row['pixels']: row['max_visual_tokens_per_sample'] for row in s['sweep']}
-    capped = plan.sweep_settings(settings, 200704).predict(width=1920, height=1080)[0].num_tokens
+    capped = work.sweep_settings(settings, 200704).predict(width=1920, height=1080)[0].num_tokens
     assert swept == {200704: 2 * capped, 12845056: 2 * big}
     assert [e['row'] for e in s['exif_rotated']] == [6]
     assert [(x['row'], x['looks_like_0_1000']) for x in s['solution_outside_image']] == [(2, True)]
     assert [w['row'] for w in s['path_warnings']] == [7]
     assert [(f['row'], 'exists next to the dataset' in f['error']) for f in s['failures']] == [(8, True)]
-    text = plan.format_text(s)
+    text = report.format_text(s)
     for phrase in ('most expensive rows: row 5', 'EXIF orientation', 'row 2: box', 'looks like 0-1000 units',
                    'row 7 image 0', 'row 8 image 0', 'max/sample', '9 images (4 unique)'):
         assert phrase in text, phrase
@@ -213,9 +214,9 @@ def test_answers(realistic):
 
 
 def test_tile_sweep_for_tiling_families(realistic, capsys):
-    settings = plan.plan_settings('internvl3_5_geo')
-    stats = plan.plan_dataset(realistic, settings, sweep=[], tile_sweep=[1, 6, 12], workers=1)
-    s = plan.summary(stats, settings)
+    settings = work.plan_settings('internvl3_5_geo')
+    stats = run.plan_dataset(realistic, settings, sweep=[], tile_sweep=[1, 6, 12], workers=1)
+    s = report.summary(stats, settings)
     per = {row['max_num']: row['max_visual_tokens_per_sample'] for row in s['tile_sweep']}
     import dataclasses
     samples = [[(1920, 1080)], [(320, 240)], [(320, 240)], [(1920, 1080)] * 2, [(400, 300)], [(800, 800)]]
@@ -228,10 +229,10 @@ def test_tile_sweep_for_tiling_families(realistic, capsys):
     assert plan.main([realistic, '--template', 'internvl3_5_geo', '--workers', '1']) == 0
     assert 'Sweep of max_num' in capsys.readouterr().out
     with pytest.raises(ValueError, match='no tile limit'):
-        plan.plan_dataset(realistic, plan.plan_settings('qwen2_5_vl_geo'), tile_sweep=[2], workers=1)
+        run.plan_dataset(realistic, work.plan_settings('qwen2_5_vl_geo'), tile_sweep=[2], workers=1)
 
 
 def test_default_settings_still_plan_the_demo_numbers(realistic):
     # The same arithmetic the template checks itself against: default settings, one image.
-    settings = plan.plan_settings('qwen2_5_vl_geo', env={})
+    settings = work.plan_settings('qwen2_5_vl_geo', env={})
     assert settings == default_settings('qwen2_5_vl')

@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from swift_ext.cli import plan
+from swift_ext.cli.dataset import row_images
+from swift_ext.cli.plan import run, work
 from swift_ext.geometry import GeometryError
 from swift_ext.settings import default_settings
 
@@ -51,7 +53,7 @@ def expected(rows, base_dir, settings):
     for number, row in enumerate(rows, 1):
         if number >= 20:
             number += 1  # the bad JSON line sits at row 20
-        images = plan.row_images(row)
+        images = row_images(row)
         if not images:
             continue
         total, failed = 0, False
@@ -99,8 +101,8 @@ def test_plan_equals_predict(dataset, template, flags, env, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name, value in env.items():
         monkeypatch.setenv(name, value)
-    settings = plan.plan_settings(template, **flags)
-    stats = plan.plan_dataset(path, settings, sweep=[], workers=1)
+    settings = work.plan_settings(template, **flags)
+    stats = run.plan_dataset(path, settings, sweep=[], workers=1)
     tokens, per_sample, failures, shrunk, grown = expected(rows, os.path.dirname(path), settings)
     assert stats.tokens_per_image == tokens
     assert stats.tokens_per_sample == per_sample
@@ -108,29 +110,29 @@ def test_plan_equals_predict(dataset, template, flags, env, monkeypatch):
     # Every failure, with its row number (and the unparsable row 20, which has no image index).
     assert [(r, i) for r, i, _, _ in stats.failures] == sorted(failures + [(20, None)])
     assert stats.rows == len(rows) + 1
-    assert stats.images == sum(len(plan.row_images(r)) for r in rows)
+    assert stats.images == sum(len(row_images(r)) for r in rows)
 
 
 def test_bad_rows_are_named(dataset, monkeypatch):
     path, _ = dataset
     monkeypatch.chdir(os.path.dirname(path))
-    stats = plan.plan_dataset(path, plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
+    stats = run.plan_dataset(path, work.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
     messages = {row: message for row, _, _, message in stats.failures}
     assert 'does not exist' in messages[17]
     assert 'not a readable image' in messages[18]
     assert 'aspect ratio must be at most 200' in messages[19]
     assert 'unreadable row' in messages[20]
     # InternVL tiles a 1:300 image without complaint: only the first three fail there.
-    stats = plan.plan_dataset(path, plan.plan_settings('internvl3_5_geo'), sweep=[], workers=1)
+    stats = run.plan_dataset(path, work.plan_settings('internvl3_5_geo'), sweep=[], workers=1)
     assert sorted(r for r, _, _, _ in stats.failures) == [17, 18, 20]
 
 
 def test_workers_give_the_same_numbers(dataset, monkeypatch):
     path, _ = dataset
     monkeypatch.chdir(os.path.dirname(path))
-    settings = plan.plan_settings('qwen2_5_vl_geo')
-    one = plan.plan_dataset(path, settings, workers=1)
-    two = plan.plan_dataset(path, settings, workers=2)
+    settings = work.plan_settings('qwen2_5_vl_geo')
+    one = run.plan_dataset(path, settings, workers=1)
+    two = run.plan_dataset(path, settings, workers=2)
     assert one == two
 
 
@@ -139,9 +141,9 @@ def test_workers_give_the_same_numbers(dataset, monkeypatch):
 def test_sweep_totals(dataset, template, applied_as, monkeypatch):
     path, rows = dataset
     monkeypatch.chdir(os.path.dirname(path))
-    settings = plan.plan_settings(template)
+    settings = work.plan_settings(template)
     values = [200704, 1003520]
-    stats = plan.plan_dataset(path, settings, sweep=values, workers=1)
+    stats = run.plan_dataset(path, settings, sweep=values, workers=1)
     for value in values:
         swept = dataclasses.replace(settings, **{applied_as: value})  # both values are multiples of 28**2
         tokens = expected(rows, os.path.dirname(path), swept)[0]
@@ -150,16 +152,16 @@ def test_sweep_totals(dataset, template, applied_as, monkeypatch):
 
 def test_env_is_read_like_ms_swift():
     env = {'MAX_PIXELS': '200704', 'MIN_PIXELS': '6272', 'MAX_NUM': '3', 'INPUT_SIZE': '224'}
-    qwen = plan.plan_settings('qwen2_5_vl_geo', env=env)
+    qwen = work.plan_settings('qwen2_5_vl_geo', env=env)
     assert (qwen.max_pixels, qwen.min_pixels, qwen.swift_max_pixels) == (200704, 6272, None)
-    assert plan.plan_settings('qwen2_5_vl_geo', min_pixels=12544, env=env).min_pixels == 12544
-    ivl = plan.plan_settings('internvl3_5_geo', max_pixels=500_000, env=env)
+    assert work.plan_settings('qwen2_5_vl_geo', min_pixels=12544, env=env).min_pixels == 12544
+    ivl = work.plan_settings('internvl3_5_geo', max_pixels=500_000, env=env)
     assert (ivl.max_num, ivl.image_size, ivl.tokens_per_tile, ivl.swift_max_pixels) == (3, 224, 64, 500_000)
     # The transformers-native InternVL template does not read MAX_NUM; only the flag changes it.
-    assert plan.plan_settings('internvl_hf_geo', env=env).max_num == default_settings('internvl_hf').max_num
-    assert plan.plan_settings('internvl_hf_geo', max_num=2, env=env).max_num == 2
+    assert work.plan_settings('internvl_hf_geo', env=env).max_num == default_settings('internvl_hf').max_num
+    assert work.plan_settings('internvl_hf_geo', max_num=2, env=env).max_num == 2
     with pytest.raises(ValueError, match='MAX_PIXELS must be an integer'):
-        plan.plan_settings('qwen2_5_vl_geo', env={'MAX_PIXELS': 'lots'})
+        work.plan_settings('qwen2_5_vl_geo', env={'MAX_PIXELS': 'lots'})
 
 
 def test_json_list_dataset_and_cli(tmp_path, capsys, monkeypatch):
@@ -217,11 +219,11 @@ def test_plan_matches_template_encode(tiny_model, dataset, family, model_type, s
     template = get_template(processor, template_type=f'{family}_geo', max_pixels=swift_max_pixels)
     path, rows = dataset
     monkeypatch.chdir(os.path.dirname(path))
-    settings = plan.plan_settings(f'{family}_geo', max_pixels=swift_max_pixels)
-    stats = plan.plan_dataset(path, settings, sweep=[], workers=1)
+    settings = work.plan_settings(f'{family}_geo', max_pixels=swift_max_pixels)
+    stats = run.plan_dataset(path, settings, sweep=[], workers=1)
     real = Counter()
     for row in rows:
-        images, kwargs = plan.row_images(row), row.get('chat_template_kwargs') or {}
+        images, kwargs = row_images(row), row.get('chat_template_kwargs') or {}
         for src in images:
             src = os.path.join(os.path.dirname(path), src['path'] if isinstance(src, dict) else src)
             try:
@@ -281,7 +283,7 @@ def test_env_variable_plan_equals_real_template(env_runs, case, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     for name, value in ENV_CASES[case].items():
         monkeypatch.setenv(name, value)
-    stats = plan.plan_dataset(dataset, plan.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
+    stats = run.plan_dataset(dataset, work.plan_settings('qwen2_5_vl_geo'), sweep=[], workers=1)
     real = results[case]
     expected = Counter(t for t in real.values() if isinstance(t, int))
     assert stats.tokens_per_image == expected
@@ -294,7 +296,7 @@ def test_phone_photo_under_image_max_token_num(env_runs):
     _, results = env_runs
     photo = next(p for p in results['image_max_token_num'] if p.endswith('4032x3024.png'))
     assert results['image_max_token_num'][photo] == 494
-    settings = plan.plan_settings('qwen2_5_vl_geo', env={'IMAGE_MAX_TOKEN_NUM': '512'})
+    settings = work.plan_settings('qwen2_5_vl_geo', env={'IMAGE_MAX_TOKEN_NUM': '512'})
     geo = settings.predict(width=4032, height=3024)[0]
     assert (geo.resized_width, geo.resized_height, geo.num_tokens) == (728, 532, 494)
 
@@ -310,7 +312,7 @@ def test_internvl_env_equals_ms_swift_tiling(env, monkeypatch):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     input_size, max_num = get_env_args('input_size', int, 448), get_env_args('max_num', int, 12)
-    settings = plan.plan_settings('internvl3_5_geo')
+    settings = work.plan_settings('internvl3_5_geo')
     for w, h in [(640, 480), (1920, 1080), (300, 2000), (50, 60)]:
         tiles = transform_image(Image.new('RGB', (w, h)), input_size, max_num).shape[0]
         geo = settings.predict(width=w, height=h)[0]

@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
+from swift_ext import loglines, runlog
 from swift_ext import recorder as recorder_module
-from swift_ext import runlog
 from swift_ext.geometry import ImageGeometry
 from swift_ext.images import image_key
 from swift_ext.recorder import batch_fingerprint, recorder, row_fingerprint
@@ -65,7 +65,7 @@ def _stored(tpl, image):
 
 
 def _fake_job(name, ids=None, mode='train', step=None):
-    lines = runlog.ImageLines(mode=mode, template='t_geo', sample_id=lambda: name,
+    lines = loglines.ImageLines(mode=mode, template='t_geo', sample_id=lambda: name,
                               images=[(GEO, f'/x/{name}.png', 0, None, None)], basis='encode', when=time.time())
     recorder().defer(lambda: lines, (), ids=() if ids is None else (ids,), mode=mode, step=step)
 

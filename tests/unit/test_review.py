@@ -6,7 +6,10 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from swift_ext import loglines
 from swift_ext.cli import review
+from swift_ext.cli.review.aggregate import percentile
+from swift_ext.cli.review.summary import summarize
 from swift_ext.settings import default_settings
 
 SETTINGS = default_settings('qwen2_5_vl', max_pixels=401408)
@@ -68,7 +71,7 @@ def all_train_geometries():
 
 
 def test_geometry_numbers(run_dir):
-    s = review.summarize(str(run_dir))
+    s = summarize(str(run_dir)).to_json()
     geos = all_train_geometries()
     tokens = [g.num_tokens for g, _ in geos]
     assert s['mode'] == 'train'
@@ -94,21 +97,21 @@ def test_geometry_numbers(run_dir):
 
 
 def test_problems_are_reported_not_fatal(run_dir):
-    s = review.summarize(str(run_dir))
+    s = summarize(str(run_dir)).to_json()
     files = {f['file']: f for f in s['files']}
     assert files['image_geometry.rank1.jsonl']['truncated_last_line']
     assert files['image_geometry.rank1.jsonl']['lines'] == 5
     assert files['completions.jsonl']['duplicate_lines'] == 1
     assert any('truncated' in p for p in s['problems'])
     os.remove(run_dir / 'completions.jsonl')
-    s = review.summarize(str(run_dir))
+    s = summarize(str(run_dir)).to_json()
     assert 'completions.jsonl: missing' in s['problems']
     assert s['completion_rows'] == 0 and s['reward_by_token_quartile'] == []
     assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.3)}
 
 
 def test_rewards_and_token_quartiles(run_dir):
-    s = review.summarize(str(run_dir))
+    s = summarize(str(run_dir)).to_json()
     assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.3)}  # summary lines skipped
     assert s['reward_means_completions'] == {'GeoIoU': pytest.approx(4.0 / 7)}  # None skipped
     assert s['reward_missing_completions'] == {'GeoIoU': 1}  # ... and counted
@@ -123,7 +126,7 @@ def test_rewards_and_token_quartiles(run_dir):
 def test_join_by_step_without_the_geometry_column(run_dir):
     tables = [{'step': ['1', '1'], 'GeoIoU': [0.0, 1.0]}, {'step': ['2'], 'GeoIoU': [0.5]}]
     write_jsonl(run_dir / 'completions.jsonl', tables)
-    s = review.summarize(str(run_dir))
+    s = summarize(str(run_dir)).to_json()
     assert s['completions_joined_by'] == {'column': 0, 'step': 3, 'none': 0}
     # Step 1 has a rollout encode (the 640x480 image): its rows get that image's tokens.
     # Step 2 has none: its row gets the mean of step 2's train encodes (both ranks).
@@ -140,8 +143,8 @@ def test_percentile_matches_numpy():
     values = rng.integers(1, 50, size=997)
     counter = Counter(values.tolist())
     for q in (1, 25, 50, 90, 95, 99, 100):
-        assert review.percentile(counter, q) == np.percentile(values, q, method='inverted_cdf')
-    assert review.percentile(Counter(), 50) is None
+        assert percentile(counter, q) == np.percentile(values, q, method='inverted_cdf')
+    assert percentile(Counter(), 50) is None
 
 
 def test_tiled_runs_get_a_tile_histogram(tmp_path):
@@ -152,7 +155,7 @@ def test_tiled_runs_get_a_tile_histogram(tmp_path):
         rows.append({'step': 1, 'rank': 0, 'mode': 'train', **geo.to_dict(), 'clamped': clamped,
                      'mismatch': None, 'error': None})
     write_jsonl(tmp_path / 'image_geometry.jsonl', rows)
-    s = review.summarize(str(tmp_path))
+    s = summarize(str(tmp_path)).to_json()
     expected = Counter(str(ivl.predict(width=w, height=h)[0].num_tiles)
                        for w, h in [(448, 448), (1000, 500), (2000, 400), (1000, 500)])
     assert s['tile_histogram'] == dict(expected)
@@ -192,7 +195,7 @@ def test_unique_images_and_encodes_are_separate(tmp_path):
     # 3 images, each encoded 4 times (2 generations x rollout/train seen as train here).
     rows = [geo_line(w, h, step=1, rank=0) for _ in range(4) for w, h in [(640, 480), (50, 60), (448, 448)]]
     write_jsonl(tmp_path / 'image_geometry.jsonl', rows)
-    s = review.summarize(str(tmp_path))
+    s = summarize(str(tmp_path)).to_json()
     assert (s['encodes'], s['unique_images'], s['unique_images_exact']) == (12, 3, True)
 
 
@@ -217,7 +220,7 @@ def test_glob_metacharacters_in_the_run_folder(run_dir, tmp_path):
     for f in run_dir.iterdir():
         if f.is_file():
             (odd / f.name).write_bytes(f.read_bytes())
-    s = review.summarize(str(odd))
+    s = summarize(str(odd)).to_json()
     assert s['images'] == 9 and not any('no image_geometry' in p for p in s['problems'])
 
 
@@ -227,3 +230,36 @@ def test_report_page_is_for_people(run_dir):
     assert 'class="sortable"' in page and '<script>' in page
     assert '0.22863859999999997' not in page and '{&quot;' not in page  # no raw floats, no JSON in cells
     assert 'values missing' in page and 'num_tokens 500 (predicted 510)' in page
+
+
+def test_review_reads_the_names_the_writer_writes():
+    """The run-log contract: one list of fields (runlog.RECORD_*), written by every writer, read by review."""
+    from swift_ext import runlog
+    from swift_ext.cli.review.read import GeoLine
+    geo, clamped = SETTINGS.predict(width=640, height=480)
+    written = loglines.image_line(geometry=geo, key='/img/a.png', image_index=0, mode='vllm', template='t_geo',
+                                clamped=clamped, mismatch=None, sample_id='s')
+    assert list(written) == [*runlog.RECORD_HEAD, *geo.to_dict(), *runlog.RECORD_TAIL]
+    assert written['mode'] in runlog.MODES
+    lines = loglines.ImageLines(mode='transformers', template='t_geo', sample_id=lambda: 's',
+                              images=[(geo, '/img/a.png', 0, clamped, None)], basis='encode', when=0.0)
+    [line] = lines.render(step=3, batch=None, row=None, encode=0).splitlines()
+    assert list(json.loads(line)) == list(written)  # the batched writer writes the same fields
+    failed = loglines.failure_line(key='sha1:' + '0' * 40, image_index=1, mode='train', template='t_geo',
+                                 error='x' * 1000, sample_id='s')
+    assert list(failed) == [*runlog.RECORD_HEAD, *runlog.FAILURE_TAIL, runlog.PAYLOAD_FIELD]
+    assert len(failed['error']) == runlog.MAX_ERROR_CHARS
+    assert set(GeoLine.__struct_fields__) <= {*runlog.RECORD_HEAD, *runlog.RECORD_TAIL, *geo.to_dict()}
+
+
+def test_the_summary_is_built_once(run_dir, tmp_path):
+    """Writing the report changes nothing in the summary: --json prints what the page shows."""
+    import dataclasses
+
+    from swift_ext.cli.review.report import write_report
+    summary = summarize(str(run_dir), gallery=4)
+    before = json.dumps(summary.to_json(), default=str)
+    write_report(summary, str(tmp_path), plots=False)
+    assert json.dumps(summary.to_json(), default=str) == before and 'gallery' in before
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        summary.mode = 'rollout'

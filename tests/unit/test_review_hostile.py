@@ -10,6 +10,8 @@ import pytest
 
 from swift_ext.cli import review
 from swift_ext.cli.output import OutputError, prepare_out_dir, write_bytes
+from swift_ext.cli.review import aggregate, read
+from swift_ext.cli.review.summary import summarize
 from swift_ext.settings import default_settings
 
 SETTINGS = default_settings('qwen2_5_vl')
@@ -73,7 +75,7 @@ def test_hostile_lines_give_a_report(case, tmp_path, capsys):
 def test_bad_lines_are_named_by_number(tmp_path):
     (tmp_path / 'image_geometry.jsonl').write_text('\n'.join([geo(), geo(original_width=10 ** 30), geo(),
                                                               'nope', geo()]) + '\n')
-    s = review.summarize(str(tmp_path))
+    s = summarize(str(tmp_path)).to_json()
     [status] = [f for f in s['files'] if f['file'] == 'image_geometry.jsonl']
     assert (status['bad_lines'], status['bad_line_numbers']) == (2, [2, 4])
     assert s['images'] == 3
@@ -81,9 +83,9 @@ def test_bad_lines_are_named_by_number(tmp_path):
 
 
 def test_long_line_is_skipped_and_reported(tmp_path, monkeypatch):
-    monkeypatch.setattr(review, 'MAX_GEO_LINE', 4096)
+    monkeypatch.setattr(read, 'MAX_GEO_LINE', 4096)
     (tmp_path / 'image_geometry.jsonl').write_text(geo() + '\n' + geo(image='x' * 100000) + '\n' + geo() + '\n')
-    s = review.summarize(str(tmp_path))
+    s = summarize(str(tmp_path)).to_json()
     [status] = [f for f in s['files'] if f['file'] == 'image_geometry.jsonl']
     assert (status['long_lines'], status['long_line_numbers'], s['images']) == (1, [2], 2)
 
@@ -106,16 +108,17 @@ def test_special_files_are_refused_by_type(kind, tmp_path, capsys):
 def test_many_metric_keys_are_capped(tmp_path):
     rec = {'global_step/max_steps': '1/1', **{f'rewards/R{i}/mean': 0.5 for i in range(400)}}
     (tmp_path / 'logging.jsonl').write_text(json.dumps(rec) + '\n')
-    s = review.summarize(str(tmp_path))
-    assert len(s['series']) == review.MAX_SERIES
+    s = summarize(str(tmp_path)).to_json()
+    assert len(s['series']) == aggregate.MAX_SERIES
     assert any('144 metric key(s) beyond the first 256 ignored' in p for p in s['problems'])
 
 
 def test_distinct_values_keep_bounded_bins(tmp_path):
     lines = [geo(width=100 + i, height=100 + (i * 7) % 3000) for i in range(6000)]
     (tmp_path / 'image_geometry.jsonl').write_text('\n'.join(lines) + '\n')
-    s = review.summarize(str(tmp_path))
-    assert len(s['_histograms']['original_megapixels']) <= 4096
+    summary = summarize(str(tmp_path))
+    s = summary.to_json()
+    assert len(summary.images.histograms['original_megapixels']) <= 4096
     assert s['original_width']['min'] == 100 and s['original_width']['max'] == 6099  # exact ends
 
 
@@ -128,15 +131,17 @@ def _run(tmp_path):
 
 
 @pytest.mark.parametrize('planted', ['report.html', 'visual_tokens.png', 'megapixels.png'])
-def test_planted_symlink_is_replaced_not_followed(planted, tmp_path):
+def test_planted_symlink_is_refused_not_followed(planted, tmp_path, capsys):
     run = _run(tmp_path / 'run')
     victim = tmp_path / 'victim.sh'
     victim.write_text('original\n')
     (run / 'review').mkdir()
     os.symlink(victim, run / 'review' / planted)
-    assert review.main([str(run)]) == 0
+    assert review.main([str(run)]) == 2  # issue 27: an output replaces only a regular file
+    assert f"{run / 'review' / planted}: it is a symlink" in capsys.readouterr().err
     assert victim.read_text() == 'original\n'
-    assert not os.path.islink(run / 'review' / planted) and (run / 'review' / planted).stat().st_size > 0
+    assert os.path.islink(run / 'review' / planted)
+    assert not [n for n in os.listdir(run / 'review') if n.endswith('.tmp')]
 
 
 def test_symlinked_default_out_folder_is_refused(tmp_path, capsys):

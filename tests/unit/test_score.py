@@ -5,10 +5,12 @@ of the resized image; Qwen3-VL and InternVL: 0-1000 of the frame), so every metr
 exactly 1.0; boxes shifted by a known amount give a known IoU.
 """
 import json
+import os
 
 import pytest
 
 from swift_ext.cli import score
+from swift_ext.cli.score.aggregate import score_file
 from swift_ext.settings import default_settings, settings_for
 
 SIZES = [(640, 480), (1280, 960), (300, 500), (50, 60)]
@@ -69,7 +71,7 @@ def test_perfect_answers_score_exactly_one(template, gt, images, tmp_path):
     rows = [result_row(template, images, w, h, gt=gt) for w, h in SIZES]
     path = write_result(tmp_path / 'result.jsonl', rows)
     settings = settings_for(template + '_geo', env={})
-    r = score.score_file(path, settings, settings.coords)
+    r = score_file(path, settings, settings.coords)
     assert (r['rows'], r['scored'], r['not_scored'], r['no_box']) == (4, 4, 0, 0)
     assert r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
     assert (r['acc50'], r['acc75']) == (1.0, 1.0)
@@ -86,7 +88,7 @@ def test_shifted_boxes_have_the_known_iou(images, tmp_path):
         rows.append(result_row('qwen2_5_vl', images, w, h, shift=(box[2] - box[0]) / 2))
     path = write_result(tmp_path / 'result.jsonl', rows)
     settings = default_settings('qwen2_5_vl')
-    r = score.score_file(path, settings, 'abs')
+    r = score_file(path, settings, 'abs')
     assert r['mean_iou'] == pytest.approx(1 / 3, abs=1e-6)
     assert (r['acc50'], r['acc75']) == (0.0, 0.0)
 
@@ -96,11 +98,11 @@ def test_row_max_pixels_is_honoured(images, tmp_path):
     kwargs = {'max_pixels': 200704}
     row = result_row('qwen2_5_vl', images, 1280, 960, row_kwargs=kwargs)
     path = write_result(tmp_path / 'result.jsonl', [row])
-    r = score.score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs')
     assert r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
     row['chat_template_kwargs'] = None
     write_result(tmp_path / 'result.jsonl', [row])
-    assert score.score_file(path, default_settings('qwen2_5_vl'), 'abs')['mean_iou'] < 0.5
+    assert score_file(path, default_settings('qwen2_5_vl'), 'abs')['mean_iou'] < 0.5
 
 
 def test_swift_max_pixels_flag_and_environment(images, tmp_path, capsys, monkeypatch):
@@ -143,7 +145,7 @@ def test_malformed_rows_are_counted_with_row_numbers(images, tmp_path, capsys):
     assert score.main([path, '--template', 'qwen2_5_vl_geo']) == 0
     out = capsys.readouterr().out
     assert 'Traceback' not in out
-    r = score.score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs')
     assert (r['rows'], r['scored'], r['not_scored']) == (len(rows), 2, len(MALFORMED))
     numbers = sorted(n for p in r['problems'] for n in p['row_numbers'])
     assert numbers == list(range(2, 2 + len(MALFORMED)))
@@ -163,6 +165,11 @@ def test_html_gallery(images, tmp_path):
     rows[1]['images'] = ['/nope/gone.png']  # not scored: the gallery never sees it
     path = write_result(tmp_path / 'result.jsonl', rows)
     out = tmp_path / 'page' / 'score.html'
-    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out)]) == 0
+    folder = os.path.dirname(images[SIZES[0]])
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out), '--images-under', folder]) == 0
     page = out.read_text()
     assert page.count('data:image/jpeg;base64,') == 3 and 'best IoU' in page and 'worst IoU' in page
+    # Image files outside a confirmed folder (here: no --dataset, no --images-under) are named, not embedded.
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out)]) == 0
+    page = out.read_text()
+    assert 'data:image/jpeg;base64,' not in page and page.count('is not under a confirmed folder') == 3

@@ -171,6 +171,10 @@ SOLUTIONS_INVALID = [
     '[NaN, 20, 30, 40]',  # json.loads accepts NaN: refused after
     '[10, 20, 1e999, 40]',  # overflows to inf
     '[1' + '0' * 5000 + ', 20, 30, 40]',  # an integer too long for int()
+    [10 ** 400, 20, 30, 40],  # an integer too large for a float (issue 27)
+    '[10, 20, 1' + '0' * 400 + ', 40]',  # ... as JSON text
+    {'bbox_2d': [10, 20, 30, 10 ** 400]},
+    [[10, 20, 30, 40], [1, 2, 3, -10 ** 400]],
     [-1, 20, 30, 40],  # negative
     [30, 20, 10, 40],  # inverted x: not reordered
     [10, 40, 30, 20],  # inverted y

@@ -3,7 +3,7 @@ geometry `settings_for(...).predict` gives for the file; bad inputs exit 2 with 
 never a traceback; `--out` never writes through a symlink.
 
 Pictures are read back pixel by pixel: tile boundaries, token cells, padding and the global view are
-drawn in colours (``show.TILE_LINE`` ...) that the grey test images cannot contain, so counting runs
+drawn in colours (``pic.TILE_LINE`` ...) that the grey test images cannot contain, so counting runs
 of a colour along a row counts the lines drawn.
 """
 import json
@@ -15,7 +15,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from swift_ext.cli import main as cli_main
-from swift_ext.cli import show
+from swift_ext.cli.show import picture as pic
+from swift_ext.cli.show import view as show_view
 from swift_ext.families import families, template_names
 from swift_ext.geometry import ImageGeometry
 from swift_ext.settings import settings_for
@@ -76,9 +77,9 @@ def predicted(template, path, **kwargs):
 def layout(template, path, **kwargs):
     """Where `show` put the frame and the global view for this file (the module's own layout)."""
     settings, geo, clamped = predicted(template, path, **kwargs)
-    view = show.model_view(geo, settings)
-    lines = show.facts(path, geo, settings, view, clamped)
-    return view, show.layout_for(view, lines), lines
+    view = show_view.model_view(geo, settings)
+    lines = show_view.facts(path, geo, settings, view, clamped)
+    return view, pic.layout_for(view, lines), lines
 
 
 def pixels(path):
@@ -132,11 +133,11 @@ class TestQwenSmartResize:
         view, lay, _ = layout('qwen2_5_vl_geo', path)
         assert lay.scale == 1 and lay.model[2:] == (196, 140)
         picture = pixels(out)
-        vertical, horizontal = lines_across(picture, lay.model, show.TOKEN_LINE, row_at=14, col_at=14)
+        vertical, horizontal = lines_across(picture, lay.model, pic.TOKEN_LINE, row_at=14, col_at=14)
         assert (vertical, horizontal) == (8, 6)  # cols + 1 and rows + 1, the frame's edges included
         assert (vertical - 1) * (horizontal - 1) == geo.num_tokens
-        assert count_colour(picture, show.TILE_LINE) == 0  # no tiles drawn
-        assert lay.global_view is None and count_colour(picture, show.GLOBAL_LINE) == 0
+        assert count_colour(picture, pic.TILE_LINE) == 0  # no tiles drawn
+        assert lay.global_view is None and count_colour(picture, pic.GLOBAL_LINE) == 0
 
 
 class TestInternvlTiling:
@@ -156,15 +157,15 @@ class TestInternvlTiling:
         assert numbers(facts['visual tokens']) == [1024]
 
         view, lay, _ = layout('internvl2_5_geo', path)
-        assert lay.scale == pytest.approx(show.MAX_VIEW_SIDE / 1344)  # drawn smaller, to fit
+        assert lay.scale == pytest.approx(pic.MAX_VIEW_SIDE / 1344)  # drawn smaller, to fit
         picture = pixels(out)
         tile = round(448 * lay.scale)
-        vertical, horizontal = lines_across(picture, lay.model, show.TILE_LINE, row_at=tile // 2, col_at=tile // 2)
+        vertical, horizontal = lines_across(picture, lay.model, pic.TILE_LINE, row_at=tile // 2, col_at=tile // 2)
         assert (vertical, horizontal) == (4, 2)
         # The thumbnail: a tile-sized view framed in GLOBAL_LINE, right of the tiles.
         gx, gy, gw, gh = lay.global_view
         assert (gw, gh) == (tile, tile) and gx > lay.model[0] + lay.model[2]
-        assert runs(picture[gy + gh // 2, gx - 3:gx + gw + 3], show.GLOBAL_LINE) == 2
+        assert runs(picture[gy + gh // 2, gx - 3:gx + gw + 3], pic.GLOBAL_LINE) == 2
 
     def test_max_num_from_the_environment(self, capsys, grey_image, tmp_path, monkeypatch):
         """MAX_NUM=2, as ms-swift reads it: two tiles, so three boundaries across."""
@@ -176,7 +177,7 @@ class TestInternvlTiling:
         facts = parse_facts(text)
         assert numbers(facts['tiles'])[:2] == [2, 1] and facts['environment'] == 'MAX_NUM=2'
         _, lay, _ = layout('internvl2_5_geo', path)
-        vertical, horizontal = lines_across(pixels(out), lay.model, show.TILE_LINE, row_at=100, col_at=100)
+        vertical, horizontal = lines_across(pixels(out), lay.model, pic.TILE_LINE, row_at=100, col_at=100)
         assert (vertical, horizontal) == (3, 2)
 
 
@@ -200,16 +201,16 @@ class TestLlavaNextCanvas:
         _, lay, _ = layout('llava1_6_mistral_hf_geo', path)
         assert lay.scale == 1 and lay.model[2:] == (672, 672)
         picture = pixels(out)
-        vertical, horizontal = lines_across(picture, lay.model, show.TILE_LINE, row_at=250, col_at=100)
+        vertical, horizontal = lines_across(picture, lay.model, pic.TILE_LINE, row_at=250, col_at=100)
         assert (vertical, horizontal) == (3, 3)
         # Down a column clear of tile lines: 2 border rows, padding down to pad_top, the image, padding.
         left, top, _, height = lay.model
         column = picture[top:top + height, left + 100]
-        padding = is_colour(column, show.PAD_FILL) | is_colour(column, show.PAD_HATCH)
-        first_image_row = show.TILE_LINE_WIDTH + int(np.argmin(padding[show.TILE_LINE_WIDTH:]))
+        padding = is_colour(column, pic.PAD_FILL) | is_colour(column, pic.PAD_HATCH)
+        first_image_row = pic.TILE_LINE_WIDTH + int(np.argmin(padding[pic.TILE_LINE_WIDTH:]))
         assert first_image_row == geo.pad_top
         assert not padding[geo.pad_top:geo.pad_top + geo.resized_height].any()
-        assert padding[geo.pad_top + geo.resized_height:height - show.TILE_LINE_WIDTH].all()
+        assert padding[geo.pad_top + geo.resized_height:height - pic.TILE_LINE_WIDTH].all()
         assert lay.global_view[2:] == (336, 336)
 
     def test_drawn_labels_are_the_printed_facts(self, capsys, grey_image, tmp_path):
@@ -222,11 +223,11 @@ class TestLlavaNextCanvas:
         _, lay, lines = layout('llava1_6_mistral_hf_geo', path)
         assert printed == lines
         left, top, width, height = lay.header
-        expected = Image.new('RGB', lay.size, show.BACKGROUND)
-        show.draw_header(ImageDraw.Draw(expected), show.load_font(), lay.header, printed)
+        expected = Image.new('RGB', lay.size, pic.BACKGROUND)
+        pic.draw_header(ImageDraw.Draw(expected), pic.load_font(), lay.header, printed)
         crop = (left, top, left + width, top + height)
         assert np.array_equal(pixels(out)[top:top + height, left:left + width], np.asarray(expected.crop(crop)))
-        assert count_colour(np.asarray(expected.crop(crop)), show.TEXT) > 0  # the lines are really drawn
+        assert count_colour(np.asarray(expected.crop(crop)), pic.TEXT) > 0  # the lines are really drawn
 
 
 # --- every registered template, whatever family ------------------------------------------------------
@@ -248,13 +249,13 @@ def test_every_template_prints_and_draws_its_geometry(capsys, grey_image, tmp_pa
     if geo.tile_cols:
         assert numbers(facts['tiles'])[:2] == [geo.tile_cols, geo.tile_rows]
         tile_w, tile_h = (round(side * lay.scale) for side in view.tile_size)
-        across = lines_across(picture, lay.model, show.TILE_LINE, row_at=tile_h // 2 + 1, col_at=tile_w // 2 + 1)
+        across = lines_across(picture, lay.model, pic.TILE_LINE, row_at=tile_h // 2 + 1, col_at=tile_w // 2 + 1)
         assert across == (geo.tile_cols + 1, geo.tile_rows + 1)
     else:
-        assert count_colour(picture, show.TILE_LINE) == 0
-    if view.cells is not None and show.cell_step(view, lay.scale) == 1:
+        assert count_colour(picture, pic.TILE_LINE) == 0
+    if view.cells is not None and pic.cell_step(view, lay.scale) == 1:
         cell_w, cell_h = (round(f / c * lay.scale) for f, c in zip(view.frame, view.cells, strict=True))
-        across = lines_across(picture, lay.model, show.TOKEN_LINE, row_at=cell_h // 2, col_at=cell_w // 2)
+        across = lines_across(picture, lay.model, pic.TOKEN_LINE, row_at=cell_h // 2, col_at=cell_w // 2)
         assert across == (view.cells[0] + 1, view.cells[1] + 1)
 
 
@@ -342,23 +343,24 @@ def test_bad_max_pixels_is_an_argument_error(capsys, grey_image):
 
 # --- writing the picture --------------------------------------------------------------------------------
 class TestOutNeverFollowsASymlink:
-    def test_symlink_to_a_file_is_replaced_not_followed(self, capsys, grey_image, tmp_path):
+    def test_symlink_to_a_file_is_refused_not_followed(self, capsys, grey_image, tmp_path):
         victim = tmp_path / 'victim.txt'
         victim.write_bytes(b'keep me')
         link = tmp_path / 'out.png'
         link.symlink_to(victim)
         rc, _, err = run(capsys, grey_image(640, 480), '--template', 'qwen2_5_vl_geo', '--out', str(link))
-        assert rc == 0, err
+        assert rc == 2 and f'cannot write --out {link}: it is a symlink' in err  # issue 27: named, not replaced
         assert victim.read_bytes() == b'keep me'
-        assert not link.is_symlink() and Image.open(link).format == 'PNG'
+        assert link.is_symlink() and os.readlink(link) == str(victim)
+        assert not [n for n in os.listdir(tmp_path) if n.endswith('.tmp')]
 
     def test_dangling_symlink_target_is_not_created(self, capsys, grey_image, tmp_path):
         target = tmp_path / 'elsewhere.png'
         link = tmp_path / 'out.png'
         link.symlink_to(target)
         rc, _, err = run(capsys, grey_image(640, 480), '--template', 'qwen2_5_vl_geo', '--out', str(link))
-        assert rc == 0, err
-        assert not target.exists() and not link.is_symlink()
+        assert rc == 2 and 'it is a symlink' in err
+        assert not target.exists() and link.is_symlink()
 
     def test_replaces_a_file_and_leaves_no_temporary(self, capsys, grey_image, tmp_path):
         image = grey_image(640, 480)

@@ -1,0 +1,125 @@
+"""`swift-ext score RESULT.jsonl --template T`: grounding metrics of `swift infer` results, in original pixels."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from ...geometry import COORDS
+from ...settings import settings_for, template_parent
+from ..bounded import refuse_reason, short
+from ..cards import draw_gallery, gallery_mb
+from ..embed import ImagePolicy
+from ..output import STDOUT, OutputError, prepare_out_dir, write_named
+from ..text import ArgumentParser, echo
+from .aggregate import MAX_LINE, gallery_items, score_file
+from .report import format_text, report_html
+from .truth import DatasetTruth, JoinError, first_row_has_key
+
+COORDS_ENV = 'SWIFT_EXT_COORDS'
+
+
+def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__.split('\n')[0])
+    p.add_argument('result', metavar='RESULT.jsonl', help='the file `swift infer --result_path` wrote')
+    p.add_argument('--template', required=True, help='the _geo template (or its parent) the model ran with')
+    p.add_argument('--dataset', metavar='DATA.jsonl',
+                   help='the --val_dataset (.jsonl, .json, .parquet): its `solution` column, joined by `id` where '
+                        'both files carry one, else row by row (swift infer drops it)')
+    p.add_argument('--max_pixels', type=int, help="ms-swift's --max_pixels, if the inference used it")
+    p.add_argument('--coords', choices=COORDS, help=f"the model's box convention (default: ${COORDS_ENV}, "
+                   "else the template's)")
+    p.add_argument('--json', action='store_true', help='print the numbers as JSON')
+    p.add_argument('--html', metavar='PATH',
+                   help="write a page with the metrics and a gallery of predictions ('-': standard output)")
+    p.add_argument('--gallery', type=int, default=12, metavar='N', help='predictions drawn in --html (default 12)')
+    p.add_argument('--gallery-max-mb', type=gallery_mb, default=4.0, metavar='MB', help='bound on embedded images')
+    p.add_argument('--images-under', action='append', default=[], metavar='DIR',
+                   help="embed image files under DIR in --html too (repeatable; by default only those under the "
+                        "--dataset's folder)")
+    return p
+
+
+def _settings(args):
+    template = args.template if args.template.endswith('_geo') else args.template + '_geo'
+    template_parent(template)  # refuses a name no family serves, with the list
+    return settings_for(template, swift_max_pixels=args.max_pixels)
+
+
+def _usage_error(args) -> str | None:
+    """Why the arguments cannot be used together, or None."""
+    for what, path in (('RESULT.jsonl', args.result), ('--dataset', args.dataset)):
+        reason = refuse_reason(path) if path is not None else None
+        if reason:
+            return f'{what} {path}: {reason}.'
+    if args.gallery < 0:
+        return f'--gallery must be >= 0, got {args.gallery}.'
+    if args.html == STDOUT and args.json:
+        return '--html - and --json both write to standard output; choose one.'
+    bad = [d for d in args.images_under if not os.path.isdir(d)]
+    return f'--images-under must name a folder, got {bad[0]!r}.' if bad else None
+
+
+def _policy(args) -> ImagePolicy:
+    policy = ImagePolicy()
+    for folder in args.images_under:
+        policy.add_folder(folder, '--images-under')
+    if args.dataset is not None:
+        policy.add_folder(os.path.dirname(os.path.abspath(args.dataset)), "--dataset's folder")
+    return policy
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    problem, settings = _usage_error(args), None
+    try:
+        settings = _settings(args) if problem is None else None
+    except (ValueError, KeyError) as exc:
+        problem = f'--template {args.template!r}: {exc}'
+    coords = args.coords or os.environ.get(COORDS_ENV) or (settings.coords if settings else None)
+    if problem is None and coords not in COORDS:
+        problem = f'{COORDS_ENV} must be one of {list(COORDS)}, got {short(repr(coords), 40)}.'
+    if problem is not None:
+        echo(f'swift-ext score: {problem}', err=True)
+        return 2
+    try:
+        result, page = _score(args, settings, coords)
+        if page is not None:
+            if args.html != STDOUT:
+                prepare_out_dir(os.path.dirname(os.path.abspath(args.html)), named_by_user=True)
+            write_named(args.html, page, option='--html')
+    except (JoinError, OutputError, OSError, ValueError) as exc:
+        echo(f'swift-ext score: {exc}', err=True)
+        return 2
+    if args.json:
+        echo(json.dumps(result, indent=1))
+    else:
+        echo(format_text(result), err=args.html == STDOUT)  # with --html -, standard output holds the page
+        if args.html and args.html != STDOUT:
+            echo(f'Report: {args.html}')
+    return 0
+
+
+def _score(args, settings, coords: str) -> tuple[dict, str | None]:
+    """The metrics, and the page when ``--html`` is given. Raises JoinError, OutputError, OSError, ValueError."""
+    by_key = args.dataset is not None and first_row_has_key(args.result, MAX_LINE) \
+        and first_row_has_key(args.dataset, MAX_LINE)
+
+    def truth():
+        return DatasetTruth(args.dataset, by_key=by_key) if args.dataset is not None else None
+    from tqdm import tqdm
+    with tqdm(total=os.path.getsize(args.result), unit='B', unit_scale=True, desc='score', file=sys.stderr,
+              disable=None, leave=False) as progress:
+        result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
+                            truth=truth())
+    status = result.pop('_status')
+    if status.refused:
+        raise OutputError(f'RESULT.jsonl {args.result}: {status.refused}.')
+    picks = result.pop('_picks')
+    if not args.html:
+        return result, None
+    policy = _policy(args)
+    items = gallery_items(args.result, picks, settings, coords, policy, truth())
+    gallery = draw_gallery(items, int(args.gallery_max_mb * (1 << 20)), policy.describe()) if items else None
+    return result, report_html(result, gallery)
