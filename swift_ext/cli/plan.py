@@ -26,7 +26,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..families import family_of
+from ..families import family_named, family_of
 from ..geometry import GeometryError
 from ..images import ImageSource, classify, read_image_header
 from ..scoring import parse_solution
@@ -36,8 +36,6 @@ from ..settings import PreprocessSettings, settings_for, with_budget
 DEFAULT_SWEEP = (200704, 401408, 802816, 1003520, 12845056)
 # Tile limits compared by default for tiling families (a pixel budget barely moves them).
 DEFAULT_TILE_SWEEP = (1, 2, 4, 6, 12)
-# The settings field that caps tiles, per family, in the order looked for.
-TILE_KNOBS = ('max_num', 'max_slice_nums')
 CHUNK_ROWS = 512
 CHUNK_CHARS = 8 << 20  # a chunk also ends at this many characters of rows (base64 datasets)
 MAX_LINE_CHARS = 256 << 20  # a longer line is skipped and reported, never held in memory
@@ -94,8 +92,7 @@ def sweep_settings(settings: PreprocessSettings, value: int) -> PreprocessSettin
 
 def tile_knob(settings: PreprocessSettings) -> str | None:
     """The settings field that caps a tiling family's tiles (``max_num``, ...), or None."""
-    names = {f.name for f in dataclasses.fields(settings)}
-    return next((k for k in TILE_KNOBS if k in names), None)
+    return family_named(settings.family).tile_knob
 
 
 def tile_settings(settings: PreprocessSettings, value: int) -> PreprocessSettings:

@@ -9,14 +9,76 @@ The encode shows each image as one run of ``<IMG_CONTEXT>`` tokens (tiles x toke
 """
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..geometry import _target_ratios, internvl_geometry, updated
+from ..geometry import GeometryError, ImageGeometry, check_side, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, predicted_tokens, token_id, token_runs
 
 _BOX = ('internvl_box',)
 _SOURCE = 'InternVL grounding format: <ref>label</ref><box>[[x1, y1, x2, y2]]</box> in 0-1000'
+
+
+def internvl_target_ratios(min_num: int, max_num: int) -> list:
+    """Tile grids (cols, rows) in the order ms-swift's ``_dynamic_preprocess`` tries them."""
+    return list(_target_ratios(min_num, max_num))
+
+
+@functools.lru_cache(maxsize=64)
+def _target_ratios(min_num: int, max_num: int) -> tuple:
+    # Building the set is cubic in max_num: cached, as every image of a run asks the same.
+    # The set-then-sort construction is copied on purpose: ties between grids of equal
+    # area are broken by the set's iteration order, which an equivalent list would change.
+    ratios = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
+                 for j in range(1, n + 1) if min_num <= i * j <= max_num)
+    return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
+
+
+def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[tuple[int, int]],
+                          image_size: int) -> tuple[int, int]:
+    """The (cols, rows) grid InternVL picks: nearest aspect ratio, larger grid on ties if big."""
+    aspect_ratio = width / height
+    best_diff = float('inf')
+    best = (1, 1)
+    area = width * height
+    for cols, rows in ratios:
+        diff = abs(aspect_ratio - cols / rows)
+        if diff < best_diff:
+            best_diff = diff
+            best = (cols, rows)
+        elif diff == best_diff and area > 0.5 * image_size * image_size * cols * rows:
+            best = (cols, rows)
+    return best
+
+
+def internvl_geometry(*, width: int, height: int, image_size: int = 448, min_num: int = 1,
+                      max_num: int = 12, use_thumbnail: bool = True, patch_size: int = 14,
+                      downsample_ratio: float = 0.5, ratios: Sequence | None = None,
+                      name: str = 'image') -> ImageGeometry:
+    """Geometry of an InternVL dynamic-resolution image: tile grid, thumbnail, tokens.
+
+    ``ratios`` overrides the candidate grids (and their order) for processors that
+    enumerate them differently, such as the transformers-native InternVL processor.
+    """
+    check_side('width', width, name)
+    check_side('height', height, name)
+    if min_num < 1 or max_num < min_num:
+        raise GeometryError(f'{name}: need 1 <= min_num <= max_num, '
+                            f'got min_num={min_num}, max_num={max_num}.')
+    if ratios is None:
+        ratios = internvl_target_ratios(min_num, max_num)
+    cols, rows = internvl_closest_grid(width=width, height=height, ratios=ratios,
+                                      image_size=image_size)
+    blocks = cols * rows
+    thumbnail = bool(use_thumbnail and blocks != 1)
+    num_tiles = blocks + (1 if thumbnail else 0)
+    tokens_per_tile = int((image_size // patch_size) ** 2 * downsample_ratio ** 2)
+    return ImageGeometry(original_width=width, original_height=height,
+                         resized_width=image_size * cols, resized_height=image_size * rows,
+                         num_tokens=num_tiles * tokens_per_tile, tile_cols=cols, tile_rows=rows,
+                         num_tiles=num_tiles, thumbnail=thumbnail)
 
 
 @dataclass(frozen=True)
@@ -40,6 +102,7 @@ def tokens_per_tile(image_size: int) -> int:
 class Internvl(Family):
     name = 'internvl'
     settings_cls = InternvlSettings
+    tile_knob = 'max_num'
     env_vars = ('MAX_NUM', 'INPUT_SIZE')
     templates = (
         TemplateSpec('internvl2', 'norm1000', _BOX, coords_source=_SOURCE),
@@ -50,15 +113,14 @@ class Internvl(Family):
     )
 
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
+    def settings_from_env(cls, settings, env):
         size = env_int(env, 'INPUT_SIZE')
         if size:
-            s = replace(s, image_size=size, tokens_per_tile=tokens_per_tile(size))
+            settings = replace(settings, image_size=size, tokens_per_tile=tokens_per_tile(size))
         max_num = env_int(env, 'MAX_NUM')
         if max_num is not None:
-            s = replace(s, max_num=max_num)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+            settings = replace(settings, max_num=max_num)
+        return settings
 
     @classmethod
     def settings_from_template(cls, template, settings):
@@ -66,14 +128,11 @@ class Internvl(Family):
                        tokens_per_tile=tokens_per_tile(int(template.input_size)))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        geo = internvl_geometry(width=w, height=h, image_size=settings.image_size, min_num=settings.min_num,
+    def resize(cls, settings, *, width, height, row_kwargs, name):
+        geo = internvl_geometry(width=width, height=height, image_size=settings.image_size, min_num=settings.min_num,
                                 max_num=settings.max_num, use_thumbnail=settings.use_thumbnail,
                                 ratios=settings.tile_grids(), name=name)
-        geo = replace(geo, num_tokens=geo.num_tiles * settings.tokens_per_tile,
-                      original_width=width, original_height=height)
-        return geo, clamped
+        return replace(geo, num_tokens=geo.num_tiles * settings.tokens_per_tile), None
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -39,9 +39,8 @@ class InternvlHf(Internvl):
     )
 
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+    def settings_from_env(cls, settings, env):
+        return settings  # the processor's own max_patches / crop_size: ms-swift's MAX_NUM / INPUT_SIZE do not apply
 
     @classmethod
     def settings_from_template(cls, template, settings):

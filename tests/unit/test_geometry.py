@@ -6,8 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from swift_ext.families.internvl import internvl_geometry
 from swift_ext.families.internvl_hf import hf_tile_grids as hf_tile_ratios
-from swift_ext.geometry import GeometryError, ImageGeometry, internvl_geometry, qwen_geometry, smart_resize
+from swift_ext.families.qwen import qwen_geometry, smart_resize
+from swift_ext.geometry import GeometryError, ImageGeometry
 
 qvu = pytest.importorskip('qwen_vl_utils.vision_process')
 
@@ -39,7 +41,7 @@ def _library(width, height, factor, min_pixels, max_pixels):
 def _ours(width, height, factor, min_pixels, max_pixels):
     try:
         return smart_resize(width=width, height=height, factor=factor, min_pixels=min_pixels,
-                            max_pixels=max_pixels)
+                            max_pixels=max_pixels)[0]
     except GeometryError:
         return 'error'
 
