@@ -34,16 +34,17 @@ FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0}
 class Clamp(str, Enum):
     """Which limit changed an image's size beyond the model's own rounding (``clamped`` in records).
 
-    One vocabulary for every family, counted by the `vision/` metrics, `review` and `plan`. A str
+    One vocabulary for every family, counted by the `vision/` metrics, `review` and `plan`; which
+    family names what, and which name wins when two apply: ``swift_ext/families/base.py``. A str
     subclass: it compares equal to, and serialises as, its value.
     """
 
-    MAX_PIXELS = 'max_pixels'  # a pixel cap shrank it (ms-swift's --max_pixels, a row's or the model's cap)
-    MIN_PIXELS = 'min_pixels'  # grown up to a pixel floor
-    LONGEST_EDGE = 'longest_edge'  # its longest side was capped (Pixtral, Idefics3)
+    MAX_PIXELS = 'max_pixels'  # a pixel cap shrank it (ms-swift's --max_pixels, a row's, or the model's own cap)
+    MIN_PIXELS = 'min_pixels'  # a pixel floor grew it (Qwen, GLM, PaddleOCR)
+    LONGEST_EDGE = 'longest_edge'  # a cap on its longest side shrank it (Pixtral, Idefics3)
     MAX_SOFT_TOKENS = 'max_soft_tokens'  # a visual-token budget shrank it (Gemma 4)
-    CANVAS_FIT = 'canvas_fit'  # shrunk to fit a fixed canvas or tile grid (LLaVA-NeXT pinpoints)
-    UPSCALE = 'upscale'  # enlarged to the model's fixed input size
+    CANVAS_FIT = 'canvas_fit'  # shrunk (or stretched) into a fixed canvas, input size or tile grid
+    UPSCALE = 'upscale'  # enlarged, no side shrunk, to a fixed input, canvas, tile grid or token budget
 
     def __str__(self) -> str:
         return self.value
@@ -85,6 +86,25 @@ class ImageGeometry:
     def _scale(self) -> tuple[float, float]:
         return (self.resized_width / self.original_width,
                 self.resized_height / self.original_height)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(x, y)``: the factor each axis went through from the file to ``resized_*`` (below 1: shrunk)."""
+        return self._scale()
+
+    @property
+    def max_scale(self) -> float:
+        """The larger of ``scale``: how many times the most enlarged axis was blown up (1.0 or less: none).
+
+        What a tool flags a large upscale with, whatever the clamp's name (an image pre-rescaled by
+        ``--max_pixels`` and then enlarged to a fixed input is named ``max_pixels``).
+
+        Example:
+            >>> ImageGeometry(original_width=30, original_height=30, resized_width=336, resized_height=336,
+            ...               num_tokens=1).max_scale
+            11.2
+        """
+        return max(self._scale())
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -169,6 +189,25 @@ def check_side(side: str, value: Any, image: str) -> int:
     if value <= 0:
         raise GeometryError(f'{image}: `{side}` must be positive, got {value}.')
     return value
+
+
+def fit_clamp(*, width: int, height: int, resized_width: int, resized_height: int,
+              shrunk: Clamp = Clamp.CANVAS_FIT) -> Clamp | None:
+    """The clamp of a resize to a size the model fixes (a canvas, an input size, a tile grid, a budget).
+
+    ``UPSCALE`` where no side shrank and one grew; ``shrunk`` (``CANVAS_FIT`` unless the family's limit
+    has its own name) where a side shrank, a stretch that shrinks one side and grows the other
+    included; None where the size is unchanged.
+
+    Example:
+        >>> fit_clamp(width=30, height=30, resized_width=336, resized_height=336)
+        <Clamp.UPSCALE: 'upscale'>
+        >>> fit_clamp(width=2000, height=400, resized_width=896, resized_height=896)
+        <Clamp.CANVAS_FIT: 'canvas_fit'>
+    """
+    if resized_width >= width and resized_height >= height:
+        return None if (resized_width, resized_height) == (width, height) else Clamp.UPSCALE
+    return shrunk
 
 
 # --- shared rounding: the steps several processors take alike -------------------------------------

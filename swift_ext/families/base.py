@@ -39,6 +39,32 @@ families through ``swift_ext.predict_geometry`` and the `_geo` templates.
   a template in the process (rewards in vLLM server mode, ``plan``).
 - ``default_settings(parent)``, ``spec(parent)``.
 
+**Clamp names** (``swift_ext.geometry.Clamp``, a record's ``clamped``): the limit that changed the
+image's size beyond the model's own rounding to its patch or tile multiple; None where only that
+rounding (or nothing) changed it. One name an image, by precedence:
+
+1. ms-swift's pre-rescale comes first in the pipeline and wins: ``max_pixels`` wherever
+   ``--max_pixels`` or a row's ``max_pixels`` shrank the file, whatever the family did next.
+2. Otherwise the family's own step, as ``resize`` returns it:
+
+   - a smart_resize's pixel cap or floor (Qwen, GLM-4.1V, the GLM-5.3 canvas, PaddleOCR-VL):
+     ``max_pixels`` / ``min_pixels``; where neither applied but a side under the patch factor was
+     first scaled up to it (GLM-4.1V, PaddleOCR-VL): ``upscale``;
+   - a cap on the longest side (Pixtral / Mistral 3): ``longest_edge``; Idefics3 sets the longest
+     side to 4 x 364: ``longest_edge`` where that shrank it, ``upscale`` where it grew it;
+   - a visual-token budget (Gemma 4): ``max_soft_tokens`` where a side shrank, ``upscale`` where
+     none shrank and one grew;
+   - a size the model fixes (Gemma 3's square, InternVL's tile grid, LLaVA-NeXT / OneVision's
+     pinpoint canvas, MiniCPM-V's slices, Idefics3 without splitting): ``geometry.fit_clamp``:
+     ``upscale`` where no side shrank and one grew, ``canvas_fit`` where a side shrank (a stretch
+     that shrinks one side and grows the other included).
+
+   Within one family, the step that decided the final size names it (a cap or a floor wins over
+   the small-side upscale before it).
+3. The net change is ``ImageGeometry.scale`` / ``max_scale``, whatever the name: a tool flags a
+   large upscale with ``max_scale`` (an image pre-rescaled and then grown to a fixed input is
+   named ``max_pixels``; its ``max_scale`` still says how much it was blown up).
+
 In the order a `_geo` template uses them: ``default_settings`` + ``settings_from_template`` when its
 processor is set; per encode, ``replaced_size`` after each ``replace_tag``; then, a moment later,
 ``predict`` per image and ``actual`` on the kept ``encoded_keys``.

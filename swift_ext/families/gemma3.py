@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, updated
+from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
 
@@ -108,7 +108,9 @@ class Gemma3(Family):
         return ImageGeometry(original_width=width, original_height=height, resized_width=settings.image_width,
                              resized_height=settings.image_height, num_tokens=settings.tokens_per_image,
                              num_tiles=1 + crops, thumbnail=crops > 0,
-                             tile_cols=cols or None, tile_rows=rows or None), None
+                             tile_cols=cols or None, tile_rows=rows or None), \
+            fit_clamp(width=width, height=height, resized_width=settings.image_width,
+                      resized_height=settings.image_height)  # every image is stretched to the fixed square
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

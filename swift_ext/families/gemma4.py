@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, as_numpy, predicted_tokens, token_runs, untrained_spec
 
@@ -95,7 +95,9 @@ class Gemma4(Family):
         side = settings.side_multiple
         geo = ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
                             num_tokens=(rh // side) * (rw // side))
-        return geo, Clamp.MAX_SOFT_TOKENS if rw * rh < width * height else None
+        # Scaled up or down to about max_soft_tokens: a side the budget shrank names it.
+        return geo, fit_clamp(width=width, height=height, resized_width=rw, resized_height=rh,
+                              shrunk=Clamp.MAX_SOFT_TOKENS)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

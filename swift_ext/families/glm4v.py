@@ -69,7 +69,8 @@ def glm4v_smart_resize(*, width: int, height: int, factor: int = 28, temporal_fa
 
     Called by the processor with ``num_frames = temporal_factor``: every pixel count is
     doubled, so the cap is ``max_pixels / 2``. ``clamped`` is ``Clamp.MAX_PIXELS`` / ``MIN_PIXELS``
-    when that branch rescaled the image, else None.
+    when that branch rescaled the image, else ``UPSCALE`` where a side under ``factor`` was first
+    scaled up to it, else None.
 
     Example:
         >>> glm4v_smart_resize(width=640, height=480)
@@ -77,7 +78,8 @@ def glm4v_smart_resize(*, width: int, height: int, factor: int = 28, temporal_fa
         >>> glm4v_smart_resize(width=1920, height=1080, max_pixels=2 * 1003520)
         ((1316, 728), <Clamp.MAX_PIXELS: 'max_pixels'>)
     """
-    if height < factor or width < factor:
+    grown = height < factor or width < factor
+    if grown:
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
     ratio = max(height, width) / min(height, width)
@@ -85,8 +87,9 @@ def glm4v_smart_resize(*, width: int, height: int, factor: int = 28, temporal_fa
         raise GeometryError(f'{name}: GLM-4.1V refuses an aspect ratio over {GLM_MAX_RATIO}, '
                             f'got {ratio:.1f} ({width}x{height} after its small-side upscale).')
     # Called with num_frames = temporal_factor: t_bar = round(frames / temporal) * temporal = frames.
-    return round_within(width=width, height=height, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels,
-                        frames=temporal_factor, min_side=factor)
+    size, clamp = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                               max_pixels=max_pixels, frames=temporal_factor, min_side=factor)
+    return size, clamp or (Clamp.UPSCALE if grown else None)
 
 
 def glm5_next_canvas(*, width: int, height: int, factor: int = 28, temporal_factor: int = 2,

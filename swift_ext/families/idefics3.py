@@ -22,7 +22,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, check_side, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, token_spans, tolist
 
@@ -109,6 +109,23 @@ def idefics3_geometry(*, width: int, height: int, settings: Idefics3Settings, na
                          num_tiles=rows * cols + 1, thumbnail=True, global_width=tile, global_height=tile)
 
 
+def idefics3_clamp(*, width: int, height: int, geo: ImageGeometry, settings: Idefics3Settings) -> Clamp | None:
+    """The clamp of the processor's resize: its longest-edge step (the ceil to whole tiles is rounding).
+
+    The longest side is set to ``longest_edge`` (then capped at 4096): ``LONGEST_EDGE`` where that
+    shrank it, ``UPSCALE`` where it grew it. Without splitting, the image is squashed to one tile.
+    """
+    if not settings.do_image_splitting:
+        return fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                         resized_height=geo.resized_height)
+    if not settings.do_resize:
+        return None
+    longest, cap = max(width, height), min(settings.longest_edge, MAX_IMAGE_SIZE)
+    if longest == cap:
+        return None
+    return Clamp.LONGEST_EDGE if longest > cap else Clamp.UPSCALE
+
+
 @register_family
 class Idefics3(Family):
     name = 'idefics3'
@@ -128,7 +145,8 @@ class Idefics3(Family):
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
-        return idefics3_geometry(width=width, height=height, settings=settings, name=name), None
+        geo = idefics3_geometry(width=width, height=height, settings=settings, name=name)
+        return geo, idefics3_clamp(width=width, height=height, geo=geo, settings=settings)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

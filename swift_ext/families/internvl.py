@@ -13,7 +13,7 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, check_side, updated
+from ..geometry import GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int, predicted_tokens, token_id, token_runs
 
@@ -132,7 +132,9 @@ class Internvl(Family):
         geo = internvl_geometry(width=width, height=height, image_size=settings.image_size, min_num=settings.min_num,
                                 max_num=settings.max_num, use_thumbnail=settings.use_thumbnail,
                                 ratios=settings.tile_grids(), name=name)
-        return replace(geo, num_tokens=geo.num_tiles * settings.tokens_per_tile), None
+        # The image is stretched onto the tile grid: grown for most small images, shrunk for large ones.
+        return replace(geo, num_tokens=geo.num_tiles * settings.tokens_per_tile), fit_clamp(
+            width=width, height=height, resized_width=geo.resized_width, resized_height=geo.resized_height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

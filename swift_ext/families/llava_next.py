@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, updated
+from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, predicted_tokens, token_runs
 
@@ -199,8 +199,9 @@ class LlavaNext(Family):
     def resize(cls, settings, *, width, height, row_kwargs, name):
         geo = cls.geometry(settings, width=width, height=height, original_width=width, original_height=height,
                            name=name)
-        # Every image is resized into a canvas; 'max_pixels' marks one that lost pixels on the way.
-        return geo, Clamp.MAX_PIXELS if geo.resized_width < width else None
+        # Every image is resized (aspect kept) to touch its pinpoint canvas: shrunk or grown.
+        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                              resized_height=geo.resized_height)
 
     # --- what the encode shows ----------------------------------------------------------
     @classmethod

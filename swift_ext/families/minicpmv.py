@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, check_side, updated
+from ..geometry import ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, env_int, token_id
 
@@ -160,7 +160,10 @@ class Minicpmv(Family):
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
-        return minicpmv_geometry(width=width, height=height, settings=settings, name=name), None
+        geo = minicpmv_geometry(width=width, height=height, settings=settings, name=name)
+        # Every view is scaled to about scale_resolution**2 pixels: small images grow, large ones shrink.
+        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                              resized_height=geo.resized_height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

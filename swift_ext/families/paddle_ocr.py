@@ -56,12 +56,16 @@ def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels
                         name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
     """transformers' PaddleOCR-VL ``smart_resize`` as ``((width, height), clamped)``.
 
+    ``clamped``: ``MAX_PIXELS`` / ``MIN_PIXELS`` where that branch rescaled the image, else
+    ``UPSCALE`` where a side under ``factor`` was first set to it, else None.
+
     Example:
         >>> paddle_smart_resize(width=640, height=480)
         ((644, 476), None)
         >>> paddle_smart_resize(width=20, height=600)
         ((84, 1848), <Clamp.MIN_PIXELS: 'min_pixels'>)
     """
+    grown = height < factor or width < factor
     if height < factor:
         width, height = round(width * factor / height), factor
     if width < factor:
@@ -70,8 +74,9 @@ def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels
     if ratio > PADDLE_MAX_RATIO:
         raise GeometryError(f'{name}: PaddleOCR-VL refuses an aspect ratio over {PADDLE_MAX_RATIO}, '
                             f'got {ratio:.1f} ({width}x{height} after its small-side upscale).')
-    return round_within(width=width, height=height, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels,
-                        min_side=factor)
+    size, clamp = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                               max_pixels=max_pixels, min_side=factor)
+    return size, clamp or (Clamp.UPSCALE if grown else None)  # a side under `factor` was scaled up to it
 
 
 def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> tuple[float, float]:
