@@ -266,18 +266,6 @@ def swift_rescaled_size(*, width: int, height: int, max_pixels: float | None,
     return new_w, new_h
 
 
-# The image I/O (identity, short names, header reads) lives in swift_ext.images; these names stay
-# importable from here for code written against earlier releases.
-_MOVED_TO_IMAGES = ('describe_source', 'read_image_size')
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_IMAGES:
-        from . import images
-        return getattr(images, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
-
-
 def updated(geo: ImageGeometry, **changes: Any) -> ImageGeometry:
     """``geo`` with ``changes``; ``geo`` itself where they change nothing (the encode agreed with the prediction)."""
     for name, value in changes.items():

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..families import family_of
-from ..geometry import GeometryError, ImageGeometry, read_image_size
+from ..geometry import GeometryError, ImageGeometry
+from ..images import read_image_size
 from ..settings import PreprocessSettings, settings_for
 
 # Colours chosen to be told apart by eye and by tests counting pixels: nothing a resized photo

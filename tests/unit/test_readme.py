@@ -86,4 +86,4 @@ def test_geometry_api_example_prints_what_it_says():
             continue
         assert eval(expr, scope) == expected, line
         checked += 1
-    assert checked == 3
+    assert checked == 4
