@@ -4,16 +4,29 @@ Light on purpose: importing ``swift_ext`` imports neither torch, PIL nor swift. 
 rewards and callback register themselves when the plugin file (``swift-ext plugin-path``, or
 ``templates/plugin.py`` in the repository) is imported by ms-swift.
 
-Public API without a model in the process:
+The public API is what ``__all__`` names, usable with no model in the process:
 
 - ``predict_geometry(template, *, width, height, row_kwargs=None, swift_max_pixels=None, env=None)``
   -> :class:`ImageGeometry`, for every registered `_geo` template;
 - ``ImageGeometry.to_model_frame(box, coords)`` / ``.from_model_frame(box, coords)``: boxes between
-  original pixels and what the model writes (``'abs'``, ``'norm1000'``, ``'norm1'``);
-- :class:`GeometryError` (a ``ValueError``) where the parent template refuses an image.
+  original pixels and what the model writes (one of ``COORDS``: ``'abs'``, ``'norm1000'``,
+  ``'norm1'``); ``.scale`` / ``.max_scale``: how much each axis was enlarged or shrunk;
+- :class:`GeometryError` (a ``ValueError``) where the parent template refuses an image;
+- :class:`Clamp`: the names a record's ``clamped`` takes (which limit changed an image's size);
+- ``iou_score``, ``parse_solution`` (``swift_ext.scoring``) and ``parse_boxes`` (``swift_ext.boxes``):
+  scoring outside training.
+
+and, with ms-swift in the process, the modules ``swift_ext.rewards`` (``geo_reward``, ``GeoReward``
+and the rewards) and ``swift_ext.plugin`` (the file for ``--external_plugins``). Every other module
+is internal: it may change between releases, and says so.
 """
-from .geometry import GeometryError, ImageGeometry
+from .boxes import parse_boxes
+from .geometry import COORDS, Clamp, GeometryError, ImageGeometry
+from .scoring import iou_score, parse_solution
 from .settings import predict_geometry
 
-__version__ = '0.2.0'
-__all__ = ['GeometryError', 'ImageGeometry', 'predict_geometry', '__version__']
+__version__ = '0.2.0'  # the one version: setup.cfg reads it (version = attr: swift_ext.__version__)
+__all__ = ['COORDS', 'Clamp', 'GeometryError', 'ImageGeometry', 'iou_score', 'parse_boxes', 'parse_solution',
+           'predict_geometry', '__version__']
+# Public modules besides this one (their own names are their API); everything else in the package is internal.
+PUBLIC_MODULES = ('swift_ext.boxes', 'swift_ext.scoring', 'swift_ext.rewards', 'swift_ext.plugin')

@@ -1,24 +1,25 @@
-"""Image geometry: what a VLM preprocessor does to an image, as arithmetic only.
+"""The geometry core: what every family's arithmetic is written with (internal; the public names are in
+``swift_ext.__all__``).
+
+:class:`ImageGeometry` (what happened to one image), :class:`Clamp` (which limit changed its size),
+:class:`GeometryError` (an image a parent template refuses), ms-swift's own ``--max_pixels``
+pre-rescale (``swift_rescaled_size``) and the rounding steps several processors share. Each
+family's own arithmetic lives in its module under ``swift_ext.families``.
 
 Importing this module imports no torch, PIL or swift: rewards and log tools can use it
 in microseconds. Reading images (``read_image_size``) lives in ``swift_ext.images``.
 
-Axis conventions are spelled out in every name: PIL sizes are (width, height),
-``smart_resize`` takes (height, width), InternVL grids are (cols, rows).
+Axis conventions are spelled out in every name: PIL sizes are (width, height), processors
+often take (height, width), tile grids are (cols, rows).
 """
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 from typing import Any
 
-# qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
-MAX_RATIO = 200
-IMAGE_MIN_TOKEN_NUM = 4
-IMAGE_MAX_TOKEN_NUM = 16384
 # PIL's own decompression-bomb limit is 2 * Image.MAX_IMAGE_PIXELS (~179 MP); we refuse at
 # the same point PIL would, but from the header alone.
 MAX_IMAGE_PIXELS = 2 * 89_478_485
@@ -33,16 +34,17 @@ FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0}
 class Clamp(str, Enum):
     """Which limit changed an image's size beyond the model's own rounding (``clamped`` in records).
 
-    One vocabulary for every family, counted by the `vision/` metrics, `review` and `plan`. A str
+    One vocabulary for every family, counted by the `vision/` metrics, `review` and `plan`; which
+    family names what, and which name wins when two apply: ``swift_ext/families/base.py``. A str
     subclass: it compares equal to, and serialises as, its value.
     """
 
-    MAX_PIXELS = 'max_pixels'  # a pixel cap shrank it (ms-swift's --max_pixels, a row's or the model's cap)
-    MIN_PIXELS = 'min_pixels'  # grown up to a pixel floor
-    LONGEST_EDGE = 'longest_edge'  # its longest side was capped (Pixtral, Idefics3)
+    MAX_PIXELS = 'max_pixels'  # a pixel cap shrank it (ms-swift's --max_pixels, a row's, or the model's own cap)
+    MIN_PIXELS = 'min_pixels'  # a pixel floor grew it (Qwen, GLM, PaddleOCR)
+    LONGEST_EDGE = 'longest_edge'  # a cap on its longest side shrank it (Pixtral, Idefics3)
     MAX_SOFT_TOKENS = 'max_soft_tokens'  # a visual-token budget shrank it (Gemma 4)
-    CANVAS_FIT = 'canvas_fit'  # shrunk to fit a fixed canvas or tile grid (LLaVA-NeXT pinpoints)
-    UPSCALE = 'upscale'  # enlarged to the model's fixed input size
+    CANVAS_FIT = 'canvas_fit'  # shrunk (or stretched) into a fixed canvas, input size or tile grid
+    UPSCALE = 'upscale'  # enlarged, no side shrunk, to a fixed input, canvas, tile grid or token budget
 
     def __str__(self) -> str:
         return self.value
@@ -84,6 +86,25 @@ class ImageGeometry:
     def _scale(self) -> tuple[float, float]:
         return (self.resized_width / self.original_width,
                 self.resized_height / self.original_height)
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """``(x, y)``: the factor each axis went through from the file to ``resized_*`` (below 1: shrunk)."""
+        return self._scale()
+
+    @property
+    def max_scale(self) -> float:
+        """The larger of ``scale``: how many times the most enlarged axis was blown up (1.0 or less: none).
+
+        What a tool flags a large upscale with, whatever the clamp's name (an image pre-rescaled by
+        ``--max_pixels`` and then enlarged to a fixed input is named ``max_pixels``).
+
+        Example:
+            >>> ImageGeometry(original_width=30, original_height=30, resized_width=336, resized_height=336,
+            ...               num_tokens=1).max_scale
+            11.2
+        """
+        return max(self._scale())
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -161,63 +182,76 @@ class ImageGeometry:
         return cls(**fields)
 
 
-def _check_side(name: str, value: Any, what: str) -> int:
+def check_side(side: str, value: Any, image: str) -> int:
+    """``value`` as an image side: a GeometryError unless it is a positive integer (``side``: 'width' / 'height')."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise GeometryError(f'{what}: `{name}` must be an integer, got {value!r}.')
+        raise GeometryError(f'{image}: `{side}` must be an integer, got {value!r}.')
     if value <= 0:
-        raise GeometryError(f'{what}: `{name}` must be positive, got {value}.')
+        raise GeometryError(f'{image}: `{side}` must be positive, got {value}.')
     return value
 
 
-def _round_by_factor(number: float, factor: int) -> int:
+def fit_clamp(*, width: int, height: int, resized_width: int, resized_height: int,
+              shrunk: Clamp = Clamp.CANVAS_FIT) -> Clamp | None:
+    """The clamp of a resize to a size the model fixes (a canvas, an input size, a tile grid, a budget).
+
+    ``UPSCALE`` where no side shrank and one grew; ``shrunk`` (``CANVAS_FIT`` unless the family's limit
+    has its own name) where a side shrank, a stretch that shrinks one side and grows the other
+    included; None where the size is unchanged.
+
+    Example:
+        >>> fit_clamp(width=30, height=30, resized_width=336, resized_height=336)
+        <Clamp.UPSCALE: 'upscale'>
+        >>> fit_clamp(width=2000, height=400, resized_width=896, resized_height=896)
+        <Clamp.CANVAS_FIT: 'canvas_fit'>
+    """
+    if resized_width >= width and resized_height >= height:
+        return None if (resized_width, resized_height) == (width, height) else Clamp.UPSCALE
+    return shrunk
+
+
+# --- shared rounding: the steps several processors take alike -------------------------------------
+def round_by_factor(number: float, factor: int) -> int:
+    """The multiple of ``factor`` nearest ``number`` (Python's round: halves to even)."""
     return round(number / factor) * factor
 
 
-def _ceil_by_factor(number: float, factor: int) -> int:
+def ceil_by_factor(number: float, factor: int) -> int:
     return math.ceil(number / factor) * factor
 
 
-def _floor_by_factor(number: float, factor: int) -> int:
+def floor_by_factor(number: float, factor: int) -> int:
     return math.floor(number / factor) * factor
 
 
-def smart_resize(*, width: int, height: int, factor: int = 28,
-                 min_pixels: int | None = None, max_pixels: int | None = None,
-                 max_ratio: float = MAX_RATIO, name: str = 'image') -> tuple[int, int]:
-    """qwen-vl-utils' ``smart_resize`` returning ``(width, height)``, with errors instead of zeros.
+def round_within(*, width: int, height: int, factor: int, min_pixels: float, max_pixels: float, frames: int = 1,
+                 min_side: int = 0) -> tuple[tuple[int, int], Clamp | None]:
+    """Sides rounded to multiples of ``factor``, rescaled (aspect kept) into ``[min_pixels, max_pixels]``.
 
-    Re-implemented (not imported) so that this module needs no torch; tests pin it to
-    ``qwen_vl_utils.smart_resize`` for every accepted input.
+    The step qwen-vl-utils' ``smart_resize`` and transformers' GLM-4.1V and PaddleOCR-VL variants
+    share: pixels are counted over ``frames`` (GLM counts two), a side shrunk by the cap is at
+    least ``min_side`` (GLM, PaddleOCR: ``factor``; qwen-vl-utils: 0, which its caller refuses).
+    Returns ``((width, height), clamp)``, ``clamp`` naming the limit that rescaled the image.
+
+    Example:
+        >>> round_within(width=640, height=480, factor=28, min_pixels=3136, max_pixels=12845056)
+        ((644, 476), None)
+        >>> round_within(width=1920, height=1080, factor=28, min_pixels=3136, max_pixels=50176)
+        ((280, 168), <Clamp.MAX_PIXELS: 'max_pixels'>)
     """
-    _check_side('width', width, name)
-    _check_side('height', height, name)
-    if max_pixels is None:
-        max_pixels = IMAGE_MAX_TOKEN_NUM * factor ** 2
-    if min_pixels is None:
-        min_pixels = IMAGE_MIN_TOKEN_NUM * factor ** 2
-    if max_pixels < min_pixels:
-        raise GeometryError(f'{name}: `max_pixels` must be >= `min_pixels`, '
-                            f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
-    ratio = max(height, width) / min(height, width)
-    if ratio > max_ratio:
-        raise GeometryError(f'{name}: aspect ratio must be at most {max_ratio}, '
-                            f'got {ratio:.1f} ({width}x{height}).')
-    h_bar = max(factor, _round_by_factor(height, factor))
-    w_bar = max(factor, _round_by_factor(width, factor))
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = _floor_by_factor(height / beta, factor)
-        w_bar = _floor_by_factor(width / beta, factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = _ceil_by_factor(height * beta, factor)
-        w_bar = _ceil_by_factor(width * beta, factor)
-    if h_bar <= 0 or w_bar <= 0:
-        raise GeometryError(f'{name}: resizing {width}x{height} under max_pixels={max_pixels} '
-                            f'with factor {factor} gives a zero side ({w_bar}x{h_bar}).')
-    return w_bar, h_bar
+    h_bar = max(factor, round_by_factor(height, factor))
+    w_bar = max(factor, round_by_factor(width, factor))
+    if frames * h_bar * w_bar > max_pixels:
+        beta = math.sqrt(frames * height * width / max_pixels)
+        return ((max(min_side, floor_by_factor(width / beta, factor)),
+                 max(min_side, floor_by_factor(height / beta, factor))), Clamp.MAX_PIXELS)
+    if frames * h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (frames * height * width))
+        return (ceil_by_factor(width * beta, factor), ceil_by_factor(height * beta, factor)), Clamp.MIN_PIXELS
+    return (w_bar, h_bar), None
 
 
+# --- ms-swift's own pre-rescale -------------------------------------------------------------------------
 def swift_rescaled_size(*, width: int, height: int, max_pixels: float | None,
                         name: str = 'image') -> tuple[int, int]:
     """The size ms-swift's ``rescale_image`` gives (its `--max_pixels` pre-rescale)."""
@@ -230,91 +264,6 @@ def swift_rescaled_size(*, width: int, height: int, max_pixels: float | None,
         raise GeometryError(f'{name}: --max_pixels {max_pixels} shrinks {width}x{height} '
                             f'to a zero side ({new_w}x{new_h}).')
     return new_w, new_h
-
-
-def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
-                  min_pixels: int | None = None, max_pixels: int | None = None,
-                  max_ratio: float = MAX_RATIO, name: str = 'image') -> ImageGeometry:
-    """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize."""
-    factor = patch_size * merge_size
-    rw, rh = smart_resize(width=width, height=height, factor=factor, min_pixels=min_pixels,
-                          max_pixels=max_pixels, max_ratio=max_ratio, name=name)
-    grid = (1, rh // patch_size, rw // patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw,
-                         resized_height=rh, num_tokens=grid[1] * grid[2] // merge_size ** 2,
-                         grid=grid)
-
-
-def internvl_target_ratios(min_num: int, max_num: int) -> list:
-    """Tile grids (cols, rows) in the order ms-swift's ``_dynamic_preprocess`` tries them."""
-    return list(_target_ratios(min_num, max_num))
-
-
-@functools.lru_cache(maxsize=64)
-def _target_ratios(min_num: int, max_num: int) -> tuple:
-    # Building the set is cubic in max_num: cached, as every image of a run asks the same.
-    # The set-then-sort construction is copied on purpose: ties between grids of equal
-    # area are broken by the set's iteration order, which an equivalent list would change.
-    ratios = set((i, j) for n in range(min_num, max_num + 1) for i in range(1, n + 1)
-                 for j in range(1, n + 1) if min_num <= i * j <= max_num)
-    return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
-
-
-def internvl_closest_grid(*, width: int, height: int, ratios: Sequence[tuple[int, int]],
-                          image_size: int) -> tuple[int, int]:
-    """The (cols, rows) grid InternVL picks: nearest aspect ratio, larger grid on ties if big."""
-    aspect_ratio = width / height
-    best_diff = float('inf')
-    best = (1, 1)
-    area = width * height
-    for cols, rows in ratios:
-        diff = abs(aspect_ratio - cols / rows)
-        if diff < best_diff:
-            best_diff = diff
-            best = (cols, rows)
-        elif diff == best_diff and area > 0.5 * image_size * image_size * cols * rows:
-            best = (cols, rows)
-    return best
-
-
-def internvl_geometry(*, width: int, height: int, image_size: int = 448, min_num: int = 1,
-                      max_num: int = 12, use_thumbnail: bool = True, patch_size: int = 14,
-                      downsample_ratio: float = 0.5, ratios: Sequence | None = None,
-                      name: str = 'image') -> ImageGeometry:
-    """Geometry of an InternVL dynamic-resolution image: tile grid, thumbnail, tokens.
-
-    ``ratios`` overrides the candidate grids (and their order) for processors that
-    enumerate them differently, such as the transformers-native InternVL processor.
-    """
-    _check_side('width', width, name)
-    _check_side('height', height, name)
-    if min_num < 1 or max_num < min_num:
-        raise GeometryError(f'{name}: need 1 <= min_num <= max_num, '
-                            f'got min_num={min_num}, max_num={max_num}.')
-    if ratios is None:
-        ratios = internvl_target_ratios(min_num, max_num)
-    cols, rows = internvl_closest_grid(width=width, height=height, ratios=ratios,
-                                      image_size=image_size)
-    blocks = cols * rows
-    thumbnail = bool(use_thumbnail and blocks != 1)
-    num_tiles = blocks + (1 if thumbnail else 0)
-    tokens_per_tile = int((image_size // patch_size) ** 2 * downsample_ratio ** 2)
-    return ImageGeometry(original_width=width, original_height=height,
-                         resized_width=image_size * cols, resized_height=image_size * rows,
-                         num_tokens=num_tiles * tokens_per_tile, tile_cols=cols, tile_rows=rows,
-                         num_tiles=num_tiles, thumbnail=thumbnail)
-
-
-# The image I/O (identity, short names, header reads) lives in swift_ext.images; these names stay
-# importable from here for code written against earlier releases.
-_MOVED_TO_IMAGES = ('describe_source', 'read_image_size')
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_IMAGES:
-        from . import images
-        return getattr(images, name)
-    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 def updated(geo: ImageGeometry, **changes: Any) -> ImageGeometry:

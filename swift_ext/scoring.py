@@ -229,8 +229,8 @@ def iou_score(completion: str, solution: Any, geometry: ImageGeometry,
         ValueError: ``coords`` is not one of ``COORDS``.
 
     Example:
-        >>> from swift_ext.geometry import qwen_geometry
-        >>> geometry = qwen_geometry(width=640, height=480)  # resized to 644 x 476
+        >>> from swift_ext import predict_geometry
+        >>> geometry = predict_geometry('qwen2_5_vl_geo', width=640, height=480, env={})  # resized to 644 x 476
         >>> round(iou_score('{"bbox_2d": [64.4, 47.6, 322, 238]}', [64, 48, 320, 240],
         ...                 geometry, 'abs'), 6)
         1.0

@@ -1,4 +1,5 @@
-"""A `_geo` template's effective image preprocessing, with or without the template.
+"""A `_geo` template's effective image preprocessing, with or without the template (internal; the public
+``predict_geometry`` is re-exported by ``swift_ext``).
 
 Pure data and arithmetic (no torch or swift import), so that rewards running in another
 process, ``swift-ext plan`` and ``swift-ext check`` all use the same numbers as the live
@@ -14,10 +15,12 @@ from typing import Any
 
 from .families import family_of, settings_from_dict
 from .families.base import PreprocessSettings
-from .geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from .geometry import ImageGeometry
 
-__all__ = ['GeometryError', 'PreprocessSettings', 'default_settings', 'settings_for', 'settings_from_dict',
-           'diff_settings', 'predict_geometry', 'swift_rescaled_size', 'template_parent', 'with_budget']
+# Internal, but the one door to the families' settings: PreprocessSettings and settings_from_dict are
+# re-exported from swift_ext.families on purpose (callers need not know which family holds a template).
+__all__ = ['PreprocessSettings', 'default_settings', 'settings_for', 'settings_from_dict', 'diff_settings',
+           'predict_geometry', 'template_parent', 'with_budget']
 
 
 def template_parent(template: str) -> str:

@@ -2,7 +2,9 @@
 
 Each module in this package defines one :class:`~swift_ext.families.base.Family` and calls
 ``register_family`` on it; the modules are found by name, so adding a family is adding a
-module. Importing this package imports no torch, PIL or swift.
+module. Importing this package imports no torch, PIL or swift. Internal, like every module in it:
+users reach the families through ``swift_ext.predict_geometry`` and the `_geo` templates; the
+contract a family follows is ``base.py``'s docstring.
 """
 from __future__ import annotations
 

@@ -1,23 +1,73 @@
-"""What every geometry family provides: its settings, its prediction, and its template hooks.
+"""The family contract: what every geometry family provides, and the steps the base class does for it.
 
-A family is a class with class attributes and classmethods only (it is never instantiated);
-one module per family under ``swift_ext/families/`` defines one and registers it with
-``register_family``. Nothing here imports torch, PIL or swift: the template hooks receive
-the live ms-swift template object and may import what they need inside the method.
+A family is a class with class attributes and classmethods only (it is never instantiated); one
+module per family under ``swift_ext/families/`` defines one and registers it with
+``register_family``. Nothing here imports torch, PIL or swift: the template hooks receive the
+live ms-swift template object and import what they need inside the method. Internal: users reach
+families through ``swift_ext.predict_geometry`` and the `_geo` templates.
 
-The contract, in the order a `_geo` template uses it:
+**What a family writes** (class attributes, then hooks; only ``resize`` is required):
 
-1. ``settings_from_template(template, settings)``: the family's defaults for this parent
-   (``default_settings``) refined from the live template/processor (patch size, limits, ...).
-   ``settings_for(parent, env=..., swift_max_pixels=...)`` is the same without a template in
-   the process (rewards in vLLM server mode, ``plan``), from ms-swift's flags and environment.
-2. ``predict(settings, width=, height=, row_kwargs=, name=)``: pure arithmetic, the
-   ``ImageGeometry`` of one file and which limit clamped it (``None``), raising
-   ``GeometryError`` exactly where the parent template refuses the image.
-3. ``replaced_size(template, inputs, index)``: for families whose template resizes the image
-   itself (Qwen), the ``(width, height)`` ``replace_tag`` handed on (kept as ``ImageEntry.resized``).
-4. ``actual(template, encoded, entries, predicted)``: the geometry the encode really produced,
-   one per image (the prediction corrected by the token runs / grids found in ``encoded``).
+- ``name``, ``settings_cls`` (a frozen ``PreprocessSettings`` subclass: the family's knobs),
+  ``templates`` (one ``TemplateSpec`` per ms-swift parent), ``env_vars``, ``sweep_knob``,
+  ``tile_knob`` (the settings field capping tiles, for ``plan``), ``encoded_keys`` /
+  ``shape_keys`` (what ``actual`` reads of an encode), ``row_max_pixels_rescales``.
+- ``resize(settings, *, width, height, row_kwargs, name) -> (ImageGeometry, Clamp | None)``: the
+  family's own arithmetic on the size *after* ms-swift's pre-rescale: the geometry the processor
+  gives, and the clamp of its own step (below). Raises ``GeometryError`` exactly where the parent
+  template refuses the image. It may leave ``original_*`` at the size it was given.
+- ``settings_from_env(settings, env)``: the environment variables ms-swift reads for it.
+- ``settings_from_template(template, settings)``: the parent's defaults refined from the live
+  template and processor (patch size, limits, ...).
+- ``with_budget(settings, pixels)``: a pixel budget as ``sweep_knob`` applies it (``plan --sweep``).
+- ``replaced_size(template, inputs, index)`` with ``reads_replace_tag = True``: for families whose
+  template resizes the image itself (Qwen), the ``(width, height)`` ``replace_tag`` handed on.
+- ``actual(template, encoded, entries, predicted) -> [ImageGeometry | None]``: the geometry the
+  encode really produced, one per image: the prediction corrected by the token runs / grids found
+  in ``encoded`` (helpers below: ``token_runs``, ``image_grids``, ``encoded_rows``).
+
+**What the base class does** (not to be overridden):
+
+- ``predict(settings, *, width, height, row_kwargs, name) -> (ImageGeometry, Clamp | None)``:
+  checks the sides, applies ms-swift's pre-rescale (``Template._get_max_pixels``: a row's
+  ``chat_template_kwargs.max_pixels``, else ``--max_pixels``; only ``--max_pixels`` where
+  ``row_max_pixels_rescales`` is False, as Qwen's templates), calls ``resize`` on the pre-rescaled
+  size, puts the file's own size back into ``original_*`` and names the clamp. A subclass that
+  defines ``predict`` is refused at class creation.
+- ``settings_for(parent, *, env, swift_max_pixels, overrides)``: the defaults, ``--max_pixels``,
+  ``settings_from_env``, then the caller's overrides (None values dropped): the settings without
+  a template in the process (rewards in vLLM server mode, ``plan``).
+- ``default_settings(parent)``, ``spec(parent)``.
+
+**Clamp names** (``swift_ext.geometry.Clamp``, a record's ``clamped``): the limit that changed the
+image's size beyond the model's own rounding to its patch or tile multiple; None where only that
+rounding (or nothing) changed it. One name an image, by precedence:
+
+1. ms-swift's pre-rescale comes first in the pipeline and wins: ``max_pixels`` wherever
+   ``--max_pixels`` or a row's ``max_pixels`` shrank the file, whatever the family did next.
+2. Otherwise the family's own step, as ``resize`` returns it:
+
+   - a smart_resize's pixel cap or floor (Qwen, GLM-4.1V, the GLM-5.3 canvas, PaddleOCR-VL):
+     ``max_pixels`` / ``min_pixels``; where neither applied but a side under the patch factor was
+     first scaled up to it (GLM-4.1V, PaddleOCR-VL): ``upscale``;
+   - a cap on the longest side (Pixtral / Mistral 3): ``longest_edge``; Idefics3 sets the longest
+     side to 4 x 364: ``longest_edge`` where that shrank it, ``upscale`` where it grew it;
+   - a visual-token budget (Gemma 4): ``max_soft_tokens`` where a side shrank, ``upscale`` where
+     none shrank and one grew;
+   - a size the model fixes (Gemma 3's square, InternVL's tile grid, LLaVA-NeXT / OneVision's
+     pinpoint canvas, MiniCPM-V's slices, Idefics3 without splitting): ``geometry.fit_clamp``:
+     ``upscale`` where no side shrank and one grew, ``canvas_fit`` where a side shrank (a stretch
+     that shrinks one side and grows the other included).
+
+   Within one family, the step that decided the final size names it (a cap or a floor wins over
+   the small-side upscale before it).
+3. The net change is ``ImageGeometry.scale`` / ``max_scale``, whatever the name: a tool flags a
+   large upscale with ``max_scale`` (an image pre-rescaled and then grown to a fixed input is
+   named ``max_pixels``; its ``max_scale`` still says how much it was blown up).
+
+In the order a `_geo` template uses them: ``default_settings`` + ``settings_from_template`` when its
+processor is set; per encode, ``replaced_size`` after each ``replace_tag``; then, a moment later,
+``predict`` per image and ``actual`` on the kept ``encoded_keys``.
 """
 from __future__ import annotations
 
@@ -28,7 +78,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from ..geometry import GeometryError, ImageGeometry, swift_rescaled_size
+from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, swift_rescaled_size
 
 
 @dataclass(frozen=True)
@@ -117,19 +167,38 @@ def settings_fields_from_dict(cls: type, d: Mapping[str, Any]) -> dict:
 
 
 class Family:
-    """Base of every family. Subclasses set the class attributes and override the hooks."""
+    """Base of every family: class attributes and classmethods only (never instantiated).
+
+    A subclass sets the class attributes and implements ``resize``; it overrides the other hooks
+    only where its parent template needs them (see the module docstring). ``predict`` is the base
+    class's own and may not be overridden.
+    """
 
     name: ClassVar[str] = ''
     settings_cls: ClassVar[type] = PreprocessSettings
     templates: ClassVar[tuple[TemplateSpec, ...]] = ()
     # What `plan --sweep` varies: 'MAX_PIXELS' (the model's own cap) or '--max_pixels'.
     sweep_knob: ClassVar[str] = '--max_pixels'
-    # Environment variables ms-swift reads for this family (documented in `templates`).
+    # The settings field that caps a tiling family's tiles (`plan --sweep_max_num` varies it); None: no tiles.
+    tile_knob: ClassVar[str | None] = None
+    # Environment variables ms-swift reads for this family (documented in `templates`; read by ``settings_from_env``).
     env_vars: ClassVar[tuple[str, ...]] = ()
     # The keys of an encode's output that ``actual`` reads: only they are kept until it runs.
     encoded_keys: ClassVar[tuple[str, ...]] = ('input_ids',)
     # Of those, the ones whose ``.shape`` alone it reads (pixels: megabytes a sample otherwise held).
     shape_keys: ClassVar[tuple[str, ...]] = ()
+    # ms-swift's Template._get_max_pixels: a row's chat_template_kwargs max_pixels, else --max_pixels,
+    # is the pre-rescale of every template; Qwen's templates override it to --max_pixels only (the
+    # row's value goes to fetch_image instead).
+    row_max_pixels_rescales: ClassVar[bool] = True
+    # Whether the family overrides ``replaced_size`` (the template then asks it after each replace_tag).
+    reads_replace_tag: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'predict' in cls.__dict__:
+            raise TypeError(f'{cls.__qualname__}: a family implements `resize`; `predict` (pre-rescale, '
+                            'original size, clamp) belongs to the base class.')
 
     # --- settings ---------------------------------------------------------------------
     @classmethod
@@ -152,11 +221,18 @@ class Family:
                      overrides: Mapping[str, Any] | None = None) -> PreprocessSettings:
         """``parent``'s settings under ms-swift's flags and environment, with no template.
 
-        ``overrides`` are family settings named by the caller (``plan --max_num``), applied
-        after the environment. Families with environment variables override this.
+        The defaults, then ms-swift's ``--max_pixels``, then the environment (``settings_from_env``),
+        then ``overrides``: family settings named by the caller (``plan --max_num``); a None override
+        is no override.
         """
         settings = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(settings, **dict(overrides or {}))
+        settings = cls.settings_from_env(settings, env)
+        return replace(settings, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+
+    @classmethod
+    def settings_from_env(cls, settings: PreprocessSettings, env: Mapping[str, str]) -> PreprocessSettings:
+        """``settings`` under the environment variables ms-swift reads for this family (``env_vars``)."""
+        return settings
 
     @classmethod
     def settings_from_template(cls, template: Any, settings: PreprocessSettings) -> PreprocessSettings:
@@ -169,30 +245,39 @@ class Family:
         return replace(settings, swift_max_pixels=pixels)
 
     # --- prediction -------------------------------------------------------------------
-    # ms-swift's Template._get_max_pixels: a row's chat_template_kwargs max_pixels, else --max_pixels,
-    # is the pre-rescale of every template; Qwen's templates override it to --max_pixels only (the
-    # row's value goes to fetch_image instead).
-    row_max_pixels_rescales: ClassVar[bool] = True
-
     @classmethod
-    def pre_rescaled(cls, settings: PreprocessSettings, *, width: int, height: int, row_kwargs: Mapping,
-                     name: str) -> tuple[int, int, str | None]:
-        """The size after ms-swift's pre-rescale, and 'max_pixels' when it shrank the image."""
+    def predict(cls, settings: PreprocessSettings, *, width: int, height: int, row_kwargs: Mapping,
+                name: str) -> tuple[ImageGeometry, Clamp | None]:
+        """The geometry of a ``width`` x ``height`` file, and the clamp that changed its size (or None).
+
+        The shared steps: the sides checked, ms-swift's pre-rescale, the family's ``resize`` on the
+        pre-rescaled size, the file's own size put back, the clamp named (module docstring).
+        """
+        check_side('width', width, name)
+        check_side('height', height, name)
         pre_max = row_number(row_kwargs, 'max_pixels', name) if cls.row_max_pixels_rescales else None
         if pre_max is None:
             pre_max = settings.swift_max_pixels
         w, h = swift_rescaled_size(width=width, height=height, max_pixels=pre_max, name=name)
-        return w, h, 'max_pixels' if (w, h) != (width, height) else None
+        geo, clamp = cls.resize(settings, width=w, height=h, row_kwargs=row_kwargs, name=name)
+        if (w, h) != (width, height):
+            clamp = Clamp.MAX_PIXELS  # ms-swift's pre-rescale came first: it names the clamp
+        if (geo.original_width, geo.original_height) != (width, height):
+            geo = replace(geo, original_width=width, original_height=height)
+        return geo, clamp
 
     @classmethod
-    def predict(cls, settings: PreprocessSettings, *, width: int, height: int,
-                row_kwargs: Mapping, name: str) -> tuple[ImageGeometry, str | None]:
-        raise NotImplementedError
+    def resize(cls, settings: PreprocessSettings, *, width: int, height: int, row_kwargs: Mapping,
+               name: str) -> tuple[ImageGeometry, Clamp | None]:
+        """The family's own step: the geometry of a ``width`` x ``height`` processor input, and its clamp.
+
+        ``width`` / ``height`` are after ms-swift's pre-rescale (positive integers); the geometry's
+        ``original_*`` may be left at them (``predict`` puts the file's size back). Raises
+        ``GeometryError`` exactly where the parent template refuses the image.
+        """
+        raise NotImplementedError(f'{cls.__qualname__} does not implement `resize`.')
 
     # --- template hooks -----------------------------------------------------------------
-    # Whether the family overrides ``replaced_size`` (the template then asks it after each replace_tag).
-    reads_replace_tag: ClassVar[bool] = False
-
     @classmethod
     def replaced_size(cls, template: Any, inputs: Any, index: int) -> tuple[int, int] | None:
         """``(width, height)`` of image ``index`` as the parent's ``replace_tag`` handed it on, or None."""
@@ -248,9 +333,7 @@ def token_spans(input_ids: Sequence[int], token_id: int,
     microseconds for thousands of image tokens; otherwise the runs are counted token by token.
     The result is the same either way.
     """
-    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else input_ids
-    if not isinstance(ids, list):
-        ids = list(ids)
+    ids = tolist(input_ids)
     if expected:
         spans = _proved_spans(ids, token_id, expected)
         if spans is not None:
@@ -303,6 +386,43 @@ def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> list[tup
     except ValueError:
         return spans if len(spans) == len(expected) else None
     return None  # a run after the expected ones
+
+
+def tolist(value: Any) -> list:
+    """An encode's output as a Python list: ``.tolist()`` of a tensor or array (one C call, not one per
+    value), a list itself (never copied: ms-swift's own ``input_ids``), any other sequence listed."""
+    if type(value) is list:
+        return value
+    return value.tolist() if hasattr(value, 'tolist') else list(value)
+
+
+def encoded_rows(encoded: Mapping, key: str) -> list | None:
+    """``encoded[key]`` (``image_sizes``, ``image_grid_thw``, ...) as Python lists; None where the encode lacks it."""
+    value = encoded.get(key)
+    return None if value is None else tolist(value)
+
+
+def image_grids(encoded: Mapping, count: int, *, merge_size: int,
+                runs: Sequence[int] | None = None) -> list[tuple[tuple[int, int, int], int] | None] | None:
+    """Per image, ``((t, h, w), tokens)`` from the encode's ``image_grid_thw`` (Qwen, GLM, PaddleOCR).
+
+    ``tokens`` is the image's token run where ``runs`` has one per grid row (what the model really
+    gets), else ``t * h * w // merge_size**2``. None where the encode has no ``image_grid_thw``; a
+    None entry for an image past its rows.
+    """
+    rows = encoded_rows(encoded, 'image_grid_thw')
+    if rows is None:
+        return None
+    use_runs = runs is not None and len(runs) == len(rows)
+    merge = merge_size ** 2
+    out: list = []
+    for i in range(count):
+        if i >= len(rows):
+            out.append(None)
+            continue
+        t, h, w = (int(v) for v in rows[i])
+        out.append(((t, h, w), runs[i] if use_runs else t * h * w // merge))
+    return out
 
 
 def token_id(template: Any, token: str) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, updated
+from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
 
@@ -97,19 +97,20 @@ class Gemma3(Family):
                        pan_and_scan_min_ratio_to_activate=float(kwargs['pan_and_scan_min_ratio_to_activate']))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
+    def resize(cls, settings, *, width, height, row_kwargs, name):
         cols, rows = (0, 0)
         if settings.do_pan_and_scan:
-            cols, rows = pan_and_scan_grid(width=w, height=h, min_crop_size=settings.pan_and_scan_min_crop_size,
+            cols, rows = pan_and_scan_grid(width=width, height=height,
+                                           min_crop_size=settings.pan_and_scan_min_crop_size,
                                            max_num_crops=settings.pan_and_scan_max_num_crops,
                                            min_ratio=settings.pan_and_scan_min_ratio_to_activate)
         crops = cols * rows
-        geo = ImageGeometry(original_width=width, original_height=height, resized_width=settings.image_width,
-                            resized_height=settings.image_height, num_tokens=settings.tokens_per_image,
-                            num_tiles=1 + crops, thumbnail=crops > 0,
-                            tile_cols=cols or None, tile_rows=rows or None)
-        return geo, clamped
+        return ImageGeometry(original_width=width, original_height=height, resized_width=settings.image_width,
+                             resized_height=settings.image_height, num_tokens=settings.tokens_per_image,
+                             num_tiles=1 + crops, thumbnail=crops > 0,
+                             tile_cols=cols or None, tile_rows=rows or None), \
+            fit_clamp(width=width, height=height, resized_width=settings.image_width,
+                      resized_height=settings.image_height)  # every image is stretched to the fixed square
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

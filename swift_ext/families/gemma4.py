@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, as_numpy, predicted_tokens, token_runs, untrained_spec
 
@@ -85,19 +85,19 @@ class Gemma4(Family):
                        max_soft_tokens=int(ip.max_soft_tokens))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
+    def resize(cls, settings, *, width, height, row_kwargs, name):
         if settings.max_soft_tokens not in SUPPORTED_SOFT_TOKENS:
             raise GeometryError(f'{name}: `max_soft_tokens` must be one of {SUPPORTED_SOFT_TOKENS}, '
                                 f'got {settings.max_soft_tokens}.')
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        rw, rh = gemma4_resize(width=w, height=h, patch_size=settings.patch_size,
+        rw, rh = gemma4_resize(width=width, height=height, patch_size=settings.patch_size,
                                max_soft_tokens=settings.max_soft_tokens,
                                pooling_kernel_size=settings.pooling_kernel_size, name=name)
-        if clamped is None and rw * rh < w * h:
-            clamped = 'max_soft_tokens'
         side = settings.side_multiple
-        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                             num_tokens=(rh // side) * (rw // side)), clamped
+        geo = ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                            num_tokens=(rh // side) * (rw // side))
+        # Scaled up or down to about max_soft_tokens: a side the budget shrank names it.
+        return geo, fit_clamp(width=width, height=height, resized_width=rw, resized_height=rh,
+                              shrunk=Clamp.MAX_SOFT_TOKENS)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

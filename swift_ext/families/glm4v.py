@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, ceil_by_factor, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, token_id, token_runs
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).
@@ -64,63 +64,50 @@ class Glm4vSettings(PreprocessSettings):
 
 def glm4v_smart_resize(*, width: int, height: int, factor: int = 28, temporal_factor: int = 2,
                        min_pixels: int = GLM_MIN_PIXELS, max_pixels: int = GLM_MAX_PIXELS,
-                       name: str = 'image') -> tuple[tuple[int, int], str | None]:
+                       name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
     """transformers' GLM-4.1V ``smart_resize`` as ``((width, height), clamped)``.
 
     Called by the processor with ``num_frames = temporal_factor``: every pixel count is
-    doubled, so the cap is ``max_pixels / 2``. ``clamped`` is 'max_pixels' / 'min_pixels'
-    when that branch rescaled the image, else None.
+    doubled, so the cap is ``max_pixels / 2``. ``clamped`` is ``Clamp.MAX_PIXELS`` / ``MIN_PIXELS``
+    when that branch rescaled the image, else ``UPSCALE`` where a side under ``factor`` was first
+    scaled up to it, else None.
 
     Example:
         >>> glm4v_smart_resize(width=640, height=480)
         ((644, 476), None)
         >>> glm4v_smart_resize(width=1920, height=1080, max_pixels=2 * 1003520)
-        ((1316, 728), 'max_pixels')
+        ((1316, 728), <Clamp.MAX_PIXELS: 'max_pixels'>)
     """
-    frames = temporal_factor
-    if height < factor or width < factor:
+    grown = height < factor or width < factor
+    if grown:
         scale = max(factor / height, factor / width)
         height, width = int(height * scale), int(width * scale)
     ratio = max(height, width) / min(height, width)
     if ratio > GLM_MAX_RATIO:
         raise GeometryError(f'{name}: GLM-4.1V refuses an aspect ratio over {GLM_MAX_RATIO}, '
                             f'got {ratio:.1f} ({width}x{height} after its small-side upscale).')
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    t_bar = round(frames / temporal_factor) * temporal_factor
-    if t_bar * h_bar * w_bar > max_pixels:
-        beta = math.sqrt((frames * height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-        return (w_bar, h_bar), 'max_pixels'
-    if t_bar * h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (frames * height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-        return (w_bar, h_bar), 'min_pixels'
-    return (w_bar, h_bar), None
-
-
-def _align(value: float, factor: int) -> int:
-    return math.ceil(value / factor) * factor
+    # Called with num_frames = temporal_factor: t_bar = round(frames / temporal) * temporal = frames.
+    size, clamp = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                               max_pixels=max_pixels, frames=temporal_factor, min_side=factor)
+    return size, clamp or (Clamp.UPSCALE if grown else None)
 
 
 def glm5_next_canvas(*, width: int, height: int, factor: int = 28, temporal_factor: int = 2,
                      min_tokens: int = GLM5_MIN_IMAGE_TOKENS, max_tokens: int = GLM5_MAX_IMAGE_TOKENS,
-                     name: str = 'image') -> tuple[tuple[int, int], str | None]:
+                     name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
     """transformers' GLM-5.3-Flash ``smart_resize``: the padded canvas ``(width, height)``, clamped."""
     per_token = temporal_factor * factor ** 2
     min_pixels, max_pixels = min_tokens * per_token, max_tokens * per_token
     frames = max(temporal_factor, round(temporal_factor / temporal_factor) * temporal_factor)
     if max_pixels < frames * factor ** 2:
         raise GeometryError(f'{name}: max_image_tokens={max_tokens} is too small for one {factor}-pixel patch.')
-    h_al, w_al = _align(height, factor), _align(width, factor)
+    h_al, w_al = ceil_by_factor(height, factor), ceil_by_factor(width, factor)
     clamped = None
     if frames * h_al * w_al < min_pixels:
         scale = math.sqrt(min_pixels / (temporal_factor * height * width))
-        h_al = _align(max(1, math.ceil(height * scale)), factor)
-        w_al = _align(max(1, math.ceil(width * scale)), factor)
-        clamped = 'min_pixels'
+        h_al = ceil_by_factor(max(1, math.ceil(height * scale)), factor)
+        w_al = ceil_by_factor(max(1, math.ceil(width * scale)), factor)
+        clamped = Clamp.MIN_PIXELS
     if frames * h_al * w_al > max_pixels:
         # The processor's binary search over content heights, kept step for step: the
         # result depends on which candidates it visits.
@@ -129,13 +116,13 @@ def glm5_next_canvas(*, width: int, height: int, factor: int = 28, temporal_fact
         while low <= high:
             content_h = (low + high) // 2
             content_w = max(1, math.floor(width * content_h / height))
-            cand_h, cand_w = _align(content_h, factor), _align(content_w, factor)
+            cand_h, cand_w = ceil_by_factor(content_h, factor), ceil_by_factor(content_w, factor)
             if frames * cand_h * cand_w <= max_pixels:
                 h_al, w_al = cand_h, cand_w
                 low = content_h + 1
             else:
                 high = content_h - 1
-        clamped = 'max_pixels'
+        clamped = Clamp.MAX_PIXELS
     return (w_al, h_al), clamped
 
 
@@ -154,7 +141,6 @@ class Glm4v(Family):
     name = 'glm4v'
     encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = Glm4vSettings
-    env_vars = ()
     templates = (
         TemplateSpec('glm4v', 'norm1000', _BOX, coords_source=_SOURCE, model_type='glm4v'),
         TemplateSpec('glm4_5v', 'norm1000', _BOX, coords_source=_SOURCE, model_type='glm4v'),
@@ -162,11 +148,6 @@ class Glm4v(Family):
                      coords_source=_SOURCE + "; GLM-5.3-Flash (glm5_next) uses GLM-4.5V's vision tokens, "
                      'its convention is assumed, not documented'),
     )
-
-    @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
 
     @classmethod
     def settings_from_template(cls, template, settings):
@@ -189,33 +170,28 @@ class Glm4v(Family):
         return replace(settings, max_pixels=2 * pixels)
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, swift_clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
+    def resize(cls, settings, *, width, height, row_kwargs, name):
         if settings.resize_rule == 'glm5_next':
-            geo, clamped = _glm5_next_geometry(settings, width=w, height=h, name=name)
-        else:
-            (rw, rh), clamped = glm4v_smart_resize(
-                width=w, height=h, factor=settings.factor, temporal_factor=settings.temporal_patch_size,
-                min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, name=name)
-            geo = _geometry(settings, rw, rh)
-        return replace(geo, original_width=width, original_height=height), swift_clamped or clamped
+            return _glm5_next_geometry(settings, width=width, height=height, name=name)
+        (rw, rh), clamp = glm4v_smart_resize(
+            width=width, height=height, factor=settings.factor, temporal_factor=settings.temporal_patch_size,
+            min_pixels=settings.min_pixels, max_pixels=settings.max_pixels, name=name)
+        return _geometry(settings, rw, rh), clamp
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        grid = encoded.get('image_grid_thw')
-        if grid is None:
-            return list(predicted)
-        rows = grid.tolist() if hasattr(grid, 'tolist') else [list(g) for g in grid]
-        runs = token_runs(encoded['input_ids'], token_id(template, '<|image|>'), predicted_tokens(predicted))
         settings = template.geo_settings()
+        runs = token_runs(encoded['input_ids'], token_id(template, '<|image|>'), predicted_tokens(predicted))
+        # The token run is what the model gets; the grid is the fallback if runs are odd.
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs)
+        if grids is None:
+            return list(predicted)
         out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
+        for geo, found in zip(predicted, grids, strict=True):
+            if geo is None or found is None:
                 out.append(geo)
                 continue
-            t, gh, gw = (int(v) for v in rows[i])
-            # The token run is what the model gets; the grid is the fallback if runs are odd.
-            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
+            (t, gh, gw), tokens = found
             size = (gw * settings.patch_size, gh * settings.patch_size)
             if settings.resize_rule == 'glm5_next':
                 extra = dict(geo.extra, canvas_width=size[0], canvas_height=size[1])
@@ -234,7 +210,7 @@ def _geometry(settings: Glm4vSettings, width: int, height: int, **fields) -> Ima
 
 
 def _glm5_next_geometry(settings: Glm4vSettings, *, width: int, height: int,
-                        name: str) -> tuple[ImageGeometry, str | None]:
+                        name: str) -> tuple[ImageGeometry, Clamp | None]:
     kwargs = dict(factor=settings.factor, temporal_factor=settings.temporal_patch_size)
     (cw, ch), clamped = glm5_next_canvas(width=width, height=height, min_tokens=settings.min_image_tokens,
                                          max_tokens=settings.max_image_tokens, name=name, **kwargs)

@@ -22,9 +22,9 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, token_spans
+from .base import Family, PreprocessSettings, TemplateSpec, token_spans, tolist
 
 MAX_IMAGE_SIZE = 4096  # transformers' absolute cap on a side after the first resize
 IMAGE_TOKEN_ID = 128257  # hard-coded by ms-swift's Idefics3Template (<image>)
@@ -86,9 +86,8 @@ def vision_encoder_size(*, height: int, width: int, tile: int) -> tuple[int, int
 
 def idefics3_geometry(*, width: int, height: int, settings: Idefics3Settings, name: str = 'image') -> ImageGeometry:
     """Geometry of one image as the Idefics3 processor tiles it (sizes after ms-swift's rescale)."""
-    if isinstance(width, bool) or not isinstance(width, int) or width <= 0 or \
-            isinstance(height, bool) or not isinstance(height, int) or height <= 0:
-        raise GeometryError(f'{name}: image sides must be positive integers, got {width!r}x{height!r}.')
+    check_side('width', width, name)
+    check_side('height', height, name)
     s, tile = settings, settings.tile_size
     h, w = height, width
     if s.do_resize:
@@ -110,20 +109,31 @@ def idefics3_geometry(*, width: int, height: int, settings: Idefics3Settings, na
                          num_tiles=rows * cols + 1, thumbnail=True, global_width=tile, global_height=tile)
 
 
+def idefics3_clamp(*, width: int, height: int, geo: ImageGeometry, settings: Idefics3Settings) -> Clamp | None:
+    """The clamp of the processor's resize: its longest-edge step (the ceil to whole tiles is rounding).
+
+    The longest side is set to ``longest_edge`` (then capped at 4096): ``LONGEST_EDGE`` where that
+    shrank it, ``UPSCALE`` where it grew it. Without splitting, the image is squashed to one tile.
+    """
+    if not settings.do_image_splitting:
+        return fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                         resized_height=geo.resized_height)
+    if not settings.do_resize:
+        return None
+    longest, cap = max(width, height), min(settings.longest_edge, MAX_IMAGE_SIZE)
+    if longest == cap:
+        return None
+    return Clamp.LONGEST_EDGE if longest > cap else Clamp.UPSCALE
+
+
 @register_family
 class Idefics3(Family):
     name = 'idefics3'
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
     settings_cls = Idefics3Settings
-    env_vars = ()
     templates = (TemplateSpec('idefics3', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='idefics3',
                               boxes_trained=False),)
-
-    @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
 
     @classmethod
     def settings_from_template(cls, template, settings):
@@ -134,10 +144,9 @@ class Idefics3(Family):
                        image_seq_len=int(template.processor.image_seq_len))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        geo = idefics3_geometry(width=w, height=h, settings=settings, name=name)
-        return replace(geo, original_width=width, original_height=height), clamped
+    def resize(cls, settings, *, width, height, row_kwargs, name):
+        geo = idefics3_geometry(width=width, height=height, settings=settings, name=name)
+        return geo, idefics3_clamp(width=width, height=height, geo=geo, settings=settings)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
@@ -178,7 +187,7 @@ def image_tiles(input_ids, *, decode, seq_len: int, window: int = 32,
     None when the runs are not whole views. ``expected_views`` (the predicted count) only speeds
     up finding the runs.
     """
-    ids = input_ids.tolist() if hasattr(input_ids, 'tolist') else list(input_ids)
+    ids = tolist(input_ids)
     hint = [seq_len] * expected_views if expected_views else None
     out, rows, cols, views, end = [], 0, 0, 0, 0
     for start, length in token_spans(ids, IMAGE_TOKEN_ID, hint):

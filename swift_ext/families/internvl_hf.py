@@ -10,21 +10,29 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, replace
 
+from ..geometry import GeometryError
 from . import register_family
 from .base import TemplateSpec
-from .internvl import Internvl, InternvlSettings
+from .internvl import MAX_TILES, Internvl, InternvlSettings, TileGrids
 
 
 @functools.lru_cache(maxsize=64)
-def hf_tile_grids(min_num: int, max_num: int) -> tuple:
-    """Tile grids (cols, rows) in the order GotOcr2's ``get_all_supported_aspect_ratios`` gives."""
-    ratios = [(w, h) for w in range(1, max_num + 1) for h in range(1, max_num + 1) if min_num <= w * h <= max_num]
-    return tuple(sorted(ratios, key=lambda x: x[0] * x[1]))
+def hf_tile_grids(min_num: int, max_num: int) -> TileGrids:
+    """Tile grids (cols, rows) in the order GotOcr2's ``get_all_supported_aspect_ratios`` gives.
+
+    Its loop is ``for w in 1..max_num: for h in 1..max_num`` then a stable sort by area; only the
+    ``h <= max_num // w`` can qualify, so those are the ones listed (same order, no quadratic scan).
+    """
+    grids = [(w, h) for w in range(1, max_num + 1) for h in range(1, max_num // w + 1) if min_num <= w * h]
+    return TileGrids.of(sorted(grids, key=lambda x: x[0] * x[1]))
 
 
 @dataclass(frozen=True)
 class InternvlHfSettings(InternvlSettings):
-    def tile_grids(self) -> tuple:
+    def tile_grids(self) -> TileGrids:
+        if self.max_num > MAX_TILES:
+            raise GeometryError(f'swift-ext predicts InternVL tilings of at most {MAX_TILES} tiles (max_patches), '
+                                f'got {self.max_num}.')
         return hf_tile_grids(self.min_num, self.max_num)
 
 
@@ -39,9 +47,8 @@ class InternvlHf(Internvl):
     )
 
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+    def settings_from_env(cls, settings, env):
+        return settings  # the processor's own max_patches / crop_size: ms-swift's MAX_NUM / INPUT_SIZE do not apply
 
     @classmethod
     def settings_from_template(cls, template, settings):

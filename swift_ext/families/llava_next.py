@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, predicted_tokens, token_runs
 
 # llava-hf/llava-v1.6-mistral-7b-hf (preprocessor_config.json, processor_config.json); the other
 # LLaVA-NeXT-hf checkpoints ms-swift lists use the same five pinpoints and 336-pixel CLIP views.
@@ -133,7 +133,6 @@ class LlavaNext(Family):
     name = 'llava_next'
     encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = LlavaNextSettings
-    env_vars = ()
     templates = tuple(
         TemplateSpec(parent, 'norm1', _BOX, coords_source=_NEXT_SOURCE,
                      model_type='llava1_6_mistral_hf' if parent == 'llava1_6_mistral_hf' else None)
@@ -167,11 +166,6 @@ class LlavaNext(Family):
 
     # --- settings ---------------------------------------------------------------------
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
-
-    @classmethod
     def settings_from_template(cls, template, settings):
         processor = template.processor
         ip = processor.image_processor
@@ -202,12 +196,12 @@ class LlavaNext(Family):
                    ('feature_cols', cols), ('feature_rows', rows), ('base_tokens', base)))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, _ = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        geo = cls.geometry(settings, width=w, height=h, original_width=width, original_height=height, name=name)
-        # Every image is resized into a canvas; 'max_pixels' marks one that lost pixels on the way.
-        shrunk = (w, h) != (width, height) or geo.resized_width < w
-        return geo, 'max_pixels' if shrunk else None
+    def resize(cls, settings, *, width, height, row_kwargs, name):
+        geo = cls.geometry(settings, width=width, height=height, original_width=width, original_height=height,
+                           name=name)
+        # Every image is resized (aspect kept) to touch its pinpoint canvas: shrunk or grown.
+        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                              resized_height=geo.resized_height)
 
     # --- what the encode shows ----------------------------------------------------------
     @classmethod
@@ -215,10 +209,9 @@ class LlavaNext(Family):
         # The model reads only image_sizes to know an image's views: get_image_features keeps the first
         # image_size_to_num_patches(image_sizes[i]) of pixel_values[i] (the rest is the batch's padding),
         # so the views it sees follow from the size the encode returned, as the canvas does.
-        sizes = encoded.get('image_sizes')
+        sizes = encoded_rows(encoded, 'image_sizes')
         if sizes is None:
             return list(predicted)
-        sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
         runs = token_runs(encoded['input_ids'], cls.image_token_id(template), predicted_tokens(predicted))
         if not len(runs) == len(sizes) == len(predicted):
             return list(predicted)

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id
+from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, env_int, token_id
 
 # Not verified against an OpenBMB source: MiniCPM-V's own grounding is reported (third-party
 # code) as <box>x1 y1 x2 y2</box> in 0-1000, a style boxes.py does not parse yet.
@@ -104,9 +104,8 @@ def get_sliced_grid(*, height: int, width: int, max_slice_nums: int,
 
 def minicpmv_geometry(*, width: int, height: int, settings: MinicpmvSettings, name: str = 'image') -> ImageGeometry:
     """Geometry of one image as the MiniCPM-V 4.6 processor slices it (sizes after ms-swift's rescale)."""
-    if isinstance(width, bool) or not isinstance(width, int) or width <= 0 or \
-            isinstance(height, bool) or not isinstance(height, int) or height <= 0:
-        raise GeometryError(f'{name}: image sides must be positive integers, got {width!r}x{height!r}.')
+    check_side('width', width, name)
+    check_side('height', height, name)
     s, patch = settings, settings.patch_size
     grid = get_sliced_grid(height=height, width=width, max_slice_nums=s.max_slice_nums,
                            scale_resolution=s.scale_resolution) if s.slice_mode else None
@@ -132,6 +131,7 @@ class Minicpmv(Family):
     name = 'minicpmv'
     encoded_keys = ('input_ids', 'target_sizes')
     settings_cls = MinicpmvSettings
+    tile_knob = 'max_slice_nums'
     env_vars = ('MAX_SLICE_NUMS', 'DOWNSAMPLE_MODE')
     templates = (
         TemplateSpec('minicpmv4_6', 'norm1000', _STYLES, coords_source=_SOURCE, model_type='minicpmv4_6',
@@ -141,14 +141,13 @@ class Minicpmv(Family):
     )
 
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
+    def settings_from_env(cls, settings, env):
         max_slice_nums = env_int(env, 'MAX_SLICE_NUMS')
         if max_slice_nums is not None:
-            s = replace(s, max_slice_nums=max_slice_nums)
+            settings = replace(settings, max_slice_nums=max_slice_nums)
         if env.get('DOWNSAMPLE_MODE'):
-            s = replace(s, downsample_mode=env['DOWNSAMPLE_MODE'])
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
+            settings = replace(settings, downsample_mode=env['DOWNSAMPLE_MODE'])
+        return settings
 
     @classmethod
     def settings_from_template(cls, template, settings):
@@ -160,10 +159,11 @@ class Minicpmv(Family):
                        slice_mode=bool(ip.slice_mode))
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        geo = minicpmv_geometry(width=w, height=h, settings=settings, name=name)
-        return replace(geo, original_width=width, original_height=height), clamped
+    def resize(cls, settings, *, width, height, row_kwargs, name):
+        geo = minicpmv_geometry(width=width, height=height, settings=settings, name=name)
+        # Every view is scaled to about scale_resolution**2 pixels: small images grow, large ones shrink.
+        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                              resized_height=geo.resized_height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
@@ -171,10 +171,9 @@ class Minicpmv(Family):
                             image_start=token_id(template, template.processor.image_start_token),
                             slice_start=token_id(template, template.processor.slice_start_token),
                             slice_end=token_id(template, template.processor.slice_end_token))
-        sizes = encoded.get('target_sizes')
+        sizes = encoded_rows(encoded, 'target_sizes')
         if len(views) != len(predicted) or sizes is None:
             return list(predicted)
-        sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(x) for x in sizes]
         if len(sizes) != sum(1 + sum(rows) for _, rows in views):
             return list(predicted)
         patch = template.geo_settings().patch_size

@@ -21,12 +21,11 @@ grid (upstream ``post_process_for_spotting``), which no ``[x1, y1, x2, y2]`` sty
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, row_number, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, row_number, token_runs
 
 PADDLE_MAX_RATIO = 200
 # PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.
@@ -54,15 +53,19 @@ class PaddleOcrSettings(PreprocessSettings):
 
 def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels: float = PADDLE_MIN_PIXELS,
                         max_pixels: float = PADDLE_MAX_PIXELS,
-                        name: str = 'image') -> tuple[tuple[int, int], str | None]:
+                        name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
     """transformers' PaddleOCR-VL ``smart_resize`` as ``((width, height), clamped)``.
+
+    ``clamped``: ``MAX_PIXELS`` / ``MIN_PIXELS`` where that branch rescaled the image, else
+    ``UPSCALE`` where a side under ``factor`` was first set to it, else None.
 
     Example:
         >>> paddle_smart_resize(width=640, height=480)
         ((644, 476), None)
         >>> paddle_smart_resize(width=20, height=600)
-        ((84, 1848), 'min_pixels')
+        ((84, 1848), <Clamp.MIN_PIXELS: 'min_pixels'>)
     """
+    grown = height < factor or width < factor
     if height < factor:
         width, height = round(width * factor / height), factor
     if width < factor:
@@ -71,19 +74,9 @@ def paddle_smart_resize(*, width: int, height: int, factor: int = 28, min_pixels
     if ratio > PADDLE_MAX_RATIO:
         raise GeometryError(f'{name}: PaddleOCR-VL refuses an aspect ratio over {PADDLE_MAX_RATIO}, '
                             f'got {ratio:.1f} ({width}x{height} after its small-side upscale).')
-    h_bar = round(height / factor) * factor
-    w_bar = round(width / factor) * factor
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt((height * width) / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-        return (w_bar, h_bar), 'max_pixels'
-    if h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-        return (w_bar, h_bar), 'min_pixels'
-    return (w_bar, h_bar), None
+    size, clamp = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                               max_pixels=max_pixels, min_side=factor)
+    return size, clamp or (Clamp.UPSCALE if grown else None)  # a side under `factor` was scaled up to it
 
 
 def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> tuple[float, float]:
@@ -107,16 +100,10 @@ class PaddleOcr(Family):
     name = 'paddle_ocr'
     encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = PaddleOcrSettings
-    env_vars = ()
     templates = (
         TemplateSpec('paddle_ocr_1_5', 'norm1000', ('bare_list',), coords_source=_SOURCE, model_type='paddleocr_vl',
                      boxes_trained=False),
     )
-
-    @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = replace(cls.default_settings(parent), swift_max_pixels=swift_max_pixels)
-        return replace(s, **{k: v for k, v in dict(overrides or {}).items() if v is not None})
 
     @classmethod
     def settings_from_template(cls, template, settings):
@@ -131,31 +118,23 @@ class PaddleOcr(Family):
         return replace(settings, max_pixels=pixels)
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, swift_clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
+    def resize(cls, settings, *, width, height, row_kwargs, name):
         min_pixels, max_pixels = row_size_limits(settings, row_kwargs, name)
-        (rw, rh), clamped = paddle_smart_resize(width=w, height=h, factor=settings.factor,
-                                                min_pixels=min_pixels, max_pixels=max_pixels, name=name)
+        (rw, rh), clamp = paddle_smart_resize(width=width, height=height, factor=settings.factor,
+                                              min_pixels=min_pixels, max_pixels=max_pixels, name=name)
         grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-        geo = ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                            grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2)
-        return geo, swift_clamped or clamped
+        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                             grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2), clamp
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        grid = encoded.get('image_grid_thw')
-        if grid is None:
-            return list(predicted)
-        rows = grid.tolist() if hasattr(grid, 'tolist') else [list(g) for g in grid]
-        runs = token_runs(encoded['input_ids'], template.image_token_id, predicted_tokens(predicted))
         settings = template.geo_settings()
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
-            out.append(updated(geo, resized_width=gw * settings.patch_size, resized_height=gh * settings.patch_size,
-                               grid=(t, gh, gw), num_tokens=tokens))
-        return out
+        runs = token_runs(encoded['input_ids'], template.image_token_id, predicted_tokens(predicted))
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs)
+        if grids is None:
+            return list(predicted)
+        patch = settings.patch_size
+        return [geo if geo is None or found is None else
+                updated(geo, resized_width=found[0][2] * patch, resized_height=found[0][1] * patch, grid=found[0],
+                        num_tokens=found[1])
+                for geo, found in zip(predicted, grids, strict=True)]

@@ -18,9 +18,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, token_spans, untrained_spec
+from .base import Family, PreprocessSettings, encoded_rows, token_spans, tolist, untrained_spec
 
 # Real processor settings: mistral-community/pixtral-12b, mistralai/Mistral-Small-3.1-24B-Instruct-2503
 # (Mistral-Small-3.2 and Ministral-3 reuse the 3.1 vision encoder settings).
@@ -100,25 +100,22 @@ class Pixtral(Family):
                        patch_size=int(processor.patch_size), merge_size=merge)
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
-        rw, rh = pixtral_resize(width=w, height=h, max_width=settings.max_width, max_height=settings.max_height,
-                                token_patch=settings.token_patch)
+    def resize(cls, settings, *, width, height, row_kwargs, name):
+        rw, rh = pixtral_resize(width=width, height=height, max_width=settings.max_width,
+                                max_height=settings.max_height, token_patch=settings.token_patch)
         if rw <= 0 or rh <= 0:
-            raise GeometryError(f'{name}: fitting {w}x{h} into {settings.max_width}x{settings.max_height} '
+            raise GeometryError(f'{name}: fitting {width}x{height} into {settings.max_width}x{settings.max_height} '
                                 f'(longest_edge) floors a side to 0 ({rw}x{rh}); the template refuses it.')
-        if max(h / settings.max_height, w / settings.max_width) > 1 and clamped is None:
-            clamped = 'longest_edge'
+        clamp = Clamp.LONGEST_EDGE if max(height / settings.max_height, width / settings.max_width) > 1 else None
         rows, cols = rh // settings.token_patch, rw // settings.token_patch
         return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                             num_tokens=rows * (cols + 1), extra=(('token_rows', rows), ('token_cols', cols))), clamped
+                             num_tokens=rows * (cols + 1), extra=(('token_rows', rows), ('token_cols', cols))), clamp
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        sizes = encoded.get('image_sizes')
+        sizes = encoded_rows(encoded, 'image_sizes')
         if sizes is None:
             return list(predicted)
-        sizes = sizes.tolist() if hasattr(sizes, 'tolist') else [list(s) for s in sizes]
         proc = template.processor  # the ids the template expanded the image into
         expected = _predicted_grids(predicted)
         grids = image_token_grids(encoded['input_ids'], proc.image_token_id, proc.image_break_token_id,
@@ -158,9 +155,7 @@ def image_token_grids(input_ids: Sequence[int], img: int, brk: int, end: int,
     A block is rows of ``[IMG]`` each closed by ``[IMG_BREAK]``, the last by ``[IMG_END]``; any other
     token starts over. ``expected`` (the predicted grids) only speeds up finding the runs.
     """
-    ids = input_ids  # ms-swift's own list: read, never copied
-    if type(ids) is not list:
-        ids = ids.tolist() if hasattr(ids, 'tolist') else list(ids)
+    ids = tolist(input_ids)  # ms-swift's own list: read, never copied
     if expected:
         proved = _proved_grids(ids, img, brk, end, expected)
         if proved is not None:

@@ -13,9 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, qwen_geometry, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number
+from .base import Family, PreprocessSettings, TemplateSpec, env_int, image_grids, row_number
+
+# qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
+MAX_RATIO = 200
+IMAGE_MIN_TOKEN_NUM = 4
+IMAGE_MAX_TOKEN_NUM = 16384
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,64 @@ class QwenSettings(PreprocessSettings):
     @property
     def factor(self) -> int:
         return self.patch_size * self.merge_size
+
+
+def smart_resize(*, width: int, height: int, factor: int = 28,
+                 min_pixels: int | None = None, max_pixels: int | None = None,
+                 max_ratio: float = MAX_RATIO, name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
+    """qwen-vl-utils' ``smart_resize`` as ``((width, height), clamp)``, with errors instead of zeros.
+
+    Re-implemented (not imported) so that this module needs no torch; tests pin it to
+    ``qwen_vl_utils.smart_resize`` for every accepted input. ``clamp``: the limit that rescaled it.
+
+    Example:
+        >>> smart_resize(width=640, height=480)
+        ((644, 476), None)
+    """
+    check_side('width', width, name)
+    check_side('height', height, name)
+    if max_pixels is None:
+        max_pixels = IMAGE_MAX_TOKEN_NUM * factor ** 2
+    if min_pixels is None:
+        min_pixels = IMAGE_MIN_TOKEN_NUM * factor ** 2
+    if max_pixels < min_pixels:
+        raise GeometryError(f'{name}: `max_pixels` must be >= `min_pixels`, '
+                            f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
+    ratio = max(height, width) / min(height, width)
+    if ratio > max_ratio:
+        raise GeometryError(f'{name}: aspect ratio must be at most {max_ratio}, '
+                            f'got {ratio:.1f} ({width}x{height}).')
+    (w_bar, h_bar), clamp = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                                         max_pixels=max_pixels)
+    if h_bar <= 0 or w_bar <= 0:
+        raise GeometryError(f'{name}: resizing {width}x{height} under max_pixels={max_pixels} '
+                            f'with factor {factor} gives a zero side ({w_bar}x{h_bar}).')
+    return (w_bar, h_bar), clamp
+
+
+def qwen_resize(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
+                min_pixels: int | None = None, max_pixels: int | None = None, max_ratio: float = MAX_RATIO,
+                name: str = 'image') -> tuple[ImageGeometry, Clamp | None]:
+    """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize, and its clamp."""
+    (rw, rh), clamp = smart_resize(width=width, height=height, factor=patch_size * merge_size,
+                                   min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=max_ratio, name=name)
+    grid = (1, rh // patch_size, rw // patch_size)
+    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
+                         num_tokens=grid[1] * grid[2] // merge_size ** 2, grid=grid), clamp
+
+
+def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
+                  min_pixels: int | None = None, max_pixels: int | None = None,
+                  max_ratio: float = MAX_RATIO, name: str = 'image') -> ImageGeometry:
+    """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize.
+
+    Example:
+        >>> geo = qwen_geometry(width=640, height=480)
+        >>> (geo.resized_width, geo.resized_height, geo.grid, geo.num_tokens)
+        (644, 476, (1, 34, 46), 391)
+    """
+    return qwen_resize(width=width, height=height, patch_size=patch_size, merge_size=merge_size,
+                       min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=max_ratio, name=name)[0]
 
 
 _JSON = ('qwen2_5_json', 'bare_list')
@@ -80,48 +143,49 @@ class Qwen(Family):
     )
 
     @classmethod
-    def _token_pixels(cls, settings: QwenSettings, tokens: int | None, pixels: int | None) -> int | None:
-        # IMAGE_*_TOKEN_NUM wins; MAX_PIXELS only fills it when unset (ms-swift compat_qwen_vl_utils).
-        if tokens is not None:
-            return tokens * settings.factor ** 2
-        if pixels is not None:
-            return pixels // settings.factor ** 2 * settings.factor ** 2
-        return None
+    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
+        factor = cls.default_settings(parent).factor
+        # Named limits (plan --min_pixels) are pixels, rounded as ms-swift rounds MAX_PIXELS.
+        overrides = {k: _whole_tokens(v, factor) if k in ('max_pixels', 'min_pixels') else v
+                     for k, v in dict(overrides or {}).items()}
+        env = {**_ENV_DEFAULTS.get(parent, {}), **env}  # the loader's os.environ.setdefault
+        return super().settings_for(parent, env=env, swift_max_pixels=swift_max_pixels, overrides=overrides)
 
     @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        s = cls.default_settings(parent)
-        env = {**_ENV_DEFAULTS.get(parent, {}), **env}  # the loader's os.environ.setdefault
-        changes = {'swift_max_pixels': swift_max_pixels,
-                   'max_pixels': cls._token_pixels(s, env_int(env, 'IMAGE_MAX_TOKEN_NUM'), env_int(env, 'MAX_PIXELS')),
-                   'min_pixels': cls._token_pixels(s, env_int(env, 'IMAGE_MIN_TOKEN_NUM'), env_int(env, 'MIN_PIXELS')),
+    def settings_from_env(cls, settings, env):
+        factor = settings.factor
+        changes = {'max_pixels': _token_pixels(factor, env_int(env, 'IMAGE_MAX_TOKEN_NUM'), env_int(env, 'MAX_PIXELS')),
+                   'min_pixels': _token_pixels(factor, env_int(env, 'IMAGE_MIN_TOKEN_NUM'), env_int(env, 'MIN_PIXELS')),
                    'max_ratio': env_int(env, 'MAX_RATIO')}
-        overrides = dict(overrides or {})
-        for key in ('max_pixels', 'min_pixels'):  # named limits are pixels, rounded like MAX_PIXELS
-            if overrides.get(key) is not None:
-                overrides[key] = cls._token_pixels(s, None, overrides[key])
-        changes.update({k: v for k, v in overrides.items() if v is not None})
-        return replace(s, **{k: v for k, v in changes.items() if v is not None or k == 'swift_max_pixels'})
+        return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 
     @classmethod
     def settings_from_template(cls, template, settings):
-        from qwen_vl_utils import vision_process as vp
+        vp = cls.vision_process()
         ip = template.processor.image_processor
-        patch = getattr(ip, 'patch_size', settings.patch_size)
-        if template.version != 'v3':
-            patch = 14  # ms-swift calls fetch_image without image_patch_size for Qwen2/2.5
+        patch = cls.fetch_patch_size(template, getattr(ip, 'patch_size', settings.patch_size))
         factor = patch * vp.SPATIAL_MERGE_SIZE
         return replace(settings, patch_size=patch, merge_size=getattr(ip, 'merge_size', settings.merge_size),
                        min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
                        max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2, max_ratio=vp.MAX_RATIO)
 
     @classmethod
+    def vision_process(cls):
+        """The module whose ``fetch_image`` the template resizes with (its limits are the live ones)."""
+        from qwen_vl_utils import vision_process
+        return vision_process
+
+    @classmethod
+    def fetch_patch_size(cls, template, patch: int) -> int:
+        """The patch size ``fetch_image`` rounds with, given the processor's."""
+        return patch if template.version == 'v3' else 14  # ms-swift passes image_patch_size for Qwen3 only
+
+    @classmethod
     def with_budget(cls, settings, pixels):
         return replace(settings, max_pixels=pixels // settings.factor ** 2 * settings.factor ** 2)
 
     @classmethod
-    def predict(cls, settings, *, width, height, row_kwargs, name):
-        w, h, clamped = cls.pre_rescaled(settings, width=width, height=height, row_kwargs=row_kwargs, name=name)
+    def resize(cls, settings, *, width, height, row_kwargs, name):
         factor = settings.factor
         min_pixels = row_number(row_kwargs, 'min_pixels', name)
         max_pixels = row_number(row_kwargs, 'max_pixels', name)
@@ -129,14 +193,8 @@ class Qwen(Family):
             min_pixels = settings.min_pixels if settings.min_pixels is not None else IMAGE_MIN_TOKEN_NUM * factor ** 2
         if max_pixels is None:
             max_pixels = settings.max_pixels if settings.max_pixels is not None else IMAGE_MAX_TOKEN_NUM * factor ** 2
-        geo = qwen_geometry(width=w, height=h, patch_size=settings.patch_size, merge_size=settings.merge_size,
-                            min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=settings.max_ratio, name=name)
-        rounded = max(factor, round(h / factor) * factor) * max(factor, round(w / factor) * factor)
-        if rounded > max_pixels:
-            clamped = 'max_pixels'
-        elif rounded < min_pixels and clamped is None:
-            clamped = 'min_pixels'
-        return replace(geo, original_width=width, original_height=height), clamped
+        return qwen_resize(width=width, height=height, patch_size=settings.patch_size, merge_size=settings.merge_size,
+                           min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=settings.max_ratio, name=name)
 
     reads_replace_tag = True
 
@@ -162,19 +220,26 @@ class Qwen(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        grid = encoded.get('image_grid_thw')
-        if grid is None:
+        grids = image_grids(encoded, len(predicted), merge_size=template.processor.image_processor.merge_size)
+        if grids is None:
             return list(predicted)
-        # One tensor call, not one per value.
-        rows = grid.tolist() if hasattr(grid, 'tolist') else [[int(x) for x in g] for g in grid]
-        merge = template.processor.image_processor.merge_size ** 2
         out = []
-        for i, (entry, geo) in enumerate(zip(entries, predicted, strict=False)):
-            resized = entry.resized
-            if geo is None or resized is None or i >= len(rows):
+        for geo, entry, found in zip(predicted, entries, grids, strict=False):
+            if geo is None or entry.resized is None or found is None:
                 out.append(geo)
                 continue
-            t, gh, gw = rows[i]
-            out.append(updated(geo, resized_width=resized[0], resized_height=resized[1],
-                               grid=(t, gh, gw), num_tokens=t * gh * gw // merge))
+            grid, tokens = found
+            out.append(updated(geo, resized_width=entry.resized[0], resized_height=entry.resized[1], grid=grid,
+                               num_tokens=tokens))
         return out
+
+
+def _token_pixels(factor: int, tokens: int | None, pixels: int | None) -> int | None:
+    """A pixel limit from ``IMAGE_*_TOKEN_NUM`` (wins) or ``*_PIXELS``, as ms-swift's compat_qwen_vl_utils sets it."""
+    if tokens is not None:
+        return tokens * factor ** 2
+    return _whole_tokens(pixels, factor)
+
+
+def _whole_tokens(pixels: int | None, factor: int) -> int | None:
+    return None if pixels is None else pixels // factor ** 2 * factor ** 2

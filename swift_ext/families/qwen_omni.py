@@ -15,8 +15,6 @@ limits live and which patch size is used:
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from . import register_family
 from .base import TemplateSpec
 from .qwen import Qwen
@@ -37,12 +35,11 @@ class QwenOmni(Qwen):
     )
 
     @classmethod
-    def settings_from_template(cls, template, settings):
-        from qwen_omni_utils import vision_process as vp
-        ip = template.processor.image_processor
+    def vision_process(cls):
+        from qwen_omni_utils import vision_process
+        return vision_process
+
+    @classmethod
+    def fetch_patch_size(cls, template, patch):
         # ms-swift passes image_patch_size to fetch_image only for omni_v3; otherwise the default 14.
-        patch = getattr(ip, 'patch_size', settings.patch_size) if template.version == 'omni_v3' else 14
-        factor = patch * vp.SPATIAL_MERGE_SIZE
-        return replace(settings, patch_size=patch, merge_size=getattr(ip, 'merge_size', settings.merge_size),
-                       min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
-                       max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2, max_ratio=vp.MAX_RATIO)
+        return patch if template.version == 'omni_v3' else 14

@@ -17,7 +17,7 @@ import torch
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.cli.plugin_path import plugin_path
-from swift_ext.geometry import qwen_geometry
+from swift_ext.families.qwen import qwen_geometry
 from swift_ext.testing.images import make_dataset
 from swift_ext.testing.tiny import parents, run_flags
 

@@ -19,7 +19,7 @@ from swift_ext.cli.bench.reward import regex_iou
 from swift_ext.cli.bench.scale import write_geometry_log
 from swift_ext.cli.bench.template import AA_PARENT, family_parents
 from swift_ext.families import family_of
-from swift_ext.geometry import read_image_size
+from swift_ext.images import read_image_size
 from swift_ext.testing.tiny import parents
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,8 +10,8 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.gemma3 import pan_and_scan_grid
-from swift_ext.families.gemma4 import SUPPORTED_SOFT_TOKENS, gemma4_resize
-from swift_ext.geometry import GeometryError
+from swift_ext.families.gemma4 import GEMMA4_MAX_SOFT_TOKENS, SUPPORTED_SOFT_TOKENS, gemma4_resize
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
 
@@ -57,12 +57,46 @@ def test_pan_and_scan_parity_with_transformers(min_crop, max_crops, min_ratio):
 
 
 def test_gemma3_prediction_is_fixed():
-    # No pan-and-scan through ms-swift: every image is 896x896, 256 tokens, one tile.
+    # No pan-and-scan through ms-swift: every image is 896x896, 256 tokens, one tile; stretched to it, so
+    # grown (upscale) where no side is over 896, fitted (canvas_fit) where one is.
     settings = family_named('gemma3').default_settings('gemma3_vision')
     for w, h in _sizes(500, seed=3):
         geo, clamped = settings.predict(width=w, height=h)
         assert (geo.resized_width, geo.resized_height, geo.num_tokens, geo.num_tiles) == (896, 896, 256, 1)
-        assert (geo.original_width, geo.original_height, clamped) == (w, h, None)
+        fitted = None if (w, h) == (896, 896) else Clamp.UPSCALE if max(w, h) <= 896 else Clamp.CANVAS_FIT
+        assert (geo.original_width, geo.original_height, clamped) == (w, h, fitted)
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((30, 30), Clamp.UPSCALE),  # an icon blown up 30x to the fixed square
+    ((896, 896), None),
+    ((4000, 3000), Clamp.CANVAS_FIT),
+    ((2000, 400), Clamp.CANVAS_FIT),  # squashed on one axis, stretched on the other: fitted, not upscaled
+])
+def test_gemma3_clamp_names_what_the_image_processor_did(checkpoints, size, clamp):
+    from transformers import AutoProcessor
+    ip = AutoProcessor.from_pretrained(checkpoints['gemma3_vision']).image_processor
+    out = ip(images=[Image.new('RGB', size)], return_tensors='pt')['pixel_values']
+    real = (int(out.shape[-1]), int(out.shape[-2]))
+    geo, clamped = family_named('gemma3').default_settings('gemma3_vision').predict(width=size[0], height=size[1])
+    assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
+    grew = real[0] >= size[0] and real[1] >= size[1] and real != size
+    assert (clamped == Clamp.UPSCALE) == grew
+    assert geo.max_scale == pytest.approx(max(real[0] / size[0], real[1] / size[1]))
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((30, 30), Clamp.UPSCALE),  # scaled up to about 280 soft tokens: 768x768
+    ((768, 768), None),  # already a budget-sized multiple of 48
+    ((4000, 3000), Clamp.MAX_SOFT_TOKENS),
+    ((3000, 50), Clamp.UPSCALE),  # a strip grown 2x to fill the budget: 6192x96
+    ((12000, 200), Clamp.MAX_SOFT_TOKENS),  # the same strip, larger: 6192x96 again
+])
+def test_gemma4_clamp_names_what_the_resize_did(size, clamp):
+    real = _hf_gemma4(*size, GEMMA4_MAX_SOFT_TOKENS)
+    _, clamped = family_named('gemma4').default_settings('gemma4').predict(width=size[0], height=size[1])
+    assert clamped == clamp
+    assert (clamped == Clamp.UPSCALE) == (real[0] >= size[0] and real[1] >= size[1] and real != size)
 
 
 # ------------------------------------------------------------------------- Gemma 4 arithmetic

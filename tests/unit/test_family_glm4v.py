@@ -9,8 +9,15 @@ from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.boxes import box_style, is_well_formed, parse_boxes
-from swift_ext.families.glm4v import Glm4v, glm4v_smart_resize, glm5_next_canvas, glm5_next_content
-from swift_ext.geometry import GeometryError
+from swift_ext.families.glm4v import (
+    GLM_MAX_PIXELS,
+    GLM_MIN_PIXELS,
+    Glm4v,
+    glm4v_smart_resize,
+    glm5_next_canvas,
+    glm5_next_content,
+)
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
@@ -81,7 +88,23 @@ def test_glm4v_smart_resize_parity(min_pixels, max_pixels):
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     # Every branch was exercised on the real-checkpoint limits.
     if (min_pixels, max_pixels) == GLM_LIMITS[0]:
-        assert outcomes == {None, 'max_pixels', 'min_pixels', 'refused'}
+        assert outcomes == {None, 'max_pixels', 'min_pixels', 'upscale', 'refused'}
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((640, 480), None),
+    ((30, 30), Clamp.MIN_PIXELS),  # grown to the 112*112/2 floor
+    ((20, 3000), Clamp.UPSCALE),  # its 20-pixel side scaled up to 28 (28x4200), inside both limits
+    ((4000, 3000), Clamp.MAX_PIXELS),
+])
+def test_glm4v_clamp_names_what_the_resize_did(size, clamp):
+    from transformers.models.glm4v.image_processing_glm4v import smart_resize
+    real = _theirs(smart_resize, num_frames=2, height=size[1], width=size[0], temporal_factor=2, factor=28,
+                   min_pixels=GLM_MIN_PIXELS, max_pixels=GLM_MAX_PIXELS)
+    geo, clamped = default_settings('glm4v_geo').predict(width=size[0], height=size[1])
+    assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
+    if clamp == Clamp.UPSCALE:
+        assert real[0] >= size[0] and real[1] >= size[1]
 
 
 def test_glm4v_token_count_parity_with_the_processor():
@@ -141,7 +164,7 @@ def test_predict_applies_swift_prerescale_first():
     settings = default_settings('glm4v_geo', swift_max_pixels=50176)
     geo, clamped = settings.predict(width=1280, height=960)
     # ms-swift's rescale_image: 1280x960 -> 258x193, then GLM's rounding to 28s.
-    assert (geo.original_width, geo.resized_width, geo.resized_height, clamped) == (1280, 252, 196, 'max_pixels')
+    assert (geo.original_width, geo.resized_width, geo.resized_height, clamped) == (1280, 252, 196, Clamp.MAX_PIXELS)
     row, _ = default_settings('glm4v_geo').predict(width=1280, height=960, row_kwargs={'max_pixels': 50176})
     assert (row.resized_width, row.resized_height) == (252, 196)
 

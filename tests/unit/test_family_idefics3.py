@@ -11,6 +11,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles, vision_encoder_size
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.store import STORE
 
@@ -115,8 +116,28 @@ def test_split_images_on_real_pixels(processor, size):
 
 
 def test_no_splitting_is_one_squashed_view():
-    geo, _ = _settings(do_image_splitting=False).predict(width=640, height=480)
+    geo, clamp = _settings(do_image_splitting=False).predict(width=640, height=480)
     assert (geo.resized_width, geo.resized_height, geo.num_tiles, geo.num_tokens) == (364, 364, 1, 169)
+    assert clamp == Clamp.CANVAS_FIT
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((30, 30), Clamp.UPSCALE),  # its longest side set to 1456: 48x, 16 tiles + the global image
+    ((640, 480), Clamp.UPSCALE),  # 1456x1092: every image under 1456 is grown
+    ((1456, 1092), None),
+    ((1456, 1000), None),  # 1000 ceiled to 1092 (3 tiles): the model's rounding to whole tiles
+    ((4000, 3000), Clamp.LONGEST_EDGE),
+])
+def test_clamp_names_what_the_processor_did(processor, size, clamp):
+    # The processor's first resize (longest edge to 1456) decides the name; its ceil to tiles is rounding.
+    from transformers.image_utils import SizeDict
+    ip = processor.image_processor
+    w, h = size
+    first = ip.resize(torch.empty(1, 0, h, w), SizeDict(longest_edge=ip.size['longest_edge'])).shape[-2:]
+    geo, clamped = _settings().predict(width=w, height=h)
+    assert (geo.resized_height, geo.resized_width) == _processor_sizes(ip, h, w) and clamped == clamp
+    assert (clamped == Clamp.UPSCALE) == (max(first) > max(size))
+    assert (clamped == Clamp.LONGEST_EDGE) == (max(first) < max(size))
 
 
 def test_encode_identical_to_parent(processor, images):

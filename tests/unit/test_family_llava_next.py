@@ -17,6 +17,7 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import store
 from swift_ext.families import family_of
 from swift_ext.families.llava_next import best_pinpoint, fit_in_canvas
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.rewards import GeoFormat, GeoIoU
 from swift_ext.settings import default_settings
@@ -141,6 +142,29 @@ def test_parity_with_other_pinpoints_and_anyres_max(processors):
         nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio = old
 
 
+@pytest.mark.parametrize('parent,size,clamp', [
+    (NEXT, (30, 30), Clamp.UPSCALE),  # an icon grown 11.2x to touch its 336x672 canvas
+    (NEXT, (672, 336), None),  # exactly a pinpoint
+    (NEXT, (1000, 300), Clamp.UPSCALE),  # 1008x303 in a 1008x336 canvas: grown a little
+    (NEXT, (4000, 3000), Clamp.CANVAS_FIT),  # shrunk into 672x672: no --max_pixels involved
+    (OV, (30, 30), Clamp.UPSCALE),
+    (OV, (2304, 2304), None),
+    (OV, (4000, 3000), Clamp.CANVAS_FIT),
+])
+def test_clamp_names_what_the_processor_did(processors, parent, size, clamp):
+    # The content size transformers' select_best_resolution + get_patch_output_size give decides the name.
+    proc = processors(parent)
+    ref = _reference(proc, *size, 0)
+    real = (ref['resized_width'], ref['resized_height'])
+    geo, clamped = _template(proc, parent + '_geo').geo_settings().predict(width=size[0], height=size[1])
+    assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
+    grew = real[0] >= size[0] and real[1] >= size[1] and real != size
+    assert (clamped == Clamp.UPSCALE) == grew
+    assert (clamped == Clamp.CANVAS_FIT) == (real[0] < size[0] or real[1] < size[1])
+    if size == (30, 30) and parent == NEXT:
+        assert geo.max_scale == pytest.approx(11.2)
+
+
 def test_settings_for_without_template_are_the_public_checkpoints(processors):
     # The tiny checkpoints carry the public processors' settings; `settings_for` must equal what a
     # live template reads from them (the 'versions' field aside).
@@ -170,7 +194,7 @@ def test_swift_max_pixels_prescale_comes_first():
     geo, clamped = settings.predict(width=1280, height=960)
     w, h = swift_rescaled_size(width=1280, height=960, max_pixels=50176)
     plain, _ = default_settings(NEXT + '_geo').predict(width=w, height=h)
-    assert (geo.original_width, clamped) == (1280, 'max_pixels')
+    assert (geo.original_width, clamped) == (1280, Clamp.MAX_PIXELS)  # ms-swift's pre-rescale names it, not the canvas
     assert (geo.num_tokens, geo.resized_width, geo.pad_top) == (plain.num_tokens, plain.resized_width, plain.pad_top)
 
 

@@ -13,6 +13,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.minicpmv import image_views
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.store import STORE
 
@@ -112,6 +113,23 @@ def test_predict_matches_processor_arithmetic(processors, max_slice_nums, mode):
         if got != want or geo.num_tokens != tokens:
             mismatches.append(((w, h), got, want, geo.num_tokens, tokens))
     assert mismatches == []
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((30, 30), Clamp.UPSCALE),  # one view scaled up to about 448x448
+    ((448, 448), None),
+    ((640, 480), Clamp.UPSCALE),  # two slices, each scaled up to about 448x448
+    ((4000, 3000), Clamp.CANVAS_FIT),  # nine slices of about 448x448: shrunk
+])
+def test_clamp_names_what_the_processor_did(processors, size, clamp):
+    processor = processors['minicpmv4_6']
+    ip = processor.image_processor
+    w, h = size
+    grid, (src_h, src_w), _ = _processor_tokens(processor, h, w, 9, 16)
+    real_h, real_w = ip.get_refine_size((h, w), grid, 448, 14, allow_upscale=True) if grid else (src_h, src_w)
+    geo, clamped = _settings().predict(width=w, height=h)
+    assert (geo.resized_width, geo.resized_height) == (real_w, real_h) and clamped == clamp
+    assert (clamped == Clamp.UPSCALE) == (real_w >= w and real_h >= h and (real_w, real_h) != size)
 
 
 @pytest.mark.parametrize('size', SIZES)

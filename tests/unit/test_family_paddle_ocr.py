@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext.families.paddle_ocr import PaddleOcr, paddle_smart_resize
-from swift_ext.geometry import GeometryError
+from swift_ext.families.paddle_ocr import PADDLE_MAX_PIXELS, PADDLE_MIN_PIXELS, PaddleOcr, paddle_smart_resize
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE, row_limits_key
@@ -67,7 +67,22 @@ def test_paddle_smart_resize_parity(min_pixels, max_pixels):
             mismatches.append(((w, h), ours, theirs))
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     if (min_pixels, max_pixels) == PADDLE_LIMITS[0]:
-        assert outcomes == {None, 'max_pixels', 'min_pixels', 'refused'}
+        assert outcomes == {None, 'max_pixels', 'min_pixels', 'upscale', 'refused'}
+
+
+@pytest.mark.parametrize('size,clamp', [
+    ((640, 480), None),
+    ((30, 30), Clamp.MIN_PIXELS),
+    ((20, 3000), Clamp.UPSCALE),  # its 20-pixel side set to 28 (28x4200), inside both limits
+    ((4000, 3000), Clamp.MAX_PIXELS),
+])
+def test_clamp_names_what_the_resize_did(size, clamp):
+    from transformers.models.paddleocr_vl.image_processing_paddleocr_vl import smart_resize
+    rh, rw = smart_resize(size[1], size[0], factor=28, min_pixels=PADDLE_MIN_PIXELS, max_pixels=PADDLE_MAX_PIXELS)
+    geo, clamped = default_settings('paddle_ocr_1_5_geo').predict(width=size[0], height=size[1])
+    assert (geo.resized_width, geo.resized_height) == (rw, rh) and clamped == clamp
+    if clamp == Clamp.UPSCALE:
+        assert rw >= size[0] and rh >= size[1]
 
 
 def test_token_count_parity_with_the_processor():
@@ -101,10 +116,10 @@ def test_row_limits_refused_where_the_processor_refuses(row, match):
 def test_row_limits_and_prerescale():
     settings = default_settings('paddle_ocr_1_5_geo')
     geo, clamped = settings.predict(width=640, height=480, row_kwargs={'shortest_edge': 1000, 'longest_edge': 100000})
-    assert (geo.resized_width, geo.resized_height, clamped) == (364, 252, 'max_pixels')
+    assert (geo.resized_width, geo.resized_height, clamped) == (364, 252, Clamp.MAX_PIXELS)
     geo, clamped = settings.predict(width=1280, height=960, row_kwargs={'max_pixels': 50176})
     # ms-swift's own pre-rescale to 258x193, then PaddleOCR-VL's floor of 112896 pixels.
-    assert (geo.original_width, geo.resized_width, geo.resized_height, clamped) == (1280, 392, 308, 'max_pixels')
+    assert (geo.original_width, geo.resized_width, geo.resized_height, clamped) == (1280, 392, 308, Clamp.MAX_PIXELS)
 
 
 def test_coords_say_no_trained_box_output():

@@ -11,8 +11,9 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
 from swift_ext.families.pixtral import image_token_grids, pixtral_resize
-from swift_ext.geometry import GeometryError
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
+from swift_ext.settings import default_settings
 from swift_ext.store import STORE
 
 MISTRAL = ('mistral_2503', 'mistral_2506', 'mistral_2512', 'mistral_2512_thinking')
@@ -53,6 +54,22 @@ def test_resize_parity_with_transformers(edge, patch):
                   if pixtral_resize(width=w, height=h, max_width=edge, max_height=edge, token_patch=patch)
                   != _hf_resize(w, h, edge, patch)]
     assert mismatches == [], mismatches[:10]
+
+
+@pytest.mark.parametrize('parent,size,clamp', [
+    ('pixtral', (30, 30), None),  # never scaled up: ceiled to 32x32, the model's own rounding
+    ('pixtral', (1024, 768), None),
+    ('pixtral', (4000, 3000), Clamp.LONGEST_EDGE),
+    ('mistral_2503', (3000, 50), Clamp.LONGEST_EDGE),
+    ('mistral_2503', (1540, 100), None),
+])
+def test_clamp_names_what_the_resize_did(parent, size, clamp):
+    settings = default_settings(parent + '_geo')
+    real = _hf_resize(*size, settings.max_width, settings.token_patch)
+    geo, clamped = settings.predict(width=size[0], height=size[1])
+    assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
+    # Shrunk (beyond the ceil to a patch) exactly where the longest edge was over the limit.
+    assert (clamped == Clamp.LONGEST_EDGE) == (max(size) > settings.max_width)
 
 
 @pytest.mark.parametrize('parent,edge,patch,merge', [('mistral_2503', 1540, 14, 2), ('pixtral', 1024, 16, 1)])
@@ -201,4 +218,4 @@ def test_settings_from_checkpoint(checkpoints):
     settings = tpl.geo_settings()
     assert (settings.max_width, settings.max_height, settings.token_patch) == (896, 896, 28)
     geo, clamped = settings.predict(width=2000, height=300)
-    assert (geo.resized_width, geo.resized_height, clamped) == (896, 140, 'longest_edge')
+    assert (geo.resized_width, geo.resized_height, clamped) == (896, 140, Clamp.LONGEST_EDGE)

@@ -217,9 +217,9 @@ def test_exif_orientation_is_read(tmp_path):
     assert read_image_header(str(tmp_path / 'plain.jpg')).orientation == 1
 
 
-def test_old_import_paths_keep_working():
-    from swift_ext.geometry import describe_source as old_describe
-    from swift_ext.geometry import read_image_size as old_read
-    assert old_read is read_image_size and old_describe is describe_source
-    with pytest.raises(AttributeError):
-        geometry.no_such_name  # noqa: B018
+def test_no_compatibility_shim_in_the_geometry_core():
+    # Image I/O has one home (swift_ext.images): the core no longer forwards names to it.
+    assert not hasattr(geometry, '__getattr__')
+    for name in ('describe_source', 'read_image_size'):
+        with pytest.raises(AttributeError):
+            getattr(geometry, name)

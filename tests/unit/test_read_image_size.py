@@ -7,7 +7,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from swift_ext.geometry import GeometryError, read_image_size
+from swift_ext.geometry import GeometryError
+from swift_ext.images import read_image_size
 
 
 def _encode(fmt, size=(123, 45), **save):

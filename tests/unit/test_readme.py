@@ -50,9 +50,13 @@ def test_custom_reward_example(tmp_path, sample_images, monkeypatch):
 
 
 def test_iou_score_example():
-    from swift_ext.geometry import qwen_geometry
+    # The example as README writes it.
+    code = _block('The same scoring outside training:')
+    scope: dict = {}
+    exec(code.rsplit('\n', 2)[0], scope)  # all but the last line: the call and its documented value
     from swift_ext.scoring import iou_score
-    geo = qwen_geometry(width=640, height=480)
+    geo = scope['geo']
+    assert (geo.resized_width, geo.resized_height) == (644, 476)
     assert iou_score('[{"bbox_2d": [64.4, 47.6, 322, 238]}]', [64, 48, 320, 240], geo, 'abs') == pytest.approx(1.0)
 
 
@@ -82,4 +86,4 @@ def test_geometry_api_example_prints_what_it_says():
             continue
         assert eval(expr, scope) == expected, line
         checked += 1
-    assert checked == 3
+    assert checked == 4

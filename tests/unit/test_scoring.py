@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from swift_ext import scoring
 from swift_ext.boxes import box_style, is_well_formed, parse_boxes
-from swift_ext.geometry import internvl_geometry, qwen_geometry
+from swift_ext.families.internvl import internvl_geometry
+from swift_ext.families.qwen import qwen_geometry
 from swift_ext.scoring import MAX_GT_BOXES, box_iou, iou_score, matched_iou, parse_solution
 
 QWEN = qwen_geometry(width=640, height=480)  # Qwen2/2.5-VL: resized to 644 x 476

@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext.geometry import GeometryError, internvl_geometry
+from swift_ext.families.internvl import internvl_geometry
+from swift_ext.geometry import GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
 

@@ -15,8 +15,8 @@ GEOMETRY_SIZES = ((320, 240), (500, 375), (640, 480), (375, 500), (800, 600), (1
 def run(ctx: Context) -> list[Figure]:
     from qwen_vl_utils import fetch_image
 
-    from ...geometry import qwen_geometry, read_image_size
-    from ...images import image_key
+    from ...families.qwen import qwen_geometry
+    from ...images import image_key, read_image_size
     from ...rewards import geometry_for_images
     from ...settings import default_settings
     from ...store import STORE, row_limits_key

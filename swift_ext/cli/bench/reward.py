@@ -59,7 +59,7 @@ REWARD_MIX = (('single box', 0.35), ('multi-box', 0.20), ('malformed', 0.20),
 
 def reward_mix(n: int, seed: int = 0) -> list[tuple[str, str, str, object]]:
     """``n`` (kind, completion, solution JSON, geometry) in the proportions of REWARD_MIX."""
-    from ...geometry import qwen_geometry
+    from ...families.qwen import qwen_geometry
     rng = random.Random(seed)
     sizes = ((640, 480), (1280, 720), (500, 375), (1920, 1080), (375, 500))
     geos = [qwen_geometry(width=w, height=h) for w, h in sizes]

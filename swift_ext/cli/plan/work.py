@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ...families import family_named
 from ...geometry import GeometryError
 from ...images import ImageSource, classify, read_image_header
 from ...scoring import parse_solution
@@ -21,8 +22,6 @@ from ...settings import PreprocessSettings, settings_for, with_budget
 from ..dataset import cut, row_images, row_limits
 from .stats import MAX_UNIQUE, TOP_ROWS, PlanStats, new_sums
 
-# The settings field that caps tiles, per family, in the order looked for.
-TILE_KNOBS = ('max_num', 'max_slice_nums')
 HEADER_CACHE = 65536  # file headers remembered per worker (datasets often repeat images)
 SOLUTION_SLACK = 1.0
 
@@ -42,8 +41,7 @@ def sweep_settings(settings: PreprocessSettings, value: int) -> PreprocessSettin
 
 def tile_knob(settings: PreprocessSettings) -> str | None:
     """The settings field that caps a tiling family's tiles (``max_num``, ...), or None."""
-    names = {f.name for f in dataclasses.fields(settings)}
-    return next((k for k in TILE_KNOBS if k in names), None)
+    return family_named(settings.family).tile_knob
 
 
 def tile_settings(settings: PreprocessSettings, value: int) -> PreprocessSettings:

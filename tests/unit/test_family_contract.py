@@ -1,0 +1,83 @@
+"""The family contract (swift_ext/families/base.py): the base class owns predict's shared steps and
+settings_for; a family writes `resize` and its settings. Pure arithmetic: no model, no swift."""
+import dataclasses
+
+import pytest
+
+from swift_ext.families import families, family_of, template_names
+from swift_ext.families.base import Family, PreprocessSettings
+from swift_ext.geometry import Clamp, GeometryError, swift_rescaled_size
+
+FAMILIES = sorted(families().items())
+
+
+@pytest.mark.parametrize('name,family', FAMILIES)
+def test_every_family_writes_resize_and_never_predict(name, family):
+    assert 'predict' not in vars(family)
+    assert family.resize.__func__ is not Family.resize.__func__, name
+
+
+def test_a_family_defining_predict_is_refused():
+    with pytest.raises(TypeError, match='implements `resize`'):
+        class Bad(Family):  # noqa: F841 (refused at class creation)
+            @classmethod
+            def predict(cls, settings, *, width, height, row_kwargs, name):
+                raise AssertionError
+
+
+@pytest.mark.parametrize('name,family', FAMILIES)
+def test_tile_knob_is_a_settings_field(name, family):
+    fields = {f.name for f in dataclasses.fields(family.settings_cls)}
+    if family.tile_knob is None:
+        assert not fields & {'max_num', 'max_slice_nums'}, name  # a tile cap plan would not sweep
+    else:
+        assert family.tile_knob in fields, name
+
+
+@pytest.mark.parametrize('template', template_names())
+def test_settings_for_drops_none_overrides(template):
+    family, spec = family_of(template)
+    fields = [f.name for f in dataclasses.fields(family.settings_cls)
+              if f.name not in {g.name for g in dataclasses.fields(PreprocessSettings)}]
+    plain = family.settings_for(spec.parent, env={}, swift_max_pixels=123456)
+    assert family.settings_for(spec.parent, env={}, swift_max_pixels=123456,
+                               overrides=dict.fromkeys(fields)) == plain
+    assert plain.swift_max_pixels == 123456
+
+
+@pytest.mark.parametrize('template', template_names())
+@pytest.mark.parametrize('width,height', [(30, 30), (640, 480), (4000, 3000), (3000, 50)])
+def test_predict_is_resize_on_the_prerescaled_size(template, width, height):
+    family, spec = family_of(template)
+    settings = family.settings_for(spec.parent, env={}, swift_max_pixels=100_000)
+    try:
+        geo, clamp = settings.predict(width=width, height=height)
+    except GeometryError:
+        with pytest.raises(GeometryError):
+            w, h = swift_rescaled_size(width=width, height=height, max_pixels=100_000)
+            family.resize(settings, width=w, height=h, row_kwargs={}, name='image')
+        return
+    w, h = swift_rescaled_size(width=width, height=height, max_pixels=100_000)
+    own, own_clamp = family.resize(settings, width=w, height=h, row_kwargs={}, name='image')
+    assert (geo.original_width, geo.original_height) == (width, height)
+    assert dataclasses.replace(geo, original_width=w, original_height=h) == \
+        dataclasses.replace(own, original_width=w, original_height=h)
+    # ms-swift's pre-rescale comes first: where it shrank the image, it names the clamp.
+    assert clamp == (Clamp.MAX_PIXELS if (w, h) != (width, height) else own_clamp)
+
+
+@pytest.mark.parametrize('template', template_names())
+@pytest.mark.parametrize('width,height', [(0, 10), (10, -1), (True, 10), (10.0, 10)])
+def test_bad_sides_are_refused_by_every_family(template, width, height):
+    family, spec = family_of(template)
+    settings = family.default_settings(spec.parent)
+    with pytest.raises(GeometryError, match='must be'):
+        settings.predict(width=width, height=height, name='x.png')
+
+
+@pytest.mark.parametrize('module', ['swift_ext.geometry'] + [f'swift_ext.families.{m}' for m in sorted(
+    {f.__module__.rsplit('.', 1)[1] for _, f in FAMILIES} | {'base'})])
+def test_doctests(module):
+    import doctest
+    import importlib
+    assert doctest.testmod(importlib.import_module(module)).failed == 0
