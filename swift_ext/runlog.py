@@ -154,6 +154,14 @@ def log_dir() -> str | None:
     return d
 
 
+def logging_encodes() -> bool:
+    """Whether an encode made now gets log lines: a run folder is named, or a worker's may be named later.
+
+    Encodes made before (ms-swift encodes a sample to print it before the trainer exists) are not logged.
+    """
+    return bool(os.environ.get(ENV_DIR)) or log_dir_pending()
+
+
 def log_dir_pending() -> bool:
     """True in a worker process started before the run folder was named, which the channel may still name."""
     if os.environ.get(ENV_DIR) or not os.environ.get(ENV_CHANNEL):

@@ -218,11 +218,12 @@ class GeoTemplateMixin:
         engine = self.mode in ENGINE_MODES
         ids = () if engine else tuple(b['input_ids'] for b in batched if b.get('input_ids') is not None)
         row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
-        recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time()), ids=ids,
+        logged = runlog.logging_encodes()
+        recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time(), logged), ids=ids,
                          mode=self.mode, step=runlog.STATE.step if engine else None)
 
-    def _geo_resolve(self, row, encoded, entries, mode, when) -> loglines.ImageLines | None:
-        """The encode's geometry into the store; its log lines, where a run log takes them.
+    def _geo_resolve(self, row, encoded, entries, mode, when, logged) -> loglines.ImageLines | None:
+        """The encode's geometry into the store; its log lines, where a run log takes them (``logged``).
 
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
         """
@@ -246,7 +247,7 @@ class GeoTemplateMixin:
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry.key, limits, template, geo)
             images.append((geo, entry.key, i, clamps[i], mismatch))
-        if not images or not (runlog.log_dir() or runlog.log_dir_pending()):
+        if not images or not logged:
             return None
         return loglines.ImageLines(mode=mode, template=template, sample_id=_sample_id_later(row[1], row[2], entries),
                                  images=images, basis=basis, when=when)
@@ -274,6 +275,8 @@ class GeoTemplateMixin:
             if not bad:
                 return None  # not an image's fault (a length limit, a template error): nothing to note
             indices, error = [i for i, _ in bad], bad[0][1]
+        if not runlog.logging_encodes():
+            return error
         try:
             lines = loglines.FailureLines(
                 mode=self.mode, template=self.geo_spec.name, error=str(error),

@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 import pytest
 from PIL import Image
 
+from swift_ext.steps import trained_steps
 from swift_ext.testing.images import box_for, make_dataset
 
 TIMEOUT = 300  # seconds, per CLI run
@@ -292,13 +293,16 @@ def test_two_ranks_with_two_dataloader_workers(e2e, tiny_model, tmp_path):
     for s in e2e.read_lines(os.path.join(run_dir, 'geometry_settings.jsonl')):
         trainer_pid.setdefault(s['rank'], s['pid'])
     assert sorted(trainer_pid) == [0, 1]
+    trained = {}
     for rank_, lines in per_rank.items():
-        # Two dataloader workers prefetch up to 2 x 2 batches ahead, so which step a record
-        # is tagged with can run ahead of the step that trains it, and an inexact count is
-        # possible when a run stops mid-epoch. Here it cannot: a rank's shard is 8 samples
-        # (4 batches), 4 steps consume all of it, and the epoch ends with the last step, so
-        # no batch of a next epoch is fetched: exactly 8 records, one per sample.
+        # A rank's shard is 8 samples (4 batches) and 4 steps consume all of it: exactly 8 lines, one per
+        # sample, written by the workers when they collated (step null), each trained at one step (the
+        # batch log says which: 2 images a step).
         assert len(lines) == 4 * 2, rank_
+        name = 'image_batches.jsonl' if rank_ == 0 else 'image_batches.rank1.jsonl'
+        _, per_step = trained_steps(lines, e2e.read_lines(os.path.join(run_dir, name)))
+        assert {s: len(v) for s, v in per_step.items()} == {1: 2, 2: 2, 3: 2, 4: 2}, rank_
+        trained[rank_] = per_step
         assert {r['rank'] for r in lines} == {rank_}
         assert {r['mode'] for r in lines} == {'train'}
         # Encoded and written by the rank's two workers (batches go to them in turn), not by
@@ -308,17 +312,17 @@ def test_two_ranks_with_two_dataloader_workers(e2e, tiny_model, tmp_path):
         assert trainer_pid[rank_] not in pids
         assert len({json.dumps(r, sort_keys=True) for r in lines}) == len(lines)  # no repeats
         assert len({r['image'] for r in lines}) == len(lines)
-        assert {r['step'] for r in lines} <= {1, 2, 3, 4}
+        assert {r['step'] for r in lines} == {None}
     images = [{r['image'] for r in per_rank[k]} for k in (0, 1)]
     assert not images[0] & images[1]  # the ranks' shards are disjoint ...
     assert {os.path.basename(p) for p in images[0] | images[1]} == {
         f'{n}_{w}x{h}.png' for n, w, h in SFT_SIZES}  # ... and cover the dataset
     check_records(per_rank[0] + per_rank[1])
 
-    # The metrics are summed over ranks: every image is counted at some step, once.
+    # The metrics are summed over ranks: each step trained 2 images on each rank.
     logs = step_logs(e2e, run_dir)
     assert sorted(log_step(x) for x in logs) == [1, 2, 3, 4]  # one line a step (rank 0)
-    assert sum(x['vision/images_per_step'] for x in logs) == len(SFT_SIZES)
+    assert [x['vision/images_per_step'] for x in logs] == [4.0] * 4
 
     _, summary = review(e2e, run_dir)
     assert summary['records_by_rank'] == {'0': 8, '1': 8}
