@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 from ..families import describe
+from ..families.base import VERIFICATION
 from .text import ArgumentParser, echo
 
 
@@ -25,20 +26,22 @@ def _coords(row: dict) -> str:
 
 
 def format_text(table_rows: list[dict]) -> str:
-    head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny')
+    head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny', 'geometry verified by')
     table = [head] + [(r['template'], r['parent'], r['family'], _coords(r), ', '.join(r['box_styles']),
-                       'yes' if r['tiny_model'] else 'no') for r in table_rows]
+                       'yes' if r['tiny_model'] else 'no', VERIFICATION[r['verification']]) for r in table_rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in table)
 
 
 def format_markdown(table_rows: list[dict]) -> str:
-    lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint |', '|---|---|---|---|---|']
+    lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint | geometry verified by |',
+             '|---|---|---|---|---|---|']
     for r in table_rows:
         coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
         styles = ', '.join(f'`{s}`' for s in r['box_styles'])
         tiny = 'yes' if r['tiny_model'] else '-'
-        lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {tiny} |')
+        lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {tiny} | '
+                     f'{VERIFICATION[r["verification"]]} |')
     return '\n'.join(lines)
 
 

@@ -106,5 +106,6 @@ def describe(template: str | None = None) -> list[dict]:
                      'coords': spec.coords, 'box_styles': list(spec.box_styles),
                      'boxes_trained': spec.boxes_trained, 'coords_source': spec.coords_source,
                      'tiny_model': spec.model_type is not None,
-                     'model_type': spec.model_type, 'env': list(family.env_vars)})
+                     'model_type': spec.model_type, 'env': list(family.env_vars),
+                     'verification': spec.verification})
     return rows

@@ -108,10 +108,18 @@ class TemplateSpec:
     # only the closest default, and geo_iou scores only in the convention the user names
     # (SWIFT_EXT_COORDS) instead of guessing.
     boxes_trained: bool = True
+    # How the geometry is verified (one of VERIFICATION): 'encode' where real encodes of this template's
+    # class run offline (tiny checkpoint, byte-identical to the parent, the processor pinned over random
+    # sizes); 'published_code' where the processor lives in the model's hub repository (remote code): the
+    # arithmetic is reproduced from that published code and pinned to it, but no encode runs offline.
+    verification: str = 'encode'
 
     @property
     def name(self) -> str:
         return self.parent + '_geo'
+
+
+VERIFICATION = {'encode': 'real encodes', 'published_code': 'published processor code; encode not verified offline'}
 
 
 def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
