@@ -25,6 +25,8 @@ which writes ``logging.jsonl``, and TensorBoard. The store is all-reduced across
 without that store falls back to adding the keys to ``logs`` in ``on_log``, which still runs before
 ms-swift's writer (user callbacks precede the progress callback) but after TensorBoard's and after
 ``log_history`` is written.
+
+Internal module: select it with ``--callbacks geo_log``.
 """
 from __future__ import annotations
 

@@ -15,6 +15,8 @@ Relative paths resolve as ``_check_path`` does: the working directory first, the
 ``ROOT_IMAGE_DIR``; a string longer than 2000 characters is base64 without looking at the
 disk; a string ms-swift finds nowhere is base64 when ``base64.b64decode`` accepts it.
 PIL is imported on first use only.
+
+Internal module.
 """
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 A second registration of the same object is a no-op; a different object under a taken name
 is refused with a plain sentence. "The same" means the same module and qualified name, so a
 plugin file that ms-swift imports twice (a fresh module object each time) still registers.
+
+Internal module.
 """
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ Pure data and arithmetic (no torch or swift import), so that rewards running in 
 process, ``swift-ext plan`` and ``swift-ext check`` all use the same numbers as the live
 template. Each family's settings class lives in its module under ``swift_ext.families``;
 this module is the one door to them.
+
+Internal module: ``swift_ext.predict_geometry`` is the public door.
 """
 from __future__ import annotations
 

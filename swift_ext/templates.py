@@ -15,6 +15,8 @@ so encodes stay identical:
   or a failure noted for the images at fault;
 - ``data_collator``: the recorder's collate trigger.
 Reading the geometry and writing log lines happen later, a batch at a time (``swift_ext.recorder``).
+
+Internal module: select a template with ``--template <parent>_geo``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""`swift-ext` command line: one subcommand per module, each with its own `main(argv)`."""
+"""`swift-ext` command line: one subcommand per module, each with its own `main(argv)`.
+
+Internal package: the ``swift-ext`` command is its interface.
+"""
 from __future__ import annotations
 
 import importlib

@@ -53,15 +53,19 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..cache import BoundedCache
 from ..geometry import GeometryError
 from ..images import classify, read_image_header
 from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
+from .check_images import compare_images
+from .check_report import format_report
 from .dataset import iter_rows, row_images, row_limits
 from .text import ArgumentParser, echo
 
 TRAINER = 'trainer'
 ROLLOUT = 'rollout'
+HEADER_CACHE = 65536  # image headers remembered while measuring a dataset (datasets repeat images)
 MAX_LINE_CHARS = 1 << 20  # a settings line is a few KB; longer lines are skipped, never held whole
 
 # The line runlog.log_settings writes, after whatever prefix the logger adds:
@@ -273,7 +277,7 @@ def impact(dataset: str, reference: Mapping[str, Any], variant: Mapping[str, Any
         return {'dataset': dataset, 'error': f'settings of no known family ({str(exc)[:200]})'}
     out = {'dataset': dataset, 'images': 0, 'resized_differently': 0, 'fail_on_one_side': 0,
            'visual_tokens': [0, 0], 'unreadable_images': 0, 'remote_images_not_checked': 0, 'unreadable_rows': 0}
-    headers: dict[str, Any] = {}
+    headers = BoundedCache(HEADER_CACHE)
     try:
         _require_regular(dataset)
         for _, row in iter_rows(dataset):
@@ -315,8 +319,6 @@ def _image_header(out: dict, src: Any, headers: dict[str, Any]):
         if info.kind != 'path':
             return read_image_header(src)
         if info.path not in headers:
-            if len(headers) > 65536:
-                headers.clear()
             headers[info.path] = read_image_header(src)
         return headers[info.path]
     except GeometryError:
@@ -367,6 +369,11 @@ def check(paths: Sequence[str], dataset: str | None = None) -> dict:
     ref_side = TRAINER if TRAINER in sides else next(iter(sides))
     order = [ref_side] + [label for label in sides if label != ref_side]
     variants = [v for label in order for v in _variants(label, sides[label])]
+    images = compare_images(paths)
+    if len(variants) < 2 and images is not None:  # one process encoded both (GRPO, vLLM colocate)
+        same = images['differ'] == 0
+        return {'same': same, 'fingerprint': variants[0]['fingerprint'] if same else None,
+                'reference': variants[0]['label'], 'variants': variants, 'comparisons': [], 'images': images}
     if len(variants) < 2:
         only = variants[0]
         raise DriftInputError(
@@ -382,9 +389,9 @@ def check(paths: Sequence[str], dataset: str | None = None) -> dict:
             comparisons.append({'a': reference['label'], 'b': variant['label'], **result})
             if dataset is not None and not result['same']:
                 comparisons[-1]['impact'] = impact(dataset, reference, variant)
-    same = all(c['same'] for c in comparisons)
+    same = all(c['same'] for c in comparisons) and (images is None or images['differ'] == 0)
     return {'same': same, 'fingerprint': reference['fingerprint'] if same else None,
-            'reference': reference['label'], 'variants': variants, 'comparisons': comparisons}
+            'reference': reference['label'], 'variants': variants, 'comparisons': comparisons, 'images': images}
 
 
 def _variants(side: str, records: list[dict]) -> list[dict]:
@@ -416,53 +423,6 @@ def _variants(side: str, records: list[dict]) -> list[dict]:
 
 def _without_template(settings: Mapping[str, Any]) -> dict:
     return {k: v for k, v in settings.items() if k != 'template'}
-
-
-# --- output -----------------------------------------------------------------------------------
-def format_report(report: dict) -> str:
-    """The report as the lines `swift-ext check` prints."""
-    lines = []
-    for v in report['variants']:
-        where = []
-        if v['pids']:
-            where.append(('pid ' if len(v['pids']) == 1 else 'pids ')
-                         + ', '.join(map(str, v['pids'])))
-        where.append(', '.join(v['sources']))
-        lines.append(f'{v["label"]}: {v["template"]} fingerprint {v["fingerprint"]} '
-                     f'({"; ".join(where)})')
-    if report['same']:
-        lines.append(f'same preprocessing (fingerprint {report["fingerprint"]})')
-        return '\n'.join(lines)
-    for c in report['comparisons']:
-        a, b = c['a'], c['b']
-        if c['same']:
-            lines.append(f'{b}: same preprocessing as {a}')
-            continue
-        n = len(c['differences'])
-        lines.append(f'preprocessing differs between {a} and {b} '
-                     f'({n} setting{"s" if n != 1 else ""}):')
-        for key, (va, vb) in c['differences'].items():
-            lines.append(f'  {key}: {a} {_show(key, va)}, {b} {_show(key, vb)}')
-        if 'impact' in c:
-            lines.append('  ' + _format_impact(c['impact'], a, b))
-    return '\n'.join(lines)
-
-
-def _format_impact(x: dict, a: str, b: str) -> str:
-    if 'error' in x:
-        return f'impact on {x["dataset"]}: not measured: {x["error"]}'
-    text = (f'impact on {x["dataset"]}: {x["resized_differently"]} of {x["images"]} images resize differently, '
-            f'{x["fail_on_one_side"]} fail on one side only; visual tokens {a} {x["visual_tokens"][0]}, '
-            f'{b} {x["visual_tokens"][1]}')
-    skipped = [f'{x[k]} {k.replace("_", " ")}' for k in ('unreadable_images', 'remote_images_not_checked',
-                                                          'unreadable_rows') if x[k]]
-    return text + (f' ({", ".join(skipped)})' if skipped else '')
-
-
-def _show(key: str, value: Any) -> str:
-    if value is None:
-        return 'not installed' if key.startswith('versions.') else 'unset'
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 def main(argv: list[str] | None = None) -> int:

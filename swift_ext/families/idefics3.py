@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from ..cache import BoundedCache
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, token_spans, tolist
@@ -165,14 +166,12 @@ class Idefics3(Family):
 
 def _memo_decode(template):
     """The template's ``tokenizer.decode`` remembering its answers: the same few tag windows recur."""
-    cache = template.__dict__.setdefault('_geo_decoded', {})
+    cache = template.__dict__.setdefault('_geo_decoded', BoundedCache())
 
     def decode(ids):
         key = tuple(ids)
         text = cache.get(key)
         if text is None:
-            if len(cache) >= 4096:
-                cache.clear()
             text = cache[key] = template.tokenizer.decode(ids)
         return text
     return decode

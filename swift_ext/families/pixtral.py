@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from ..cache import BoundedCache
 from ..geometry import Clamp, GeometryError, ImageGeometry, updated
 from . import register_family
 from .base import Family, PreprocessSettings, encoded_rows, token_spans, tolist, untrained_spec
@@ -208,7 +209,7 @@ def _proved_grids(ids: list, img: int, brk: int, end: int,
     return None  # an [IMG] outside the blocks
 
 
-_BLOCKS: dict = {}
+_BLOCKS = BoundedCache(256)
 
 
 def _block(img: int, brk: int, end: int, rows: int, cols: int) -> list:
@@ -216,7 +217,5 @@ def _block(img: int, brk: int, end: int, rows: int, cols: int) -> list:
     key = (img, brk, end, rows, cols)
     block = _BLOCKS.get(key)
     if block is None:
-        if len(_BLOCKS) >= 256:
-            _BLOCKS.clear()
         block = _BLOCKS[key] = ([img] * cols + [brk]) * (rows - 1) + [img] * cols + [end]
     return block

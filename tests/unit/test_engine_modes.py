@@ -141,3 +141,31 @@ def test_an_engine_encode_that_fails_names_the_image_at_fault_only(tiny_model, t
     lines = _lines(log_dir)  # one per encode attempt (ms-swift retries a failed encode), none for the good image
     assert lines and all((x['image'], x['image_index'], x['mode']) == (bad, 1, 'rollout') for x in lines)
     assert all('aspect ratio' in x['error'] for x in lines)
+
+
+@pytest.mark.parametrize('rollout_max_pixels, differ', [(None, 0), (40000, 3)])
+def test_check_compares_what_rollouts_and_training_did_to_each_image(tiny_model, tmp_path, log_dir,
+                                                                     rollout_max_pixels, differ):
+    # One process encoding for vLLM and for training (GRPO colocate): `swift-ext check RUN` compares, per image,
+    # the geometry of both sides' lines; a rollout engine started with another --max_pixels resizes differently.
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    from swift_ext.cli.check import check
+    from swift_ext.cli.check_report import format_report
+    proc = get_processor(tiny_model('qwen2_5_vl'), model_type='qwen2_5_vl')
+    rollout = get_template(proc, template_type='qwen2_5_vl_geo', max_pixels=rollout_max_pixels)
+    rollout.set_mode('vllm')
+    paths = _images(tmp_path)[:3]
+    _engine_encode(rollout, paths)
+    train = get_template(proc, template_type='qwen2_5_vl_geo')
+    train.set_mode('train')
+    for path in paths:
+        train.encode({'messages': [{'role': 'user', 'content': '<image>Where?'},
+                                   {'role': 'assistant', 'content': 'there'}], 'images': [path]})
+    recorder().flush()
+    report = check([str(log_dir)])
+    assert report['images']['compared'] == 3 and report['images']['differ'] == differ
+    assert report['same'] is (differ == 0)
+    text = format_report(report)
+    assert f'images encoded for both rollouts and training: 3, {differ} with a different geometry' in text

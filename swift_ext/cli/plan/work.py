@@ -14,6 +14,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from ...cache import BoundedCache
 from ...families import family_named
 from ...geometry import GeometryError
 from ...images import ImageSource, classify, read_image_header
@@ -55,7 +56,7 @@ _WORKER: dict = {}
 def init_worker(settings: PreprocessSettings, sweep: Sequence[int], tile_sweep: Sequence[int],
                  base_dir: str, verify: bool) -> None:
     _WORKER.clear()
-    _WORKER.update(settings=settings, base_dir=base_dir, verify=verify, headers={},
+    _WORKER.update(settings=settings, base_dir=base_dir, verify=verify, headers=BoundedCache(HEADER_CACHE),
                    sweep=[(v, sweep_settings(settings, v)) for v in sweep],
                    tile_sweep=[(v, tile_settings(settings, v)) for v in tile_sweep])
 
@@ -71,8 +72,6 @@ def _header(src: Any, info: ImageSource, verify: bool):
     except GeometryError as exc:
         result = None, exc
     if key is not None:
-        if len(cache) >= HEADER_CACHE:
-            cache.pop(next(iter(cache)))
         cache[key] = result
     return result
 
