@@ -15,13 +15,17 @@ pinned by this family's tests is ``tests/data/minicpmv2_6/``, OpenBMB/MiniCPM-o-
 3. with a grid, the image resized to ``get_refine_size`` (each slice a ``find_best_resize`` with
    upscaling) and cut into ``cols x rows`` equal slices, row-major after the source.
 
-Unlike MiniCPM-V 4.6 (``minicpmv.py``: sides rounded to 56, tokens by size, ties to more rows), the
-resampler gives every view ``image_feature_size`` (64) tokens. ms-swift reads ``MAX_SLICE_NUMS``
+Unlike MiniCPM-V 4.6 (``minicpmv.py``: sides rounded to 56, tokens by the view's size, equal errors to
+the grid with more rows), the resampler gives every view ``image_feature_size`` (64) tokens; only
+``ensure_divide`` is shared code. ms-swift reads ``MAX_SLICE_NUMS``
 (default: the processor's own, 9) and passes it to the processor and its placeholder; a sample with a
 video uses ``VIDEO_MAX_SLICE_NUMS`` (default 1) for all its images instead, which this prediction does
 not know (the encode's token runs then disagree and the record says so). The encode shows each image
 as ``<image_id>i</image_id><image>`` + 64 ``<unk>`` + ``</image>``, then per slice ``<slice>`` + 64
 ``<unk>`` + ``</slice>``, rows separated by a newline; ``tgt_sizes`` holds each view's (h, w) in patches.
+For vLLM / lmdeploy rollouts the template hands over the image and no ``max_slice_nums``: the engine's
+processor then slices with the checkpoint's own value, so there the prediction holds only while
+``MAX_SLICE_NUMS`` is unset or equal to it (not checked here: no engine offline).
 """
 from __future__ import annotations
 

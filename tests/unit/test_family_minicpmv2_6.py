@@ -18,7 +18,7 @@ from swift_ext.families import family_named, family_of
 from swift_ext.families.minicpmv2_6 import image_views
 from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
-from swift_ext.store import STORE
+from swift_ext.store import STORE, row_limits_key
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'minicpmv2_6')
 PARENTS = ['minicpmv2_6', 'minicpmv4', 'minicpmv4_5', 'minicpmo', 'minicpmo4_5']
@@ -264,6 +264,19 @@ def test_swift_max_pixels_rescales_first(processors, images):
     assert [[geo.resized_height // 14, geo.resized_width // 14]] == encoded['tgt_sizes'][0].tolist()
 
 
+def test_row_max_pixels_rescales_first(processors, images):
+    # A row's chat_template_kwargs max_pixels is ms-swift's pre-rescale for these templates too.
+    tpl = _template(processors['minicpmv4_5'], 'minicpmv4_5_geo')
+    path = images[(1280, 960)]
+    sample = {**_sample([path]), 'chat_template_kwargs': {'max_pixels': 50176}}
+    encoded = tpl.encode(sample)
+    geo = STORE.get(image_key(path), row_limits_key(sample['chat_template_kwargs']), 'minicpmv4_5_geo')
+    want, clamp = tpl.geo_settings().predict(width=1280, height=960, row_kwargs={'max_pixels': 50176})
+    assert clamp == Clamp.MAX_PIXELS and want.num_tiles == 1
+    assert [[want.resized_height // 14, want.resized_width // 14]] == encoded['tgt_sizes'][0].tolist()
+    assert geo == want
+
+
 def test_image_views_reads_rows_and_skips_other_runs():
     # <image> src </image> then rows of slices: `</slice><slice>` joins a row, anything else breaks it; a run
     # opened by anything else (MiniCPM-o's <|audio_start|>, a literal <unk>) is no image's.
@@ -278,3 +291,36 @@ def test_every_template_is_encode_verified_without_trained_boxes():
         family, spec = family_of(parent)
         assert family.name == 'minicpmv2_6' and spec.verification == 'encode' and spec.boxes_trained is False
         assert spec.model_type == MODEL_TYPES[parent] and 'no grounding output documented' in spec.coords_source
+
+
+
+@pytest.mark.parametrize('parent', PARENTS)
+def test_tiny_checkpoint_ships_the_published_processor(tiny_model, processors, parent):
+    # The checkpoint's processor code is the vendored file byte for byte, with the published numbers.
+    model_dir = tiny_model(parent)
+    with open(os.path.join(DATA, 'processing_minicpmo.py'), 'rb') as a, \
+            open(os.path.join(model_dir, 'processing_minicpmo.py'), 'rb') as b:
+        assert a.read() == b.read()
+    assert sum(os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir)) < 10 * 1024 * 1024
+    ip = processors[parent].image_processor
+    assert (ip.max_slice_nums, ip.scale_resolution, ip.patch_size, ip.image_feature_size, ip.use_image_id,
+            ip.slice_mode) == (9, 448, 14, 64, True, True)
+
+
+@pytest.mark.parametrize('parent', ['minicpmv4', 'minicpmo'])  # the other three train in tests/e2e
+def test_tiny_model_takes_the_encode(tiny_model, images, parent):
+    # ms-swift's template, collator and post-encode hook feed the stand-in model to finite logits over a
+    # 2-sample batch (9 views in all): processor, placeholders and model agree.
+    from swift.model import get_model_processor
+    model, proc = get_model_processor(tiny_model(parent), model_type=MODEL_TYPES[parent], torch_dtype=torch.float32)
+    tpl = _template(proc, parent + '_geo')
+    tpl.model = model
+    batch = tpl.data_collator([tpl.encode(_sample([images[(640, 480)]])),
+                               tpl.encode(_sample([images[(50, 60)], images[(300, 2000)]]))])
+    tpl.register_post_encode_hook([model])
+    try:
+        with torch.no_grad():
+            logits = model(**batch).logits
+    finally:
+        tpl.remove_post_encode_hook()
+    assert logits.shape[:2] == batch['input_ids'].shape and torch.isfinite(logits).all()

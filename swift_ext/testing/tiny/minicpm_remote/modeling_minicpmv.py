@@ -45,6 +45,7 @@ class MiniCPMV(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module):
+        super()._init_weights(module)  # Linear / Embedding / norms: transformers' N(0, 0.02) scheme
         if isinstance(module, Resampler):
             nn.init.normal_(module.query, std=0.02)
 
