@@ -108,6 +108,20 @@ class KeyeVL(Family):
         return tuple(image.size) if hasattr(image, 'size') else None
 
     @classmethod
+    def handed(cls, template, encoded, entries, predicted):
+        # replace_tag resized the image for every mode: an engine gets fetch_image's size, as in training.
+        settings, out = template.geo_settings(), []
+        for entry, geo in zip(entries, predicted, strict=False):
+            if geo is None or entry.resized is None:
+                out.append(geo)
+                continue
+            width, height = entry.resized
+            grid = (1, height // settings.patch_size, width // settings.patch_size)
+            out.append(updated(geo, resized_width=width, resized_height=height, grid=grid,
+                               num_tokens=grid[1] * grid[2] // settings.merge_size ** 2))
+        return out, 'handed_image'
+
+    @classmethod
     def actual(cls, template, encoded, entries, predicted):
         grids = image_grids(encoded, len(predicted), merge_size=template.geo_settings().merge_size)
         if grids is None:

@@ -101,10 +101,16 @@ class Ovis2_5(Family):
 
     @classmethod
     def settings_from_template(cls, template, settings):
-        vit = template._get_model().visual_tokenizer.vit.config
-        return replace(settings, min_pixels=int(template.min_pixels), max_pixels=int(template.max_pixels),
-                       patch_size=int(vit.patch_size), hidden_stride=int(vit.hidden_stride),
-                       temporal_patch_size=int(vit.temporal_patch_size))
+        settings = replace(settings, min_pixels=int(template.min_pixels), max_pixels=int(template.max_pixels))
+        # The ViT config as the encode reads it (model.visual_tokenizer.vit.config); from the checkpoint's
+        # config.json when no model is attached yet, without building one (ms-swift's _get_model would).
+        model = getattr(template, 'model', None)
+        vit = (model.visual_tokenizer.vit.config if model is not None
+               else getattr(getattr(getattr(template, 'model_info', None), 'config', None), 'vit_config', None))
+        if vit is None:
+            return settings
+        return replace(settings, patch_size=int(vit.patch_size), hidden_stride=int(vit.hidden_stride),
+                       temporal_patch_size=int(getattr(vit, 'temporal_patch_size', 1)))
 
     @classmethod
     def with_budget(cls, settings, pixels):
