@@ -25,10 +25,13 @@ it to ``dynamic_preprocess``, whose own default (``tile_size`` here) cuts them.
 Coordinates: DeepSeek-OCR's grounding answers ``<|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>``
 in 0-999 of the image (``modeling_deepseekocr.py::draw_bounding_boxes``: ``x / 999 * image_width``).
 
-Verification: ``published_code``: the remote code is not available offline, so no encode runs.
-The v2 tiling is pinned to transformers' native ``deepseek_ocr2`` image processor
-(``get_optimal_tiled_canvas``, ``get_number_of_image_patches``) and both versions to a table
-computed with the published ``dynamic_preprocess`` (``tests/data/deepseek_ocr/``).
+Verification: ``published_code``: the remote code is not available offline. The tiling is pinned to
+a table computed with the published ``dynamic_preprocess`` (``tests/data/deepseek_ocr/``) and to
+transformers' native ``deepseek_ocr2`` image processor (``get_optimal_tiled_canvas``,
+``get_number_of_image_patches``: identical grids for both versions' parameters). ms-swift's own
+arithmetic runs for real: ``tests/unit/test_family_deepseek_ocr.py`` encodes with the real template
+classes (byte-identical ``_geo`` and parent, recorded geometry = the encode's token runs and
+``images_spatial_crop``), transformers' tiling standing in for the remote ``dynamic_preprocess``.
 """
 from __future__ import annotations
 

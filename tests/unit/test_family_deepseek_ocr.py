@@ -1,6 +1,7 @@
 """DeepSeek-OCR / OCR-2 (remote code): ms-swift's own token arithmetic, the tiling pinned to the published
 ``dynamic_preprocess`` (tests/data/deepseek_ocr, 9398 sizes) and OCR-2's to transformers' native
 ``deepseek_ocr2`` image processor."""
+import copy
 import json
 import math
 import random
@@ -75,3 +76,85 @@ def test_specs():
         row = describe(name)[0]
         assert (row['verification'], row['coords'], row['box_styles'][0]) == ('published_code', 'norm999',
                                                                                'deepseek_det')
+
+
+# --- ms-swift's own DeepseekOCR arithmetic, through real encodes of its template class ----------------------
+# The template loads two functions from the checkpoint's remote code: BasicImageTransform (ToTensor +
+# Normalize) and dynamic_preprocess. Here transformers' native DeepSeek-OCR-2 tiling stands in for the
+# latter (identical grids to the published function on every size of the reference table, for both
+# versions' parameters: test above and below); everything else is ms-swift's real code.
+def _transform_cls():
+    from torchvision import transforms
+
+    class BasicImageTransform:
+        def __init__(self, mean, std, normalize):
+            self.mean = mean
+            self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+
+        def __call__(self, image):
+            return self.transform(image)
+    return BasicImageTransform
+
+
+def _native_dynamic_preprocess(max_num, tile):
+    from transformers.models.deepseek_ocr2.image_processing_deepseek_ocr2 import get_optimal_tiled_canvas
+
+    def dynamic_preprocess(image):
+        cols, rows = get_optimal_tiled_canvas((image.height, image.width), (tile, tile), 2, max_num)
+        big = image.resize((cols * tile, rows * tile))
+        return [big.crop((c * tile, r * tile, (c + 1) * tile, (r + 1) * tile))
+                for r in range(rows) for c in range(cols)], (cols, rows)
+    return dynamic_preprocess
+
+
+def test_native_tiling_equals_the_published_one_for_both_versions():
+    from transformers.models.deepseek_ocr2.image_processing_deepseek_ocr2 import get_optimal_tiled_canvas
+    for key, (max_num, tile) in {'v1_grid': (9, 640), 'v2_grid': (6, 768)}.items():
+        assert [r for r in REFERENCE[key]
+                if list(get_optimal_tiled_canvas((r[1], r[0]), (tile, tile), 2, max_num)) != r[2:]] == []
+
+
+@pytest.mark.parametrize('parent,max_num,tile', [('deepseek_ocr', 9, 640), ('deepseek_ocr2', 6, 768)])
+def test_encode_identical_to_parent_and_geometry_is_the_encode(tiny_model, tmp_path, parent, max_num, tile):
+    import torch
+    from PIL import Image
+    from swift.model import get_processor
+    from swift.template import get_template
+
+    import swift_ext.plugin  # noqa: F401  (registers the templates)
+    from swift_ext.families.base import token_runs
+    from swift_ext.images import image_key
+    from swift_ext.store import STORE
+    from swift_ext.testing.tiny import run_flags
+
+    # A tokenizer with '<image>' as one token (the tiny LLaVA-NeXT one): DeepSeek-OCR's own needs remote code.
+    proc = get_processor(tiny_model('llava1_6_mistral_hf'), model_type=run_flags('llava1_6_mistral_hf')['model_type'])
+    tok = proc.tokenizer
+    tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
+    templates = []
+    for name in (parent, parent + '_geo'):
+        tpl = get_template(tok, template_type=name)
+        tpl.set_mode('train')
+        tpl._BasicImageTransform, tpl._dynamic_preprocess = _transform_cls(), _native_dynamic_preprocess(max_num, tile)
+        templates.append(tpl)
+    sizes = [(2000, 1000), (300, 500), (900, 3000)]
+    paths = []
+    for i, size in enumerate(sizes):
+        paths.append(str(tmp_path / f'{parent}{i}.png'))
+        Image.new('RGB', size, (20 * i, 90, 9)).save(paths[-1])
+    for chosen in ([paths[0]], paths[1:]):
+        sample = {'messages': [{'role': 'user', 'content': '<image>' * len(chosen) + 'Read.'},
+                               {'role': 'assistant', 'content': 'ok'}], 'images': list(chosen)}
+        a, b = templates[0].encode(copy.deepcopy(sample)), templates[1].encode(copy.deepcopy(sample))
+        assert sorted(a) == sorted(b) and a['input_ids'] == b['input_ids'] and a['labels'] == b['labels']
+        assert torch.equal(a['images_spatial_crop'], b['images_spatial_crop'])
+        assert all(torch.equal(x, y) for x, y in zip(a['images'][0], b['images'][0], strict=True))
+        runs = token_runs(b['input_ids'], tok.convert_tokens_to_ids('<image>'))
+        crops = b['images_spatial_crop'].tolist()
+        templates[1].data_collator([b])  # the recorder's trigger (it takes the batch's tensors)
+        for path, tokens, (cols, rows) in zip(chosen, runs, crops, strict=True):
+            geo = STORE.get(image_key(path), (None, None), parent + '_geo')
+            predicted, _ = FAMILY.default_settings(parent).predict(width=Image.open(path).width,
+                                                                   height=Image.open(path).height)
+            assert geo == predicted and geo.num_tokens == tokens
+            assert (geo.tile_cols or 1, geo.tile_rows or 1) == (cols, rows)
