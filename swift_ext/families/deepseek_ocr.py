@@ -47,7 +47,7 @@ from .internvl import closest_grid, swift_tile_grids
 _SOURCE = ('DeepSeek-OCR grounding: <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>, 0-999 of the image '
            '(modeling_deepseekocr.py draw_bounding_boxes: x / 999 * image width)')
 _TRUE, _FALSE = ('y', 'yes', 't', 'true', 'on', '1'), ('n', 'no', 'f', 'false', 'off', '0')
-_V2 = {'version': 'v2', 'image_size': 768, 'tile_size': 768, 'crop_threshold': 768, 'max_num': 6}
+_V2 = {'version': 'v2', 'image_size': 768, 'tile_size': 768, 'crop_threshold': 768, 'max_crops': 6}
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,9 @@ class DeepseekOCRSettings(PreprocessSettings):
     image_size: int = 640  # IMAGE_SIZE: the token count of a tile / the single view
     tile_size: int = 640  # dynamic_preprocess's own image_size default
     crop_threshold: int = 640
-    min_num: int = 2
-    max_num: int = 9
+    # dynamic_preprocess's own defaults: ms-swift passes none and reads no environment variable for them.
+    min_crops: int = 2
+    max_crops: int = 9
     patch_size: int = 16
     downsample_ratio: int = 4
 
@@ -84,7 +85,6 @@ def ocr_tokens(settings: DeepseekOCRSettings, cols: int, rows: int) -> int:
 class DeepseekOCR(Family):
     name = 'deepseek_ocr'
     settings_cls = DeepseekOCRSettings
-    tile_knob = 'max_num'
     env_vars = ('CROP_MODE', 'BASE_SIZE', 'IMAGE_SIZE')
     templates = (
         TemplateSpec('deepseek_ocr', 'norm999', DEEPSEEK_BOX, coords_source=_SOURCE, verification='published_code'),
@@ -127,7 +127,7 @@ class DeepseekOCR(Family):
                                 num_tokens=ocr_tokens(settings, 0, 0), global_width=base, global_height=base,
                                 extra=(('global_pad_left', left), ('global_pad_top', top)))
             return geo, fit_clamp(width=width, height=height, resized_width=gw, resized_height=gh)
-        grids = swift_tile_grids(settings.min_num, settings.max_num)
+        grids = swift_tile_grids(settings.min_crops, settings.max_crops)
         cols, rows = closest_grid(width=width, height=height, grids=grids, image_size=settings.tile_size)
         rw, rh = settings.tile_size * cols, settings.tile_size * rows
         geo = ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,

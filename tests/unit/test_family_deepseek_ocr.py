@@ -20,7 +20,7 @@ V1, V2 = FAMILY.default_settings('deepseek_ocr'), FAMILY.default_settings('deeps
 @pytest.mark.parametrize('key', ['v1', 'v2', 'v1_grid', 'v2_grid'])
 def test_tiles_equal_the_published_dynamic_preprocess(key):
     settings = V1 if key.startswith('v1') else V2
-    grids = swift_tile_grids(settings.min_num, settings.max_num)
+    grids = swift_tile_grids(settings.min_crops, settings.max_crops)
     mismatches = [r for r in REFERENCE[key]
                   if list(closest_grid(width=r[0], height=r[1], grids=grids, image_size=settings.tile_size)) != r[2:]]
     assert len(REFERENCE[key]) >= 600 and mismatches == []
@@ -32,7 +32,7 @@ def test_v2_tiles_equal_transformers_native_deepseek_ocr2():
         get_optimal_tiled_canvas,
     )
     processor = DeepseekOcr2ImageProcessor()
-    assert (processor.min_patches, processor.max_patches, processor.tile_size) == (V2.min_num, V2.max_num, 768)
+    assert (processor.min_patches, processor.max_patches, processor.tile_size) == (V2.min_crops, V2.max_crops, 768)
     rng, mismatches, cases = random.Random(3), [], 0
     while cases < 2000:
         width = int(math.exp(rng.uniform(0, math.log(9000)))) + 1
