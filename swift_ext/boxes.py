@@ -13,6 +13,7 @@ a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list)
 * ``internvl_box`` (InternVL): ``<ref>cat</ref><box>[[10, 20, 30, 40]]</box>``
 * ``qwen2_5_json`` (Qwen2.5-VL, Qwen3-VL): ``[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}]``
 * ``glm_box`` (GLM-4.1V / 4.5V): ``<|begin_of_box|>[10, 20, 30, 40]<|end_of_box|>``
+* ``deepseek_det`` (DeepSeek-VL2, DeepSeek-OCR): ``<|ref|>cat<|/ref|><|det|>[[10, 20, 30, 40]]<|/det|>``
 * ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
 
 Where boxes are read from:
@@ -50,7 +51,7 @@ from collections.abc import Sequence
 MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
 
-STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'bare_list')
+STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'deepseek_det', 'bare_list')
 
 _NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
 _SEP = r'\s*,\s*'
@@ -66,6 +67,9 @@ _BOX_TOKENS_RE = re.compile(
 _INTERNVL_BOX_RE = re.compile(r'<box>([^<]*)</box>')
 # GLM-4.xV wraps its answer's box list in box tokens; `[^<]*` as for InternVL.
 _GLM_BOX_RE = re.compile(r'<\|begin_of_box\|>([^<]*)<\|end_of_box\|>')
+# DeepSeek-VL2 / DeepSeek-OCR: a list of boxes inside det tags (serve/app_modules/utils.py parse_ref_bbox).
+_DEEPSEEK_DET_RE = re.compile(r'<\|det\|>([^<]*)<\|/det\|>')
+_TAGGED = {'internvl_box': _INTERNVL_BOX_RE, 'glm_box': _GLM_BOX_RE, 'deepseek_det': _DEEPSEEK_DET_RE}
 
 
 def answer_region(text: str) -> str:
@@ -102,18 +106,13 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]
     boxes: list[list[float]] = []
     if style == 'qwen2_box_tokens':
         _collect(_BOX_TOKENS_RE.finditer(region), max_boxes, boxes)
-    elif style == 'internvl_box':
-        for tag in _INTERNVL_BOX_RE.finditer(region):
+    elif style in _TAGGED:
+        for tag in _TAGGED[style].finditer(region):
             if len(boxes) >= max_boxes:
                 break
             _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
     elif style == 'qwen2_5_json':
         _collect(_BBOX_2D_RE.finditer(region), max_boxes, boxes)
-    elif style == 'glm_box':
-        for tag in _GLM_BOX_RE.finditer(region):
-            if len(boxes) >= max_boxes:
-                break
-            _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
     else:
         _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
     return boxes

@@ -26,9 +26,10 @@ MAX_IMAGE_PIXELS = 2 * 89_478_485
 
 
 # How a model writes box coordinates: 'abs' = pixels of the frame it saw (the resized
-# image, or the padded canvas of a tiling family); 'norm1000' / 'norm1' = that frame scaled.
-COORDS = ('abs', 'norm1000', 'norm1')
-FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0}
+# image, or the padded canvas of a tiling family); 'norm1000' / 'norm999' / 'norm1' = that frame scaled
+# (DeepSeek-VL2 / DeepSeek-OCR write 0-999: their post-processing maps x / 999 * width).
+COORDS = ('abs', 'norm1000', 'norm1', 'norm999')
+FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0, 'norm999': 999.0}
 
 
 class Clamp(str, Enum):

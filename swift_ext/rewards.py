@@ -180,7 +180,7 @@ class GeoReward(ORM):
 
 
 # Names the convention the model answers in, for checkpoints trained to another one than
-# their family's (or families with no trained box output): 'abs', 'norm1000' or 'norm1'.
+# their family's (or families with no trained box output): 'abs', 'norm1000', 'norm1' or 'norm999'.
 COORDS_ENV = 'SWIFT_EXT_COORDS'
 
 

@@ -117,6 +117,9 @@ STYLE_CASES = [
     ('<|object_ref_start|>a<|object_ref_end|><|box_start|>(1,2),(3,4)<|box_end|>',
      'qwen2_box_tokens'),
     ('<ref>a</ref><box>[[1, 2, 3, 4]]</box>', 'internvl_box'),
+    ('<|begin_of_box|>[1, 2, 3, 4]<|end_of_box|>', 'glm_box'),
+    ('<|ref|>a<|/ref|><|det|>[[1, 2, 3, 4], [5, 6, 7, 8]]<|/det|>', 'deepseek_det'),
+    ('<|det|>[1, 2, 3]<|/det|> [1, 2, 3, 4]', 'bare_list'),  # an empty det tag does not claim the list after it
     # a style counts only if it yields a finite four-number box
     ('{"bbox_2d": [1, 2, NaN, 4]}', None),
     ('<box>[[1, 2, 3]]</box>', None),
@@ -136,10 +139,14 @@ WELL_FORMED_CASES = [
     ('qwen2_5_vl', '[1, 2, 3, 4]', True),
     ('qwen3_vl', '[{"bbox_2d": [100, 200, 300, 400], "label": "a"}]', True),
     ('internvl', '<ref>a</ref><box>[[1, 2, 3, 4]]</box>', True),
+    ('deepseek_vl2', '<|ref|>cat<|/ref|><|det|>[[120, 80, 560, 710]]<|/det|>', True),
+    ('deepseek_ocr', '<|ref|>title<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>\n# Title', True),
     # another family's style
     ('qwen2_vl', '[{"bbox_2d": [1, 2, 3, 4]}]', False),
     ('internvl', '[1, 2, 3, 4]', False),
     ('qwen2_5_vl', '<box>[[1, 2, 3, 4]]</box>', False),
+    ('qwen2_5_vl', '<|det|>[[1, 2, 3, 4]]<|/det|>', False),
+    ('internvl', '<|det|>[[1, 2, 3, 4]]<|/det|>', False),
     # only in the reasoning
     ('qwen2_5_vl', '<think>[1, 2, 3, 4]</think><answer>none</answer>', False),
     # malformed
@@ -151,7 +158,7 @@ WELL_FORMED_CASES = [
 @pytest.mark.parametrize('family, text, expected', WELL_FORMED_CASES)
 def test_is_well_formed(family, text, expected):
     from swift_ext.settings import default_settings
-    template = 'internvl3_5' if family == 'internvl' else family
+    template = 'internvl3_5' if family == 'internvl' else family  # deepseek_*: a `_geo` parent as the others
     assert is_well_formed(text, default_settings(template).box_styles) is expected
 
 
@@ -193,3 +200,13 @@ class TestBounds:
 def test_doctests():
     result = doctest.testmod(boxes)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_deepseek_det_reads_every_box_of_the_tag_and_only_inside_it():
+    text = ('<|ref|>cat<|/ref|><|det|>[[10, 20, 30, 40], [50, 60, 70, 80]]<|/det|> and '
+            '<|ref|>dog<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>')
+    assert parse_boxes(text) == [[10, 20, 30, 40], [50, 60, 70, 80], [1, 2, 3, 4]]
+    # The tags of the other styles still win first, as before the style existed.
+    assert box_style('<ref>a</ref><box>[[1, 2, 3, 4]]</box><|det|>[[5, 6, 7, 8]]<|/det|>') == 'internvl_box'
+    # Unclosed tags claim nothing (the lists are then read as bare lists), in one pass: [^<]* stops at '<'.
+    assert parse_boxes('<|det|>[[1, 2, 3, 4]]' * 2000) == [[1, 2, 3, 4]] * 100

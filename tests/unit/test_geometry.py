@@ -71,3 +71,12 @@ def test_clamp_is_its_string():
     import json
     assert Clamp.CANVAS_FIT == 'canvas_fit' and str(Clamp.UPSCALE) == 'upscale'
     assert json.dumps({'clamped': Clamp.UPSCALE}) == '{"clamped": "upscale"}'
+
+
+def test_norm999_is_the_frame_over_999():
+    # DeepSeek-VL2 / DeepSeek-OCR post-processing: x / 999 * image width.
+    from swift_ext.geometry import COORDS
+    geo = ImageGeometry(original_width=800, original_height=400, resized_width=768, resized_height=384, num_tokens=1)
+    assert 'norm999' in COORDS
+    assert geo.to_model_frame([0, 0, 800, 400], 'norm999') == [0, 0, 999, 999]
+    assert geo.from_model_frame([999, 999, 999, 999], 'norm999') == pytest.approx([800, 400, 800, 400])
