@@ -36,12 +36,13 @@ class LlavaOnevision15(Qwen):
     env_vars = ()
     row_max_pixels_rescales = True  # Template._get_max_pixels: the row's max_pixels pre-rescales
     sweep_knob = '--max_pixels'
-    # The tiny checkpoint is a Qwen2.5-VL model with this processor: LLaVA-OneVision's modeling code is remote.
+    # The tiny checkpoint is a Qwen2.5-VL model with this processor (LLaVA-OneVision's modeling code is remote);
+    # it trains under llava_onevision1_5's template only: OV2's _post_encode passes patch_positions to the tower.
     templates = (
         TemplateSpec('llava_onevision1_5', 'norm1000', _BOX, boxes_trained=False, coords_source=_SOURCE,
                      model_type='qwen2_5_vl', defaults=_LIMITS),
         TemplateSpec('llava_onevision2', 'norm1000', _BOX, boxes_trained=False, coords_source=_SOURCE,
-                     model_type='qwen2_5_vl', defaults=_LIMITS),
+                     defaults=_LIMITS),
     )
 
     @classmethod
