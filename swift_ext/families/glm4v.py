@@ -8,7 +8,8 @@ environment variables and no per-row limits: the limits are the processor's ``si
 
 Two resize rules, both re-implemented here without torch and pinned by tests:
 
-* ``glm4v`` (GLM-4.1V, 4.5V, 4.6V; ``models/glm4v/image_processing_glm4v.py::smart_resize``):
+* ``glm4v`` (GLM-4.1V, 4.5V, 4.6V, and GLM-OCR through ``Glm46VImageProcessor``, the same function;
+  ``models/glm4v/image_processing_glm4v.py::smart_resize``):
   Qwen-style rounding to multiples of ``patch * merge`` (28), but counted over
   ``temporal_patch_size`` (2) frames, so the pixel cap is ``longest_edge / 2`` and the floor
   ``shortest_edge / 2``; a side under 28 is first scaled up with ``int()``; a ratio over 200
@@ -28,7 +29,16 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, ceil_by_factor, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, token_id, token_runs
+from .base import (
+    Family,
+    PreprocessSettings,
+    TemplateSpec,
+    image_grids,
+    predicted_tokens,
+    token_id,
+    token_runs,
+    untrained_spec,
+)
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).
@@ -147,6 +157,11 @@ class Glm4v(Family):
         TemplateSpec('glm5_next', 'norm1000', _BOX, defaults={'resize_rule': 'glm5_next'},
                      coords_source=_SOURCE + "; GLM-5.3-Flash (glm5_next) uses GLM-4.5V's vision tokens, "
                      'its convention is assumed, not documented'),
+        # GLM-OCR (GLMOCRTemplate): the image processor's own call, <|image|> framed by 59256 / 59257, and
+        # transformers' Glm46VImageProcessor, whose smart_resize is GLM-4.1V's (same limits, 12544 / 9633792).
+        untrained_spec('glm_ocr', model_type='glm_ocr',
+                       coords_source='no box output documented on the GLM-OCR model card (text, formula, table and '
+                                     'JSON extraction; layout boxes come from PP-DocLayout in its pipeline)'),
     )
 
     @classmethod

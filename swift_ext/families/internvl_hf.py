@@ -44,6 +44,11 @@ class InternvlHf(Internvl):
     templates = (
         TemplateSpec('internvl_hf', 'norm1000', ('internvl_box',), model_type='internvl',
                      coords_source='InternVL grounding format: <box>[[x1, y1, x2, y2]]</box> in 0-1000'),
+        # Intern-S1 / S1-mini: InternViT + Qwen3 on the same template class and GotOcr2 image processor
+        # (transformers' InternS1Processor is an InternVLProcessor); its model card documents no box output.
+        TemplateSpec('interns1', 'norm1000', ('internvl_box', 'bare_list'), model_type='internvl', boxes_trained=False,
+                     coords_source='no box output documented for Intern-S1 (model card, user guide); closest '
+                                   "default: InternVL's <box>[[x1, y1, x2, y2]]</box> in 0-1000 (same vision stack)"),
     )
 
     @classmethod

@@ -1,4 +1,5 @@
-"""A real tiny `swift rlhf --rlhf_type grpo` run on GLM-4.1V (``glm4v_geo`` / ``glm4_5v_geo``): the logged
+"""A real tiny `swift rlhf --rlhf_type grpo` run on GLM-4.1V (``glm4v_geo`` / ``glm4_5v_geo``) and GLM-OCR
+(``glm_ocr_geo``): the logged
 geometry and the geometry the rewards got equal what transformers' GLM processor makes of each file."""
 import pytest
 from PIL import Image
@@ -19,10 +20,10 @@ def processor_geometry(processor, path):
     return gw * 14, gh * 14, [t, gh, gw], t * gh * gw // processor.image_processor.merge_size ** 2
 
 
-@pytest.mark.parametrize('parent', ['glm4v', 'glm4_5v'])
+@pytest.mark.parametrize('parent', ['glm4v', 'glm4_5v', 'glm_ocr'])
 def test_grpo_glm(e2e, tiny_model, tmp_path, parent):
     from transformers import AutoProcessor
-    model_dir = tiny_model('glm4v')  # one architecture serves both templates
+    model_dir = tiny_model('glm_ocr' if parent == 'glm_ocr' else 'glm4v')  # one GLM-4.1V serves two templates
     data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
     probe, proc, run_dir = e2e.grpo(model_dir, parent, data, tmp_path, batch=2 * len(SIZES))
     print(f'\n{parent} GRPO e2e: {e2e.usage(proc)}')

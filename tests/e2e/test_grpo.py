@@ -65,13 +65,15 @@ def test_grpo_max_pixels_environment(e2e, tiny_model, tmp_path):
     assert (large['resized_width'], large['resized_height']) == (252, 168)
 
 
-def test_grpo_internvl_hf(e2e, tiny_model, tmp_path):
+@pytest.mark.parametrize('parent', ['internvl_hf', 'interns1'])
+def test_grpo_internvl_hf(e2e, tiny_model, tmp_path, parent):
     from transformers import AutoProcessor
     # Three shapes of 1, 3 and 4 tiles: a tiny InternVL's memory grows with tiles (256
     # tokens each, times a 151936-word vocabulary of logits), 16 GB for 6 samples of ~7 tiles.
+    # interns1 (Intern-S1) is the same template class and processor with its own chat meta.
     sizes = [('square', 448, 448), ('two', 896, 448), ('tall', 300, 900)]
-    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, 'internvl_hf', sizes=sizes)
-    proc = AutoProcessor.from_pretrained(tiny_model('internvl_hf'))
+    lines, _, _ = run_grpo(e2e, tiny_model, tmp_path, parent, sizes=sizes)
+    proc = AutoProcessor.from_pretrained(tiny_model(parent))
     assert len(lines) == 6
     for line in lines:
         path, geo = line['paths'][0], line['geometry'][0]

@@ -301,3 +301,45 @@ def test_glm5_next_encode(glm, images):
     _check_recorded('glm5_next_geo', b, paths, settings, tok.convert_tokens_to_ids('<|image|>'))
     big = STORE.get(image_key(images[(1280, 960)]), (None, None), 'glm5_next_geo')
     assert big.num_tokens <= 256 and big.resized_width <= dict(big.extra)['canvas_width']
+
+
+# ------------------------------------------------------------------------------ GLM-OCR
+def test_glm_ocr_resize_is_glm46v_smart_resize():
+    # GLM-OCR's Glm46VImageProcessor has its own smart_resize: the same arithmetic, pinned over its limits.
+    from transformers.models.glm46v.image_processing_glm46v import smart_resize
+    sizes = random_sizes(46, 2000)
+    mismatches = [((w, h), _ours(glm4v_smart_resize, width=w, height=h), theirs)
+                  for w, h in sizes
+                  if _ours(glm4v_smart_resize, width=w, height=h) != (theirs := _theirs(
+                      smart_resize, num_frames=2, height=h, width=w, temporal_factor=2, factor=28,
+                      min_pixels=GLM_MIN_PIXELS, max_pixels=GLM_MAX_PIXELS))]
+    assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
+
+
+@pytest.fixture(scope='module')
+def glm_ocr(tiny_model):
+    from swift.model import get_processor
+    return get_processor(tiny_model('glm_ocr'), model_type='glm_ocr')
+
+
+def test_glm_ocr_encode_identical_and_geometry_recorded(glm_ocr, images):
+    import transformers as tf
+    assert isinstance(glm_ocr.image_processor, tf.Glm46VImageProcessor)
+    parent_tpl, geo_tpl = _template(glm_ocr, 'glm_ocr'), _template(glm_ocr, 'glm_ocr_geo')
+    settings = geo_tpl.geo_settings()
+    assert (settings.min_pixels, settings.max_pixels) == (GLM_MIN_PIXELS, GLM_MAX_PIXELS)
+    assert settings == default_settings('glm_ocr_geo', versions=settings.versions)
+    image_token = glm_ocr.tokenizer.convert_tokens_to_ids('<|image|>')
+    assert image_token == 59280  # GlmOcrConfig.image_token_id: the id the model scatters features into
+    for group in ([SIZES[0]], SIZES[1:3], SIZES[3:] + [(1280, 960)]):
+        paths = [images[s] for s in group]
+        a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
+        _same(a, b)
+        _check_recorded('glm_ocr_geo', b, paths, settings, image_token)
+        # GLMOCRTemplate frames each run with its hard-coded 59256 / 59257.
+        ids = b['input_ids']
+        assert ids.count(59256) == ids.count(59257) == len(paths)
+    with pytest.raises(ValueError, match='aspect ratio'):
+        _template(glm_ocr, 'glm_ocr_geo').encode(_sample([images[(2, 500)]]))
+    with pytest.raises(ValueError, match='aspect ratio'):
+        parent_tpl.encode(_sample([images[(2, 500)]]))

@@ -11,7 +11,8 @@ from swift_ext.images import image_key
 from swift_ext.store import STORE
 
 QWEN = ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl']
-ALL = QWEN + ['internvl_hf']
+INTERNVL_HF = ['internvl_hf', 'interns1']  # one template class, one processor
+ALL = QWEN + INTERNVL_HF
 
 
 @pytest.fixture(scope='module')
@@ -84,13 +85,14 @@ def test_qwen_geometry_is_what_fetch_image_did(processors, sample_images, family
                                  else encoded['input_ids'].count(151655))
 
 
+@pytest.mark.parametrize('parent', INTERNVL_HF)
 @pytest.mark.parametrize('name', ['tiny', 'landscape', 'portrait', 'wide', 'square'])
-def test_internvl_hf_geometry_is_what_the_processor_did(processors, sample_images, name):
-    proc = processors('internvl_hf')
-    tpl = _template(proc, 'internvl_hf_geo')
+def test_internvl_hf_geometry_is_what_the_processor_did(processors, sample_images, parent, name):
+    proc = processors(parent)
+    tpl = _template(proc, parent + '_geo')
     path = sample_images[name]
     encoded = tpl.encode(_sample([path]))
-    geo = _recorded('internvl_hf_geo', path)
+    geo = _recorded(parent + '_geo', path)
     tiles = proc.image_processor(images=[Image.open(path).convert('RGB')], crop_to_patches=True,
                                  return_tensors='pt')['num_patches'][0]
     assert geo.num_tiles == int(tiles) == encoded['pixel_values'].shape[0]

@@ -1,4 +1,5 @@
-"""Tiny GLM-4.1V checkpoint (``Glm4vForConditionalGeneration``) for the ``glm4v`` and ``glm4_5v`` templates.
+"""Tiny GLM-4.1V checkpoint (``Glm4vForConditionalGeneration``) for the ``glm4v`` and ``glm4_5v`` templates,
+and a tiny GLM-OCR (``GlmOcrForConditionalGeneration``) for ``glm_ocr``.
 
 ms-swift serves ``Glm4vForConditionalGeneration`` as model type ``glm4v`` with either
 template (GLM-4.1V-9B-Thinking uses ``glm4v``; GLM-4.6V-Flash and Glyph, same architecture,
@@ -13,6 +14,13 @@ Kept real: the GLM-4 special tokens at ids 151329-151342 (``<|begin_of_image|>``
 merge 2, temporal patch 2, ``size`` shortest_edge 12544 / longest_edge 9633792, CLIP mean/std
 (video: longest_edge 47040000). Tokens ms-swift does not hard-code (``<think>``, the box
 tokens) sit at free ids above 151344.
+
+GLM-OCR (zai-org/GLM-OCR): a 59,392-row vocabulary; ``<|begin_of_image|>`` 59256 / ``<|end_of_image|>``
+59257 (hard-coded in ms-swift's ``GLMOCRTemplate``), ``<|image|>`` 59280 / ``<|video|>`` 59281 and the
+video markers 59258 / 59259 (``GlmOcrConfig``'s defaults, the checkpoint's ids). The other GLM-4 special
+tokens are laid out in GLM-4's order ending at 59255 (an assumption: only the ids above are read by
+the template or the model). Processor: ``Glm46VProcessor`` with the same limits as GLM-4.1V
+(shortest_edge 12544, longest_edge 9633792).
 """
 from __future__ import annotations
 
@@ -26,7 +34,7 @@ from .common import (
     save_processor,
 )
 
-PARENTS = ('glm4v', 'glm4_5v')
+PARENTS = ('glm4v', 'glm4_5v', 'glm_ocr')
 
 GLM_VOCAB_SIZE = 151552
 FIRST_SPECIAL_ID = 151329
@@ -52,6 +60,10 @@ GLM_SPECIAL_TOKENS = (
     ('<|begin_of_box|>', 151347, False),
     ('<|end_of_box|>', 151348, False),
 )
+OCR_VOCAB_SIZE = 59392
+OCR_SPECIAL_TOKENS = tuple((token, token_id - 151329 + 59246, special)
+                           for token, token_id, special in GLM_SPECIAL_TOKENS[:14]) + (
+    ('<|image|>', 59280, True), ('<|video|>', 59281, True), ('<think>', 59282, False), ('</think>', 59283, False))
 GLM_MIN_PIXELS = 12544
 GLM_MAX_PIXELS = 9633792
 GLM_VIDEO_MAX_PIXELS = 47040000
@@ -70,6 +82,9 @@ GLM_CHAT_TEMPLATE = (
 
 
 def tokenizer(parent: str = 'glm4v'):
+    if parent == 'glm_ocr':
+        return build_tokenizer(OCR_SPECIAL_TOKENS, chat_template=GLM_CHAT_TEMPLATE, first_special_id=59246,
+                               eos_token='<|endoftext|>', pad_token='<|endoftext|>')
     return build_tokenizer(GLM_SPECIAL_TOKENS, chat_template=GLM_CHAT_TEMPLATE, first_special_id=FIRST_SPECIAL_ID,
                            eos_token='<|endoftext|>', pad_token='<|endoftext|>')
 
@@ -83,6 +98,16 @@ def config(parent: str = 'glm4v'):
     rope = {'rope_type': 'default', 'rope_theta': 10000.0, 'partial_rotary_factor': 0.5,
             'mrope_section': [2, 1, 1]}
     assert sum(rope['mrope_section']) == head_dim // 4
+    if parent == 'glm_ocr':
+        return tf.GlmOcrConfig(
+            text_config=dict(vocab_size=OCR_VOCAB_SIZE, hidden_size=HIDDEN_SIZE, intermediate_size=2 * HIDDEN_SIZE,
+                             num_hidden_layers=2, num_attention_heads=NUM_HEADS, num_key_value_heads=NUM_HEADS,
+                             max_position_embeddings=32768, rope_parameters=rope, pad_token_id=59246),
+            vision_config=dict(depth=2, hidden_size=HIDDEN_SIZE, num_heads=NUM_HEADS,
+                               intermediate_size=2 * HIDDEN_SIZE, out_hidden_size=HIDDEN_SIZE, patch_size=PATCH_SIZE,
+                               spatial_merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE,
+                               image_size=336),
+            tie_word_embeddings=True)
     return tf.Glm4vConfig(
         text_config=dict(vocab_size=GLM_VOCAB_SIZE, hidden_size=HIDDEN_SIZE, intermediate_size=2 * HIDDEN_SIZE,
                          num_hidden_layers=2, num_attention_heads=NUM_HEADS, num_key_value_heads=NUM_HEADS,
@@ -98,6 +123,13 @@ def processor(parent: str, tok):
 
     common = dict(patch_size=PATCH_SIZE, merge_size=MERGE_SIZE, temporal_patch_size=TEMPORAL_PATCH_SIZE,
                   image_mean=OPENAI_CLIP_MEAN, image_std=OPENAI_CLIP_STD, do_rescale=True)
+    if parent == 'glm_ocr':
+        return tf.Glm46VProcessor(
+            image_processor=tf.Glm46VImageProcessor(
+                size={'shortest_edge': GLM_MIN_PIXELS, 'longest_edge': GLM_MAX_PIXELS}, **common),
+            video_processor=tf.Glm46VVideoProcessor(
+                size={'shortest_edge': GLM_MIN_PIXELS, 'longest_edge': GLM_VIDEO_MAX_PIXELS}, **common),
+            tokenizer=tok, chat_template=tok.chat_template)
     return tf.Glm4vProcessor(
         image_processor=tf.Glm4vImageProcessor(size={'shortest_edge': GLM_MIN_PIXELS, 'longest_edge': GLM_MAX_PIXELS},
                                                **common),
@@ -108,6 +140,10 @@ def processor(parent: str, tok):
 
 def build(parent: str, out_dir: str, seed: int) -> None:
     tok = tokenizer(parent)
-    save_model('Glm4vForConditionalGeneration', config(parent), out_dir, seed, eos_token_id=[151329, 151336, 151338],
-               pad_token_id=151329)
+    if parent == 'glm_ocr':
+        save_model('GlmOcrForConditionalGeneration', config(parent), out_dir, seed,
+                   eos_token_id=[59246, 59253, 59255], pad_token_id=59246)
+    else:
+        save_model('Glm4vForConditionalGeneration', config(parent), out_dir, seed,
+                   eos_token_id=[151329, 151336, 151338], pad_token_id=151329)
     save_processor(processor(parent, tok), tok, out_dir)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .common import HIDDEN_SIZE, IMAGENET_MEAN, IMAGENET_STD, NUM_HEADS, build_tokenizer, save_model, save_processor
 from .qwen import FIRST_SPECIAL_ID, QWEN2_5_SPECIAL_TOKENS, qwen_text_config
 
-PARENTS = ('internvl_hf',)
+PARENTS = ('internvl_hf', 'interns1')  # one InternVL checkpoint; the template decides
 
 INTERNVL_VOCAB_SIZE = 151675
 INTERNVL_TILE_SIZE = 448
