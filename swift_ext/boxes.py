@@ -13,6 +13,10 @@ a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list)
 * ``internvl_box`` (InternVL): ``<ref>cat</ref><box>[[10, 20, 30, 40]]</box>``
 * ``qwen2_5_json`` (Qwen2.5-VL, Qwen3-VL): ``[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}]``
 * ``glm_box`` (GLM-4.1V / 4.5V): ``<|begin_of_box|>[10, 20, 30, 40]<|end_of_box|>``
+* ``florence_loc`` (Florence-2): ``car<loc_10><loc_20><loc_30><loc_40>``, x before y, as
+  transformers' Florence2PostProcessor reads them (four adjacent tokens, bins 0-999)
+* ``paligemma_loc`` (PaliGemma): ``<loc0020><loc0010><loc0040><loc0030> car``, four-digit bins
+  0-1023, **y before x** (big_vision's detection format); returned reordered as x1, y1, x2, y2
 * ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
 
 Where boxes are read from:
@@ -50,7 +54,7 @@ from collections.abc import Sequence
 MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
 
-STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'bare_list')
+STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'florence_loc', 'paligemma_loc', 'bare_list')
 
 _NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
 _SEP = r'\s*,\s*'
@@ -66,6 +70,9 @@ _BOX_TOKENS_RE = re.compile(
 _INTERNVL_BOX_RE = re.compile(r'<box>([^<]*)</box>')
 # GLM-4.xV wraps its answer's box list in box tokens; `[^<]*` as for InternVL.
 _GLM_BOX_RE = re.compile(r'<\|begin_of_box\|>([^<]*)<\|end_of_box\|>')
+# Location tokens: four adjacent ones make a box (Florence-2 `<loc_N>`, PaliGemma `<locNNNN>`).
+_FLORENCE_LOC_RE = re.compile(''.join([r'<loc_([0-9]+)>'] * 4))
+_PALIGEMMA_LOC_RE = re.compile(''.join([r'<loc([0-9]{4})>'] * 4))
 
 
 def answer_region(text: str) -> str:
@@ -98,6 +105,19 @@ def _collect(matches, max_boxes: int, into: list[list[float]]) -> None:
             into.append(box)
 
 
+class _yx:
+    """A y-first match's groups in x-first order (what ``_collect`` reads)."""
+
+    __slots__ = ('match',)
+
+    def __init__(self, match):
+        self.match = match
+
+    def groups(self) -> tuple[str, ...]:
+        y1, x1, y2, x2 = self.match.groups()
+        return x1, y1, x2, y2
+
+
 def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]]:
     boxes: list[list[float]] = []
     if style == 'qwen2_box_tokens':
@@ -114,6 +134,10 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]
             if len(boxes) >= max_boxes:
                 break
             _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
+    elif style == 'florence_loc':
+        _collect(_FLORENCE_LOC_RE.finditer(region), max_boxes, boxes)
+    elif style == 'paligemma_loc':  # y1 x1 y2 x2 as written: read as x1 y1 x2 y2
+        _collect((_yx(m) for m in _PALIGEMMA_LOC_RE.finditer(region)), max_boxes, boxes)
     else:
         _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
     return boxes
@@ -150,6 +174,8 @@ def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> list[list[float]]:
         >>> parse_boxes('<ref>dog</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>')
         [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
         >>> parse_boxes('The cat is at <|begin_of_box|>[120,80,560,710]<|end_of_box|>.')
+        [[120.0, 80.0, 560.0, 710.0]]
+        >>> parse_boxes('<loc0080><loc0120><loc0710><loc0560> cat')  # PaliGemma: y first
         [[120.0, 80.0, 560.0, 710.0]]
     """
     return _scan(text, max_boxes)[1]

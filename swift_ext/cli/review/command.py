@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+from ...geometry import COORDS
 from ...runlog import COMPLETIONS_FILE, GEOMETRY_GLOB, LOGGING_FILE
 from ..bounded import refuse_reason
 from ..cards import gallery_mb
@@ -31,7 +32,7 @@ def build_parser(prog: str = 'swift-ext review') -> argparse.ArgumentParser:
     p.add_argument('--images-under', action='append', default=[], metavar='DIR',
                    help='embed gallery images under DIR too (repeatable; by default only images under the run '
                         'folder, and those a dataset named in args.json lists under its folder)')
-    p.add_argument('--coords', choices=('abs', 'norm1000', 'norm1'),
+    p.add_argument('--coords', choices=COORDS,
                    help="the model's box convention (default: the template's, as the rewards read it)")
     return p
 

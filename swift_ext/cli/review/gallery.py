@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...geometry import ImageGeometry
+from ...geometry import COORDS, ImageGeometry
 from ...runlog import COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES
 from ...settings import default_settings
 from ..bounded import FileStatus, as_int, as_number, iter_raw_lines, short
@@ -316,7 +316,7 @@ def coords_for(info: dict, named: str | None) -> tuple[str | None, str | None]:
         return named, None
     settings = info.get('settings') or {}
     coords = settings.get('coords') if isinstance(settings, dict) else None
-    if coords in ('abs', 'norm1000', 'norm1'):
+    if coords in COORDS:
         return coords, None
     template = info.get('template')
     if isinstance(template, str):
