@@ -167,3 +167,14 @@ def test_tiny_checkpoint_keeps_the_real_ids(checkpoint):
     config = AutoConfig.from_pretrained(checkpoint)
     assert (config.image_token_index, config.text_config.vocab_size) == (257152, 257216)
     assert directory_size(checkpoint) < 50e6
+
+
+def test_ms_swift_cannot_encode_a_prompt_alone_in_train_mode(checkpoint):
+    # GRPO's --log_completions re-encodes each prompt without its answer and images, in train mode
+    # (GRPOTrainer._apply_chat_template_to_messages_list); PaliGemmaTemplate._encode then searches labels that
+    # are all -100 with swift's upper_bound, which reads one past the end (ms-swift 4.6.0). The e2e runs
+    # without --log_completions.
+    from swift_ext.testing.images import PROMPT
+    tpl = _template(checkpoint, 'paligemma')
+    with pytest.raises(IndexError):
+        tpl.encode({'messages': [{'role': 'user', 'content': PROMPT}]})
