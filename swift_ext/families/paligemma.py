@@ -6,6 +6,11 @@ The HF processor decides the size inside the template's ``_encode``: ms-swift's
 writes ``image_seq_length`` ``<image>`` tokens and a ``<bos>`` per image (256, 1024 or 4096: SigLIP's
 14-pixel patches, no pooling). No environment variable is read.
 
+ms-swift 4.6.0 trains it with SFT; its GRPO stops after the first rollout's rewards: the rollout log
+(``GRPOTrainer._apply_chat_template_to_messages_list``) re-encodes each prompt alone in train mode, and
+``PaliGemmaTemplate._encode`` then searches labels that are all -100 with ``upper_bound``, which reads one
+past the end (``IndexError``). The `_geo` template keeps the parent's behaviour, that failure included.
+
 Boxes (``bins1024``, style ``paligemma_loc``): ``<locY1><locX1><locY2><locX2> label``, four-digit
 location tokens 0-1023 over that square, y before x. A location is ``round(v * 1023)`` of the side
 fraction ``v``, decoded as ``bin / 1023``: big_vision's PaliGemma training op
