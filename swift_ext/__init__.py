@@ -10,7 +10,8 @@ The public API is what ``__all__`` names, usable with no model in the process:
   -> :class:`ImageGeometry`, for every registered `_geo` template;
 - ``ImageGeometry.to_model_frame(box, coords)`` / ``.from_model_frame(box, coords)``: boxes between
   original pixels and what the model writes (one of ``COORDS``: ``'abs'``, ``'norm1000'``,
-  ``'norm1'``, ``'norm999'``); ``.scale`` / ``.max_scale``: how much each axis was enlarged or shrunk;
+  ``'norm1'``, ``'norm999'``, the location bins ``'bins1000'`` / ``'bins1024'``); ``.scale`` /
+  ``.max_scale``: how much each axis was enlarged or shrunk;
 - :class:`GeometryError` (a ``ValueError``) where the parent template refuses an image;
 - :class:`Clamp`: the names a record's ``clamped`` takes (which limit changed an image's size);
 - ``iou_score``, ``parse_solution`` (``swift_ext.scoring``) and ``parse_boxes`` (``swift_ext.boxes``):

@@ -14,6 +14,10 @@ a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list)
 * ``qwen2_5_json`` (Qwen2.5-VL, Qwen3-VL): ``[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}]``
 * ``glm_box`` (GLM-4.1V / 4.5V): ``<|begin_of_box|>[10, 20, 30, 40]<|end_of_box|>``
 * ``deepseek_det`` (DeepSeek-VL2, DeepSeek-OCR): ``<|ref|>cat<|/ref|><|det|>[[10, 20, 30, 40]]<|/det|>``
+* ``florence_loc`` (Florence-2): ``car<loc_10><loc_20><loc_30><loc_40>``, x before y, as
+  transformers' Florence2PostProcessor reads them (four adjacent tokens, bins 0-999)
+* ``paligemma_loc`` (PaliGemma): ``<loc0020><loc0010><loc0040><loc0030> car``, four-digit bins
+  0-1023, **y before x** (big_vision's detection format); returned reordered as x1, y1, x2, y2
 * ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
 
 Where boxes are read from:
@@ -51,7 +55,8 @@ from collections.abc import Sequence
 MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
 
-STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'deepseek_det', 'bare_list')
+STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'deepseek_det', 'florence_loc',
+          'paligemma_loc', 'bare_list')
 
 _NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
 _SEP = r'\s*,\s*'
@@ -70,6 +75,9 @@ _GLM_BOX_RE = re.compile(r'<\|begin_of_box\|>([^<]*)<\|end_of_box\|>')
 # DeepSeek-VL2 / DeepSeek-OCR: a list of boxes inside det tags (serve/app_modules/utils.py parse_ref_bbox).
 _DEEPSEEK_DET_RE = re.compile(r'<\|det\|>([^<]*)<\|/det\|>')
 _TAGGED = {'internvl_box': _INTERNVL_BOX_RE, 'glm_box': _GLM_BOX_RE, 'deepseek_det': _DEEPSEEK_DET_RE}
+# Location tokens: four adjacent ones make a box (Florence-2 `<loc_N>`, PaliGemma `<locNNNN>`).
+_FLORENCE_LOC_RE = re.compile(''.join([r'<loc_([0-9]+)>'] * 4))
+_PALIGEMMA_LOC_RE = re.compile(''.join([r'<loc([0-9]{4})>'] * 4))
 
 
 def answer_region(text: str) -> str:
@@ -102,6 +110,19 @@ def _collect(matches, max_boxes: int, into: list[list[float]]) -> None:
             into.append(box)
 
 
+class _yx:
+    """A y-first match's groups in x-first order (what ``_collect`` reads)."""
+
+    __slots__ = ('match',)
+
+    def __init__(self, match):
+        self.match = match
+
+    def groups(self) -> tuple[str, ...]:
+        y1, x1, y2, x2 = self.match.groups()
+        return x1, y1, x2, y2
+
+
 def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]]:
     boxes: list[list[float]] = []
     if style == 'qwen2_box_tokens':
@@ -113,6 +134,10 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]
             _collect(_FLAT_LIST_RE.finditer(tag.group(1)), max_boxes, boxes)
     elif style == 'qwen2_5_json':
         _collect(_BBOX_2D_RE.finditer(region), max_boxes, boxes)
+    elif style == 'florence_loc':
+        _collect(_FLORENCE_LOC_RE.finditer(region), max_boxes, boxes)
+    elif style == 'paligemma_loc':  # y1 x1 y2 x2 as written: read as x1 y1 x2 y2
+        _collect((_yx(m) for m in _PALIGEMMA_LOC_RE.finditer(region)), max_boxes, boxes)
     else:
         _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
     return boxes
@@ -149,6 +174,8 @@ def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> list[list[float]]:
         >>> parse_boxes('<ref>dog</ref><box>[[1, 2, 3, 4], [5, 6, 7, 8]]</box>')
         [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
         >>> parse_boxes('The cat is at <|begin_of_box|>[120,80,560,710]<|end_of_box|>.')
+        [[120.0, 80.0, 560.0, 710.0]]
+        >>> parse_boxes('<loc0080><loc0120><loc0710><loc0560> cat')  # PaliGemma: y first
         [[120.0, 80.0, 560.0, 710.0]]
     """
     return _scan(text, max_boxes)[1]

@@ -42,7 +42,7 @@ from . import runlog
 from .families import family_of
 from .geometry import Clamp
 from .images import image_key
-from .recorder import batch_fingerprint, recorder
+from .recorder import DECODER_KEY, batch_fingerprint, recorder
 from .registry import register
 from .runlog import COMPLETION_COLUMNS, GeoFileTail
 from .steps import StepIndex
@@ -284,7 +284,9 @@ class GeoLogCallback(TrainerCallback):
 
     @_guarded
     def _consumed_batch(self, inputs) -> None:
-        batch = batch_fingerprint(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs)
+        decoder_key = DECODER_KEY if getattr(getattr(self.trainer, 'template', None), 'is_encoder_decoder', False) \
+            else None  # as the template's collate fingerprinted it
+        batch = batch_fingerprint(inputs[0] if isinstance(inputs, list) and len(inputs) == 1 else inputs, decoder_key)
         self.consumed.append(batch)
         state = getattr(self.trainer, 'state', None)
         recorder().consume(batch, None if state is None else state.global_step + 1)

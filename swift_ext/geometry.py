@@ -27,9 +27,17 @@ MAX_IMAGE_PIXELS = 2 * 89_478_485
 
 # How a model writes box coordinates: 'abs' = pixels of the frame it saw (the resized
 # image, or the padded canvas of a tiling family); 'norm1000' / 'norm999' / 'norm1' = that frame scaled
-# (DeepSeek-VL2 / DeepSeek-OCR write 0-999: their post-processing maps x / 999 * width).
-COORDS = ('abs', 'norm1000', 'norm1', 'norm999')
-FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0, 'norm999': 999.0}
+# (DeepSeek-VL2 / DeepSeek-OCR write 0-999: their post-processing maps x / 999 * width);
+# 'bins1000' / 'bins1024' = that frame cut into integer location bins (one token each).
+COORDS = ('abs', 'norm1000', 'norm1', 'norm999', 'bins1000', 'bins1024')
+FRAME_UNITS = {'norm1000': 1000.0, 'norm1': 1.0, 'norm999': 999.0, 'bins1000': 1000.0, 'bins1024': 1023.0}
+# Location-bin conventions, as their reference code quantizes and decodes them:
+# - 'bins1000' (Florence-2: `<loc_0>`..`<loc_999>`): transformers' Florence2PostProcessor, bin =
+#   floor(x / side * 1000) clipped to 0-999; a bin decodes to its centre, (bin + 0.5) * side / 1000.
+# - 'bins1024' (PaliGemma: `<loc0000>`..`<loc1023>`): big_vision's PaliGemma ops, bin =
+#   round(x / side * 1023) clipped to 0-1023 (refcoco_mask2str); a bin decodes to bin / 1023 * side.
+# {coords: (highest bin, offset added to a bin when it is decoded, the rounding that picks a bin)}
+BINS = {'bins1000': (999, 0.5, math.floor), 'bins1024': (1023, 0.0, round)}
 
 
 class Clamp(str, Enum):
@@ -132,7 +140,8 @@ class ImageGeometry:
         """Map ``[x1, y1, x2, y2]`` in original pixels to what the model writes.
 
         ``coords``: ``'abs'`` (pixels of the frame the model saw), ``'norm1000'`` (that frame
-        as 0-1000) or ``'norm1'`` (as 0-1).
+        as 0-1000), ``'norm1'`` (as 0-1), or the integer location bins ``'bins1000'`` (Florence-2)
+        / ``'bins1024'`` (PaliGemma), as their reference code quantizes them (``BINS``).
 
         Example:
             >>> geo = ImageGeometry(original_width=640, original_height=480, resized_width=644,
@@ -141,12 +150,18 @@ class ImageGeometry:
             [64.4, 47.6, 322.0, 238.0]
             >>> [round(v, 6) for v in geo.to_model_frame([64, 48, 320, 240], 'norm1000')]
             [100.0, 100.0, 500.0, 500.0]
+            >>> geo.to_model_frame([64, 48, 640, 240], 'bins1000')
+            [100, 100, 999, 500]
         """
         sx, sy = self._scale()
         fx, fy = self._frame_scale(coords)
         x1, y1, x2, y2 = box
-        return [(x1 * sx + self.pad_left) * fx, (y1 * sy + self.pad_top) * fy,
-                (x2 * sx + self.pad_left) * fx, (y2 * sy + self.pad_top) * fy]
+        out = [(x1 * sx + self.pad_left) * fx, (y1 * sy + self.pad_top) * fy,
+               (x2 * sx + self.pad_left) * fx, (y2 * sy + self.pad_top) * fy]
+        if coords in BINS:
+            top, _, pick = BINS[coords]
+            return [min(max(int(pick(v)), 0), top) for v in out]
+        return out
 
     def from_model_frame(self, box: Sequence[float], coords: str) -> list:
         """Map a box the model wrote in ``coords`` back to original pixels (unclipped).
@@ -156,10 +171,15 @@ class ImageGeometry:
             ...                     resized_height=476, num_tokens=391)
             >>> [round(v, 6) for v in geo.from_model_frame([100, 100, 500, 500], 'norm1000')]
             [64.0, 48.0, 320.0, 240.0]
+            >>> [round(v, 6) for v in geo.from_model_frame([100, 100, 500, 500], 'bins1000')]  # bin centres
+            [64.32, 48.24, 320.32, 240.24]
         """
         sx, sy = self._scale()
         fx, fy = self._frame_scale(coords)
         x1, y1, x2, y2 = box
+        if coords in BINS:
+            offset = BINS[coords][1]
+            x1, y1, x2, y2 = x1 + offset, y1 + offset, x2 + offset, y2 + offset
         return [(x1 / fx - self.pad_left) / sx, (y1 / fy - self.pad_top) / sy,
                 (x2 / fx - self.pad_left) / sx, (y2 / fy - self.pad_top) / sy]
 
@@ -209,6 +229,20 @@ def fit_clamp(*, width: int, height: int, resized_width: int, resized_height: in
     if resized_width >= width and resized_height >= height:
         return None if (resized_width, resized_height) == (width, height) else Clamp.UPSCALE
     return shrunk
+
+
+def stretched(*, width: int, height: int, resized_width: int, resized_height: int,
+              num_tokens: int) -> tuple[ImageGeometry, Clamp | None]:
+    """Every image resized to one size the model fixes, aspect not kept (PaliGemma, Florence-2, GOT-OCR 2.0).
+
+    Example:
+        >>> geo, clamp = stretched(width=640, height=480, resized_width=224, resized_height=224, num_tokens=256)
+        >>> geo.scale, clamp
+        ((0.35, 0.4666666666666667), <Clamp.CANVAS_FIT: 'canvas_fit'>)
+    """
+    geo = ImageGeometry(original_width=width, original_height=height, resized_width=resized_width,
+                        resized_height=resized_height, num_tokens=num_tokens)
+    return geo, fit_clamp(width=width, height=height, resized_width=resized_width, resized_height=resized_height)
 
 
 # --- shared rounding: the steps several processors take alike -------------------------------------

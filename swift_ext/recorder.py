@@ -55,27 +55,39 @@ ENGINE_MODES = frozenset({'transformers', 'vllm', 'lmdeploy', 'sglang'})
 ID_KEYS = ('input_ids', 'chosen_input_ids', 'rejected_input_ids')  # rows of rlhf batches carry both
 
 
-def row_fingerprint(ids: Any) -> str:
-    """16 hex digits identifying a sequence of token ids, the same in every process (ints hash alike)."""
+# An encoder-decoder template's `input_ids` are the encoder's prompt alone: Florence-2 writes the same task prompt
+# for every image of an `<OD>` dataset, so its rows and batches are told apart by their decoder side (`labels`) too.
+DECODER_KEY = 'labels'
+
+
+def row_fingerprint(ids: Any, decoder: Any = None) -> str:
+    """16 hex digits identifying a sequence of token ids (and an encoder-decoder row's ``decoder`` ids), the same
+    in every process (ints hash alike)."""
     if hasattr(ids, 'tolist'):
         ids = ids.tolist()
-    return f'{hash(tuple(ids)) & 0xFFFFFFFFFFFFFFFF:016x}'
+    if decoder is None:
+        return f'{hash(tuple(ids)) & 0xFFFFFFFFFFFFFFFF:016x}'
+    if hasattr(decoder, 'tolist'):
+        decoder = decoder.tolist()
+    return f'{hash((tuple(ids), tuple(decoder))) & 0xFFFFFFFFFFFFFFFF:016x}'
 
 
-def batch_fingerprint(batch: Any) -> str | None:
-    """16 hex digits identifying a collated batch by its ``input_ids`` tensor (where it sits, GRPO's included)."""
+def batch_fingerprint(batch: Any, decoder_key: str | None = None) -> str | None:
+    """16 hex digits identifying a collated batch by its ``input_ids`` tensor (where it sits, GRPO's included);
+    an encoder-decoder batch by its ``decoder_key`` tensor too."""
     if not isinstance(batch, Mapping):
         return None
-    ids = batch.get('input_ids')
-    if ids is None and isinstance(batch.get('model_inputs'), Mapping):
-        ids = batch['model_inputs'].get('input_ids')
-    if ids is None or not hasattr(ids, 'shape'):
+    if batch.get('input_ids') is None and isinstance(batch.get('model_inputs'), Mapping):
+        batch = batch['model_inputs']
+    tensors = [batch.get('input_ids')] + ([batch.get(decoder_key)] if decoder_key else [])
+    if any(t is None or not hasattr(t, 'shape') for t in tensors):
         return None
     try:
-        data = ids.detach().to('cpu').contiguous().numpy().tobytes()
+        data = b''.join(t.detach().to('cpu').contiguous().numpy().tobytes() for t in tensors)
     except (AttributeError, RuntimeError, TypeError):
         return None
-    digest = hashlib.blake2b(data, digest_size=8, person=repr(tuple(ids.shape)).encode()[:16])
+    shapes = repr(tuple(tuple(t.shape) for t in tensors)) if decoder_key else repr(tuple(tensors[0].shape))
+    digest = hashlib.blake2b(data, digest_size=8, person=shapes.encode()[:16])
     return digest.hexdigest()
 
 
@@ -83,15 +95,17 @@ class Job:
     """One encode's work: ``resolve(*args)`` returns its lines (``loglines.ImageLines``) or None.
 
     ``ids``: the token-id lists the encode returned (one per sequence: two for chosen / rejected), held
-    by reference until the job resolves, for its row fingerprint and to find it in a collated batch.
+    by reference until the job resolves, for its row fingerprint and to find it in a collated batch;
+    ``decoder``: an encoder-decoder encode's decoder ids (``DECODER_KEY``), the same way, else None.
     A failure job has its lines from the start and no ids.
     """
 
-    __slots__ = ('resolve', 'args', 'ids', 'engine', 'failure', 'step', 'lines', 'row', 'batch', 'encode')
+    __slots__ = ('resolve', 'args', 'ids', 'decoder', 'engine', 'failure', 'step', 'lines', 'row', 'batch', 'encode')
 
     def __init__(self, resolve: Callable[..., Any] | None, args: tuple, ids: Sequence, engine: bool,
-                 step: Any, lines: Any = None):
+                 step: Any, lines: Any = None, decoder: Any = None):
         self.resolve, self.args, self.ids, self.engine, self.step = resolve, args, ids, engine, step
+        self.decoder = decoder
         self.failure = lines is not None
         self.lines, self.row, self.batch, self.encode = lines, None, None, 0
 
@@ -113,13 +127,16 @@ class Recorder:
 
     # --- the encode side ----------------------------------------------------------------------------
     def defer(self, resolve: Callable[..., Any], args: tuple, *, ids: Sequence = (), mode: str = 'train',
-              step: Any = None) -> None:
-        """Queue an encode's job; it resolves at the latest at the next trigger. Never raises."""
+              step: Any = None, decoder: Any = None) -> None:
+        """Queue an encode's job; it resolves at the latest at the next trigger. Never raises.
+
+        ``decoder``: an encoder-decoder encode's decoder ids (``DECODER_KEY``), part of its row fingerprint.
+        """
         if not self.todo:
             self.since = time.monotonic()
             if not self._exit_hooked:
                 self._hook_exit()
-        self.todo.append(Job(resolve, args, ids, mode in ENGINE_MODES, step))
+        self.todo.append(Job(resolve, args, ids, mode in ENGINE_MODES, step, decoder=decoder))
         if self.encode_only is None:
             self.encode_only = _encode_only_worker()
         if self.encode_only or len(self.todo) >= MAX_JOBS or time.monotonic() - self.since >= MAX_SECONDS:
@@ -149,16 +166,19 @@ class Recorder:
         finally:
             _DRAINING.on = False
 
-    def collate(self, rows: Iterable[Mapping], collated: Any, mode: str) -> None:
-        """A batch was collated from ``rows`` (the encodes' outputs) into ``collated``. Never raises."""
+    def collate(self, rows: Iterable[Mapping], collated: Any, mode: str, decoder_key: str | None = None) -> None:
+        """A batch was collated from ``rows`` (the encodes' outputs) into ``collated``. Never raises.
+
+        ``decoder_key``: ``DECODER_KEY`` for an encoder-decoder template's batch (part of the fingerprints).
+        """
         try:
             with self.lock:
                 self._resolve_all()
                 if mode in ENGINE_MODES:  # generation batches: nothing trains on them
                     self._write(self._take(lambda job: not self._held(job)))
                     return
-                batch = batch_fingerprint(collated)
-                fingerprints = self._tag(rows, batch)
+                batch = batch_fingerprint(collated, decoder_key)
+                fingerprints = self._tag(rows, batch, decoder_key)
                 events = [] if batch is None else [loglines.collate_event(batch, fingerprints)]
                 self._write(self._take(lambda job: not self._held(job)), events)
         except Exception as exc:  # recording must never cost the user a batch
@@ -205,12 +225,12 @@ class Recorder:
             try:
                 job.lines = job.resolve(*job.args)
                 if job.ids and not job.engine:
-                    job.row = row_fingerprint(job.ids[0])
+                    job.row = row_fingerprint(job.ids[0], job.decoder)
             except Exception as exc:  # the template's resolve guards itself: this is a bug, never a crash
                 self._count_lost(job, exc)
                 continue
             finally:
-                job.resolve = job.args = None  # the encode's outputs are freed here
+                job.resolve = job.args = job.decoder = None  # the encode's outputs are freed here
             if job.lines is not None:
                 self.encodes += 1
                 job.encode = self.encodes
@@ -228,7 +248,7 @@ class Recorder:
         self.ready = kept
         return taken
 
-    def _tag(self, rows: Iterable[Mapping], batch: str | None) -> list:
+    def _tag(self, rows: Iterable[Mapping], batch: str | None, decoder_key: str | None = None) -> list:
         """Tag the waiting jobs of ``rows`` (and failures waiting for a batch) with ``batch``.
 
         Returns the rows' fingerprints. A row is found by identity (the very list its encode returned)
@@ -248,7 +268,7 @@ class Recorder:
                     continue
                 job = by_ids.get(id(ids))
                 if job is None or job.batch is not None or not any(x is ids for x in job.ids):
-                    fingerprint = row_fingerprint(ids)
+                    fingerprint = row_fingerprint(ids, row.get(decoder_key) if decoder_key else None)
                     found = by_row.get(fingerprint)
                     job = found.popleft() if found else None
                     fingerprints.append(fingerprint)

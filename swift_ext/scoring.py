@@ -10,7 +10,8 @@ Coordinates:
 * predictions are in the model's frame (``ImageGeometry.from_model_frame``): ``'abs'`` =
   pixels of the image the model saw (Qwen2.5-VL), ``'norm1000'`` = 0-1000 of that frame
   (Qwen2-VL, Qwen3-VL, InternVL, whose frame is the tile canvas), ``'norm1'`` = 0-1,
-  ``'norm999'`` = 0-999 (DeepSeek-VL2, DeepSeek-OCR).
+  ``'norm999'`` = 0-999 (DeepSeek-VL2, DeepSeek-OCR), ``'bins1000'`` / ``'bins1024'`` = integer location
+  bins (Florence-2 / PaliGemma; ``geometry.BINS``).
 
 Importing this module imports neither scipy nor numpy; ``matched_iou`` imports them on
 its first multi-box call. One box against one box (most grounding rewards) takes a fast
@@ -220,8 +221,9 @@ def iou_score(completion: str, solution: Any, geometry: ImageGeometry,
         solution: ground truth in original pixels (see ``parse_solution``).
         geometry: what the preprocessor did to the image (``swift_ext.geometry``).
         coords: ``'abs'`` (pixels of the resized frame, Qwen2.5-VL), ``'norm1000'``
-            (0-1000 of the frame: Qwen2-VL, Qwen3-VL, InternVL), ``'norm1'`` (0-1) or ``'norm999'``
-            (0-999: DeepSeek-VL2, DeepSeek-OCR).
+            (0-1000 of the frame: Qwen2-VL, Qwen3-VL, InternVL), ``'norm1'`` (0-1), ``'norm999'``
+            (0-999: DeepSeek-VL2, DeepSeek-OCR), or the location bins ``'bins1000'`` (Florence-2) /
+            ``'bins1024'`` (PaliGemma).
 
     Returns:
         A float in ``[0, 1]`` (``0.0`` when no usable box was predicted), or None when the

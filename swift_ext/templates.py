@@ -39,15 +39,16 @@ from .families import families, family_of
 from .families.base import ImageEntry, Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
-from .recorder import ENGINE_MODES, recorder
+from .recorder import DECODER_KEY, ENGINE_MODES, recorder
 from .settings import PreprocessSettings
 from .store import NO_LIMITS, STORE, row_limits_key, set_active_settings
 from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 
-# Keys of an encoded row that mean it holds images (a collated batch lists only such rows).
-IMAGE_KEYS = ('pixel_values', 'image_grid_thw', 'image_sizes')
+# Keys of an encoded row that mean it holds images (a collated batch lists only such rows); GOT-OCR 2.0's
+# template keeps the images themselves (`images`) and makes their pixels in its collator.
+IMAGE_KEYS = ('pixel_values', 'image_grid_thw', 'image_sizes', 'images')
 
 
 @functools.cache
@@ -201,10 +202,11 @@ class GeoTemplateMixin:
         return encoded
 
     def data_collator(self, batch, *args, **kwargs):
+        rows = [r for group in batch for r in group] if batch and isinstance(batch[0], list) else batch
+        rows = [r for r in rows if _has_images(r)]  # before the collate: GOT-OCR 2.0's pops its `images`
         collated = super().data_collator(batch, *args, **kwargs)
         # A batch is complete here, in the process that encoded it (a dataloader worker or the trainer).
-        rows = [r for group in batch for r in group] if batch and isinstance(batch[0], list) else batch
-        recorder().collate([r for r in rows if _has_images(r)], collated, self.mode)
+        recorder().collate(rows, collated, self.mode, DECODER_KEY if self.is_encoder_decoder else None)
         return collated
 
     # --- recording --------------------------------------------------------------------
@@ -219,10 +221,12 @@ class GeoTemplateMixin:
                 kept[k] = Shape(kept[k].shape)
         engine = self.mode in ENGINE_MODES
         ids = () if engine else tuple(b['input_ids'] for b in batched if b.get('input_ids') is not None)
+        # An encoder-decoder row's input_ids are its prompt alone: its answer tells rows apart (recorder.DECODER_KEY).
+        decoder = batched[0].get(DECODER_KEY) if self.is_encoder_decoder and ids else None
         row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
         logged = runlog.logging_encodes()
         recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time(), logged), ids=ids,
-                         mode=self.mode, step=runlog.STATE.step if engine else None)
+                         mode=self.mode, step=runlog.STATE.step if engine else None, decoder=decoder)
 
     def _geo_resolve(self, row, encoded, entries, mode, when, logged) -> loglines.ImageLines | None:
         """The encode's geometry into the store; its log lines, where a run log takes them (``logged``).

@@ -14,6 +14,7 @@ from swift_ext import scoring
 from swift_ext.boxes import box_style, is_well_formed, parse_boxes
 from swift_ext.families.internvl import internvl_geometry
 from swift_ext.families.qwen import qwen_geometry
+from swift_ext.geometry import COORDS
 from swift_ext.scoring import MAX_GT_BOXES, box_iou, iou_score, matched_iou, parse_solution
 
 QWEN = qwen_geometry(width=640, height=480)  # Qwen2/2.5-VL: resized to 644 x 476
@@ -258,7 +259,8 @@ def test_iou_score(coords, geometry, completion, solution, expected):
 
 @pytest.mark.parametrize('coords', ['pixels', 'ABS', '', None])
 def test_iou_score_bad_coords(coords):
-    with pytest.raises(ValueError, match=r"`coords` should be one of \['abs', 'norm1000', 'norm1', 'norm999'\], got"):
+    with pytest.raises(ValueError, match=r"`coords` should be one of \['abs', 'norm1000', 'norm1', 'norm999', "
+                                         r"'bins1000', 'bins1024'\], got"):
         iou_score('[1, 2, 3, 4]', GT, QWEN, coords)
 
 
@@ -427,7 +429,7 @@ _coord = st.one_of(st.integers(-100, 3000), st.floats(-100, 3000, allow_nan=Fals
 @settings(max_examples=300, deadline=None)
 @given(pred=st.lists(_coord, min_size=4, max_size=4), gt=st.lists(_coord, min_size=4, max_size=4),
        as_text=st.booleans(), wrap=st.sampled_from(['{}', '<answer>{}</answer>', '<think>x</think>{}']),
-       geometry=st.sampled_from(GEOMETRIES), coords=st.sampled_from(['abs', 'norm1000', 'norm1', 'norm999']))
+       geometry=st.sampled_from(GEOMETRIES), coords=st.sampled_from(COORDS))
 def test_fast_path_equals_general_path_random(pred, gt, as_text, wrap, geometry, coords):
     completion = wrap.format('[{{"bbox_2d": [{}], "label": "x"}}]'.format(', '.join(repr(v) for v in pred)))
     solution = '[{}]'.format(', '.join(repr(v) for v in gt)) if as_text else gt
