@@ -229,3 +229,15 @@ def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     assert torch.equal(encoded['pixel_values'], real['pixel_values'])
     assert _content(real['pixel_values'], geo.tile_rows, geo.tile_cols) == [0, 0, geo.resized_width,
                                                                               geo.resized_height]
+
+
+def test_tiny_tokenizer_has_the_real_ids(tiny_model):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model(PARENT))
+    # meta-llama/Llama-4-Scout-17B-16E-Instruct's ids, written out here rather than read from the recipe.
+    for token, token_id in {'<|begin_of_text|>': 200000, '<|header_start|>': 200005, '<|header_end|>': 200006,
+                            '<|eot|>': 200008, '<|finetune_right_pad|>': 200018, '<|image_start|>': 200080,
+                            '<|image_end|>': 200081, '<|tile_x_separator|>': 200084,
+                            '<|tile_y_separator|>': 200085, '<|image|>': 200090, '<|patch|>': 200092}.items():
+        assert tok.encode(token, add_special_tokens=False) == [token_id], token
+    assert tok.encode('\n', add_special_tokens=False) == [198]  # Llama4Template splits on it

@@ -232,3 +232,13 @@ def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     assert int(encoded['aspect_ratio_ids'][0, 0]) == int(real['aspect_ratio_ids'][0, 0]) == ratio_id
     assert (dict(geo.extra)['processor_width'], dict(geo.extra)['processor_height']) == shrunk.size
     assert np.array_equal(encoded['pixel_values'].numpy(), real['pixel_values'].numpy())
+
+
+def test_tiny_tokenizer_has_the_real_ids(tiny_model):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(tiny_model(PARENT))
+    # meta-llama/Llama-3.2-11B-Vision-Instruct's ids, written out here rather than read from the recipe.
+    for token, token_id in {'<|begin_of_text|>': 128000, '<|finetune_right_pad_id|>': 128004,
+                            '<|start_header_id|>': 128006, '<|end_header_id|>': 128007, '<|eot_id|>': 128009,
+                            '<|python_tag|>': 128010, '<|image|>': 128256}.items():
+        assert tok.encode(token, add_special_tokens=False) == [token_id], token
