@@ -25,7 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .geometry import GeometryError, ImageGeometry, smart_resize
+from .families.qwen import smart_resize
+from .geometry import GeometryError, ImageGeometry
 
 # qwen-vl-utils 0.0.14 defaults (vision_process.py), each overridable by the environment variable
 # of the same upper-case name when ms-swift's `patch_qwen_vl_utils` runs (at the processor's load).
@@ -221,7 +222,7 @@ def frame_indices(*, start_frame: int, end_frame: int, count: int) -> tuple[int,
 def _resize(**kwargs: Any) -> tuple[int, int]:
     """The shared ``smart_resize``, its refusals raised as :class:`VideoError` (one error type here)."""
     try:
-        return smart_resize(**kwargs)
+        return smart_resize(**kwargs)[0]
     except VideoError:
         raise
     except GeometryError as exc:

@@ -13,12 +13,11 @@ import pkgutil
 from collections.abc import Mapping
 
 from ..geometry import COORDS
-from .base import Family, PreprocessSettings, TemplateSpec, settings_fields_from_dict
+from .base import FAMILIES, Family, PreprocessSettings, TemplateSpec, settings_fields_from_dict
 
 __all__ = ['COORDS', 'Family', 'PreprocessSettings', 'TemplateSpec', 'register_family', 'family_named',
            'family_of', 'template_names', 'settings_from_dict', 'parent_name']
 
-_FAMILIES: dict[str, type] = {}
 _TEMPLATES: dict[str, tuple[type, TemplateSpec]] = {}  # '<parent>_geo' -> (family, spec)
 _LOADED = False
 
@@ -27,7 +26,7 @@ def register_family(family: type) -> type:
     """Add ``family`` and its templates; the same class again is a no-op, a clash an error."""
     if not family.name:
         raise ValueError(f'{family.__qualname__}: a family needs a non-empty `name`.')
-    existing = _FAMILIES.get(family.name)
+    existing = FAMILIES.get(family.name)
     if existing is not None:
         if existing is family:
             return family
@@ -39,7 +38,7 @@ def register_family(family: type) -> type:
         taken = _TEMPLATES.get(spec.name)
         if taken is not None:
             raise ValueError(f'template {spec.name!r} is already served by family {taken[0].name!r}.')
-    _FAMILIES[family.name] = family
+    FAMILIES[family.name] = family
     for spec in family.templates:
         _TEMPLATES[spec.name] = (family, spec)
     return family
@@ -72,9 +71,9 @@ def family_of(template: str) -> tuple[type, TemplateSpec]:
 
 def family_named(name: str) -> type:
     _load()
-    if name not in _FAMILIES:
-        raise ValueError(f'family must be one of {sorted(_FAMILIES)}, got {name!r}.')
-    return _FAMILIES[name]
+    if name not in FAMILIES:
+        raise ValueError(f'family must be one of {sorted(FAMILIES)}, got {name!r}.')
+    return FAMILIES[name]
 
 
 def template_names() -> list[str]:
@@ -85,7 +84,7 @@ def template_names() -> list[str]:
 
 def families() -> dict[str, type]:
     _load()
-    return dict(_FAMILIES)
+    return dict(FAMILIES)
 
 
 def settings_from_dict(d: Mapping) -> PreprocessSettings:

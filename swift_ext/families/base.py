@@ -80,6 +80,9 @@ from typing import Any, ClassVar
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, swift_rescaled_size
 
+# Every registered family by name (filled by ``swift_ext.families.register_family``).
+FAMILIES: dict[str, type] = {}
+
 
 @dataclass(frozen=True)
 class ImageEntry:
@@ -158,8 +161,10 @@ class PreprocessSettings:
     def predict(self, *, width: int, height: int, row_kwargs: Mapping | None = None,
                 name: str = 'image') -> tuple[ImageGeometry, str | None]:
         """Predicted geometry of a ``width`` x ``height`` file, and which limit clamped it."""
-        from . import family_named
-        return family_named(self.family).predict(self, width=width, height=height,
+        family = FAMILIES.get(self.family)
+        if family is None:  # settings come from a registered family (or settings_from_dict, which loads them)
+            raise ValueError(f'family must be one of {sorted(FAMILIES)}, got {self.family!r}.')
+        return family.predict(self, width=width, height=height,
                                                  row_kwargs=row_kwargs or {}, name=name)
 
 
