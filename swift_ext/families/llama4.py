@@ -148,7 +148,7 @@ class Llama4(Family):
                              tile_cols=cols, tile_rows=rows, num_tiles=views, thumbnail=tiles > 1,
                              canvas_width=canvas_w, canvas_height=canvas_h,
                              global_width=tile if tiles > 1 else None, global_height=tile if tiles > 1 else None,
-                             extra=(('processor_width', width), ('processor_height', height)))
+                             extra=(('processor_input_width', width), ('processor_input_height', height)))
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
@@ -175,7 +175,7 @@ class Llama4(Family):
                 out.append(geo)  # the encode agrees with the prediction
                 continue
             extra = dict(geo.extra)
-            seen = cls.geometry(settings, width=extra['processor_width'], height=extra['processor_height'],
+            seen = cls.geometry(settings, width=extra['processor_input_width'], height=extra['processor_input_height'],
                                 grid=(rows, cols))
             out.append(updated(geo, num_tokens=patches, **{k: getattr(seen, k) for k in (
                 'resized_width', 'resized_height', 'tile_cols', 'tile_rows', 'num_tiles', 'thumbnail',

@@ -129,8 +129,8 @@ class Mllama(Family):
                              resized_height=content_h, num_tokens=rows * cols * settings.tokens_per_tile,
                              tile_cols=cols, tile_rows=rows, num_tiles=rows * cols, canvas_width=cols * tile,
                              canvas_height=rows * tile,
-                             extra=(('aspect_ratio_id', ratio_id), ('processor_width', width),
-                                    ('processor_height', height)))
+                             extra=(('aspect_ratio_id', ratio_id), ('processor_input_width', width),
+                                    ('processor_input_height', height)))
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
@@ -160,7 +160,8 @@ class Mllama(Family):
                 out.append(geo)  # the encode agrees with the prediction
                 continue
             extra = dict(geo.extra)
-            real = cls.geometry(seen, width=extra['processor_width'], height=extra['processor_height'], grid=grid)
+            real = cls.geometry(seen, width=extra['processor_input_width'], height=extra['processor_input_height'],
+                                grid=grid)
             out.append(updated(geo, **{k: getattr(real, k) for k in (
                 'resized_width', 'resized_height', 'num_tokens', 'tile_cols', 'tile_rows', 'num_tiles',
                 'canvas_width', 'canvas_height', 'extra')}))

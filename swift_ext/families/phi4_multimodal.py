@@ -153,7 +153,7 @@ class Phi4Multimodal(Family):
                              resized_height=content_h, num_tokens=tokens, tile_cols=cols, tile_rows=rows,
                              num_tiles=cols * rows + 1, thumbnail=True, canvas_width=cols * crop,
                              canvas_height=rows * crop, global_width=crop, global_height=crop,
-                             extra=(('processor_width', width), ('processor_height', height)))
+                             extra=(('processor_input_width', width), ('processor_input_height', height)))
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
@@ -177,7 +177,7 @@ class Phi4Multimodal(Family):
                 continue
             extra = dict(geo.extra)
             crop = settings.crop_size
-            seen = cls.geometry(settings, width=extra['processor_width'], height=extra['processor_height'],
+            seen = cls.geometry(settings, width=extra['processor_input_width'], height=extra['processor_input_height'],
                                 grid=(canvas_w // crop, canvas_h // crop))
             out.append(updated(geo, num_tokens=count, **{k: getattr(seen, k) for k in (
                 'resized_width', 'resized_height', 'tile_cols', 'tile_rows', 'num_tiles', 'canvas_width',

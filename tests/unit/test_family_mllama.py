@@ -121,7 +121,7 @@ def test_swift_max_pixels_prescale_comes_first():
     plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
     assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
     assert (geo.resized_width, geo.num_tiles) == (plain.resized_width, plain.num_tiles)
-    assert dict(geo.extra)['processor_width'] == w
+    assert dict(geo.extra)['processor_input_width'] == w
 
 
 def test_every_template_on_the_class_is_covered():
@@ -230,7 +230,7 @@ def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     assert geo == tpl.geo_settings().predict(width=1600, height=1200)[0]
     ratio_id = dict(geo.extra)['aspect_ratio_id']
     assert int(encoded['aspect_ratio_ids'][0, 0]) == int(real['aspect_ratio_ids'][0, 0]) == ratio_id
-    assert (dict(geo.extra)['processor_width'], dict(geo.extra)['processor_height']) == shrunk.size
+    assert (dict(geo.extra)['processor_input_width'], dict(geo.extra)['processor_input_height']) == shrunk.size
     assert np.array_equal(encoded['pixel_values'].numpy(), real['pixel_values'].numpy())
 
 
