@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .geometry import GeometryError, ImageGeometry, smart_resize
+from .geometry import GeometryError, ImageGeometry, check_side, round_within
 
 # qwen-vl-utils 0.0.14 defaults (vision_process.py), each overridable by the environment variable
 # of the same upper-case name when ms-swift's `patch_qwen_vl_utils` runs (at the processor's load).
@@ -218,14 +218,27 @@ def frame_indices(*, start_frame: int, end_frame: int, count: int) -> tuple[int,
                  for i in range(count))
 
 
-def _resize(**kwargs: Any) -> tuple[int, int]:
-    """The shared ``smart_resize``, its refusals raised as :class:`VideoError` (one error type here)."""
+def _resize(*, width: int, height: int, factor: int, min_pixels: float, max_pixels: float, max_ratio: float,
+            name: str) -> tuple[int, int]:
+    """qwen-vl-utils' ``smart_resize`` as ``(width, height)``: its refusals (an assert, a ValueError, a zero
+    side) raised as :class:`VideoError`. The rounding is the shared ``geometry.round_within``."""
     try:
-        return smart_resize(**kwargs)
-    except VideoError:
-        raise
+        check_side('width', width, name)
+        check_side('height', height, name)
     except GeometryError as exc:
         raise VideoError(str(exc)) from None
+    if max_pixels < min_pixels:
+        raise VideoError(f'{name}: `max_pixels` must be >= `min_pixels`, '
+                         f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
+    ratio = max(height, width) / min(height, width)
+    if ratio > max_ratio:
+        raise VideoError(f'{name}: aspect ratio must be at most {max_ratio}, got {ratio:.1f} ({width}x{height}).')
+    (w_bar, h_bar), _ = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                                     max_pixels=max_pixels)
+    if h_bar <= 0 or w_bar <= 0:
+        raise VideoError(f'{name}: resizing {width}x{height} under max_pixels={max_pixels} '
+                         f'with factor {factor} gives a zero side ({w_bar}x{h_bar}).')
+    return w_bar, h_bar
 
 
 def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings,
@@ -242,9 +255,9 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     f = settings.factor
     if 'resized_height' in row and 'resized_width' in row:
         rw, rh = _resize(width=_int_side(row['resized_width'], 'resized_width', name),
-                              height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
-                              min_pixels=settings.image_min_token_num * f * f,
-                              max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
+                         height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                         min_pixels=settings.image_min_token_num * f * f,
+                         max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
         return rw, rh, ()
     min_pixels = row.get('min_pixels', settings.video_min_token_num * f * f)
     total_pixels = row.get('total_pixels', settings.model_seq_len * f * f * 0.9)
@@ -252,7 +265,7 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     max_pixels = max(min(frame_cap, total_pixels / nframes * settings.frame_factor), int(min_pixels * 1.05))
     max_pixels = min(row.get('max_pixels', max_pixels), max_pixels)
     rw, rh = _resize(width=width, height=height, factor=f, min_pixels=min_pixels, max_pixels=max_pixels,
-                          max_ratio=settings.max_ratio, name=name)
+                     max_ratio=settings.max_ratio, name=name)
     rounded = (max(f, _round_even(width, f)), max(f, _round_even(height, f)))
     clamped: tuple[str, ...] = ()
     if rw * rh < rounded[0] * rounded[1]:
@@ -447,12 +460,13 @@ def image_list_frame_size(*, width: int, height: int, settings: VideoSettings,
     f = settings.factor * SPATIAL_MERGE_SIZE
     if 'resized_height' in row and 'resized_width' in row:
         return _resize(width=_int_side(row['resized_width'], 'resized_width', name),
-                            height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
-                            max_ratio=settings.max_ratio, name=name)
+                       height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                       min_pixels=settings.image_min_token_num * f * f,
+                       max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
     return _resize(width=width, height=height, factor=f,
-                        min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
-                        max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
-                        max_ratio=settings.max_ratio, name=name)
+                   min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
+                   max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
+                   max_ratio=settings.max_ratio, name=name)
 
 
 def predict_image_list_geometry(*, sizes: Sequence[tuple[int, int]], version: str = 'v2_5', mode: str = 'train',
