@@ -34,7 +34,8 @@ from swift.template import TEMPLATE_MAPPING, register_template
 from . import loglines, runlog
 from .cache import BoundedCache
 from .families import families, family_of
-from .families.base import ImageEntry, Shape
+from .families.base import ImageEntry
+from .families.encoded import Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
 from .recorder import ENGINE_MODES, recorder

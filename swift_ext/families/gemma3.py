@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import predicted_tokens, template_memo, token_runs
 
 # Real google/gemma-3-*-it settings (preprocessor_config.json / processor_config.json).
 GEMMA3_IMAGE_SIZE = 896

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, as_numpy, predicted_tokens, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import as_numpy, predicted_tokens, token_runs
 
 # Real google/gemma-4-* image processor settings (also transformers' class defaults).
 GEMMA4_PATCH_SIZE = 16

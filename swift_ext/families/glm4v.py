@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, ceil_by_factor, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import image_grids, predicted_tokens, token_id, token_runs
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).

@@ -24,7 +24,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, token_spans, tolist
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import token_spans, tolist
 
 MAX_IMAGE_SIZE = 4096  # transformers' absolute cap on a side after the first resize
 IMAGE_TOKEN_ID = 128257  # hard-coded by ms-swift's Idefics3Template (<image>)

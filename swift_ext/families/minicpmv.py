@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, env_int, token_id
+from .base import Family, PreprocessSettings, TemplateSpec, env_int
+from .encoded import encoded_rows, token_id
 
 # Not verified against an OpenBMB source: MiniCPM-V's own grounding is reported (third-party
 # code) as <box>x1 y1 x2 y2</box> in 0-1000, a style boxes.py does not parse yet.

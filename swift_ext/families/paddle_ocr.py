@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, row_number, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, row_number
+from .encoded import image_grids, predicted_tokens, token_runs
 
 PADDLE_MAX_RATIO = 200
 # PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.

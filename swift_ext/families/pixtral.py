@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, encoded_rows, token_spans, tolist, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import encoded_rows, token_spans, tolist
 
 # Real processor settings: mistral-community/pixtral-12b, mistralai/Mistral-Small-3.1-24B-Instruct-2503
 # (Mistral-Small-3.2 and Ministral-3 reuse the 3.1 vision encoder settings).

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, image_grids, row_number
+from .base import Family, PreprocessSettings, TemplateSpec, env_int, row_number
+from .encoded import image_grids
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
 MAX_RATIO = 200
