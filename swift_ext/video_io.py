@@ -31,12 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .geometry import MAX_IMAGE_PIXELS
+from .geometry import MAX_IMAGE_PIXELS, VideoError, VideoGeometry
 from .images import classify, read_image_size
 from .video import (
     QWEN_VERSIONS,
-    VideoError,
-    VideoGeometry,
     VideoSettings,
     predict_image_list_geometry,
     predict_video_geometry,
