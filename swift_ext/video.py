@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .geometry import GeometryError, VideoClamp, VideoError, VideoGeometry, check_side, round_within
+from .geometry import GeometryError, VideoClamp, VideoError, VideoGeometry, check_side, round_within, updated
 
 # qwen-vl-utils 0.0.14 defaults (vision_process.py), each overridable by the environment variable
 # of the same upper-case name when ms-swift's `patch_qwen_vl_utils` runs (at the processor's load).
@@ -335,6 +335,42 @@ def _assemble(*, width: int, height: int, video_fps: float, total_frames: int, w
         frames_per_step=TEMPORAL_PATCH_SIZE,
         second_per_grid_ts=spg, timestamps=stamps, timestamp_origin=origin, padded_frames=padded,
         image_list=image_list, clamped=clamped + size_clamp)
+
+
+def with_observed(geo: VideoGeometry, *, version: str, mode: str, settings: VideoSettings, width: int,
+                  height: int, frame_indices: Sequence[int] | None = None, sample_fps: float | None = None,
+                  grid: Sequence[int] | None = None, num_tokens: int | None = None,
+                  timestamps: Sequence[str] | None = None, second_per_grid_ts: float | None = None) -> VideoGeometry:
+    """``geo`` (a prediction) with what an encode showed of the video, the values that follow recomputed.
+
+    ``width`` x ``height``: each frame as handed on; ``frame_indices``: the source frames (None: the
+    prediction's); ``grid`` / ``num_tokens``: the processor's (None: from the frames and their size);
+    ``timestamps`` / ``second_per_grid_ts``: the time encoding as the encode wrote it. ``geo`` itself
+    where nothing differs.
+    """
+    indices = geo.frame_indices if frame_indices is None else tuple(int(i) for i in frame_indices)
+    rate = geo.sample_fps if sample_fps is None else sample_fps
+    patch, merge = settings.patch_size, settings.spatial_merge_size
+    grid = (math.ceil(len(indices) / TEMPORAL_PATCH_SIZE), height // patch, width // patch) if grid is None \
+        else tuple(int(v) for v in grid)
+    per_step = grid[1] * grid[2] // merge ** 2
+    changes: dict[str, Any] = {'resized_width': width, 'resized_height': height, 'grid': grid,
+                               'tokens_per_step': per_step,
+                               'num_tokens': grid[0] * per_step if num_tokens is None else int(num_tokens)}
+    if indices != geo.frame_indices or rate != geo.sample_fps:
+        times = tuple(i / geo.video_fps for i in indices)
+        spg, stamps, origin = _time_encoding(version=version, mode=mode, indices=indices, fps=geo.video_fps,
+                                             sample_fps=rate)
+        changes.update(frame_indices=indices, frame_times=times, sample_fps=rate,
+                       step_times=tuple((times[i] + times[min(i + 1, len(times) - 1)]) / 2
+                                        for i in range(0, len(times), TEMPORAL_PATCH_SIZE)),
+                       sampling_step=TEMPORAL_PATCH_SIZE / rate, second_per_grid_ts=spg, timestamps=stamps,
+                       timestamp_origin=origin)
+    if timestamps is not None:
+        changes['timestamps'] = tuple(timestamps)
+    if second_per_grid_ts is not None:
+        changes['second_per_grid_ts'] = float(second_per_grid_ts)
+    return updated(geo, **changes)
 
 
 def predict_video_geometry(*, width: int, height: int, total_frames: int, video_fps: float,

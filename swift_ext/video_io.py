@@ -89,7 +89,7 @@ def _file_type(mode: int) -> str:
     return 'a special file'
 
 
-def _open_source(source: Any, env: Mapping[str, str] | None) -> tuple[Any, str]:
+def open_source(source: Any, env: Mapping[str, str] | None) -> tuple[Any, str]:
     """``(binary file object, short name)`` for a video given as ms-swift accepts one."""
     if not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike, Mapping)):
         raise VideoError(f'<{type(source).__name__}>: a video must be a path, bytes, a base64 string, a data URL '
@@ -184,7 +184,7 @@ def read_video_header(source: Any, *, scan: bool = False, backend: str | None = 
     backend = backend or video_backend(env)
     if backend not in BACKENDS:
         raise ValueError(f'`backend` should be one of {list(BACKENDS)}, got {backend!r}.')
-    fp, name = _open_source(source, env)
+    fp, name = open_source(source, env)
     try:
         with fp:
             try:

@@ -68,6 +68,21 @@ rounding (or nothing) changed it. One name an image, by precedence:
 In the order a `_geo` template uses them: ``default_settings`` + ``settings_from_template`` when its
 processor is set; per encode, ``replaced_size`` after each ``replace_tag``; then, a moment later,
 ``predict`` per image and ``actual`` on the kept ``encoded_keys``.
+
+**Video** (a family with ``video_geometry = True``; ``swift-ext templates`` says which): one
+``VideoEntry`` per video of an encode, beside the ``ImageEntry`` list, and these hooks:
+
+- ``video_settings(parent, *, template=None, env=None)``: the settings its video arithmetic reads,
+  from the live template (what the process really runs with) or, without one, ``parent``'s under ``env``;
+- ``predict_video(parent, settings, *, width, height, total_frames, video_fps, row_kwargs, mode, name)``
+  and ``predict_video_frames(parent, settings, *, sizes, ...)`` (a list of frame files) ->
+  ``VideoGeometry``, from a file's header alone (``swift_ext.predict_video_geometry`` calls them);
+- ``replaced_video(template, inputs, index) -> VideoFound | None``: what the parent's
+  ``replace_tag(media_type='video')`` handed on (the smallest hook every mode passes: training, the
+  PyTorch engine, vLLM): the frames read, their size, and what the reader said;
+- ``actual_video(template, encoded, entries, predicted, mode) -> ([VideoGeometry | None], basis)``:
+  the prediction corrected by what the encode shows (``video_encoded_keys``: grids, token runs, the
+  time text), and how it is known (``'encode'``, or ``'handed_video'`` in an engine's mode).
 """
 from __future__ import annotations
 
@@ -78,7 +93,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, swift_rescaled_size
+from ..geometry import Clamp, GeometryError, ImageGeometry, VideoGeometry, check_side, swift_rescaled_size
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,30 @@ class ImageEntry:
     size: tuple[int, int] | None  # (width, height) ms-swift opened, before its --max_pixels; None: unknown
     error: GeometryError | None = None  # why it cannot be read, where known before the encode
     resized: tuple[int, int] | None = None  # what the parent's replace_tag handed on (``replaced_size``)
+
+
+@dataclass(frozen=True)
+class VideoFound:
+    """A video as the parent's ``replace_tag`` handed it on: the frames its reader sampled and resized."""
+
+    num_frames: int
+    width: int  # each frame's resized size
+    height: int
+    sample_fps: float | None = None  # what fetch_video returned (None where the template drops it: Qwen2-VL)
+    frame_indices: tuple[int, ...] | None = None  # as handed on (Qwen3-VL in vLLM mode: from the clip's first frame)
+    video_fps: float | None = None  # the reader's frame rate, where the template keeps it
+    clip_frames: int | None = None  # frames in the clip window, where the template keeps it
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of an encode as a `_geo` template knows it before the family reads the encode."""
+
+    key: str  # the video's identity (swift_ext.images' keys; a list of frame files: 'frames:<sha1>')
+    name: str  # its short name for messages (never a payload)
+    source: Any  # the row's video as ms-swift resolved it (a path, bytes, or a list of frame files)
+    found: VideoFound | None = None  # what the parent's replace_tag handed on (``replaced_video``)
+    error: GeometryError | None = None  # why it could not be read, where the encode refused it
 
 
 @dataclass(frozen=True)
@@ -201,6 +240,10 @@ class Family:
     row_max_pixels_rescales: ClassVar[bool] = True
     # Whether the family overrides ``replaced_size`` (the template then asks it after each replace_tag).
     reads_replace_tag: ClassVar[bool] = False
+    # Whether the family records video geometry (the video hooks below are its own), and what of an
+    # encode's output ``actual_video`` reads.
+    video_geometry: ClassVar[bool] = False
+    video_encoded_keys: ClassVar[tuple[str, ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -304,6 +347,35 @@ class Family:
                predicted: Sequence[ImageGeometry | None]) -> list[ImageGeometry | None]:
         """The geometry the encode produced, per image; ``predicted`` where it says nothing."""
         return list(predicted)
+
+    # --- video (families with ``video_geometry``) ------------------------------------------
+    @classmethod
+    def video_settings(cls, parent: str, *, template: Any = None, env: Mapping[str, str] | None = None) -> Any:
+        """The settings the family's video arithmetic reads: the live template's, else ``parent``'s under ``env``."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) has no video geometry in swift-ext.')
+
+    @classmethod
+    def predict_video(cls, parent: str, settings: Any, *, width: int, height: int, total_frames: int,
+                      video_fps: float, row_kwargs: Mapping, mode: str, name: str) -> VideoGeometry:
+        """The geometry of a video file of ``total_frames`` frames at ``video_fps``, ``width`` x ``height``."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) has no video geometry in swift-ext.')
+
+    @classmethod
+    def predict_video_frames(cls, parent: str, settings: Any, *, sizes: Sequence[tuple[int, int]],
+                             row_kwargs: Mapping, mode: str, name: str) -> VideoGeometry:
+        """The geometry of a video given as frame files of ``sizes`` (``(width, height)`` each)."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) takes no list of frames as a video in swift-ext.')
+
+    @classmethod
+    def replaced_video(cls, template: Any, inputs: Any, index: int) -> VideoFound | None:
+        """Video ``index`` as the parent's ``replace_tag`` handed it on, or None."""
+        return None
+
+    @classmethod
+    def actual_video(cls, template: Any, encoded: Mapping, entries: Sequence[VideoEntry],
+                     predicted: Sequence[VideoGeometry | None], mode: str) -> tuple[list, str]:
+        """The geometry per video the encode produced, and how it is known; ``predicted`` where it says nothing."""
+        return list(predicted), 'prediction'
 
 
 def row_number(row_kwargs: Mapping, key: str, name: str) -> float | None:
