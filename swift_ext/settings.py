@@ -139,7 +139,7 @@ def predict_video_geometry(template: str, *, width: int, height: int, total_fram
         ((0.0, 0.5333333333333333, 1.0333333333333334), 1.0)
     """
     family, spec = family_of(template)
-    if not family.video_geometry:
+    if not family.records_video(spec.parent):
         raise ValueError(f'template {spec.name!r} ({family.name} family) has no video geometry in swift-ext; '
                          '`swift-ext templates` lists those that have.')
     settings = family.video_settings(spec.parent, env=env)

@@ -175,7 +175,7 @@ class GeoTemplateMixin:
         finally:
             sizes, _LOADED.sizes = _LOADED.sizes, None
         videos = [video_record.video_entry(v) for v in inputs.videos] \
-            if inputs.videos and self.geo_family.video_geometry else []
+            if inputs.videos and self.geo_family.records_video(self.geo_spec.parent) else []
         inputs._geo = EncodeState([_entry(src, sizes[i] if i < len(sizes) else None)
                                    for i, src in enumerate(sources)], videos=videos)
 

@@ -87,7 +87,7 @@ def _predict(family, parent: str, settings, entry: VideoEntry, row_kwargs: Mappi
     if isinstance(entry.source, (list, tuple)):
         return family.predict_video_frames(parent, settings, sizes=image_list_sizes(entry.source),
                                            row_kwargs=row_kwargs, mode=mode, name=entry.name)
-    header = read_video_header(entry.source)
+    header = read_video_header(entry.source, backend=family.video_header_backend)
     return family.predict_video(parent, settings, width=header.width, height=header.height,
                                 total_frames=header.total_frames, video_fps=header.video_fps,
                                 row_kwargs=row_kwargs, mode=mode, name=entry.name)
@@ -108,7 +108,7 @@ def resolve(template, encoded: Mapping, entries: Sequence[VideoEntry], row_kwarg
         geo = actual[i] if i < len(actual) else guesses[i]
         if geo is None:
             continue
-        mismatch = None if geo is guesses[i] else _mismatch(geo, guesses[i])
+        mismatch = None if geo is guesses[i] else _mismatch(geo, guesses[i], template.geo_family.video_mismatch_fields)
         if mismatch:
             warn_once(f'video-mismatch:{name}:{",".join(sorted(mismatch))}',
                       f'{entry.name}: template {name} produced {mismatch} (actual, predicted); swift-ext '
@@ -128,16 +128,16 @@ def store_key(row_kwargs: Any, mode: str) -> tuple:
     return video_limits_key(row_kwargs) + (_axis(mode),)
 
 
-def _mismatch(actual: VideoGeometry, guess: VideoGeometry | None) -> dict | None:
+def _mismatch(actual: VideoGeometry, guess: VideoGeometry | None, fields: tuple) -> dict | None:
     if guess is None:
         return None
     out = {}
-    for field in ('num_frames', 'resized_width', 'resized_height', 'num_tokens', 'sample_fps'):
+    for field in fields:
         a, p = getattr(actual, field), getattr(guess, field)
         if a != p:
             out[field] = [a, p]
     if actual.frame_indices != guess.frame_indices and 'num_frames' not in out:
         out['frame_indices'] = [list(actual.frame_indices[:8]), list(guess.frame_indices[:8])]
-    if actual.timestamps != guess.timestamps:
+    if guess.timestamps and actual.timestamps != guess.timestamps:
         out['timestamps'] = [list(actual.timestamps[:4]), list(guess.timestamps[:4])]
     return out or None

@@ -40,7 +40,7 @@ def video_settings_for(template: str, *, env: Mapping[str, str] | None = None) -
     """``template``'s video settings: those ms-swift patched into qwen-vl-utils in this process where it
     did (the first model loaded fixes them), else those the environment gives."""
     family, spec = family_of(template)
-    if not family.video_geometry:
+    if not family.records_video(spec.parent):
         raise ValueError(f'template {spec.name!r} ({family.name} family) has no video geometry in swift-ext; '
                          '`swift-ext templates` lists those that have.')
     return family.video_settings(spec.parent, env=os.environ if env is None else env)

@@ -159,6 +159,16 @@ class TemplateSpec:
 
 
 VERIFICATION = {'encode': 'real encodes', 'published_code': 'published processor code; encode not verified offline'}
+# What a template does with a video row, and what swift-ext records of it (`swift-ext templates`).
+VIDEO_SUPPORT = {
+    'header_and_encode': 'recorded: frames, times, size, tokens (read from the encode; predicted from the header)',
+    'encode': "recorded: frames, times, size, tokens (read from the encode, with the model's processor)",
+    'as_images': 'frames become images (VIDEO_SEGMENTS); not recorded as a video',
+    'refused': "ms-swift's template refuses a video (AssertionError)",
+    'ignored': 'ms-swift keeps `<video>` as text: the model never sees the video',
+    'none': 'not recorded',
+}
+RECORDED_VIDEO = ('header_and_encode', 'encode')
 
 
 def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
@@ -244,6 +254,14 @@ class Family:
     # encode's output ``actual_video`` reads.
     video_geometry: ClassVar[bool] = False
     video_encoded_keys: ClassVar[tuple[str, ...]] = ()
+    # What its templates do with a video row (a VIDEO_SUPPORT key), and parents that differ from it.
+    video_support: ClassVar[str] = 'none'
+    video_support_of: ClassVar[Mapping[str, str]] = {}
+    # The reader whose header numbers the family's frame sampling sees (``video_io.BACKENDS``; None: the one
+    # qwen-vl-utils picks), and the fields whose prediction an encode can contradict (a warned mismatch).
+    video_header_backend: ClassVar[str | None] = None
+    video_mismatch_fields: ClassVar[tuple[str, ...]] = ('num_frames', 'grid_t', 'resized_width', 'resized_height',
+                                                        'num_tokens', 'sample_fps')
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -349,6 +367,11 @@ class Family:
         return list(predicted)
 
     # --- video (families with ``video_geometry``) ------------------------------------------
+    @classmethod
+    def records_video(cls, parent: str) -> bool:
+        """Whether ``parent``'s `_geo` template records video geometry (``VIDEO_SUPPORT``)."""
+        return cls.video_geometry and cls.video_support_of.get(parent, cls.video_support) in RECORDED_VIDEO
+
     @classmethod
     def video_settings(cls, parent: str, *, template: Any = None, env: Mapping[str, str] | None = None) -> Any:
         """The settings the family's video arithmetic reads: the live template's, else ``parent``'s under ``env``."""

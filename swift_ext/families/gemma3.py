@@ -73,6 +73,7 @@ _SOURCE = ("no trained box output (Gemma 3 model card; Google's answer on google
 @register_family
 class Gemma3(Family):
     name = 'gemma3'
+    video_support = 'refused'  # Gemma3VisionTemplate.replace_tag asserts media_type == 'image'
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
     settings_cls = Gemma3Settings

@@ -130,6 +130,7 @@ def idefics3_clamp(*, width: int, height: int, geo: ImageGeometry, settings: Ide
 @register_family
 class Idefics3(Family):
     name = 'idefics3'
+    video_support = 'ignored'  # Idefics3Template leaves `<video>` in the text and drops the video
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
     settings_cls = Idefics3Settings

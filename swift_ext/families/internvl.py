@@ -176,6 +176,7 @@ def tokens_per_tile(image_size: int) -> int:
 @register_family
 class Internvl(Family):
     name = 'internvl'
+    video_support = 'as_images'  # Internvl2Template.replace_tag: replace_video2image, VIDEO_SEGMENTS frames
     settings_cls = InternvlSettings
     tile_knob = 'max_num'
     env_vars = ('MAX_NUM', 'INPUT_SIZE')

@@ -132,6 +132,7 @@ def anyres_layout(*, width: int, height: int, settings: AnyresSettings, name: st
 @register_family
 class LlavaNext(Family):
     name = 'llava_next'
+    video_support = 'refused'  # LlavaHfTemplate.replace_tag asserts media_type == 'image' (OneVision too)
     encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = LlavaNextSettings
     templates = tuple(

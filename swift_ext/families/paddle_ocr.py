@@ -99,6 +99,7 @@ def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> tuple
 @register_family
 class PaddleOcr(Family):
     name = 'paddle_ocr'
+    video_support = 'refused'  # PaddleOCRTemplate.replace_tag (1.5's parent) asserts media_type == 'image'
     encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = PaddleOcrSettings
     templates = (

@@ -73,6 +73,8 @@ _PIXTRAL_DEFAULTS = {'max_height': PIXTRAL_LONGEST_EDGE, 'max_width': PIXTRAL_LO
 @register_family
 class Pixtral(Family):
     name = 'pixtral'
+    video_support = 'refused'  # Mistral2503Template.replace_tag asserts media_type == 'image'
+    video_support_of = {'pixtral': 'ignored'}  # PixtralTemplate leaves `<video>` in the text
     encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = PixtralSettings
     templates = (

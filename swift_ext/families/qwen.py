@@ -233,6 +233,7 @@ class Qwen(Family):
 
     # --- video: the arithmetic is swift_ext.video's (qwen-vl-utils' fetch_video and the processors) ----------
     video_geometry = True
+    video_support = 'header_and_encode'
     video_encoded_keys = ('video_grid_thw', 'second_per_grid_ts', 'video_second_per_grid', 'input_ids')
 
     @classmethod
