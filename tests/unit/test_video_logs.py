@@ -94,3 +94,16 @@ def test_a_video_only_row_joins_the_step_that_trained_on_it(tiny_model, tmp_path
     assert len(events[0]['rows']) == 2 and [x['step'] for x in lines] == [5, 5]
     _, per_step = trained_steps(lines, events)
     assert [x['kind'] for x in per_step[5]] == ['video', 'video']
+
+
+def test_review_leaves_video_lines_out_of_its_image_figures(tmp_path):
+    from swift_ext.cli.review.aggregate import read_geometry
+    from swift_ext.settings import default_settings
+    geo, clamped = default_settings('qwen2_5_vl_geo').predict(width=640, height=480)
+    image = loglines.image_line(geometry=geo, key='/img/a.png', image_index=0, mode='train', template='t_geo',
+                                clamped=clamped, mismatch=None, sample_id='s', step=1)
+    failed_video = loglines.failure_line(key='/v.mp4', image_index=0, mode='train', template='t', error='bad',
+                                         sample_id='s', kind='video')
+    (tmp_path / runlog.GEOMETRY_FILE).write_text(''.join(json.dumps(x) + '\n' for x in (image, _line(), failed_video)))
+    stats = read_geometry(str(tmp_path))
+    assert stats.video_lines == 2 and stats.by_mode['train'].images == 1 and stats.by_mode['train'].failures == 0
