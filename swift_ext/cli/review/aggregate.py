@@ -161,6 +161,8 @@ class GeometryStats:
         if r.kind == 'video':
             self.video_lines += 1
             return
+        if isinstance(r.clamped, list):  # an image line's is a name; a list here is read as one, cut
+            r.clamped = short(','.join(str(c) for c in r.clamped), 80)
         _count_capped(self.ranks, str(r.rank))
         if r.template:
             _count_capped(self.templates, short(r.template, 80))

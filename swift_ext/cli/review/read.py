@@ -52,7 +52,7 @@ class GeoLine(msgspec.Struct):
     num_tokens: Side = None
     tile_cols: Side = None
     num_tiles: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 1
-    clamped: str | None = None
+    clamped: str | list[str] | None = None  # a video line's is a list (VideoClamp names)
     mismatch: dict[str, Any] | None = None
     error: str | None = None
 
