@@ -69,8 +69,10 @@ In the order a `_geo` template uses them: ``default_settings`` + ``settings_from
 processor is set; per encode, ``replaced_size`` after each ``replace_tag``; then, a moment later,
 ``predict`` per image and ``actual`` on the kept ``encoded_keys``.
 
-**Video** (a family with ``video_geometry = True``; ``swift-ext templates`` says which): one
-``VideoEntry`` per video of an encode, beside the ``ImageEntry`` list, and these hooks:
+**Video** (a family with ``video_geometry = True``; ``video_support`` / ``video_support_of`` say what each
+template does with a video, ``records_video(parent)`` whether it is recorded, and ``swift-ext templates``
+shows it): one ``VideoEntry`` per video of an encode, beside the ``ImageEntry`` list, and these hooks
+(``families/video_hf.py`` has them for families whose HF processor samples the frames):
 
 - ``video_settings(parent, *, template=None, env=None)``: the settings its video arithmetic reads,
   from the live template (what the process really runs with) or, without one, ``parent``'s under ``env``;
