@@ -11,7 +11,9 @@ What rewards use (``video_geometry``), and what ``plan`` / ``show`` / ``check`` 
   of the encode that made the prompt (``VIDEO_STORE``), else the header's prediction; None where a video
   cannot be read;
 - :func:`sampled_frames`: the frames a geometry names, decoded and resized as the model saw them (for
-  ``show``'s contact sheet).
+  ``show``'s contact sheet);
+- :func:`differences`: what differs between two geometries of one video (for ``check``: a rollout's
+  encode against training's, such as ms-swift's vLLM-mode Qwen3-VL times).
 
 Importing this module imports no torch, PIL, PyAV or swift, nor ``swift_ext.video_io``; reading a video does.
 """
@@ -160,6 +162,21 @@ def time_offset(geo: VideoGeometry, axis: str | None = None) -> float:
     if axis == 'clip':
         return geo.frame_times[0] if geo.frame_times else geo.video_start
     return geo.timestamp_origin
+
+
+# --- check ------------------------------------------------------------------------------------------------
+COMPARED = ('frame_indices', 'sample_fps', 'resized_width', 'resized_height', 'num_tokens', 'timestamps',
+            'timestamp_origin', 'second_per_grid_ts')
+
+
+def differences(a: VideoGeometry, b: VideoGeometry) -> dict:
+    """``{field: [a's, b's]}`` for every field of ``COMPARED`` that differs (lists cut to 8 items)."""
+    out = {}
+    for name in COMPARED:
+        x, y = getattr(a, name), getattr(b, name)
+        if x != y:
+            out[name] = [list(x[:8]), list(y[:8])] if isinstance(x, tuple) else [x, y]
+    return out
 
 
 # --- show ------------------------------------------------------------------------------------------------

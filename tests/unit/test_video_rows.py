@@ -89,5 +89,14 @@ def test_time_axes(clip, axis, expected):
     assert time_offset(geo, axis) == expected
 
 
+def test_rollout_and_training_differences(clip):
+    from swift_ext.video_rows import differences
+    train = predict_source('qwen3_vl_geo', clip, row_kwargs={'video_start': 1.0}, env={})
+    rollout = predict_source('qwen3_vl_geo', clip, row_kwargs={'video_start': 1.0}, mode='vllm', env={})
+    found = differences(train, rollout)
+    assert sorted(found) == ['timestamp_origin', 'timestamps'] and found['timestamp_origin'] == [0.0, 1.0]
+    assert differences(train, train) == {}
+
+
 def test_every_geo_template_name_is_known():
     assert 'qwen3_vl_geo' in template_names()
