@@ -44,7 +44,7 @@ from .geometry import Clamp
 from .images import image_key
 from .recorder import DECODER_KEY, batch_fingerprint, recorder
 from .registry import register
-from .runlog import COMPLETION_COLUMNS, GeoFileTail
+from .runlog import COMPLETION_COLUMNS, GeoFileTail, line_kind
 from .steps import StepIndex
 from .store import STORE, active_settings, row_limits_key
 from .warn import warn_once
@@ -57,18 +57,23 @@ PREFIX = 'vision/'
 
 # --- aggregation ----------------------------------------------------------------------------
 def step_values(lines: Iterable[dict], clamps: Iterable[str] = tuple(Clamp)) -> dict[str, list]:
-    """Per-image values of one step's training lines, keyed by metric name.
+    """Per-image (and per-video) values of one step's training lines, keyed by metric name.
 
     Rollout lines (GRPO) repeat the training images and are left out. Keys with no value (no
     tiles on a Qwen model, no images) are absent. ``failed_images_per_step`` counts images, not
-    encode attempts: a file ms-swift tried three times fails once.
+    encode attempts: a file ms-swift tried three times fails once. Video lines give the video
+    metrics (``VIDEO_METRICS``) and count in no image metric.
     """
     clamps = tuple(str(c) for c in clamps)
     tokens, megapixels, tiles, any_clamp = [], [], [], []
     by_clamp = {c: [] for c in clamps}
     failed = set()
+    videos: list = []
     for line in lines:
         if line.get('mode', 'train') != 'train':
+            continue
+        if line_kind(line) == 'video':
+            videos.append(line)
             continue
         if line.get('error'):
             failed.add((line.get('image'), line.get('image_index')))
@@ -87,8 +92,30 @@ def step_values(lines: Iterable[dict], clamps: Iterable[str] = tuple(Clamp)) -> 
     out = {'visual_tokens_per_image_mean': tokens, 'visual_tokens_per_image_max': tokens,
            'resized_megapixels_mean': megapixels, 'tiles_per_image_mean': tiles, 'clamped_frac': any_clamp,
            **{f'clamped_by_{c}_frac': v for c, v in by_clamp.items()},
-           'images_per_step': [len(tokens)], 'failed_images_per_step': [len(failed)]}
+           'images_per_step': [len(tokens)], 'failed_images_per_step': [len(failed)], **_video_values(videos)}
     return {k: v for k, v in out.items() if v}
+
+
+def _video_values(lines: list) -> dict[str, list]:
+    """The video metrics of one step's training video lines (``videos_per_step`` only where the step had one)."""
+    frames, tokens, capped = [], [], []
+    failed = set()
+    for line in lines:
+        if line.get('error'):
+            failed.add((line.get('video'), line.get('video_index')))
+            continue
+        try:
+            count, total = len(line['frame_indices']), int(line['num_tokens'])
+        except (KeyError, TypeError, ValueError):
+            continue
+        frames.append(count)
+        tokens.append(total)
+        capped.append(1.0 if 'max_frames' in (line.get('clamped') or ()) else 0.0)
+    if not frames and not failed:
+        return {}
+    return {'frames_per_video_mean': frames, 'video_tokens_per_video_mean': tokens,
+            'video_tokens_per_video_max': tokens, 'videos_clamped_by_max_frames_frac': capped,
+            'videos_per_step': [len(frames)], 'failed_videos_per_step': [len(failed)]}
 
 
 class _Metric:
@@ -158,6 +185,17 @@ class PerStepTotalMetric(_Metric):
         return total * world / rank_steps if rank_steps else None
 
 
+# Video lines' metrics (``_video_values``): frames sampled per video, its visual tokens, how often
+# FPS_MAX_FRAMES cut the frames, videos and failed videos per step. Absent from runs without video.
+VIDEO_METRICS = {
+    'frames_per_video_mean': MeanMetric,
+    'video_tokens_per_video_mean': MeanMetric,
+    'video_tokens_per_video_max': MaxMetric,
+    'videos_clamped_by_max_frames_frac': MeanMetric,
+    'videos_per_step': PerStepTotalMetric,
+    'failed_videos_per_step': PerStepTotalMetric,
+}
+
 METRICS = {
     'visual_tokens_per_image_mean': MeanMetric,
     'visual_tokens_per_image_max': MaxMetric,
@@ -171,15 +209,17 @@ METRICS = {
 
 def new_metrics(device=None, clamps: Iterable[str] = tuple(Clamp)) -> dict[str, _Metric]:
     """The metric objects; one ``clamped_by_<name>_frac`` per clamp the template's family can report."""
-    names = {**METRICS, **{f'clamped_by_{c}_frac': MeanMetric for c in clamps}}
+    names = {**METRICS, **VIDEO_METRICS, **{f'clamped_by_{c}_frac': MeanMetric for c in clamps}}
     return {PREFIX + name: cls(device) for name, cls in names.items()}
 
 
-def update_metrics(metrics: dict[str, _Metric], lines: Iterable[dict], *, complete: bool = True) -> None:
+def update_metrics(metrics: dict[str, _Metric], lines: Iterable[dict], *, complete: bool = True,
+                   video_run: bool = False) -> None:
     """Feed one step's lines to the metrics (every step counts, even one with no image).
 
     ``complete=False`` (some of the step's lines are unknown: lost, not written yet, a batch that could
     not be identified) leaves the step out of the per-step counts, which would otherwise read low.
+    ``video_run``: the run has had videos, so a step without one counts 0 videos.
     """
     clamps = [name[len(PREFIX) + len('clamped_by_'):-len('_frac')] for name in metrics
               if name.startswith(PREFIX + 'clamped_by_')]
@@ -187,9 +227,12 @@ def update_metrics(metrics: dict[str, _Metric], lines: Iterable[dict], *, comple
     if complete:
         values.setdefault('images_per_step', [0])
         values.setdefault('failed_images_per_step', [0])
+        if video_run:
+            values.setdefault('videos_per_step', [0])
+            values.setdefault('failed_videos_per_step', [0])
     else:
-        values.pop('images_per_step', None)
-        values.pop('failed_images_per_step', None)
+        for key in ('images_per_step', 'failed_images_per_step', 'videos_per_step', 'failed_videos_per_step'):
+            values.pop(key, None)
     for name, vals in values.items():
         if PREFIX + name in metrics:
             metrics[PREFIX + name].update(vals)
@@ -235,6 +278,7 @@ class GeoLogCallback(TrainerCallback):
         self._own_metrics: dict[str, _Metric] | None = new_metrics(device, self._clamps())
         self.metrics = self._own_metrics
         self._lost_seen = runlog.lost_records()
+        self.video_run = False  # a video line was seen: steps without one count 0 videos
         self._setup()
 
     def _clamps(self) -> tuple:
@@ -333,7 +377,8 @@ class GeoLogCallback(TrainerCallback):
             warn_once(f'geo_log:incomplete:{why}', f'swift-ext geo_log: vision/images_per_step and '
                       f'vision/failed_images_per_step are left out of step {state.global_step}: {why}. '
                       'Further steps like it are not warned about.')
-        update_metrics(self.metrics, lines, complete=why is None)
+        self.video_run = self.video_run or any(line_kind(line) == 'video' for line in lines)
+        update_metrics(self.metrics, lines, complete=why is None, video_run=self.video_run)
 
     @_guarded
     def on_log(self, args, state, control, logs=None, **kwargs):

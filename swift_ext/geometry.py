@@ -15,8 +15,8 @@ often take (height, width), tile grids are (cols, rows).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
 from enum import Enum
 from typing import Any
 
@@ -61,6 +61,25 @@ class Clamp(str, Enum):
 
 class GeometryError(ValueError):
     """An image whose geometry cannot be computed: says which image, which rule, what value."""
+
+
+class VideoError(GeometryError):
+    """A video whose geometry cannot be computed: says which video, which rule, what value."""
+
+
+class VideoClamp(str, Enum):
+    """What changed a video's frame count or frame size beyond the model's own rounding (a video line's
+    ``clamped``, several at once): the frame cap or floor, the per-frame pixel cap or floor, or the
+    whole sequence's budget (qwen-vl-utils' ``MODEL_SEQ_LEN``) shrinking every frame."""
+
+    MAX_FRAMES = 'max_frames'  # FPS_MAX_FRAMES (or a row's max_frames) cut the frames sampled
+    MIN_FRAMES = 'min_frames'  # FPS_MIN_FRAMES raised them above the clip at FPS
+    MAX_PIXELS = 'max_pixels'  # VIDEO_MAX_TOKEN_NUM (or a row's max_pixels) shrank each frame
+    MIN_PIXELS = 'min_pixels'  # VIDEO_MIN_TOKEN_NUM grew each frame
+    MODEL_SEQ_LEN = 'model_seq_len'  # the sequence budget over all frames shrank each frame
+
+    def __str__(self) -> str:
+        return self.value
 
 
 @dataclass(frozen=True)
@@ -201,6 +220,86 @@ class ImageGeometry:
         fields['extra'] = tuple((k, tuple(v) if isinstance(v, list) else v)
                                 for k, v in (extra.items() if isinstance(extra, dict) else extra))
         return cls(**fields)
+
+
+@dataclass(frozen=True)
+class VideoGeometry:
+    """What happened to one video between the user's file and the vision encoder.
+
+    Times are seconds of the SOURCE video (``frame_times[i] = frame_indices[i] / video_fps``), the
+    clip window (``video_start`` .. ``video_end``) included. The frames merge ``frames_per_step`` at
+    a time (Qwen's temporal patch: a frame pair) into ``grid[0]`` steps of ``tokens_per_step`` tokens;
+    ``step_times`` is each step's time (the mean of its frames). How the model is told time:
+    ``timestamps``, the text the encode writes per step (Qwen3-VL ``'<1.3 seconds>'``), measured from
+    ``timestamp_origin`` (0.0 in training; the clip's first sampled frame in ms-swift's vLLM mode);
+    ``second_per_grid_ts``, Qwen2.5-VL's (and the Omni models') seconds per step. ``sampling_step``
+    (``frames_per_step / sample_fps`` seconds) is the finest interval the model can tell apart.
+    """
+
+    original_width: int
+    original_height: int
+    video_fps: float
+    total_frames: int
+    video_start: float
+    video_end: float
+    start_frame: int
+    end_frame: int
+    frame_indices: tuple[int, ...]
+    sample_fps: float
+    frame_times: tuple[float, ...]
+    step_times: tuple[float, ...]
+    resized_width: int
+    resized_height: int
+    grid: tuple[int, int, int]  # (steps, patch rows, patch cols), as video_grid_thw
+    tokens_per_step: int
+    num_tokens: int
+    sampling_step: float
+    frames_per_step: int = 2
+    second_per_grid_ts: float | None = None
+    timestamps: tuple[str, ...] = ()
+    timestamp_origin: float = 0.0
+    padded_frames: int = 0  # image lists: copies of the last frame added to make the count even
+    image_list: bool = False
+    clamped: tuple[str, ...] = field(default=())
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    @property
+    def grid_t(self) -> int:
+        return self.grid[0]
+
+    def frame_geometry(self) -> ImageGeometry:
+        """One frame as an :class:`ImageGeometry` (every frame has the same size): boxes map through it."""
+        return ImageGeometry(original_width=self.original_width, original_height=self.original_height,
+                             resized_width=self.resized_width, resized_height=self.resized_height,
+                             num_tokens=self.tokens_per_step, grid=(1, self.grid[1], self.grid[2]))
+
+    def to_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """A box in original frame pixels mapped to what the model writes (see ImageGeometry)."""
+        return self.frame_geometry().to_model_frame(box, coords)
+
+    def from_model_frame(self, box: Sequence[float], coords: str) -> list:
+        """A box the model wrote for a frame, mapped back to original frame pixels (unclipped)."""
+        return self.frame_geometry().from_model_frame(box, coords)
+
+    def nearest_frame(self, seconds: float) -> int:
+        """The position (0-based, in ``frame_indices``) of the sampled frame nearest ``seconds``."""
+        return min(range(self.num_frames), key=lambda i: abs(self.frame_times[i] - seconds))
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key, value in d.items():
+            if isinstance(value, tuple):
+                d[key] = [str(v) if isinstance(v, Enum) else v for v in value]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> VideoGeometry:
+        names = {f.name for f in fields(cls)}
+        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
+        return cls(**values)
 
 
 def check_side(side: str, value: Any, image: str) -> int:

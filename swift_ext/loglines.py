@@ -1,9 +1,11 @@
 """The lines of image_geometry.jsonl and the events of image_batches.jsonl, built as the run-log contract
-(``swift_ext.runlog``: ``RECORD_HEAD``, the geometry's fields, ``RECORD_TAIL``) says, field for field.
+(``swift_ext.runlog``: ``RECORD_HEAD``, the geometry's fields, ``RECORD_TAIL``; a video's ``VIDEO_HEAD``,
+its geometry, ``VIDEO_TAIL``) says, field for field.
 
-``image_line`` / ``failure_line`` are the reference; ``ImageLines.render`` writes the same text fast, the
-way the recorder needs it: an encode's lines are made when they are written (their step and batch are known
-then), and the parts a run repeats (a step's prefix, an image's name, a shared geometry) are encoded once.
+``image_line`` / ``video_line`` / ``failure_line`` are the reference; ``ImageLines.render`` writes the same
+text fast, the way the recorder needs it: an encode's lines are made when they are written (their step and
+batch are known then), and the parts a run repeats (a step's prefix, an image's name, a shared geometry)
+are encoded once.
 Internal module.
 """
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .cache import BoundedCache
-from .geometry import ImageGeometry
+from .geometry import ImageGeometry, VideoGeometry
 from .images import payload_size
 from .runlog import MAX_ERROR_CHARS, MAX_KEY_CHARS, process_id, rank
 
@@ -38,26 +40,45 @@ def image_line(*, geometry: ImageGeometry, key: str, image_index: int, mode: str
             'time': time.time() if when is None else when}
 
 
+def video_line(*, geometry: VideoGeometry, key: str, video_index: int, mode: str, template: str,
+               mismatch: dict | None, sample_id: str, step: Any = None, basis: str = 'encode',
+               row: str | None = None, batch: str | None = None, encode: int = 0, when: float | None = None) -> dict:
+    """The fields of one video line, in order (``ImageLines.render`` writes the same, faster)."""
+    head = {'step': step, 'rank': rank(), 'pid': process_id(), 'mode': _mode(mode), 'sample_id': sample_id,
+            'kind': 'video', 'video_index': video_index, 'video': _short_key(key), 'template': template}
+    _add_payload_size(head, key)
+    return {**head, **geometry.to_dict(), 'mismatch': mismatch, 'error': None, 'basis': basis, 'row': row,
+            'batch': batch, 'encode': encode, 'time': time.time() if when is None else when}
+
+
 def failure_line(*, key: str, image_index: int, mode: str, template: str, error: str, sample_id: str,
-                 step: Any = None, batch: str | None = None, when: float | None = None) -> dict:
-    line = {'step': step, 'rank': rank(), 'pid': process_id(), 'mode': _mode(mode), 'sample_id': sample_id,
-            'image_index': image_index, 'image': _short_key(key), 'template': template,
-            'error': error[:MAX_ERROR_CHARS], 'batch': batch, 'time': time.time() if when is None else when}
+                 step: Any = None, batch: str | None = None, when: float | None = None, kind: str = 'image') -> dict:
+    """A failed encode's line for one image (``kind='image'``) or video (``'video'``: ``video_index`` / ``video``)."""
+    line = {'step': step, 'rank': rank(), 'pid': process_id(), 'mode': _mode(mode), 'sample_id': sample_id}
+    if kind == 'video':
+        line.update(kind='video', video_index=image_index, video=_short_key(key))
+    else:
+        line.update(image_index=image_index, image=_short_key(key))
+    line.update(template=template, error=error[:MAX_ERROR_CHARS], batch=batch,
+                time=time.time() if when is None else when)
     _add_payload_size(line, key)
     return line
 
 
 class ImageLines:
-    """An encode's image lines, made when written (the step and batch are known then).
+    """An encode's image lines, then its video lines, made when written (the step and batch are known then).
 
-    ``images``: ``(geometry, key, image_index, clamped, mismatch)`` each.
+    ``images``: ``(geometry, key, image_index, clamped, mismatch)`` each; ``videos``: ``(geometry, key,
+    video_index, mismatch)`` each, known as ``video_basis``.
     """
 
-    __slots__ = ('mode', 'template', 'sample_id', 'images', 'basis', 'when', 'count')
+    __slots__ = ('mode', 'template', 'sample_id', 'images', 'basis', 'when', 'count', 'videos', 'video_basis')
 
-    def __init__(self, *, mode: str, template: str, sample_id, images: Sequence[tuple], basis: str, when: float):
+    def __init__(self, *, mode: str, template: str, sample_id, images: Sequence[tuple], basis: str, when: float,
+                 videos: Sequence[tuple] = (), video_basis: str = 'encode'):
         self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
-        self.basis, self.when, self.count = basis, when, len(images)
+        self.basis, self.when, self.count = basis, when, len(images) + len(videos)
+        self.videos, self.video_basis = videos, video_basis
 
     def render(self, *, step: Any, batch: str | None, row: str | None, encode: int) -> str:
         """The lines, each ``image_line(...)`` field for field; shared fields encoded once, per process."""
@@ -65,25 +86,34 @@ class ImageLines:
         stamp = repr(self.when) if type(self.when) is float else _dumps(self.when)  # json writes a float's repr
         after = (f'"error":null,"basis":{_dumps(self.basis)},"row":{_dumps(row)},"batch":{_dumps(batch)},'
                  f'"encode":{int(encode)},"time":{stamp}}}\n')
-        return ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
+        text = ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
                        f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
                        f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}'
                        for geo, key, i, clamped, mismatch in self.images)
+        if not self.videos:
+            return text
+        sample = self.sample_id()
+        return text + ''.join(_dumps(video_line(geometry=geo, key=key, video_index=i, mode=self.mode,
+                                                template=self.template, mismatch=mismatch, sample_id=sample,
+                                                step=step, basis=self.video_basis, row=row, batch=batch,
+                                                encode=encode, when=self.when)) + '\n'
+                              for geo, key, i, mismatch in self.videos)
 
 
 class FailureLines:
-    """A failed encode's lines: one per image at fault, ``(key, image_index)`` each."""
+    """A failed encode's lines: one per image (or video, ``kind='video'``) at fault, ``(key, index)`` each."""
 
-    __slots__ = ('mode', 'template', 'sample_id', 'images', 'error', 'when', 'count')
+    __slots__ = ('mode', 'template', 'sample_id', 'images', 'error', 'when', 'count', 'kind')
 
-    def __init__(self, *, mode: str, template: str, sample_id: str, images: Sequence[tuple], error: str):
+    def __init__(self, *, mode: str, template: str, sample_id: str, images: Sequence[tuple], error: str,
+                 kind: str = 'image'):
         self.mode, self.template, self.sample_id, self.images = mode, template, sample_id, images
-        self.error, self.when, self.count = error, time.time(), len(images)
+        self.error, self.when, self.count, self.kind = error, time.time(), len(images), kind
 
     def render(self, *, step: Any, batch: str | None, row: str | None = None, encode: int = 0) -> str:
         return ''.join(_dumps(failure_line(key=key, image_index=i, mode=self.mode, template=self.template,
                                            error=self.error, sample_id=self.sample_id, step=step,
-                                           batch=batch, when=self.when)) + '\n'
+                                           batch=batch, when=self.when, kind=self.kind)) + '\n'
                        for key, i in self.images)
 
 

@@ -10,6 +10,8 @@ reward's mean. The class name is the log key (``rewards/<ClassName>/mean``).
 record the `_geo` template made while encoding this prompt in this process (PyTorch
 rollout, vLLM colocate); where there is none (vLLM server mode), it is predicted from the
 file header and the active template's settings. Both give the same numbers (tested).
+``video_geometry`` is the same for the sample's videos (:class:`~swift_ext.geometry.VideoGeometry`
+each), as the rollout's encode saw them (``swift_ext.video_rows``); ``[]`` for a sample without one.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ from .registry import register
 from .scoring import iou_score, parse_solution
 from .settings import PreprocessSettings, settings_for, template_parent
 from .store import STORE, active_settings, row_limits_key
+from .temporal import tiou_score
+from .video_rows import rollout_mode, time_offset, videos_for_batch
 from .warn import warn_once
 
 logger = logging.getLogger(__name__)
@@ -105,7 +109,7 @@ def _column(kwargs: dict[str, Any], name: str, n: int) -> list:
 
 # Keyword names GeoReward.score takes itself; a dataset column of the same name reaches
 # `score` as `dataset_<name>` (see GeoReward), so no column can make every call fail.
-RESERVED = ('self', 'completion', 'image_geometry', 'settings')
+RESERVED = ('self', 'completion', 'image_geometry', 'video_geometry', 'settings')
 COLUMN_PREFIX = 'dataset_'
 
 
@@ -125,6 +129,7 @@ class GeoReward(ORM):
 
     Subclasses implement :meth:`score` for one completion. It receives the completion,
     ``image_geometry`` (list of ImageGeometry, or ``None`` if an image was unreadable),
+    ``video_geometry`` (list of VideoGeometry, ``[]`` without videos, ``None`` if a video was unreadable),
     ``settings`` (the template's PreprocessSettings, with ``coords`` and ``box_style``) and
     this sample's value of every dataset column (``solution``, ...). An exception inside
     ``score`` is logged once and the sample gets ``None``: it is never scored as 0.
@@ -146,7 +151,7 @@ class GeoReward(ORM):
         self.template = _template_from_args(args)
 
     def score(self, completion: str, *, image_geometry: list[ImageGeometry] | None,
-              settings: PreprocessSettings | None, **row) -> float | None:
+              settings: PreprocessSettings | None, video_geometry: list | None = None, **row) -> float | None:
         raise NotImplementedError
 
     def __call__(self, completions: list[str], /, **kwargs) -> list[float | None]:
@@ -160,6 +165,13 @@ class GeoReward(ORM):
             warn_once(f'{type(self).__name__}:batch:{type(exc).__name__}',
                       f'{type(self).__name__}: no image geometry for a batch ({exc!r}); its samples get None.')
             settings, geometries = None, [None] * n
+        try:
+            template = settings.template if settings is not None else self.template
+            videos = videos_for_batch(kwargs, n, template, mode=rollout_mode(self.args))
+        except Exception as exc:
+            warn_once(f'{type(self).__name__}:videos:{type(exc).__name__}',
+                      f'{type(self).__name__}: no video geometry for a batch ({exc!r}); its samples get None.')
+            videos = [None] * n
         columns = {k: v for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
         renamed = sorted(k for k in columns if k in RESERVED)
         if renamed:
@@ -170,7 +182,8 @@ class GeoReward(ORM):
         for i, completion in enumerate(completions):
             try:
                 value = self.score(completion if isinstance(completion, str) else str(completion),
-                                   image_geometry=geometries[i], settings=settings, **row_arguments(columns, i))
+                                   image_geometry=geometries[i], video_geometry=videos[i], settings=settings,
+                                   **row_arguments(columns, i))
             except Exception as exc:
                 warn_once(f'{type(self).__name__}:{type(exc).__name__}',
                           f'{type(self).__name__} raised {exc!r}; such samples get None.')
@@ -247,8 +260,8 @@ class GeoIoU(GeoReward):
         return result
 
 
-def _frame_image(reward: str, image_geometry: list, image_index: Any) -> ImageGeometry | None:
-    """The geometry ``image_index`` names (None, one warning, when it names no image)."""
+def _frame_image(reward: str, image_geometry: list, image_index: Any, kind: str = 'image') -> Any:
+    """The geometry ``image_index`` names (None, one warning, when it names no image; ``kind='video'``: video)."""
     if image_index is None:
         image_index = 0
     try:
@@ -256,12 +269,12 @@ def _frame_image(reward: str, image_geometry: list, image_index: Any) -> ImageGe
             raise TypeError
         index = operator.index(image_index)  # ints and numpy integers, not floats or strings
     except TypeError:
-        warn_once(f'{reward}:image-index-type', f'{reward}: `image_index` must be an integer, got '
+        warn_once(f'{reward}:{kind}-index-type', f'{reward}: `{kind}_index` must be an integer, got '
                   f'{str(image_index)[:40]!r}; such samples get None.')
         return None
     if not 0 <= index < len(image_geometry):
-        warn_once(f'{reward}:image-index-range', f'{reward}: `image_index` {index} names no image of a sample '
-                  f'with {len(image_geometry)} image(s); such samples get None.')
+        warn_once(f'{reward}:{kind}-index-range', f'{reward}: `{kind}_index` {index} names no {kind} of a sample '
+                  f'with {len(image_geometry)} {kind}(s); such samples get None.')
         return None
     return image_geometry[index]
 
@@ -340,7 +353,32 @@ def register_reward(name: str, cls: type) -> None:
     register(orms, name, cls, 'reward')
 
 
-SHIPPED = {'geo_iou': GeoIoU, 'geo_iou50': GeoIoU50, 'geo_format': GeoFormat}
+class GeoTIoU(GeoReward):
+    """Temporal grounding reward: temporal IoU of the interval(s) a completion states against ``solution``.
+
+    ``solution``: ``[start, end]`` seconds of the source video, a list of them, or a JSON string of
+    either (:func:`swift_ext.temporal.parse_solution_intervals`). The completion's answer forms:
+    :mod:`swift_ext.temporal`. Both sides are clipped to the clip the model saw (``video_start`` ..
+    ``video_end``); a completion's times are read on the time axis of the prompt that produced it
+    (``SWIFT_EXT_TIME_AXIS``, see ``swift_ext.video_rows``). The video scored is the sample's first,
+    unless the row has a ``video_index`` column. None where the video or the ground truth is unusable.
+    """
+
+    def score(self, completion, *, video_geometry=None, settings=None, solution=None, video_index=0, **row):
+        if not video_geometry:
+            return None
+        geo = _frame_image(type(self).__name__, video_geometry, video_index, 'video')
+        if geo is None:
+            return None
+        result = tiou_score(completion, solution, window=(geo.video_start, geo.video_end), offset=time_offset(geo))
+        if result is None:
+            warn_once(f'{type(self).__name__}:bad-solution',
+                      f'{type(self).__name__}: ground truth {str(solution)[:80]!r} is missing, not [start, end] '
+                      'seconds with 0 <= start < end, or outside the clip the model saw; such samples get None.')
+        return result
+
+
+SHIPPED = {'geo_iou': GeoIoU, 'geo_iou50': GeoIoU50, 'geo_format': GeoFormat, 'geo_tiou': GeoTIoU}
 
 
 def register_geo_rewards() -> list[str]:

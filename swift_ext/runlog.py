@@ -1,8 +1,9 @@
 """The run-log contract: the files a run folder holds, their line fields, the writer and the reader.
 
 Files in a run folder (``output_dir/v<N>-<time>/``); a rank N > 0 puts ``.rankN`` before ``.jsonl``:
-- ``image_geometry.jsonl``: one line per image per encode (fields: ``image_line`` / ``failure_line``),
-  written by the `_geo` templates through the recorder (``swift_ext.recorder``, which says when);
+- ``image_geometry.jsonl``: one line per image per encode (fields: ``image_line`` / ``failure_line``)
+  and one per video per encode (``"kind": "video"``: ``video_line``), written by the `_geo` templates
+  through the recorder (``swift_ext.recorder``, which says when); a line without ``kind`` is an image's;
 - ``image_batches.jsonl``: one event per batch: ``collate`` (the rows it holds, by the fingerprint of
   their token ids) from the process that collated it, ``consume`` (the training step that trained on
   it) from the trainer. A line with ``step`` null gets its step there (``swift_ext.steps``);
@@ -52,9 +53,10 @@ COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_token
 MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'
-# How a line's geometry was known: read from the encode's outputs; from the resized image the template
-# handed an inference engine (vLLM), the rest derived; predicted from the size (the engine resizes).
-BASES = ('encode', 'handed_image', 'prediction')
+# How a line's geometry was known: read from the encode's outputs; from the resized image (or the sampled,
+# resized frames) the template handed an inference engine (vLLM), the rest derived; predicted from the
+# size (the engine resizes).
+BASES = ('encode', 'handed_image', 'handed_video', 'prediction')
 
 # --- the line contract: fields and limits, shared by the writer and every reader ------------------------
 # An encode's image_geometry line holds RECORD_HEAD, the ``ImageGeometry.to_dict()`` fields and
@@ -63,6 +65,11 @@ BASES = ('encode', 'handed_image', 'prediction')
 RECORD_HEAD = ('step', 'rank', 'pid', 'mode', 'sample_id', 'image_index', 'image', 'template')
 RECORD_TAIL = ('clamped', 'mismatch', 'error', 'basis', 'row', 'batch', 'encode', 'time')
 FAILURE_TAIL = ('error', 'batch', 'time')
+# A video's line: VIDEO_HEAD, the ``VideoGeometry.to_dict()`` fields (``clamped`` among them: a list) and
+# VIDEO_TAIL; a failed video's, VIDEO_HEAD and FAILURE_TAIL.
+VIDEO_HEAD = ('step', 'rank', 'pid', 'mode', 'sample_id', 'kind', 'video_index', 'video', 'template')
+VIDEO_TAIL = ('mismatch', 'error', 'basis', 'row', 'batch', 'encode', 'time')
+KINDS = ('image', 'video')
 PAYLOAD_FIELD = 'image_bytes'
 MODES = ('train', 'rollout')  # a record's ``mode``: an encode for training, or for generating rollouts
 # A key is an absolute path, a URL or `sha1:<hex>` (swift_ext.images); a path this long is not
@@ -75,6 +82,11 @@ MAX_GEO_LINE = 1 << 20  # image_geometry*.jsonl, geometry_settings.jsonl
 MAX_LOG_LINE = 32 << 20  # logging.jsonl
 MAX_COMPLETIONS_LINE = 64 << 20  # completions.jsonl
 MAX_ARGS_BYTES = 4 << 20  # args.json
+
+
+def line_kind(record: Any) -> str:
+    """``'video'`` for a video's line, ``'image'`` for any other (older logs have no ``kind``)."""
+    return 'video' if isinstance(record, dict) and record.get('kind') == 'video' else 'image'
 
 
 def geometry_records(lines: Iterable[tuple[int, bytes]], *, decode: Callable[[bytes], Any] = json.loads,

@@ -17,12 +17,12 @@ from typing import Any
 
 from .families import family_of, settings_from_dict
 from .families.base import PreprocessSettings
-from .geometry import ImageGeometry
+from .geometry import ImageGeometry, VideoGeometry
 
 # Internal, but the one door to the families' settings: PreprocessSettings and settings_from_dict are
 # re-exported from swift_ext.families on purpose (callers need not know which family holds a template).
 __all__ = ['PreprocessSettings', 'default_settings', 'settings_for', 'settings_from_dict', 'diff_settings',
-           'predict_geometry', 'template_parent', 'with_budget']
+           'predict_geometry', 'predict_video_geometry', 'template_parent', 'with_budget']
 
 
 def template_parent(template: str) -> str:
@@ -81,8 +81,6 @@ def _is_nan(value: Any) -> bool:
     return isinstance(value, float) and value != value
 
 
-
-
 def predict_geometry(template: str, *, width: int, height: int, row_kwargs: Mapping | None = None,
                      swift_max_pixels: int | None = None,
                      env: Mapping[str, str] | None = None) -> ImageGeometry:
@@ -110,3 +108,42 @@ def predict_geometry(template: str, *, width: int, height: int, row_kwargs: Mapp
     """
     settings = settings_for(template, env=env, swift_max_pixels=swift_max_pixels)
     return settings.predict(width=width, height=height, row_kwargs=row_kwargs)[0]
+
+
+def predict_video_geometry(template: str, *, width: int, height: int, total_frames: int, video_fps: float,
+                           row_kwargs: Mapping | None = None, env: Mapping[str, str] | None = None,
+                           mode: str = 'train') -> VideoGeometry:
+    """What ``template`` (a `_geo` template with video geometry) does to a video, from its header values.
+
+    Args:
+        template: a `_geo` template name (or its parent's) whose family has video geometry
+            (``swift-ext templates``: the Qwen family and its relatives).
+        width, height: the decoded frame size; total_frames, video_fps: as the video reader reports
+            them (``swift_ext.video_io.read_video_header`` reads them from a file without decoding).
+        row_kwargs: the row's ``chat_template_kwargs`` (``fps``, ``nframes``, ``min_pixels`` /
+            ``max_pixels``, ``video_start`` / ``video_end``, ...).
+        env: the environment ms-swift would read (``FPS``, ``FPS_MAX_FRAMES``, ``VIDEO_MAX_PIXELS``,
+            ``VIDEO_MAX_TOKEN_NUM``, ``MODEL_SEQ_LEN``, ...); default: the values ms-swift patched into
+            qwen-vl-utils in this process, else ``os.environ``.
+        mode: the template mode: ``'vllm'`` measures Qwen3-VL's ``<t seconds>`` from the clip's first
+            frame, as ms-swift 4.6 hands vLLM its frames.
+
+    Raises:
+        VideoError: (a ``GeometryError``) where qwen-vl-utils would refuse the video.
+        ValueError: a template without video geometry.
+
+    Example:
+        >>> geo = predict_video_geometry('qwen2_5_vl_geo', width=640, height=360, total_frames=300,
+        ...                              video_fps=30.0, env={})
+        >>> (geo.num_frames, geo.frame_indices[:3], geo.resized_width, geo.resized_height, geo.num_tokens)
+        (20, (0, 16, 31), 644, 364, 2990)
+        >>> geo.frame_times[:3], geo.second_per_grid_ts
+        ((0.0, 0.5333333333333333, 1.0333333333333334), 1.0)
+    """
+    family, spec = family_of(template)
+    if not family.records_video(spec.parent):
+        raise ValueError(f'template {spec.name!r} ({family.name} family) has no video geometry in swift-ext; '
+                         '`swift-ext templates` lists those that have.')
+    settings = family.video_settings(spec.parent, env=env)
+    return family.predict_video(spec.parent, settings, width=width, height=height, total_frames=total_frames,
+                                video_fps=video_fps, row_kwargs=dict(row_kwargs or {}), mode=mode, name='video')

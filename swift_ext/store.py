@@ -1,4 +1,5 @@
-"""The geometry store: per process, the geometry a `_geo` template recorded for each image it encoded.
+"""The geometry store: per process, the geometry a `_geo` template recorded for each image (``STORE``) and
+each video (``VIDEO_STORE``) it encoded.
 
 In GRPO with the PyTorch rollout or vLLM colocate the template encodes each prompt in the trainer's
 process before the reward functions run, so a reward looks up the exact geometry the encode produced
@@ -35,6 +36,18 @@ def row_limits_key(row_kwargs: Any) -> tuple:
     return key + edges if any(v is not None for v in edges) else key
 
 
+# chat_template_kwargs qwen-vl-utils' fetch_video reads for a video (the frames, their window and size).
+VIDEO_ROW_KEYS = ('fps', 'nframes', 'min_frames', 'max_frames', 'video_start', 'video_end', 'min_pixels',
+                  'max_pixels', 'total_pixels', 'resized_height', 'resized_width')
+
+
+def video_limits_key(row_kwargs: Any) -> tuple:
+    """``row_limits_key`` for a video: the row's ``VIDEO_ROW_KEYS``, hashable; ``()`` when none is set."""
+    if not row_kwargs or not isinstance(row_kwargs, Mapping):
+        return ()
+    return tuple((k, _hashable(row_kwargs[k])) for k in VIDEO_ROW_KEYS if row_kwargs.get(k) is not None)
+
+
 def _hashable(value: Any) -> Any:
     try:
         hash(value)
@@ -44,7 +57,7 @@ def _hashable(value: Any) -> Any:
 
 
 class GeometryStore:
-    """Thread-safe, bounded map (image key, row limits, template) -> latest ImageGeometry."""
+    """Thread-safe, bounded map (image or video key, row limits, template) -> latest geometry."""
 
     def __init__(self, max_entries: int = MAX_ENTRIES):
         self._data: OrderedDict[tuple, ImageGeometry] = OrderedDict()
@@ -74,6 +87,8 @@ class GeometryStore:
 
 
 STORE = GeometryStore()
+# Videos: (video key, video_limits_key + the time axis of the prompt, template) -> VideoGeometry.
+VIDEO_STORE = GeometryStore()
 
 _ACTIVE: dict = {}
 _ACTIVE_LOCK = Lock()
@@ -97,5 +112,6 @@ def active_settings(template: str | None = None):
 def reset() -> None:
     """Forget every geometry and active template of this process (tests, a new run in-process)."""
     STORE.clear()
+    VIDEO_STORE.clear()
     with _ACTIVE_LOCK:
         _ACTIVE.clear()

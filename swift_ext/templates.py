@@ -9,7 +9,8 @@ so encodes stay identical:
 - ``_preprocess_inputs``: each image's entry (identity, short name, size); an image that cannot
   be loaded is refused with its name;
 - ``replace_tag``: the size the parent handed on, for families that resize there (Qwen); a
-  refusal there names the image;
+  refusal there names the image; for a video, the frames the parent sampled and resized
+  (``swift_ext.video_record``), or a refusal naming the video;
 - ``_encode_truncated``: the encode's entry that every mode passes (training, the PyTorch engine,
   vLLM / lmdeploy / sglang, each side of an rlhf pair): the result is queued with the recorder,
   or a failure noted for the images at fault;
@@ -33,10 +34,11 @@ from typing import Any
 
 from swift.template import TEMPLATE_MAPPING, register_template
 
-from . import loglines, runlog
+from . import loglines, runlog, video_record
 from .cache import BoundedCache
 from .families import families, family_of
-from .families.base import ImageEntry, Shape
+from .families.base import ImageEntry
+from .families.encoded import Shape
 from .geometry import GeometryError, ImageGeometry
 from .images import ROOT_ENV, classify, describe_source, read_image_size
 from .recorder import DECODER_KEY, ENGINE_MODES, recorder
@@ -46,9 +48,9 @@ from .warn import warn_once
 
 logger = logging.getLogger(__name__)
 
-# Keys of an encoded row that mean it holds images (a collated batch lists only such rows); GOT-OCR 2.0's
-# template keeps the images themselves (`images`) and makes their pixels in its collator.
-IMAGE_KEYS = ('pixel_values', 'image_grid_thw', 'image_sizes', 'images')
+# Keys of an encoded row that mean it holds images or videos (a collated batch lists only such rows); GOT-OCR
+# 2.0's template keeps the images themselves (`images`) and makes their pixels in its collator.
+IMAGE_KEYS = ('pixel_values', 'image_grid_thw', 'image_sizes', 'images', 'pixel_values_videos', 'video_grid_thw')
 
 
 @functools.cache
@@ -67,7 +69,9 @@ class EncodeState:
     """What a `_geo` template knows of one encode while it runs (kept on the encode's inputs)."""
 
     entries: list  # ImageEntry per image, in image order
-    fault: tuple | None = None  # (image indices, GeometryError) where a hook refused an image
+    fault: tuple | None = None  # (indices, GeometryError) where a hook refused an image (or a video)
+    videos: list = dataclasses.field(default_factory=list)  # VideoEntry per video (families with video geometry)
+    fault_kind: str = 'image'  # what `fault` names: 'image' or 'video'
 
 
 class GeoTemplateMixin:
@@ -97,6 +101,14 @@ class GeoTemplateMixin:
         settings = family.settings_from_template(self, base) if self.processor is not None else base
         self.__dict__['_geo_settings_cache'] = (key, settings, BoundedCache())
         return settings
+
+    def geo_video_settings(self):
+        """This template's video settings, read from its live state once (families with video geometry)."""
+        memo = self.geo_memo()
+        found = memo.get(('video_settings',))
+        if found is None:
+            found = memo[('video_settings',)] = self.geo_family.video_settings(self.geo_spec.parent, template=self)
+        return found
 
     def geo_memo(self) -> dict:
         """A bounded dict for results computed from the current settings (cleared with them)."""
@@ -165,15 +177,22 @@ class GeoTemplateMixin:
             raise error from exc
         finally:
             sizes, _LOADED.sizes = _LOADED.sizes, None
+        videos = [video_record.video_entry(v) for v in inputs.videos] \
+            if inputs.videos and self.geo_family.records_video(self.geo_spec.parent) else []
         inputs._geo = EncodeState([_entry(src, sizes[i] if i < len(sizes) else None)
-                                   for i, src in enumerate(sources)])
+                                   for i, src in enumerate(sources)], videos=videos)
 
     def replace_tag(self, media_type, index, inputs):
         state = getattr(inputs, '_geo', None)
         entries = state.entries if state is not None else ()
+        videos = state.videos if state is not None else ()
         try:
             context = super().replace_tag(media_type, index, inputs)
         except Exception as exc:
+            if media_type == 'video' and index < len(videos):
+                error = video_record.refusal(videos[index], exc)
+                state.fault, state.fault_kind = ([index], error), 'video'
+                raise error from exc
             if media_type != 'image' or index >= len(entries):
                 raise
             entry = entries[index]
@@ -182,7 +201,11 @@ class GeoTemplateMixin:
                 error = GeometryError(f'{entry.name}: image could not be loaded ({exc}).')
             state.fault = ([index], error)
             raise error from exc
-        if self.geo_family.reads_replace_tag and media_type == 'image' and index < len(entries):
+        if media_type == 'video' and index < len(videos):
+            found = self.geo_family.replaced_video(self, inputs, index)
+            if found is not None:
+                videos[index] = dataclasses.replace(videos[index], found=found)
+        elif self.geo_family.reads_replace_tag and media_type == 'image' and index < len(entries):
             size = self.geo_family.replaced_size(self, inputs, index)
             if size is not None:
                 entries[index] = dataclasses.replace(entries[index], resized=size)
@@ -197,8 +220,8 @@ class GeoTemplateMixin:
                 raise
             raise error from exc
         state = getattr(inputs, '_geo', None)
-        if state is not None and state.entries:
-            self._geo_defer(inputs, state.entries, encoded)
+        if state is not None and (state.entries or state.videos):
+            self._geo_defer(inputs, state, encoded)
         return encoded
 
     def data_collator(self, batch, *args, **kwargs):
@@ -210,12 +233,13 @@ class GeoTemplateMixin:
         return collated
 
     # --- recording --------------------------------------------------------------------
-    def _geo_defer(self, inputs, entries, encoded) -> None:
+    def _geo_defer(self, inputs, state, encoded) -> None:
         """Queue the encode's geometry: what the family reads of the output, as it is now (ms-swift may
         rebind keys later), of pixels the shape alone; of the inputs what the lines read. Nothing else."""
         family = self.geo_family
         batched = encoded if isinstance(encoded, list) else [encoded]  # --truncation_strategy split
-        kept = {k: batched[0][k] for k in family.encoded_keys if k in batched[0]}
+        keys = family.encoded_keys + (family.video_encoded_keys if state.videos else ())
+        kept = {k: batched[0][k] for k in keys if k in batched[0]}
         for k in family.shape_keys:
             if hasattr(kept.get(k), 'shape'):
                 kept[k] = Shape(kept[k].shape)
@@ -225,11 +249,12 @@ class GeoTemplateMixin:
         decoder = batched[0].get(DECODER_KEY) if self.is_encoder_decoder and ids else None
         row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
         logged = runlog.logging_encodes()
-        recorder().defer(self._geo_resolve, (row, kept, tuple(entries), self.mode, time.time(), logged), ids=ids,
-                         mode=self.mode, step=runlog.STATE.step if engine else None, decoder=decoder)
+        recorder().defer(self._geo_resolve, (row, kept, tuple(state.entries), self.mode, time.time(), logged,
+                                              tuple(state.videos)),
+                         ids=ids, mode=self.mode, step=runlog.STATE.step if engine else None, decoder=decoder)
 
-    def _geo_resolve(self, row, encoded, entries, mode, when, logged) -> loglines.ImageLines | None:
-        """The encode's geometry into the store; its log lines, where a run log takes them (``logged``).
+    def _geo_resolve(self, row, encoded, entries, mode, when, logged, videos=()) -> loglines.ImageLines | None:
+        """The encode's geometry into the stores; its log lines, where a run log takes them (``logged``).
 
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
         """
@@ -253,10 +278,12 @@ class GeoTemplateMixin:
                           f'(actual, predicted); swift-ext reports the actual values.')
             STORE.put(entry.key, limits, template, geo)
             images.append((geo, entry.key, i, clamps[i], mismatch))
-        if not images or not logged:
+        video_lines, video_basis = video_record.resolve(self, encoded, videos, row_kwargs, mode) if videos else ((), '')
+        if not (images or video_lines) or not logged:
             return None
-        return loglines.ImageLines(mode=mode, template=template, sample_id=_sample_id_later(row[1], row[2], entries),
-                                 images=images, basis=basis, when=when)
+        return loglines.ImageLines(mode=mode, template=template,
+                                   sample_id=_sample_id_later(row[1], row[2], entries + videos), images=images,
+                                   basis=basis, when=when, videos=video_lines, video_basis=video_basis)
 
     def _predict_error(self, entry, inputs) -> GeometryError | None:
         if entry.size is None:
@@ -271,7 +298,7 @@ class GeoTemplateMixin:
     def _geo_fail(self, inputs) -> GeometryError | None:
         """Note a failed encode for the images at fault (one line each); their error, or None if none was."""
         state = getattr(inputs, '_geo', None)
-        if state is None or not state.entries:
+        if state is None or not (state.entries or state.videos):
             return None
         if state.fault is not None:
             indices, error = state.fault
@@ -284,9 +311,11 @@ class GeoTemplateMixin:
         if not runlog.logging_encodes():
             return error
         try:
+            at_fault = state.videos if state.fault is not None and state.fault_kind == 'video' else state.entries
             lines = loglines.FailureLines(
                 mode=self.mode, template=self.geo_spec.name, error=str(error),
-                sample_id=_sample_id(inputs, state.entries), images=[(state.entries[i].key, i) for i in indices])
+                sample_id=_sample_id(inputs, state.entries), images=[(at_fault[i].key, i) for i in indices],
+                kind=state.fault_kind if state.fault is not None else 'image')
             recorder().failed(lines, mode=self.mode, step=runlog.STATE.step if self.mode in ENGINE_MODES else None)
         except Exception:  # noting a failure must not mask the failure itself
             logger.debug('could not note a geometry failure', exc_info=True)

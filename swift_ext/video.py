@@ -22,11 +22,10 @@ import math
 import os
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from typing import Any
 
-from .families.qwen import smart_resize
-from .geometry import GeometryError, ImageGeometry
+from .geometry import GeometryError, VideoClamp, VideoError, VideoGeometry, check_side, round_within, updated
 
 # qwen-vl-utils 0.0.14 defaults (vision_process.py), each overridable by the environment variable
 # of the same upper-case name when ms-swift's `patch_qwen_vl_utils` runs (at the processor's load).
@@ -41,15 +40,14 @@ IMAGE_MAX_TOKEN_NUM = 16384
 SPATIAL_MERGE_SIZE = 2
 MAX_RATIO = 200
 MODEL_SEQ_LEN = 128000  # read once, when qwen_vl_utils is imported; ms-swift does not patch it
-TEMPORAL_PATCH_SIZE = 2  # the processors' frame pairing (Qwen2-VL .. Qwen3.5)
-# ms-swift's template `version` -> the patch size its replace_tag hands fetch_video, and how the
-# model is told time: Qwen2.5-VL by `second_per_grid_ts`, Qwen3-VL by `<t seconds>` text per pair.
-QWEN_VERSIONS = {'v2': 14, 'v2_5': 14, 'v3': 16}
+TEMPORAL_PATCH_SIZE = 2  # the processors' frame pairing (Qwen2-VL .. Qwen3.5, the Omni models)
+# ms-swift's template `version` -> the patch size its replace_tag hands fetch_video (qwen_omni_utils' for
+# the Omni models: the same source). How the model is told time: Qwen2-VL not at all; Qwen2.5-VL and
+# the Omni models by seconds per pair (`second_per_grid_ts` / `video_second_per_grid`); Qwen3-VL and
+# Qwen3.5 by `<t seconds>` text before each pair.
+QWEN_VERSIONS = {'v2': 14, 'v2_5': 14, 'v3': 16, 'omni_v2_5': 14, 'omni_v3': 16}
+SECONDS_PER_STEP_VERSIONS = ('v2_5', 'omni_v2_5', 'omni_v3')
 MODES = ('train', 'transformers', 'vllm', 'rlhf', 'pt')
-
-
-class VideoError(GeometryError):
-    """A video whose geometry cannot be computed: says which video, which rule, what value."""
 
 
 def _f32(value: float) -> float:
@@ -196,9 +194,9 @@ def _frame_clamp(count: int, *, clip: int, video_fps: float, settings: VideoSett
     factor = settings.frame_factor
     wanted = min(clip / video_fps * row.get('fps', settings.fps), clip)
     if count < math.floor(wanted / factor) * factor:
-        return ('max_frames',)
+        return (VideoClamp.MAX_FRAMES,)
     if count > wanted:
-        return ('min_frames',)
+        return (VideoClamp.MIN_FRAMES,)
     return ()
 
 
@@ -219,14 +217,27 @@ def frame_indices(*, start_frame: int, end_frame: int, count: int) -> tuple[int,
                  for i in range(count))
 
 
-def _resize(**kwargs: Any) -> tuple[int, int]:
-    """The shared ``smart_resize``, its refusals raised as :class:`VideoError` (one error type here)."""
+def _resize(*, width: int, height: int, factor: int, min_pixels: float, max_pixels: float, max_ratio: float,
+            name: str) -> tuple[int, int]:
+    """qwen-vl-utils' ``smart_resize`` as ``(width, height)``: its refusals (an assert, a ValueError, a zero
+    side) raised as :class:`VideoError`. The rounding is the shared ``geometry.round_within``."""
     try:
-        return smart_resize(**kwargs)[0]
-    except VideoError:
-        raise
+        check_side('width', width, name)
+        check_side('height', height, name)
     except GeometryError as exc:
         raise VideoError(str(exc)) from None
+    if max_pixels < min_pixels:
+        raise VideoError(f'{name}: `max_pixels` must be >= `min_pixels`, '
+                         f'got max_pixels={max_pixels}, min_pixels={min_pixels}.')
+    ratio = max(height, width) / min(height, width)
+    if ratio > max_ratio:
+        raise VideoError(f'{name}: aspect ratio must be at most {max_ratio}, got {ratio:.1f} ({width}x{height}).')
+    (w_bar, h_bar), _ = round_within(width=width, height=height, factor=factor, min_pixels=min_pixels,
+                                     max_pixels=max_pixels)
+    if h_bar <= 0 or w_bar <= 0:
+        raise VideoError(f'{name}: resizing {width}x{height} under max_pixels={max_pixels} '
+                         f'with factor {factor} gives a zero side ({w_bar}x{h_bar}).')
+    return w_bar, h_bar
 
 
 def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings,
@@ -243,9 +254,9 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     f = settings.factor
     if 'resized_height' in row and 'resized_width' in row:
         rw, rh = _resize(width=_int_side(row['resized_width'], 'resized_width', name),
-                              height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
-                              min_pixels=settings.image_min_token_num * f * f,
-                              max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
+                         height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                         min_pixels=settings.image_min_token_num * f * f,
+                         max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
         return rw, rh, ()
     min_pixels = row.get('min_pixels', settings.video_min_token_num * f * f)
     total_pixels = row.get('total_pixels', settings.model_seq_len * f * f * 0.9)
@@ -253,7 +264,7 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
     max_pixels = max(min(frame_cap, total_pixels / nframes * settings.frame_factor), int(min_pixels * 1.05))
     max_pixels = min(row.get('max_pixels', max_pixels), max_pixels)
     rw, rh = _resize(width=width, height=height, factor=f, min_pixels=min_pixels, max_pixels=max_pixels,
-                          max_ratio=settings.max_ratio, name=name)
+                     max_ratio=settings.max_ratio, name=name)
     rounded = (max(f, _round_even(width, f)), max(f, _round_even(height, f)))
     clamped: tuple[str, ...] = ()
     if rw * rh < rounded[0] * rounded[1]:
@@ -261,9 +272,9 @@ def frame_size(*, width: int, height: int, nframes: int, settings: VideoSettings
         # 1.05 * min_pixels then lifts it) and no row max_pixels is lower still.
         seq_cap = total_pixels / nframes * settings.frame_factor
         by_sequence = seq_cap < frame_cap and row.get('max_pixels', math.inf) >= max(seq_cap, int(min_pixels * 1.05))
-        clamped = ('model_seq_len' if by_sequence else 'max_pixels',)
+        clamped = (VideoClamp.MODEL_SEQ_LEN if by_sequence else VideoClamp.MAX_PIXELS,)
     elif rw * rh > rounded[0] * rounded[1]:
-        clamped = ('min_pixels',)
+        clamped = (VideoClamp.MIN_PIXELS,)
     return rw, rh, clamped
 
 
@@ -275,88 +286,10 @@ def _int_side(value: Any, what: str, name: str) -> int:
     return value
 
 
-# --- the geometry ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class VideoGeometry:
-    """What happened to one video between the user's file and the vision encoder.
-
-    Times are seconds of the SOURCE video (``frame_times[i] = frame_indices[i] / video_fps``), the
-    clip window included. ``pair_times`` is each merged frame pair's time (the mean of its two
-    frames); ``timestamps`` is Qwen3-VL's text for each pair as the encode writes it (``'<1.3
-    seconds>'``), measured from ``timestamp_origin`` (0.0 in training; the clip's first sampled
-    frame in ms-swift's vLLM mode). ``second_per_grid_ts`` is Qwen2.5-VL's time step per pair.
-    ``sampling_step`` (``2 / sample_fps`` seconds) is the finest interval the model can tell apart.
-    """
-
-    original_width: int
-    original_height: int
-    video_fps: float
-    total_frames: int
-    video_start: float
-    video_end: float
-    start_frame: int
-    end_frame: int
-    frame_indices: tuple[int, ...]
-    sample_fps: float
-    frame_times: tuple[float, ...]
-    pair_times: tuple[float, ...]
-    resized_width: int
-    resized_height: int
-    grid: tuple[int, int, int]  # (t, h patches, w patches), as video_grid_thw
-    tokens_per_pair: int
-    num_tokens: int
-    sampling_step: float
-    second_per_grid_ts: float | None = None
-    timestamps: tuple[str, ...] = ()
-    timestamp_origin: float = 0.0
-    padded_frames: int = 0  # image lists: copies of the last frame added to make the count even
-    image_list: bool = False
-    clamped: tuple[str, ...] = field(default=())
-
-    @property
-    def num_frames(self) -> int:
-        return len(self.frame_indices)
-
-    @property
-    def grid_t(self) -> int:
-        return self.grid[0]
-
-    def frame_geometry(self) -> ImageGeometry:
-        """One frame as an :class:`ImageGeometry` (every frame has the same size)."""
-        return ImageGeometry(original_width=self.original_width, original_height=self.original_height,
-                             resized_width=self.resized_width, resized_height=self.resized_height,
-                             num_tokens=self.tokens_per_pair, grid=(1, self.grid[1], self.grid[2]))
-
-    def to_model_frame(self, box: Sequence[float], coords: str) -> list:
-        """A box in original frame pixels mapped to what the model writes (see ImageGeometry)."""
-        return self.frame_geometry().to_model_frame(box, coords)
-
-    def from_model_frame(self, box: Sequence[float], coords: str) -> list:
-        """A box the model wrote for a frame, mapped back to original frame pixels (unclipped)."""
-        return self.frame_geometry().from_model_frame(box, coords)
-
-    def nearest_frame(self, seconds: float) -> int:
-        """The position (0-based, in ``frame_indices``) of the sampled frame nearest ``seconds``."""
-        return min(range(self.num_frames), key=lambda i: abs(self.frame_times[i] - seconds))
-
-    def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self)}
-        for key, value in d.items():
-            if isinstance(value, tuple):
-                d[key] = list(value)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> VideoGeometry:
-        names = {f.name for f in fields(cls)}
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
-        return cls(**values)
-
-
 def _time_encoding(*, version: str, mode: str, indices: Sequence[int], fps: float,
                    sample_fps: float) -> tuple[float | None, tuple[str, ...], float]:
     """``(second_per_grid_ts, timestamps, timestamp_origin)`` for an ms-swift template ``version``."""
-    if version == 'v2_5':
+    if version in SECONDS_PER_STEP_VERSIONS:
         return TEMPORAL_PATCH_SIZE / sample_fps, (), 0.0
     if version != 'v3':
         return None, (), 0.0
@@ -386,9 +319,9 @@ def _assemble(*, width: int, height: int, video_fps: float, total_frames: int, w
                                     name=name)
     patch, merge = settings.patch_size, settings.spatial_merge_size
     grid = (math.ceil(len(indices) / TEMPORAL_PATCH_SIZE), rh // patch, rw // patch)
-    tokens_per_pair = grid[1] * grid[2] // merge ** 2
+    tokens_per_step = grid[1] * grid[2] // merge ** 2
     frame_times = tuple(i / times_fps for i in indices)
-    pair_times = tuple((frame_times[i] + frame_times[min(i + 1, len(indices) - 1)]) / 2
+    step_times = tuple((frame_times[i] + frame_times[min(i + 1, len(indices) - 1)]) / 2
                        for i in range(0, len(indices), TEMPORAL_PATCH_SIZE))
     spg, stamps, origin = _time_encoding(version=version, mode=mode, indices=indices, fps=times_fps,
                                          sample_fps=sample_fps)
@@ -396,11 +329,48 @@ def _assemble(*, width: int, height: int, video_fps: float, total_frames: int, w
     return VideoGeometry(
         original_width=original_width, original_height=original_height, video_fps=video_fps, total_frames=total_frames,
         video_start=window[0], video_end=window[1], start_frame=frames[0], end_frame=frames[1],
-        frame_indices=indices, sample_fps=sample_fps, frame_times=frame_times, pair_times=pair_times,
-        resized_width=rw, resized_height=rh, grid=grid, tokens_per_pair=tokens_per_pair,
-        num_tokens=grid[0] * tokens_per_pair, sampling_step=TEMPORAL_PATCH_SIZE / sample_fps,
+        frame_indices=indices, sample_fps=sample_fps, frame_times=frame_times, step_times=step_times,
+        resized_width=rw, resized_height=rh, grid=grid, tokens_per_step=tokens_per_step,
+        num_tokens=grid[0] * tokens_per_step, sampling_step=TEMPORAL_PATCH_SIZE / sample_fps,
+        frames_per_step=TEMPORAL_PATCH_SIZE,
         second_per_grid_ts=spg, timestamps=stamps, timestamp_origin=origin, padded_frames=padded,
         image_list=image_list, clamped=clamped + size_clamp)
+
+
+def with_observed(geo: VideoGeometry, *, version: str, mode: str, settings: VideoSettings, width: int,
+                  height: int, frame_indices: Sequence[int] | None = None, sample_fps: float | None = None,
+                  grid: Sequence[int] | None = None, num_tokens: int | None = None,
+                  timestamps: Sequence[str] | None = None, second_per_grid_ts: float | None = None) -> VideoGeometry:
+    """``geo`` (a prediction) with what an encode showed of the video, the values that follow recomputed.
+
+    ``width`` x ``height``: each frame as handed on; ``frame_indices``: the source frames (None: the
+    prediction's); ``grid`` / ``num_tokens``: the processor's (None: from the frames and their size);
+    ``timestamps`` / ``second_per_grid_ts``: the time encoding as the encode wrote it. ``geo`` itself
+    where nothing differs.
+    """
+    indices = geo.frame_indices if frame_indices is None else tuple(int(i) for i in frame_indices)
+    rate = geo.sample_fps if sample_fps is None else sample_fps
+    patch, merge = settings.patch_size, settings.spatial_merge_size
+    grid = (math.ceil(len(indices) / TEMPORAL_PATCH_SIZE), height // patch, width // patch) if grid is None \
+        else tuple(int(v) for v in grid)
+    per_step = grid[1] * grid[2] // merge ** 2
+    changes: dict[str, Any] = {'resized_width': width, 'resized_height': height, 'grid': grid,
+                               'tokens_per_step': per_step,
+                               'num_tokens': grid[0] * per_step if num_tokens is None else int(num_tokens)}
+    if indices != geo.frame_indices or rate != geo.sample_fps:
+        times = tuple(i / geo.video_fps for i in indices)
+        spg, stamps, origin = _time_encoding(version=version, mode=mode, indices=indices, fps=geo.video_fps,
+                                             sample_fps=rate)
+        changes.update(frame_indices=indices, frame_times=times, sample_fps=rate,
+                       step_times=tuple((times[i] + times[min(i + 1, len(times) - 1)]) / 2
+                                        for i in range(0, len(times), TEMPORAL_PATCH_SIZE)),
+                       sampling_step=TEMPORAL_PATCH_SIZE / rate, second_per_grid_ts=spg, timestamps=stamps,
+                       timestamp_origin=origin)
+    if timestamps is not None:
+        changes['timestamps'] = tuple(timestamps)
+    if second_per_grid_ts is not None:
+        changes['second_per_grid_ts'] = float(second_per_grid_ts)
+    return updated(geo, **changes)
 
 
 def predict_video_geometry(*, width: int, height: int, total_frames: int, video_fps: float,
@@ -448,12 +418,13 @@ def image_list_frame_size(*, width: int, height: int, settings: VideoSettings,
     f = settings.factor * SPATIAL_MERGE_SIZE
     if 'resized_height' in row and 'resized_width' in row:
         return _resize(width=_int_side(row['resized_width'], 'resized_width', name),
-                            height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
-                            max_ratio=settings.max_ratio, name=name)
+                       height=_int_side(row['resized_height'], 'resized_height', name), factor=f,
+                       min_pixels=settings.image_min_token_num * f * f,
+                       max_pixels=settings.image_max_token_num * f * f, max_ratio=settings.max_ratio, name=name)
     return _resize(width=width, height=height, factor=f,
-                        min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
-                        max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
-                        max_ratio=settings.max_ratio, name=name)
+                   min_pixels=row.get('min_pixels', settings.image_min_token_num * f * f),
+                   max_pixels=row.get('max_pixels', settings.image_max_token_num * f * f),
+                   max_ratio=settings.max_ratio, name=name)
 
 
 def predict_image_list_geometry(*, sizes: Sequence[tuple[int, int]], version: str = 'v2_5', mode: str = 'train',

@@ -31,12 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .geometry import MAX_IMAGE_PIXELS
+from .geometry import MAX_IMAGE_PIXELS, VideoError, VideoGeometry
 from .images import classify, read_image_size
 from .video import (
     QWEN_VERSIONS,
-    VideoError,
-    VideoGeometry,
     VideoSettings,
     predict_image_list_geometry,
     predict_video_geometry,
@@ -91,7 +89,7 @@ def _file_type(mode: int) -> str:
     return 'a special file'
 
 
-def _open_source(source: Any, env: Mapping[str, str] | None) -> tuple[Any, str]:
+def open_source(source: Any, env: Mapping[str, str] | None) -> tuple[Any, str]:
     """``(binary file object, short name)`` for a video given as ms-swift accepts one."""
     if not isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike, Mapping)):
         raise VideoError(f'<{type(source).__name__}>: a video must be a path, bytes, a base64 string, a data URL '
@@ -186,7 +184,7 @@ def read_video_header(source: Any, *, scan: bool = False, backend: str | None = 
     backend = backend or video_backend(env)
     if backend not in BACKENDS:
         raise ValueError(f'`backend` should be one of {list(BACKENDS)}, got {backend!r}.')
-    fp, name = _open_source(source, env)
+    fp, name = open_source(source, env)
     try:
         with fp:
             try:

@@ -1,13 +1,13 @@
 """`swift-ext templates [--json | --markdown]`: every registered `_geo` template, its parent and family,
 the coordinate convention its checkpoints answer in (and whether they were trained to write boxes
-at all), the box styles `geo_format` accepts, and whether `make-tiny-model --family PARENT` builds
-a tiny checkpoint for it."""
+at all), the box styles `geo_format` accepts, whether `make-tiny-model --family PARENT` builds
+a tiny checkpoint for it, and what it does with a video (which templates record video geometry)."""
 from __future__ import annotations
 
 import json
 
 from ..families import describe
-from ..families.base import VERIFICATION
+from ..families.base import VERIFICATION, VIDEO_SUPPORT
 from .text import ArgumentParser, echo
 
 
@@ -26,22 +26,28 @@ def _coords(row: dict) -> str:
 
 
 def format_text(table_rows: list[dict]) -> str:
-    head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny', 'geometry verified by')
+    head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny', 'geometry verified by', 'video')
     table = [head] + [(r['template'], r['parent'], r['family'], _coords(r), ', '.join(r['box_styles']),
-                       'yes' if r['tiny_model'] else 'no', VERIFICATION[r['verification']]) for r in table_rows]
+                       'yes' if r['tiny_model'] else 'no', VERIFICATION[r['verification']], _VIDEO[r['video']])
+                      for r in table_rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths, strict=False)).rstrip() for row in table)
 
 
+# The short word of the text table; --markdown and --json say it in full (families.base.VIDEO_SUPPORT).
+_VIDEO = {'header_and_encode': 'recorded', 'encode': 'recorded (encode)', 'as_images': 'as images',
+          'refused': 'refused', 'ignored': 'ignored', 'none': '-'}
+
+
 def format_markdown(table_rows: list[dict]) -> str:
-    lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint | geometry verified by |',
-             '|---|---|---|---|---|---|']
+    lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint | geometry verified by '
+             '| video |', '|---|---|---|---|---|---|---|']
     for r in table_rows:
         coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
         styles = ', '.join(f'`{s}`' for s in r['box_styles'])
         tiny = 'yes' if r['tiny_model'] else '-'
         lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {tiny} | '
-                     f'{VERIFICATION[r["verification"]]} |')
+                     f'{VERIFICATION[r["verification"]]} | {VIDEO_SUPPORT[r["video"]]} |')
     return '\n'.join(lines)
 
 

@@ -106,5 +106,6 @@ def describe(template: str | None = None) -> list[dict]:
                      'boxes_trained': spec.boxes_trained, 'coords_source': spec.coords_source,
                      'tiny_model': spec.model_type is not None,
                      'model_type': spec.model_type, 'env': list(family.env_vars),
-                     'verification': spec.verification})
+                     'verification': spec.verification,
+                     'video': family.video_support_of.get(spec.parent, family.video_support)})
     return rows

@@ -24,7 +24,7 @@ families through ``swift_ext.predict_geometry`` and the `_geo` templates.
   template resizes the image itself (Qwen), the ``(width, height)`` ``replace_tag`` handed on.
 - ``actual(template, encoded, entries, predicted) -> [ImageGeometry | None]``: the geometry the
   encode really produced, one per image: the prediction corrected by the token runs / grids found
-  in ``encoded`` (helpers below: ``token_runs``, ``image_grids``, ``encoded_rows``).
+  in ``encoded`` (helpers in ``families/encoded.py``: ``token_runs``, ``image_grids``, ``encoded_rows``).
 
 **What the base class does** (not to be overridden):
 
@@ -68,17 +68,34 @@ rounding (or nothing) changed it. One name an image, by precedence:
 In the order a `_geo` template uses them: ``default_settings`` + ``settings_from_template`` when its
 processor is set; per encode, ``replaced_size`` after each ``replace_tag``; then, a moment later,
 ``predict`` per image and ``actual`` on the kept ``encoded_keys``.
+
+**Video** (a family with ``video_geometry = True``; ``video_support`` / ``video_support_of`` say what each
+template does with a video, ``records_video(parent)`` whether it is recorded, and ``swift-ext templates``
+shows it): one ``VideoEntry`` per video of an encode, beside the ``ImageEntry`` list, and these hooks
+(``families/video_hf.py`` has them for families whose HF processor samples the frames):
+
+- ``video_settings(parent, *, template=None, env=None)``: the settings its video arithmetic reads,
+  from the live template (what the process really runs with) or, without one, ``parent``'s under ``env``;
+- ``predict_video(parent, settings, *, width, height, total_frames, video_fps, row_kwargs, mode, name)``
+  and ``predict_video_frames(parent, settings, *, sizes, ...)`` (a list of frame files) ->
+  ``VideoGeometry``, from a file's header alone (``swift_ext.predict_video_geometry`` calls them);
+- ``replaced_video(template, inputs, index) -> VideoFound | None``: what the parent's
+  ``replace_tag(media_type='video')`` handed on (the smallest hook every mode passes: training, the
+  PyTorch engine, vLLM): the frames read, their size, and what the reader said;
+- ``actual_video(template, encoded, entries, predicted, mode) -> ([VideoGeometry | None], basis)``:
+  the prediction corrected by what the encode shows (``video_encoded_keys``: grids, token runs, the
+  time text), and how it is known (``'encode'``, or ``'handed_video'`` in an engine's mode).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, swift_rescaled_size
+from ..geometry import Clamp, GeometryError, ImageGeometry, VideoGeometry, check_side, swift_rescaled_size
 
 # Every registered family by name (filled by ``swift_ext.families.register_family``).
 FAMILIES: dict[str, type] = {}
@@ -93,6 +110,30 @@ class ImageEntry:
     size: tuple[int, int] | None  # (width, height) ms-swift opened, before its --max_pixels; None: unknown
     error: GeometryError | None = None  # why it cannot be read, where known before the encode
     resized: tuple[int, int] | None = None  # what the parent's replace_tag handed on (``replaced_size``)
+
+
+@dataclass(frozen=True)
+class VideoFound:
+    """A video as the parent's ``replace_tag`` handed it on: the frames its reader sampled and resized."""
+
+    num_frames: int
+    width: int  # each frame's resized size
+    height: int
+    sample_fps: float | None = None  # what fetch_video returned (None where the template drops it: Qwen2-VL)
+    frame_indices: tuple[int, ...] | None = None  # as handed on (Qwen3-VL in vLLM mode: from the clip's first frame)
+    video_fps: float | None = None  # the reader's frame rate, where the template keeps it
+    clip_frames: int | None = None  # frames in the clip window, where the template keeps it
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    """One video of an encode as a `_geo` template knows it before the family reads the encode."""
+
+    key: str  # the video's identity (swift_ext.images' keys; a list of frame files: 'frames:<sha1>')
+    name: str  # its short name for messages (never a payload)
+    source: Any  # the row's video as ms-swift resolved it (a path, bytes, or a list of frame files)
+    found: VideoFound | None = None  # what the parent's replace_tag handed on (``replaced_video``)
+    error: GeometryError | None = None  # why it could not be read, where the encode refused it
 
 
 @dataclass(frozen=True)
@@ -123,6 +164,16 @@ class TemplateSpec:
 
 
 VERIFICATION = {'encode': 'real encodes', 'published_code': 'published processor code; encode not verified offline'}
+# What a template does with a video row, and what swift-ext records of it (`swift-ext templates`).
+VIDEO_SUPPORT = {
+    'header_and_encode': 'recorded: frames, times, size, tokens (read from the encode; predicted from the header)',
+    'encode': "recorded: frames, times, size, tokens (read from the encode, with the model's processor)",
+    'as_images': 'frames become images (VIDEO_SEGMENTS); not recorded as a video',
+    'refused': "ms-swift's template refuses a video (AssertionError)",
+    'ignored': 'ms-swift keeps `<video>` as text: the model never sees the video',
+    'none': 'not recorded',
+}
+RECORDED_VIDEO = ('header_and_encode', 'encode')
 
 
 def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
@@ -206,6 +257,18 @@ class Family:
     row_max_pixels_rescales: ClassVar[bool] = True
     # Whether the family overrides ``replaced_size`` (the template then asks it after each replace_tag).
     reads_replace_tag: ClassVar[bool] = False
+    # Whether the family records video geometry (the video hooks below are its own), and what of an
+    # encode's output ``actual_video`` reads.
+    video_geometry: ClassVar[bool] = False
+    video_encoded_keys: ClassVar[tuple[str, ...]] = ()
+    # What its templates do with a video row (a VIDEO_SUPPORT key), and parents that differ from it.
+    video_support: ClassVar[str] = 'none'
+    video_support_of: ClassVar[Mapping[str, str]] = {}
+    # The reader whose header numbers the family's frame sampling sees (``video_io.BACKENDS``; None: the one
+    # qwen-vl-utils picks), and the fields whose prediction an encode can contradict (a warned mismatch).
+    video_header_backend: ClassVar[str | None] = None
+    video_mismatch_fields: ClassVar[tuple[str, ...]] = ('num_frames', 'grid_t', 'resized_width', 'resized_height',
+                                                        'num_tokens', 'sample_fps')
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -310,6 +373,40 @@ class Family:
         """The geometry the encode produced, per image; ``predicted`` where it says nothing."""
         return list(predicted)
 
+    # --- video (families with ``video_geometry``) ------------------------------------------
+    @classmethod
+    def records_video(cls, parent: str) -> bool:
+        """Whether ``parent``'s `_geo` template records video geometry (``VIDEO_SUPPORT``)."""
+        return cls.video_geometry and cls.video_support_of.get(parent, cls.video_support) in RECORDED_VIDEO
+
+    @classmethod
+    def video_settings(cls, parent: str, *, template: Any = None, env: Mapping[str, str] | None = None) -> Any:
+        """The settings the family's video arithmetic reads: the live template's, else ``parent``'s under ``env``."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) has no video geometry in swift-ext.')
+
+    @classmethod
+    def predict_video(cls, parent: str, settings: Any, *, width: int, height: int, total_frames: int,
+                      video_fps: float, row_kwargs: Mapping, mode: str, name: str) -> VideoGeometry:
+        """The geometry of a video file of ``total_frames`` frames at ``video_fps``, ``width`` x ``height``."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) has no video geometry in swift-ext.')
+
+    @classmethod
+    def predict_video_frames(cls, parent: str, settings: Any, *, sizes: Sequence[tuple[int, int]],
+                             row_kwargs: Mapping, mode: str, name: str) -> VideoGeometry:
+        """The geometry of a video given as frame files of ``sizes`` (``(width, height)`` each)."""
+        raise ValueError(f'template {parent!r} ({cls.name} family) takes no list of frames as a video in swift-ext.')
+
+    @classmethod
+    def replaced_video(cls, template: Any, inputs: Any, index: int) -> VideoFound | None:
+        """Video ``index`` as the parent's ``replace_tag`` handed it on, or None."""
+        return None
+
+    @classmethod
+    def actual_video(cls, template: Any, encoded: Mapping, entries: Sequence[VideoEntry],
+                     predicted: Sequence[VideoGeometry | None], mode: str) -> tuple[list, str]:
+        """The geometry per video the encode produced, and how it is known; ``predicted`` where it says nothing."""
+        return list(predicted), 'prediction'
+
 
 def row_number(row_kwargs: Mapping, key: str, name: str) -> float | None:
     """A per-row numeric limit from ``chat_template_kwargs``, or None; refuses other types."""
@@ -330,138 +427,3 @@ def env_int(env: Mapping[str, str], name: str) -> int | None:
         return int(value)
     except ValueError:
         raise ValueError(f'environment variable {name} must be an integer, got {value!r}.') from None
-
-
-def token_runs(input_ids: Sequence[int], token_id: int, expected: Sequence[int] | None = None) -> list[int]:
-    """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order (see ``token_spans``)."""
-    return [length for _, length in token_spans(input_ids, token_id, expected)]
-
-
-def token_spans(input_ids: Sequence[int], token_id: int,
-                expected: Sequence[int] | None = None) -> list[tuple[int, int]]:
-    """``(start, length)`` of each contiguous run of ``token_id`` in ``input_ids``, in order.
-
-    ``expected`` is a hint, the run lengths the prediction gives: where the ids hold exactly
-    those runs that is proved with list scans that run in C (``count``, ``index``), a few
-    microseconds for thousands of image tokens; otherwise the runs are counted token by token.
-    The result is the same either way.
-    """
-    ids = tolist(input_ids)
-    if expected:
-        spans = _proved_spans(ids, token_id, expected)
-        if spans is not None:
-            return spans
-    spans, start = [], None
-    for i, tok in enumerate(ids):
-        if tok == token_id:
-            if start is None:
-                start = i
-        elif start is not None:
-            spans.append((start, i - start))
-            start = None
-    if start is not None:
-        spans.append((start, len(ids) - start))
-    return spans
-
-
-def predicted_tokens(predicted: Sequence[ImageGeometry | None]) -> list[int] | None:
-    """Every predicted image's token count (the ``expected`` hint of ``token_runs``); None if one is unknown."""
-    if not predicted or any(geo is None for geo in predicted):
-        return None
-    return [geo.num_tokens for geo in predicted]
-
-
-def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> list[tuple[int, int]] | None:
-    """The runs of ``token_id`` when they are exactly ``expected``, else None.
-
-    Each run starts at the first ``token_id`` after the previous one and must end where its
-    expected length says (last token ``token_id``, the next one not). No ``token_id`` lies
-    outside these intervals (the first is found by ``index``, the gaps by ``index`` too, the tail
-    is checked), so with ``count`` equal to the expected total every interval is whole.
-    """
-    if any(not isinstance(n, int) or n <= 0 for n in expected) or token_id not in ids:
-        return None
-    # The template builds a run as `[token] * n`, one object n times: comparing with that object
-    # stops at identity, about 15x faster than comparing equal values.
-    token_id = ids[ids.index(token_id)]
-    if ids.count(token_id) != sum(expected):
-        return None
-    spans, pos, total = [], 0, len(ids)
-    try:
-        for length in expected:
-            start = ids.index(token_id, pos)
-            end = start + length
-            if end > total or ids[end - 1] != token_id or (end < total and ids[end] == token_id):
-                return None
-            spans.append((start, length))
-            pos = end
-        ids.index(token_id, pos)
-    except ValueError:
-        return spans if len(spans) == len(expected) else None
-    return None  # a run after the expected ones
-
-
-def tolist(value: Any) -> list:
-    """An encode's output as a Python list: ``.tolist()`` of a tensor or array (one C call, not one per
-    value), a list itself (never copied: ms-swift's own ``input_ids``), any other sequence listed."""
-    if type(value) is list:
-        return value
-    return value.tolist() if hasattr(value, 'tolist') else list(value)
-
-
-def encoded_rows(encoded: Mapping, key: str) -> list | None:
-    """``encoded[key]`` (``image_sizes``, ``image_grid_thw``, ...) as Python lists; None where the encode lacks it."""
-    value = encoded.get(key)
-    return None if value is None else tolist(value)
-
-
-def image_grids(encoded: Mapping, count: int, *, merge_size: int,
-                runs: Sequence[int] | None = None) -> list[tuple[tuple[int, int, int], int] | None] | None:
-    """Per image, ``((t, h, w), tokens)`` from the encode's ``image_grid_thw`` (Qwen, GLM, PaddleOCR).
-
-    ``tokens`` is the image's token run where ``runs`` has one per grid row (what the model really
-    gets), else ``t * h * w // merge_size**2``. None where the encode has no ``image_grid_thw``; a
-    None entry for an image past its rows.
-    """
-    rows = encoded_rows(encoded, 'image_grid_thw')
-    if rows is None:
-        return None
-    use_runs = runs is not None and len(runs) == len(rows)
-    merge = merge_size ** 2
-    out: list = []
-    for i in range(count):
-        if i >= len(rows):
-            out.append(None)
-            continue
-        t, h, w = (int(v) for v in rows[i])
-        out.append(((t, h, w), runs[i] if use_runs else t * h * w // merge))
-    return out
-
-
-def token_id(template: Any, token: str) -> int:
-    """The tokenizer id of ``token`` for this template, memoised on the template object."""
-    return template_memo(template, token, lambda: template.tokenizer.convert_tokens_to_ids(token))
-
-
-class Shape:
-    """What is kept of an output whose shape alone a family reads (``Family.shape_keys``)."""
-    __slots__ = ('shape',)
-
-    def __init__(self, shape):
-        self.shape = tuple(shape)
-
-
-def as_numpy(tensor: Any) -> Any:
-    """The tensor's memory as a numpy array (no copy), or None where it has none (GPU, bfloat16, ...)."""
-    try:
-        return tensor.numpy()
-    except (TypeError, RuntimeError, AttributeError):
-        return None
-
-
-def template_memo(template: Any, name: str, compute: Callable[[], Any]) -> Any:
-    """``compute()`` once per template object (a token id, ...), kept on the template under ``name``."""
-    cache = template.__dict__.setdefault('_geo_once', {})
-    if name not in cache:
-        cache[name] = compute()
-    return cache[name]

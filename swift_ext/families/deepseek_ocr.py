@@ -40,8 +40,9 @@ from dataclasses import dataclass, replace
 
 from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, predicted_tokens, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, env_int
 from .deepseek_vl2 import DEEPSEEK_BOX, pil_pad_layout
+from .encoded import predicted_tokens, token_id, token_runs
 from .internvl import closest_grid, swift_tile_grids
 
 _SOURCE = ('DeepSeek-OCR grounding: <|ref|>label<|/ref|><|det|>[[x1, y1, x2, y2]]<|/det|>, 0-999 of the image '

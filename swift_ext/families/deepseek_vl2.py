@@ -31,7 +31,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import predicted_tokens, token_runs
 
 # deepseek-ai/deepseek-vl2(-tiny, -small) processor_config.json: every (cols x 384, rows x 384) grid of at
 # most 9 tiles, in the checkpoints' order; image_size = candidate_resolutions[0][0].

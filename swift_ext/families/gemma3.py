@@ -19,7 +19,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import predicted_tokens, template_memo, token_runs
 
 # Real google/gemma-3-*-it settings (preprocessor_config.json / processor_config.json).
 GEMMA3_IMAGE_SIZE = 896
@@ -72,6 +73,7 @@ _SOURCE = ("no trained box output (Gemma 3 model card; Google's answer on google
 @register_family
 class Gemma3(Family):
     name = 'gemma3'
+    video_support = 'refused'  # Gemma3VisionTemplate.replace_tag asserts media_type == 'image'
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
     settings_cls = Gemma3Settings

@@ -12,11 +12,14 @@ and the other ``floor(ratio) * 48``, capped at ``max_soft_tokens * 48``. Soft to
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, as_numpy, predicted_tokens, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import as_numpy, predicted_tokens, token_id, token_runs, token_spans
+from .video_hf import ProcessorSampledVideo, position_grid, split_runs, stamps
 
 # Real google/gemma-4-* image processor settings (also transformers' class defaults).
 GEMMA4_PATCH_SIZE = 16
@@ -66,8 +69,11 @@ _SOURCE = ("no trained box output documented in transformers' Gemma 4 docs; clos
            "Template.norm_bbox='norm1000' (Gemini-style prompts answer 0-1000 but [y_min, x_min, y_max, x_max])")
 
 
+_CLOCK = re.compile(r'\d{1,3}:\d{2}')
+
+
 @register_family
-class Gemma4(Family):
+class Gemma4(ProcessorSampledVideo, Family):
     name = 'gemma4'
     encoded_keys = ('input_ids', 'image_position_ids')
     settings_cls = Gemma4Settings
@@ -116,6 +122,29 @@ class Gemma4(Family):
             cols, rows = patch_extents(found[i], geo.resized_width // patch, geo.resized_height // patch)
             out.append(updated(geo, resized_width=cols * patch, resized_height=rows * patch,
                                num_tokens=runs[i] if i < len(runs) else geo.num_tokens))
+        return out
+
+    # --- video: Gemma4VideoProcessor samples ``num_frames`` (32) frames evenly (``families/video_hf.py``); each
+    # frame is written "mm:ss <|image>" + a run of <|video|> tokens + "<image|>", sized by its position ids.
+    video_encoded_keys = ('input_ids', 'video_position_ids')
+    video_header_backend = 'torchcodec'  # the processor loads the path itself (transformers' fetch_videos)
+    video_support_of = {'diffusion_gemma': 'none'}  # no tiny checkpoint to verify its encode here
+
+    @classmethod
+    def video_frames(cls, template, encoded, ids, counts):
+        positions = encoded.get('video_position_ids')
+        patch = int(template.processor.video_processor.patch_size)
+        runs = token_spans(ids, token_id(template, '<|video|>'))
+        out, first = [], 0
+        for frames in split_runs(runs, counts):
+            grid = None if frames is None or positions is None else position_grid(positions, first)
+            first += len(frames or ())
+            if grid is None:
+                out.append(None)
+                continue
+            rows, cols = grid
+            out.append(((cols * patch, rows * patch), (len(frames), rows, cols), [n for _, n in frames],
+                        stamps(template, ids, frames, _CLOCK)))
         return out
 
 

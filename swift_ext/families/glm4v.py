@@ -25,20 +25,14 @@ Two resize rules, both re-implemented here without torch and pinned by tests:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, ceil_by_factor, round_within, updated
 from . import register_family
-from .base import (
-    Family,
-    PreprocessSettings,
-    TemplateSpec,
-    image_grids,
-    predicted_tokens,
-    token_id,
-    token_runs,
-    untrained_spec,
-)
+from .base import Family, PreprocessSettings, TemplateSpec, untrained_spec
+from .encoded import encoded_rows, image_grids, predicted_tokens, token_id, token_runs
+from .video_hf import ProcessorSampledVideo, runs_between, stamps
 
 GLM_MAX_RATIO = 200
 # GLM-4.1V-9B-Thinking's preprocessor_config.json (also AutoGLM-Phone-9B, GLM-4.6V-Flash).
@@ -146,8 +140,11 @@ def glm5_next_content(*, width: int, height: int, canvas_width: int, canvas_heig
             max(1, min(canvas_height, math.floor(height * scale))))
 
 
+_SECONDS = re.compile(r'\d+(?:\.\d+)?')
+
+
 @register_family
-class Glm4v(Family):
+class Glm4v(ProcessorSampledVideo, Family):
     name = 'glm4v'
     encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = Glm4vSettings
@@ -214,6 +211,32 @@ class Glm4v(Family):
             else:
                 out.append(updated(geo, resized_width=size[0], resized_height=size[1], grid=(t, gh, gw),
                                    num_tokens=tokens))
+        return out
+
+    # --- video (GLM-4.5V; ms-swift's glm4v template refuses a video outside vLLM mode): Glm4vVideoProcessor
+    # samples at 2 fps (``families/video_hf.py``), frames pair up; per pair the encode writes
+    # "<|begin_of_image|>" + a run of <|image|> + "<|end_of_image|>" + its time in seconds, in a video block.
+    video_encoded_keys = ('input_ids', 'video_grid_thw')
+    video_frames_per_step = 2
+    # GLM4VTemplate.replace_tag: `assert media_type in ['image']`; GLM-5.3's processor: no tiny checkpoint here.
+    video_support_of = {'glm4v': 'refused', 'glm5_next': 'none'}
+
+    @classmethod
+    def video_frames(cls, template, encoded, ids, counts):
+        grids = encoded_rows(encoded, 'video_grid_thw')
+        groups = runs_between(ids, token_id(template, '<|image|>'), token_id(template, '<|begin_of_video|>'),
+                              token_id(template, '<|end_of_video|>'))
+        ends = [i for i, t in enumerate(ids) if t == token_id(template, '<|end_of_video|>')]
+        patch = int(template.processor.video_processor.patch_size)
+        out = []
+        for i in range(len(counts)):
+            if grids is None or len(grids) != len(counts) or i >= len(groups) or not groups[i]:
+                out.append(None)
+                continue
+            t, h, w = (int(v) for v in grids[i])
+            runs = groups[i]
+            out.append(((w * patch, h * patch), (t, h, w), [n for _, n in runs],
+                        stamps(template, ids, runs, _SECONDS, after=True, stop=ends[i])))
         return out
 
 

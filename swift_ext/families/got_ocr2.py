@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import stretched, updated
 from . import register_family
-from .base import Family, PreprocessSettings, predicted_tokens, template_memo, token_runs, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import predicted_tokens, template_memo, token_runs
 
 # stepfun-ai/GOT-OCR-2.0-hf's preprocessor_config.json; 256 is hard-coded by ms-swift's template.
 IMAGE_SIZE = 1024

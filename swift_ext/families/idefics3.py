@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 from ..cache import BoundedCache
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, token_spans, tolist
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import token_spans, tolist
 
 MAX_IMAGE_SIZE = 4096  # transformers' absolute cap on a side after the first resize
 IMAGE_TOKEN_ID = 128257  # hard-coded by ms-swift's Idefics3Template (<image>)
@@ -130,6 +131,7 @@ def idefics3_clamp(*, width: int, height: int, geo: ImageGeometry, settings: Ide
 @register_family
 class Idefics3(Family):
     name = 'idefics3'
+    video_support = 'ignored'  # Idefics3Template leaves `<video>` in the text and drops the video
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
     settings_cls = Idefics3Settings

@@ -16,7 +16,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import GeometryError, ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, predicted_tokens, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, env_int
+from .encoded import predicted_tokens, token_id, token_runs
 
 _BOX = ('internvl_box',)
 _SOURCE = 'InternVL grounding format: <ref>label</ref><box>[[x1, y1, x2, y2]]</box> in 0-1000'
@@ -175,6 +176,7 @@ def tokens_per_tile(image_size: int) -> int:
 @register_family
 class Internvl(Family):
     name = 'internvl'
+    video_support = 'as_images'  # Internvl2Template.replace_tag: replace_video2image, VIDEO_SEGMENTS frames
     settings_cls = InternvlSettings
     tile_knob = 'max_num'
     env_vars = ('MAX_NUM', 'INPUT_SIZE')

@@ -13,7 +13,9 @@ from dataclasses import dataclass, replace
 from ..geometry import GeometryError
 from . import register_family
 from .base import TemplateSpec
+from .encoded import token_id, token_spans
 from .internvl import MAX_TILES, Internvl, InternvlSettings, TileGrids
+from .video_hf import ProcessorSampledVideo, split_runs
 
 
 @functools.lru_cache(maxsize=64)
@@ -37,7 +39,7 @@ class InternvlHfSettings(InternvlSettings):
 
 
 @register_family
-class InternvlHf(Internvl):
+class InternvlHf(ProcessorSampledVideo, Internvl):
     name = 'internvl_hf'
     settings_cls = InternvlHfSettings
     env_vars = ()
@@ -62,3 +64,18 @@ class InternvlHf(Internvl):
         return replace(settings, image_size=int(size.get('height', 448)),
                        min_num=int(getattr(ip, 'min_patches', 1)), max_num=int(getattr(ip, 'max_patches', 12)),
                        tokens_per_tile=int(getattr(template.processor, 'image_seq_length', 256)))
+
+    # --- video: InternVLVideoProcessor samples nothing by default (do_sample_frames False): every frame
+    # transformers' loader decoded is a 448 x 448 tile, "FrameN: <img>" + a run of <IMG_CONTEXT> + "</img>"
+    # (``families/video_hf.py``); the encode writes frame numbers, no time.
+    video_encoded_keys = ('input_ids',)
+
+    @classmethod
+    def video_frames(cls, template, encoded, ids, counts):
+        size = template.processor.video_processor.size
+        side = int(size['height'] if isinstance(size, dict) else size.height)
+        patch = int(getattr(template.processor.image_processor, 'patch_size', 14) or 14)
+        runs = token_spans(ids, token_id(template, '<IMG_CONTEXT>'))
+        return [None if frames is None else ((side, side), (len(frames), side // patch, side // patch),
+                                             [n for _, n in frames], ())
+                for frames in split_runs(runs, counts)]

@@ -28,7 +28,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, env_int, image_grids, untrained_spec
+from .base import Family, PreprocessSettings, env_int, untrained_spec
+from .encoded import image_grids
 
 # keye-vl-utils 1.5.2 vision_process.py
 KEYE_FACTOR = 28

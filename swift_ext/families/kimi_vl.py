@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, predicted_tokens, token_id, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import encoded_rows, predicted_tokens, token_id, token_runs
 
 KIMI_PATCH_SIZE = 14
 KIMI_IN_TOKEN_LIMIT = 4096  # moonshotai/Kimi-VL-A3B-Instruct

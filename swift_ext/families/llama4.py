@@ -34,7 +34,8 @@ from functools import lru_cache
 
 from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, template_memo, tolist, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import template_memo, tolist
 
 # meta-llama/Llama-4-Scout-17B-16E-Instruct (preprocessor_config.json, processor_config.json).
 TILE_SIZE = 336

@@ -29,7 +29,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import predicted_tokens, token_runs
 
 # llava-hf/llava-1.5-7b-hf and -13b-hf (preprocessor_config.json: CLIPImageProcessor, shortest_edge 336,
 # crop 336x336, no padding; processor_config.json: patch_size 14, num_additional_image_tokens 1,

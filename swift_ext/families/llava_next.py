@@ -31,7 +31,8 @@ from typing import Any
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, predicted_tokens, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import encoded_rows, predicted_tokens, token_runs
 
 # llava-hf/llava-v1.6-mistral-7b-hf (preprocessor_config.json, processor_config.json); the other
 # LLaVA-NeXT-hf checkpoints ms-swift lists use the same five pinpoints and 336-pixel CLIP views.
@@ -131,6 +132,7 @@ def anyres_layout(*, width: int, height: int, settings: AnyresSettings, name: st
 @register_family
 class LlavaNext(Family):
     name = 'llava_next'
+    video_support = 'refused'  # LlavaHfTemplate.replace_tag asserts media_type == 'image' (OneVision too)
     encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = LlavaNextSettings
     templates = tuple(

@@ -28,7 +28,9 @@ from dataclasses import dataclass, replace
 
 from ..geometry import ImageGeometry, check_side, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, encoded_rows, env_int, token_id
+from .base import Family, PreprocessSettings, TemplateSpec, env_int
+from .encoded import encoded_rows, token_id, token_spans
+from .video_hf import ProcessorSampledVideo, split_runs
 
 # Not verified against an OpenBMB source: MiniCPM-V's own grounding is reported (third-party
 # code) as <box>x1 y1 x2 y2</box> in 0-1000, a style boxes.py does not parse yet.
@@ -127,7 +129,7 @@ def minicpmv_geometry(*, width: int, height: int, settings: MinicpmvSettings, na
 
 
 @register_family
-class Minicpmv(Family):
+class Minicpmv(ProcessorSampledVideo, Family):
     name = 'minicpmv'
     encoded_keys = ('input_ids', 'target_sizes')
     settings_cls = MinicpmvSettings
@@ -182,6 +184,31 @@ class Minicpmv(Family):
             n = 1 + sum(rows)
             out.append(None if geo is None else _from_encode(geo, tokens, rows, sizes[first:first + n], patch))
             first += n
+        return out
+
+
+    # --- video: MiniCPMV4_6VideoProcessor samples up to ``max_num_frames`` (``families/video_hf.py``, with
+    # ms-swift's MAX_NUM_FRAMES / STACK_FRAMES); each frame is "<image>" + a run of <|video_pad|> + "</image>"
+    # (one view: VIDEO_MAX_SLICE_NUMS=1), sized by ``target_sizes_videos``; the encode writes no time.
+    video_encoded_keys = ('input_ids', 'target_sizes_videos')
+    video_sample_args = ('max_num_frames', 'stack_frames')
+    video_header_backend = 'torchcodec'  # the processor loads the path itself (transformers' fetch_videos)
+
+    @classmethod
+    def video_frames(cls, template, encoded, ids, counts):
+        sizes = encoded_rows(encoded, 'target_sizes_videos')
+        runs = token_spans(ids, token_id(template, '<|video_pad|>'))
+        if sizes is None or len(sizes) != len(runs):  # slices (VIDEO_MAX_SLICE_NUMS > 1): not read here
+            return [None] * len(counts)
+        patch = int(template.processor.video_processor.patch_size)
+        out, first = [], 0
+        for frames in split_runs(runs, counts):
+            if frames is None:
+                out.append(None)
+                continue
+            h, w = (int(v) for v in sizes[first])
+            first += len(frames)
+            out.append(((w * patch, h * patch), (len(frames), h, w), [n for _, n in frames], ()))
         return out
 
 

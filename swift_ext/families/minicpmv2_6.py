@@ -34,7 +34,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, token_id
+from .base import Family, PreprocessSettings, TemplateSpec, env_int
+from .encoded import token_id
 from .minicpmv import ensure_divide
 
 # OpenBMB documents no box output for these checkpoints (model cards, OpenBMB/MiniCPM-V docs); its

@@ -35,7 +35,8 @@ from functools import lru_cache
 
 from ..geometry import ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, encoded_rows, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import encoded_rows
 
 # meta-llama/Llama-3.2-11B-Vision-Instruct (preprocessor_config.json, config.json vision_config); the
 # 90B and base checkpoints ms-swift lists share them.

@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, encoded_rows, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import encoded_rows
 
 _SOURCE = 'Molmo2 answers points (<points ...>), not boxes: no trained box output'
 

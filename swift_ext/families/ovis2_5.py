@@ -32,7 +32,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, ImageGeometry, swift_rescaled_size, updated
 from . import register_family
-from .base import Family, PreprocessSettings, env_int, row_number, token_runs, tolist, untrained_spec
+from .base import Family, PreprocessSettings, env_int, row_number, untrained_spec
+from .encoded import token_runs, tolist
 
 OVIS_MIN_PIXELS = 448 * 448
 OVIS_MAX_PIXELS = 1344 * 1792

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import Clamp, GeometryError, ImageGeometry, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, image_grids, predicted_tokens, row_number, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec, row_number
+from .encoded import image_grids, predicted_tokens, token_runs
 
 PADDLE_MAX_RATIO = 200
 # PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.
@@ -98,6 +99,7 @@ def row_size_limits(settings: PaddleOcrSettings, row_kwargs, name: str) -> tuple
 @register_family
 class PaddleOcr(Family):
     name = 'paddle_ocr'
+    video_support = 'refused'  # PaddleOCRTemplate.replace_tag (1.5's parent) asserts media_type == 'image'
     encoded_keys = ('input_ids', 'image_grid_thw')
     settings_cls = PaddleOcrSettings
     templates = (

@@ -25,7 +25,8 @@ from dataclasses import dataclass, replace
 
 from ..geometry import stretched, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, predicted_tokens, template_memo, token_runs
+from .base import Family, PreprocessSettings, TemplateSpec
+from .encoded import predicted_tokens, template_memo, token_runs
 
 # google/paligemma-3b-pt-224 (the first checkpoint ms-swift registers for `paligemma`); -448 / -896
 # checkpoints are read from their processor (settings_from_template).

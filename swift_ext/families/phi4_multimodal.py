@@ -33,7 +33,8 @@ from functools import lru_cache
 
 from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
 from . import register_family
-from .base import Family, PreprocessSettings, encoded_rows, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import encoded_rows
 
 CROP_SIZE = 448  # dyhd_base_resolution
 PATCH_SIZE = 14

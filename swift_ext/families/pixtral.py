@@ -21,7 +21,8 @@ from dataclasses import dataclass, replace
 from ..cache import BoundedCache
 from ..geometry import Clamp, GeometryError, ImageGeometry, updated
 from . import register_family
-from .base import Family, PreprocessSettings, encoded_rows, token_spans, tolist, untrained_spec
+from .base import Family, PreprocessSettings, untrained_spec
+from .encoded import encoded_rows, token_spans, tolist
 
 # Real processor settings: mistral-community/pixtral-12b, mistralai/Mistral-Small-3.1-24B-Instruct-2503
 # (Mistral-Small-3.2 and Ministral-3 reuse the 3.1 vision encoder settings).
@@ -73,6 +74,8 @@ _PIXTRAL_DEFAULTS = {'max_height': PIXTRAL_LONGEST_EDGE, 'max_width': PIXTRAL_LO
 @register_family
 class Pixtral(Family):
     name = 'pixtral'
+    video_support = 'refused'  # Mistral2503Template.replace_tag asserts media_type == 'image'
+    video_support_of = {'pixtral': 'ignored'}  # PixtralTemplate leaves `<video>` in the text
     encoded_keys = ('input_ids', 'image_sizes')
     settings_cls = PixtralSettings
     templates = (

@@ -11,11 +11,15 @@ variable is unset) when the processor loads; a row's ``chat_template_kwargs``
 """
 from __future__ import annotations
 
+import re
+import sys
 from dataclasses import dataclass, replace
 
+from .. import video
 from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec, env_int, image_grids, row_number
+from .base import Family, PreprocessSettings, TemplateSpec, VideoFound, env_int, row_number
+from .encoded import encoded_rows, image_grids, token_id, token_spans, tolist
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
 MAX_RATIO = 200
@@ -103,6 +107,13 @@ _EMB_MAX_TOKENS = 1800
 _EMB_DEFAULTS = {'patch_size': 16, 'max_pixels': _EMB_MAX_TOKENS * 32 ** 2}
 _ENV_DEFAULTS = {'qwen3_5_emb': {'IMAGE_MAX_TOKEN_NUM': str(_EMB_MAX_TOKENS)},
                  'wemm_embedding': {'IMAGE_MAX_TOKEN_NUM': str(_EMB_MAX_TOKENS)}}
+# ms-swift's template `version` per parent (how replace_tag fetches a video and how the model is told time),
+# and the loader's own os.environ.setdefault for video (Qwen3_5EmbLoader: FPS=1, FPS_MAX_FRAMES=64).
+VIDEO_VERSIONS = {'qwen2_vl': 'v2', 'qvq': 'v2', 'qwen2_5_vl': 'v2_5', 'mimo_vl': 'v2_5', 'qwen3_vl': 'v3',
+                  'qwen3_5': 'v3', 'qwen3_8': 'v3', 'ovis_ocr2': 'v3', 'qwen3_5_emb': 'v3', 'wemm_embedding': 'v3',
+                  'qwen2_5_omni': 'omni_v2_5', 'qwen3_omni': 'omni_v3'}
+_VIDEO_ENV_DEFAULTS = {'qwen3_5_emb': {'FPS': '1', 'FPS_MAX_FRAMES': '64'},
+                       'wemm_embedding': {'FPS': '1', 'FPS_MAX_FRAMES': '64'}}
 
 
 @register_family
@@ -169,6 +180,8 @@ class Qwen(Family):
                        min_pixels=vp.IMAGE_MIN_TOKEN_NUM * factor ** 2,
                        max_pixels=vp.IMAGE_MAX_TOKEN_NUM * factor ** 2, max_ratio=vp.MAX_RATIO)
 
+    vision_module = 'qwen_vl_utils.vision_process'  # its name in sys.modules (patched by ms-swift's loader)
+
     @classmethod
     def vision_process(cls):
         """The module whose ``fetch_image`` the template resizes with (its limits are the live ones)."""
@@ -218,6 +231,34 @@ class Qwen(Family):
                                num_tokens=grid[1] * grid[2] // settings.merge_size ** 2))
         return out, 'handed_image'
 
+    # --- video: the arithmetic is swift_ext.video's (qwen-vl-utils' fetch_video and the processors) ----------
+    video_geometry = True
+    video_support = 'header_and_encode'
+    video_encoded_keys = ('video_grid_thw', 'second_per_grid_ts', 'video_second_per_grid', 'input_ids')
+
+    @classmethod
+    def video_settings(cls, parent, *, template=None, env=None):
+        return _video_settings(cls, parent, template, env)
+
+    @classmethod
+    def predict_video(cls, parent, settings, *, width, height, total_frames, video_fps, row_kwargs, mode, name):
+        return video.predict_video_geometry(width=width, height=height, total_frames=total_frames,
+                                            video_fps=video_fps, version=VIDEO_VERSIONS[parent], mode=mode,
+                                            settings=settings, row_kwargs=row_kwargs, name=name)
+
+    @classmethod
+    def predict_video_frames(cls, parent, settings, *, sizes, row_kwargs, mode, name):
+        return video.predict_image_list_geometry(sizes=sizes, version=VIDEO_VERSIONS[parent], mode=mode,
+                                                 settings=settings, row_kwargs=row_kwargs, name=name)
+
+    @classmethod
+    def replaced_video(cls, template, inputs, index):
+        return _replaced_video(template, inputs, index)
+
+    @classmethod
+    def actual_video(cls, template, encoded, entries, predicted, mode):
+        return _actual_video(cls, template, encoded, entries, predicted, mode)
+
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
         grids = image_grids(encoded, len(predicted), merge_size=template.processor.image_processor.merge_size)
@@ -243,3 +284,95 @@ def _token_pixels(factor: int, tokens: int | None, pixels: int | None) -> int | 
 
 def _whole_tokens(pixels: int | None, factor: int) -> int | None:
     return None if pixels is None else pixels // factor ** 2 * factor ** 2
+
+
+# --- video ------------------------------------------------------------------------------------------------
+# The Qwen templates fetch the video in replace_tag (qwen_vl_utils.fetch_video; qwen_omni_utils' for Omni):
+# after it, ``inputs.videos[index]`` is the sampled, resized T x C x H x W tensor (a (tensor, metadata) pair
+# for Qwen3-VL in vLLM mode), the sample rate went to ``mm_processor_kwargs['fps']`` (Qwen2.5-VL, Omni)
+# and the reader's metadata (frame indices, fps) to ``mm_processor_kwargs['video_metadata']`` (Qwen3-VL).
+def _replaced_video(template, inputs, index) -> VideoFound | None:
+    handed = inputs.videos[index]
+    meta = None
+    if isinstance(handed, tuple) and len(handed) == 2:
+        handed, meta = handed
+    shape = getattr(handed, 'shape', None)
+    if shape is None or len(shape) != 4:
+        return None
+    kwargs = inputs.mm_processor_kwargs or {}
+    if meta is None and template.version == 'v3':
+        metas = kwargs.get('video_metadata') or [None]
+        meta = metas[-1]
+    fps = kwargs.get('fps')
+    sample_fps = fps[-1] if isinstance(fps, list) and fps else fps if isinstance(fps, (int, float)) else None
+    meta = meta if isinstance(meta, dict) else {}
+    indices = meta.get('frames_indices')
+    return VideoFound(num_frames=int(shape[0]), width=int(shape[3]), height=int(shape[2]),
+                      sample_fps=None if sample_fps is None else float(sample_fps),
+                      frame_indices=None if indices is None else tuple(int(i) for i in indices),
+                      video_fps=meta.get('fps'), clip_frames=meta.get('total_num_frames'))
+
+
+_STAMP = re.compile(r'<[0-9.]+ seconds>')
+
+
+def _stamp_text(template, ids: list, runs: list, steps: list[int]) -> list[list[str]]:
+    """Per video, the ``<t seconds>`` text the encode wrote before each of its steps' token runs."""
+    out, run = [], 0
+    for count in steps:
+        stamps = []
+        for _ in range(count):
+            if run >= len(runs):
+                break
+            start = runs[run][0]
+            before = runs[run - 1][0] + runs[run - 1][1] if run else max(0, start - 32)
+            found = _STAMP.findall(template.tokenizer.decode(ids[max(before, start - 32):start]))
+            stamps.append(found[-1] if found else '')
+            run += 1
+        out.append(stamps)
+    return out
+
+
+def _video_settings(cls, parent, template=None, env=None) -> video.VideoSettings:
+    """The live template's module; without one, the module ms-swift patched in this process (unless an
+    ``env`` is named), else the environment read as ms-swift's loader reads it."""
+    if template is not None:
+        patch = cls.fetch_patch_size(template, template.processor.image_processor.patch_size)
+        return video.settings_of_module(cls.vision_process(), patch_size=patch)
+    patch = video.QWEN_VERSIONS[VIDEO_VERSIONS[parent]]
+    module = sys.modules.get(cls.vision_module)
+    if env is None and getattr(module, '_patch', False):
+        return video.settings_of_module(module, patch_size=patch)
+    return video.video_settings(patch_size=patch, env=env, defaults=_VIDEO_ENV_DEFAULTS.get(parent))
+
+
+def _actual_video(cls, template, encoded, entries, predicted, mode) -> tuple[list, str]:
+    version, settings = VIDEO_VERSIONS[template.geo_spec.parent], template.geo_video_settings()
+    engine = mode in ('vllm', 'lmdeploy', 'sglang')
+    grids = None if engine else encoded_rows(encoded, 'video_grid_thw')
+    spg = encoded_rows(encoded, 'second_per_grid_ts') or encoded_rows(encoded, 'video_second_per_grid')
+    stamps = None
+    if version == 'v3' and grids and encoded.get('input_ids') is not None:
+        ids = tolist(encoded['input_ids'])
+        runs = token_spans(ids, token_id(template, '<|video_pad|>'))
+        stamps = _stamp_text(template, ids, runs, [int(g[0]) for g in grids])
+    out = []
+    for i, (geo, entry) in enumerate(zip(predicted, entries, strict=False)):
+        found = entry.found
+        if geo is None or found is None:
+            out.append(geo)
+            continue
+        indices = found.frame_indices
+        if indices is not None and not geo.image_list and mode == 'vllm':  # ms-swift rebased them: undo it
+            base = round(geo.timestamp_origin * geo.video_fps)
+            indices = tuple(j + base for j in indices)
+        if geo.image_list:
+            indices = None  # fetch_video's are 0..n-1 over the padded list, as predicted
+        grid = grids[i] if grids and i < len(grids) else None
+        out.append(video.with_observed(
+            geo, version=version, mode=mode, settings=settings, width=found.width, height=found.height,
+            frame_indices=indices if indices is not None and len(indices) == found.num_frames else None,
+            sample_fps=found.sample_fps, grid=grid,
+            timestamps=stamps[i] if stamps and i < len(stamps) else None,
+            second_per_grid_ts=spg[i] if spg and i < len(spg) and not engine else None))
+    return out, 'handed_video' if engine else 'encode'

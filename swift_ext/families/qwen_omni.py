@@ -34,6 +34,8 @@ class QwenOmni(Qwen):
                      coords_source="ms-swift Qwen3OmniTemplate norm_bbox='norm1000': bbox_2d in 0-1000, as Qwen3-VL"),
     )
 
+    vision_module = 'qwen_omni_utils.v2_5.vision_process'
+
     @classmethod
     def vision_process(cls):
         from qwen_omni_utils import vision_process

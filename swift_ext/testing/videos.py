@@ -143,3 +143,43 @@ def make_frame_images(out_dir: str, *, num_frames: int, width: int = 96, height:
 def sampled_indices(frames: Sequence[Any]) -> list[int]:
     """:func:`frame_index` of every frame of a decoded clip (a T x C x H x W tensor or a list of frames)."""
     return [frame_index(frame) for frame in frames]
+
+
+# A temporal grounding prompt: the answer is the interval in seconds, as Time-R1-style datasets ask it.
+PROMPT = ('<video>When is the frame index shown in white bits between {low} and {high}? '
+          'Answer with the interval in seconds as <answer>start - end</answer>.')
+# (name, frames, fps, width, height, chat_template_kwargs or None): short on purpose (a tiny e2e run).
+DEMO_VIDEOS = (('whole', 30, 10, 64, 48, None),
+               ('clip', 40, 10, 64, 48, {'video_start': 0.5, 'video_end': 3.5}),
+               ('fast', 24, 8, 80, 48, {'fps': 4}))
+
+
+def make_video_dataset(out_dir: str, *, videos: Sequence[tuple] = DEMO_VIDEOS, answer: bool = False) -> str:
+    """Write ``video_grounding.jsonl`` over generated videos and return its path.
+
+    Each row asks for the second third of its clip (the clip window where the row sets one), with
+    ``solution`` = ``[start, end]`` in seconds of the source video; ``answer=True`` adds the exact answer
+    as the assistant's reply (SFT rows).
+    """
+    import json
+    os.makedirs(out_dir, exist_ok=True)
+    rows = []
+    for name, num_frames, fps, width, height, row_kwargs in videos:
+        path = make_video(os.path.join(out_dir, f'{name}.mp4'), num_frames=num_frames, fps=fps, width=width,
+                          height=height)
+        duration = num_frames / fps
+        start = (row_kwargs or {}).get('video_start', 0.0)
+        end = (row_kwargs or {}).get('video_end', duration)
+        solution = [round(start + (end - start) / 3, 2), round(start + 2 * (end - start) / 3, 2)]
+        low, high = round(solution[0] * fps), round(solution[1] * fps)
+        row = {'messages': [{'role': 'user', 'content': PROMPT.format(low=low, high=high)}], 'videos': [path],
+               'solution': solution}
+        if answer:
+            row['messages'].append({'role': 'assistant', 'content': f'<answer>{solution[0]} - {solution[1]}</answer>'})
+        if row_kwargs:
+            row['chat_template_kwargs'] = dict(row_kwargs)
+        rows.append(row)
+    path = os.path.join(out_dir, 'video_grounding.jsonl')
+    with open(path, 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+    return path

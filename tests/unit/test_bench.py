@@ -17,7 +17,7 @@ from swift_ext.cli.bench.grpo import step_seconds
 from swift_ext.cli.bench.measure import interleaved, png_header
 from swift_ext.cli.bench.reward import regex_iou
 from swift_ext.cli.bench.scale import write_geometry_log
-from swift_ext.cli.bench.template import AA_PARENT, family_parents
+from swift_ext.cli.bench.template import AA_PARENT, VIDEO_PARENTS, family_parents
 from swift_ext.families import family_of
 from swift_ext.images import read_image_size
 from swift_ext.testing.tiny import parents
@@ -96,6 +96,9 @@ class TestQuickRun:
         assert f'{AA_PARENT} (log off): _geo / parent, wall time' in names
         [aa] = [f for f in record['figures'] if f['name'] == f'{AA_PARENT} (A/A: parent / parent): A/A, wall time']
         assert aa['goal'] is None and all(0.5 < v < 2 for v in aa['values'])
+        # video encodes too, for the templates with video geometry, with the same goal
+        video = [f for f in record['figures'] if f['bench'] == 1 and ' (video): _geo / parent, wall' in f['name']]
+        assert {f['name'].split(' ')[0] for f in video} == set(VIDEO_PARENTS) and all(f['goal'] for f in video)
 
     def test_reward_ratios_side_by_side(self, quick_run):
         # single-box and mix throughput ratios come from the same run, next to each other

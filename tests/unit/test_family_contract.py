@@ -75,8 +75,11 @@ def test_bad_sides_are_refused_by_every_family(template, width, height):
         settings.predict(width=width, height=height, name='x.png')
 
 
-@pytest.mark.parametrize('module', ['swift_ext.geometry'] + [f'swift_ext.families.{m}' for m in sorted(
-    {f.__module__.rsplit('.', 1)[1] for _, f in FAMILIES} | {'base'})])
+DOCTESTED = ['swift_ext.geometry', 'swift_ext.settings'] + [f'swift_ext.families.{m}' for m in sorted(
+    {f.__module__.rsplit('.', 1)[1] for _, f in FAMILIES} | {'base'})]
+
+
+@pytest.mark.parametrize('module', DOCTESTED)
 def test_doctests(module):
     import doctest
     import importlib

@@ -192,7 +192,7 @@ def _same(a, b):
 
 
 def _runs(ids, token):
-    from swift_ext.families.base import token_runs
+    from swift_ext.families.encoded import token_runs
     return token_runs(ids.tolist() if hasattr(ids, 'tolist') else ids, token)
 
 

@@ -8,7 +8,7 @@ from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_named
-from swift_ext.families.base import token_runs
+from swift_ext.families.encoded import token_runs
 from swift_ext.geometry import Clamp, fit_clamp
 from swift_ext.images import image_key
 from swift_ext.recorder import recorder

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import loglines, runlog, templates
-from swift_ext.families.base import ImageEntry, token_runs, token_spans
+from swift_ext.families.base import ImageEntry
+from swift_ext.families.encoded import token_runs, token_spans
 from swift_ext.families.gemma4 import patch_extents
 from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles
 from swift_ext.families.pixtral import image_token_grids

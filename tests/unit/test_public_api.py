@@ -15,7 +15,8 @@ def test_all_names_their_real_homes():
     from swift_ext import boxes, geometry, scoring, settings
     homes = {'COORDS': geometry, 'Clamp': geometry, 'GeometryError': geometry, 'ImageGeometry': geometry,
              'iou_score': scoring, 'parse_solution': scoring, 'parse_boxes': boxes,
-             'predict_geometry': settings}
+             'predict_geometry': settings, 'predict_video_geometry': settings, 'VideoGeometry': geometry,
+             'VideoError': geometry}
     assert sorted(swift_ext.__all__) == sorted([*homes, '__version__'])
     for name, module in homes.items():
         assert getattr(swift_ext, name) is getattr(module, name), name

@@ -9,8 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from swift_ext.geometry import VideoError
 from swift_ext.testing.videos import frame_index, make_frame_images, make_video, sampled_indices
-from swift_ext.video import VideoError, VideoSettings, predict_video_geometry
+from swift_ext.video import VideoSettings, predict_video_geometry
 from swift_ext.video_io import benchmark_header_vs_decode, predict_from_source, read_video_header
 
 torch = pytest.importorskip('torch')

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from swift_ext.video import VideoError, VideoSettings, predict_video_geometry
+from swift_ext.geometry import VideoError
+from swift_ext.video import VideoSettings, predict_video_geometry
 
 torch = pytest.importorskip('torch')
 

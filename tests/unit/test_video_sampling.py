@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from swift_ext.geometry import VideoError, VideoGeometry
 from swift_ext.video import (
-    VideoError,
-    VideoGeometry,
     VideoSettings,
     frame_indices,
     frame_range,
@@ -246,7 +245,7 @@ def test_clamps_are_named():
                                   settings=VideoSettings())
     assert long.num_frames == 768 and long.clamped == ('max_frames', 'model_seq_len')
     hd = predict_video_geometry(width=1920, height=1080, total_frames=60, video_fps=30.0, settings=VideoSettings())
-    assert hd.clamped == ('max_pixels',) and hd.tokens_per_pair <= 768
+    assert hd.clamped == ('max_pixels',) and hd.tokens_per_step <= 768
     short = predict_video_geometry(width=64, height=48, total_frames=30, video_fps=30.0, settings=VideoSettings())
     assert short.num_frames == 4 and short.clamped == ('min_frames', 'min_pixels')
     for seq_len in (16000, 60000):  # 16000: the floor of 1.05 * min_pixels lifts the budget again

@@ -90,7 +90,7 @@ def test_training_encode_is_the_prediction(templates, video, name, version, row_
 
 def test_a_row_qwen_vl_utils_refuses_is_refused(templates, video):
     # max_pixels under the per-frame minimum: smart_resize's assert in the encode, a named error here.
-    from swift_ext.video import VideoError
+    from swift_ext.geometry import VideoError
     with pytest.raises(VideoError, match='`max_pixels` must be >= `min_pixels`'):
         predict_from_source(video, version='v2_5', row_kwargs={'max_pixels': 60000})
     with pytest.raises(AssertionError, match='max_pixels'):

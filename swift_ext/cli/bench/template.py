@@ -1,4 +1,5 @@
-"""Benchmark 1: encode() of each `_geo` template against its ms-swift parent, same samples."""
+"""Benchmark 1: encode() of each `_geo` template against its ms-swift parent, same samples (images; and videos
+for the templates with video geometry)."""
 from __future__ import annotations
 
 import functools
@@ -42,6 +43,12 @@ AA_PARENT = 'qwen2_5_vl'
 TEMPLATE_SIZES = ((64, 48), (160, 120), (224, 224), (320, 240), (300, 500), (448, 448),
                   (500, 375), (640, 480), (480, 640), (800, 600), (896, 448), (1000, 200),
                   (1024, 768), (1280, 720))
+# Video encodes: the parents measured on samples of one generated video each (frames, fps, width, height),
+# 2-3 seconds, with the row settings users set (a clip window, a sample rate, a frame count).
+VIDEO_PARENTS = ('qwen2_5_vl', 'qwen3_vl')
+VIDEO_SAMPLES = (24, 4)
+VIDEO_CLIPS = ((30, 10, 64, 48), (60, 30, 160, 120), (75, 25, 320, 240), (48, 24, 640, 360))
+VIDEO_ROWS = (None, {'video_start': 0.5, 'video_end': 2.0}, {'fps': 4}, {'nframes': 4})
 
 
 # --- 1. template overhead ------------------------------------------------------------------------------------
@@ -56,6 +63,21 @@ def template_samples(paths: Sequence[str], n: int, seed: int = 0) -> list[dict]:
             {'role': 'user', 'content': '<image>' * len(images) + 'Locate the red box.'},
             {'role': 'assistant', 'content': json.dumps([{'bbox_2d': box, 'label': 'red box'}])}],
             'images': images})
+    return out
+
+
+def video_samples(paths: Sequence[str], n: int, seed: int = 0) -> list[dict]:
+    """``n`` temporal-grounding samples of one video each, drawn from ``paths``, with ``VIDEO_ROWS`` settings."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        row = {'messages': [{'role': 'user', 'content': '<video>When does it happen?'},
+                            {'role': 'assistant', 'content': '<answer>0.5 - 1.5</answer>'}],
+               'videos': [rng.choice(paths)]}
+        row_kwargs = rng.choice(VIDEO_ROWS)
+        if row_kwargs:
+            row['chat_template_kwargs'] = dict(row_kwargs)
+        out.append(row)
     return out
 
 
@@ -89,6 +111,13 @@ def run(ctx: Context) -> list[Figure]:
                     figures += _measure_parent(ctx, parent, samples)
                 except Exception as exc:  # one family's failure must not lose the others' figures
                     ctx.fail(1, f'{parent}: not measured: {type(exc).__name__}: {exc}')
+            videos = _make_videos(os.path.join(ctx.work, 'template_videos'))
+            clips = video_samples(videos, ctx.size(VIDEO_SAMPLES))
+            for parent in VIDEO_PARENTS:
+                try:
+                    figures += _measure_parent(ctx, parent, clips, kind=' (video)')
+                except Exception as exc:
+                    ctx.fail(1, f'{parent} (video): not measured: {type(exc).__name__}: {exc}')
             recorder().flush()
     finally:
         torch.set_num_threads(threads)
@@ -99,11 +128,26 @@ def run(ctx: Context) -> list[Figure]:
                 "round; a round's ratio is the median over samples of the _geo / parent time of the same "
                 'sample. Geometry log on (each batch of 8 encodes read and written at its collate, as in a '
                 f'dataloader worker); {AA_PARENT} also with the log off, and '
-                'against a second instance of its own parent (A/A: what the method reads when nothing differs)')
+                'against a second instance of its own parent (A/A: what the method reads when nothing differs). '
+                f'Video: {ctx.size(VIDEO_SAMPLES)} samples of one generated video each ({len(VIDEO_CLIPS)} videos of '
+                '2-3 s, 64x48 to 640x360, H.264), whole, clipped, at fps 4 or 4 frames, for '
+                f'{", ".join(VIDEO_PARENTS)}, the same method (the reader qwen-vl-utils picks decodes each encode)')
     return figures
 
 
-def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> list[Figure]:
+def _make_videos(folder: str) -> list[str]:
+    from ...testing.videos import make_video
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for frames, fps, width, height in VIDEO_CLIPS:
+        path = os.path.join(folder, f'{frames}f_{fps}fps_{width}x{height}.mp4')
+        if not os.path.exists(path):
+            make_video(path, num_frames=frames, fps=fps, width=width, height=height)
+        paths.append(path)
+    return paths
+
+
+def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict], kind: str = '') -> list[Figure]:
     from swift.model import get_processor
     from swift.template import get_template
 
@@ -113,8 +157,8 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
 
     model = make_tiny_model(parent_name, os.path.join(ctx.work, f'tiny-{parent_name}'))
     proc = get_processor(model, model_type=run_flags(parent_name)['model_type'])
-    pairs = [('', parent_name + '_geo')]
-    if parent_name == AA_PARENT:
+    pairs = [(kind, parent_name + '_geo')]
+    if parent_name == AA_PARENT and not kind:
         pairs += [(' (log off)', parent_name + '_geo'), (' (A/A: parent / parent)', parent_name)]
     figures = []
     for label, other_name in pairs:
@@ -133,8 +177,8 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict]) -> 
                 wall.append(statistics.median(b[0] / a[0] for a, b in times))
                 cpu.append(statistics.median(b[1] / a[1] for a, b in times))
                 parent_ms.append(sum(a[0] for a, _ in times) / len(times) * 1e3)
-        if not label:
-            figures.append(Figure(1, f'{parent_name}: parent encode', 'ms/sample', parent_ms))
+        if label == kind:
+            figures.append(Figure(1, f'{parent_name}{kind}: parent encode', 'ms/sample', parent_ms))
         name = 'A/A' if 'A/A' in label else '_geo / parent'
         goal = None if 'A/A' in label else Goal('<=', GOAL)
         figures += [Figure(1, f'{parent_name}{label}: {name}, wall time', 'ratio', wall, goal),

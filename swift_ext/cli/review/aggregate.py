@@ -155,8 +155,14 @@ class GeometryStats:
     by_mode: dict[str, ModeStats] = field(default_factory=dict)
     ranks: Counter = field(default_factory=Counter)
     templates: Counter = field(default_factory=Counter)
+    video_lines: int = 0  # videos' lines, counted and left out of the image statistics
 
     def add(self, r: GeoLine) -> None:
+        if r.kind == 'video':
+            self.video_lines += 1
+            return
+        if isinstance(r.clamped, list):  # an image line's is a name; a list here is read as one, cut
+            r.clamped = short(','.join(str(c) for c in r.clamped), 80)
         _count_capped(self.ranks, str(r.rank))
         if r.template:
             _count_capped(self.templates, short(r.template, 80))

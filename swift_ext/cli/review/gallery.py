@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...geometry import COORDS, ImageGeometry
-from ...runlog import COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES
+from ...runlog import COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES, line_kind
 from ...settings import default_settings
 from ..bounded import FileStatus, as_int, as_number, iter_raw_lines, short
 from ..cards import Item
@@ -183,7 +183,7 @@ def read_step_records(geo_files: Sequence[str], steps: set, keys: set) -> tuple[
     for path in geo_files:
         status = FileStatus(path)
         for _, rec in geometry_lines(path, status, decode=json.loads, errors=(ValueError, RecursionError)):
-            if not isinstance(rec, dict):
+            if not isinstance(rec, dict) or line_kind(rec) == 'video':  # the gallery shows images
                 continue
             step = as_int(rec.get('step'))
             key = rec.get('image')

@@ -40,6 +40,7 @@ class GeoLine(msgspec.Struct):
     """
 
     step: Annotated[int, msgspec.Meta(ge=-1, le=1 << 53)] | None = None
+    kind: str = 'image'  # 'video' for a video's line (runlog.line_kind); review reads image lines only
     rank: Annotated[int, msgspec.Meta(ge=0, le=1 << 20)] = 0
     mode: str = 'train'
     image: str | None = None
@@ -51,7 +52,7 @@ class GeoLine(msgspec.Struct):
     num_tokens: Side = None
     tile_cols: Side = None
     num_tiles: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 1
-    clamped: str | None = None
+    clamped: str | list[str] | None = None  # a video line's is a list (VideoClamp names)
     mismatch: dict[str, Any] | None = None
     error: str | None = None
 

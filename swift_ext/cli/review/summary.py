@@ -198,6 +198,9 @@ def _problems(run_dir: str, geo: GeometryStats, log, comp) -> list[str]:
                         'left out of its mean')
     if log.dropped_keys:
         problems.append(f'{LOGGING_FILE}: {log.dropped_keys} metric key(s) beyond the first {MAX_SERIES} ignored')
+    if geo.video_lines:
+        problems.append(f'{geo.video_lines:,} video line(s) in the geometry log are not summarised here: review '
+                        'reads image lines only (the vision/ video metrics are in the plots)')
     for mode, stats in geo.by_mode.items():
         if stats.steps_dropped:
             problems.append(f'{mode} records: steps beyond the first {MAX_STEPS:,} not tabled per step '
