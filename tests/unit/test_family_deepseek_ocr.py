@@ -122,7 +122,7 @@ def test_encode_identical_to_parent_and_geometry_is_the_encode(tiny_model, tmp_p
     from swift.template import get_template
 
     import swift_ext.plugin  # noqa: F401  (registers the templates)
-    from swift_ext.families.base import token_runs
+    from swift_ext.families.encoded import token_runs
     from swift_ext.images import image_key
     from swift_ext.store import STORE
     from swift_ext.testing.tiny import run_flags

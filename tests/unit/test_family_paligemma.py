@@ -109,7 +109,7 @@ def test_encode_identical_and_recorded(checkpoint, images, group):
     paths = [images[s] for s in group]
     expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
     _same(expected, encoded)
-    from swift_ext.families.base import token_runs
+    from swift_ext.families.encoded import token_runs
     runs = token_runs(encoded['input_ids'], geo_tpl.processor.image_token_id)
     assert tuple(encoded['pixel_values'].shape) == (len(paths), 3, 224, 224)
     for i, (size, path) in enumerate(zip(group, paths, strict=True)):

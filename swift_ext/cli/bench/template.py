@@ -36,7 +36,7 @@ GOAL = 1.01
 # Samples per collate: `_geo` templates read and record a batch's encodes when it is collated.
 BATCH = 8
 # Which parent stands for its family when the family has several (otherwise the first, sorted).
-PREFERRED_PARENTS = ('qwen2_5_vl',)
+PREFERRED_PARENTS = ('qwen2_5_vl', 'internvl_hf')
 # The family also measured with the log off and against itself (A/A).
 AA_PARENT = 'qwen2_5_vl'
 # Image sizes (width, height), below 1.3 MP: about the size of a COCO image and smaller.

@@ -33,6 +33,10 @@ class NoAudio:
 class Phi4MMProcessor:
     def __init__(self, image_processor, audio_processor, tokenizer):
         self.image_processor, self.audio_processor, self.tokenizer = image_processor, audio_processor, tokenizer
+        # ms-swift's loader deletes the class's `chat_template` each time it loads the processor; the class is
+        # loaded once per process, so a second load (tests build it again) would find nothing to delete.
+        if 'chat_template' not in type(self).__dict__:
+            type(self).chat_template = _CHAT_TEMPLATE
 
     @classmethod
     def from_pretrained(cls, path, **kwargs):
@@ -42,9 +46,7 @@ class Phi4MMProcessor:
     def register_for_auto_class(cls, auto_class='AutoProcessor'):
         pass  # AutoProcessor calls it on remote classes; nothing to register
 
-    @property
-    def chat_template(self):
-        return self.tokenizer.chat_template
+    chat_template = property(lambda self: self.tokenizer.chat_template)
 
     def __call__(self, text, images=None, audios=None, return_tensors='pt', **kwargs):
         if audios:
@@ -75,3 +77,6 @@ class Phi4MMProcessor:
 
     def decode(self, *args, **kwargs):
         return self.tokenizer.decode(*args, **kwargs)
+
+
+_CHAT_TEMPLATE = Phi4MMProcessor.__dict__['chat_template']
