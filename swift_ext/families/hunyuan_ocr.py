@@ -21,7 +21,9 @@ transformers' ``HunYuanVLProcessor`` (and its tokenizer) lacks, so every image s
 ``AttributeError``. Verification is therefore ``published_code``: the arithmetic is pinned to transformers'
 processor over thousands of sizes; ``tests/unit/test_family_hunyuan_ocr.py`` pins the failure (it fails
 once a release fixes it) and runs the real template with that one attribute supplied, where the recorded
-geometry equals the prediction.
+geometry equals the prediction. With it supplied a GRPO's rollout and rewards run (``tests/e2e/test_hunyuan_ocr.py``),
+and training stops at a second mismatch: ``_post_encode`` reads ``base_model.model.embed_tokens`` / ``.vit``,
+Tencent's first model layout, where transformers' ``HunYuanVLModel`` has ``language_model`` / ``visual``.
 
 Boxes: the spotting task ("Detect and recognize text in the image, and output the text coordinates in a
 formatted manner", README of Tencent-Hunyuan/HunyuanOCR) answers ``text(x1,y1),(x2,y2)`` per line, in

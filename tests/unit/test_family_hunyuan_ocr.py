@@ -141,8 +141,9 @@ def _sample(paths, text='Detect and recognize text in the image.', **extra):
 def test_ms_swift_cannot_encode_an_image_with_transformers_hunyuan_vl_processor(processor, images):
     # The upstream failure (ms-swift 4.6.0, transformers 5.19): HunYuanVLTemplate._encode ends with
     # `processor.pad_id`; transformers' HunYuanVLProcessor (and its tokenizer) name it `pad_token_id`.
-    # When this test fails, a release fixed it: set verification='encode' and model_type='hunyuan_ocr' on the
-    # spec, put 'hunyuan_ocr' in swift_ext/testing/tiny/hunyuan_vl.py's PARENTS, and add the e2e.
+    # When this test fails, a release fixed it: see what tests/e2e/test_hunyuan_ocr.py says of training, then
+    # set verification='encode' and model_type='hunyuan_ocr' on the spec and put 'hunyuan_ocr' in
+    # swift_ext/testing/tiny/hunyuan_vl.py's PARENTS.
     assert not hasattr(processor, 'pad_id') and not hasattr(processor.tokenizer, 'pad_id')
     assert processor.pad_token_id == PAD_ID
     for name in ('hunyuan_ocr', TEMPLATE):

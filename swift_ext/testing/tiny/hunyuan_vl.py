@@ -2,10 +2,11 @@
 
 Not a registered recipe (``PARENTS`` is empty): ms-swift 4.6.0's ``HunYuanVLTemplate._encode`` ends with
 ``processor.pad_id``, which transformers 5.19's ``HunYuanVLProcessor`` does not have (it has
-``pad_token_id``), so no template encodes an image with it and nothing can train on it.
-``tests/unit/test_family_hunyuan_ocr.py`` builds it with :func:`build` to pin that failure; when a
-release fixes it, put ``'hunyuan_ocr'`` in ``PARENTS`` (and ``model_type='hunyuan_ocr'`` in the
-family's spec) to get the encode-level tests and the e2e every other family has.
+``pad_token_id``), so no template encodes an image with it, and its ``_post_encode`` reads a model
+layout transformers' ``HunYuanVLModel`` does not have, so nothing trains on it.
+``tests/unit/test_family_hunyuan_ocr.py`` and ``tests/e2e/test_hunyuan_ocr.py`` build it with :func:`build`
+to pin both; when a release fixes them, put ``'hunyuan_ocr'`` in ``PARENTS`` (and ``model_type='hunyuan_ocr'``
+in the family's spec) to get the encode-level tests every other family has.
 
 Kept real: the ids ms-swift and transformers hard-code: ``<｜hy_place▁holder▁no▁102｜>`` (the image
 token, 120120, in ``HunYuanVLTemplate`` and ``HunYuanVLConfig``), the image start / end / newline
