@@ -19,6 +19,11 @@ a Qwen2.5-VL ``"label"`` or an InternVL ``<ref>`` cannot leak in as a bare list)
 * ``paligemma_loc`` (PaliGemma): ``<loc0020><loc0010><loc0040><loc0030> car``, four-digit bins
   0-1023, **y before x** (big_vision's detection format); returned reordered as x1, y1, x2, y2
 * ``bare_list`` (any): ``[10, 20, 30, 40]`` or ``[[...], [...]]``
+* ``hunyuan_spot`` (HunyuanOCR text spotting): ``Total(10,20),(30,40)Paid(50,60),(70,80)``, each box a
+  ``(x1,y1),(x2,y2)`` pair of integers right after its text, as Tencent's ``process_spotting_response``
+  reads them; a pair with no text before it (only spaces, commas or parentheses since the previous
+  pair) is not a box, nor one right after ``<|box_start|>`` (Qwen2-VL's markup). Last, so that no
+  text an earlier style reads changes.
 
 Where boxes are read from:
 
@@ -56,7 +61,7 @@ MAX_BOXES = 100
 MAX_SCAN_CHARS = 64 * 1024
 
 STYLES = ('qwen2_box_tokens', 'internvl_box', 'qwen2_5_json', 'glm_box', 'deepseek_det', 'florence_loc',
-          'paligemma_loc', 'bare_list')
+          'paligemma_loc', 'bare_list', 'hunyuan_spot')
 
 _NUM = r'([-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?)'
 _SEP = r'\s*,\s*'
@@ -78,6 +83,13 @@ _TAGGED = {'internvl_box': _INTERNVL_BOX_RE, 'glm_box': _GLM_BOX_RE, 'deepseek_d
 # Location tokens: four adjacent ones make a box (Florence-2 `<loc_N>`, PaliGemma `<locNNNN>`).
 _FLORENCE_LOC_RE = re.compile(''.join([r'<loc_([0-9]+)>'] * 4))
 _PALIGEMMA_LOC_RE = re.compile(''.join([r'<loc([0-9]{4})>'] * 4))
+# HunyuanOCR spotting: `text(x1,y1),(x2,y2)`, integers, no spaces. The pair is found first and its text
+# checked after (a character other than space, comma or parenthesis since the previous pair), so a
+# long text without a pair costs one pass, not one per start position.
+_HUNYUAN_PAIR_RE = re.compile(r'\(([0-9]+),([0-9]+)\),\(([0-9]+),([0-9]+)\)')
+_SPOT_TEXT_RE = re.compile(r'[^\s(),]')
+# A pair right after `<|box_start|>` is Qwen2-VL's markup (malformed, or that style would have read it).
+_BOX_START_BEFORE_RE = re.compile(r'<\|box_start\|>\s*$')
 
 
 def answer_region(text: str) -> str:
@@ -123,6 +135,17 @@ class _yx:
         return x1, y1, x2, y2
 
 
+def _spotted(region: str):
+    """The ``(x1,y1),(x2,y2)`` pairs of a HunyuanOCR spotting answer that have text before them."""
+    last = 0
+    for match in _HUNYUAN_PAIR_RE.finditer(region):
+        start = match.start()
+        if _SPOT_TEXT_RE.search(region, last, start) is not None \
+                and _BOX_START_BEFORE_RE.search(region, last, start) is None:
+            yield match
+        last = match.end()
+
+
 def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]]:
     boxes: list[list[float]] = []
     if style == 'qwen2_box_tokens':
@@ -138,6 +161,8 @@ def _boxes_in_style(region: str, style: str, max_boxes: int) -> list[list[float]
         _collect(_FLORENCE_LOC_RE.finditer(region), max_boxes, boxes)
     elif style == 'paligemma_loc':  # y1 x1 y2 x2 as written: read as x1 y1 x2 y2
         _collect((_yx(m) for m in _PALIGEMMA_LOC_RE.finditer(region)), max_boxes, boxes)
+    elif style == 'hunyuan_spot':
+        _collect(_spotted(region), max_boxes, boxes)
     else:
         _collect(_FLAT_LIST_RE.finditer(region), max_boxes, boxes)
     return boxes
@@ -177,6 +202,8 @@ def parse_boxes(text: str, *, max_boxes: int = MAX_BOXES) -> list[list[float]]:
         [[120.0, 80.0, 560.0, 710.0]]
         >>> parse_boxes('<loc0080><loc0120><loc0710><loc0560> cat')  # PaliGemma: y first
         [[120.0, 80.0, 560.0, 710.0]]
+        >>> parse_boxes('INVOICE(112,40),(388,72)Total (USD)(96,880),(402,910)')  # HunyuanOCR spotting
+        [[112.0, 40.0, 388.0, 72.0], [96.0, 880.0, 402.0, 910.0]]
     """
     return _scan(text, max_boxes)[1]
 

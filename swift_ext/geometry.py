@@ -385,6 +385,44 @@ def round_within(*, width: int, height: int, factor: int, min_pixels: float, max
     return (w_bar, h_bar), None
 
 
+def zero_floor_smart_resize(*, width: int, height: int, factor: int, min_pixels: float, max_pixels: float,
+                            max_ratio: float = 200, name: str = 'image') -> tuple[tuple[int, int], Clamp | None]:
+    """The ``smart_resize`` transformers' ERNIE-4.5-VL and HunYuanVL image processors copy, as ``((w, h), clamp)``.
+
+    ``round_within`` but for its first rounding, which has no floor: a side under half of ``factor``
+    rounds to 0, and 0 pixels then count as under ``min_pixels`` (both sides scaled up); a side the cap
+    shrinks is at least ``factor``. Refused (GeometryError) where the processor raises: an aspect ratio over
+    ``max_ratio``, or a size it would round to a zero side (only with ``min_pixels`` 0).
+
+    Example:
+        >>> zero_floor_smart_resize(width=640, height=480, factor=28, min_pixels=3136, max_pixels=4842768)
+        ((644, 476), None)
+        >>> zero_floor_smart_resize(width=10, height=1000, factor=28, min_pixels=3136, max_pixels=4842768)
+        ((28, 560), <Clamp.MIN_PIXELS: 'min_pixels'>)
+    """
+    check_side('width', width, name)
+    check_side('height', height, name)
+    ratio = max(width, height) / min(width, height)
+    if ratio > max_ratio:
+        raise GeometryError(f'{name}: the image processor refuses an aspect ratio over {max_ratio}, '
+                            f'got {ratio:.1f} ({width}x{height}).')
+    h_bar, w_bar = round_by_factor(height, factor), round_by_factor(width, factor)
+    clamp = None
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, floor_by_factor(height / beta, factor))
+        w_bar = max(factor, floor_by_factor(width / beta, factor))
+        clamp = Clamp.MAX_PIXELS
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar, w_bar = ceil_by_factor(height * beta, factor), ceil_by_factor(width * beta, factor)
+        clamp = Clamp.MIN_PIXELS
+    if h_bar <= 0 or w_bar <= 0:
+        raise GeometryError(f'{name}: {width}x{height} rounds to a zero side ({w_bar}x{h_bar}) with factor {factor} '
+                            f'and min_pixels {min_pixels}.')
+    return (w_bar, h_bar), clamp
+
+
 # --- ms-swift's own pre-rescale -------------------------------------------------------------------------
 def swift_rescaled_size(*, width: int, height: int, max_pixels: float | None,
                         name: str = 'image') -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """Tests for swift_ext.boxes: every output style, the answer region, and the bounds."""
 import doctest
+import random
 
 import pytest
 
@@ -120,6 +121,8 @@ STYLE_CASES = [
     ('<|begin_of_box|>[1, 2, 3, 4]<|end_of_box|>', 'glm_box'),
     ('<|ref|>a<|/ref|><|det|>[[1, 2, 3, 4], [5, 6, 7, 8]]<|/det|>', 'deepseek_det'),
     ('<|det|>[1, 2, 3]<|/det|> [1, 2, 3, 4]', 'bare_list'),  # an empty det tag does not claim the list after it
+    ('Total(1,2),(3,4)', 'hunyuan_spot'),
+    ('Total(1,2),(3,4) [5, 6, 7, 8]', 'bare_list'),  # tried last: an earlier style that reads a box wins
     # a style counts only if it yields a finite four-number box
     ('{"bbox_2d": [1, 2, NaN, 4]}', None),
     ('<box>[[1, 2, 3]]</box>', None),
@@ -210,3 +213,34 @@ def test_deepseek_det_reads_every_box_of_the_tag_and_only_inside_it():
     assert box_style('<ref>a</ref><box>[[1, 2, 3, 4]]</box><|det|>[[5, 6, 7, 8]]<|/det|>') == 'internvl_box'
     # Unclosed tags claim nothing (the lists are then read as bare lists), in one pass: [^<]* stops at '<'.
     assert parse_boxes('<|det|>[[1, 2, 3, 4]]' * 2000) == [[1, 2, 3, 4]] * 100
+
+
+def _scan_without_hunyuan_spot(text):
+    """What parse_boxes / box_style gave before the last style, ``hunyuan_spot``, existed."""
+    assert boxes.STYLES[-1] == 'hunyuan_spot'
+    region = boxes.answer_region(text)[:MAX_SCAN_CHARS]
+    for style in boxes.STYLES[:-1]:
+        found = boxes._boxes_in_style(region, style, MAX_BOXES)
+        if found:
+            return style, found
+    return None, []
+
+
+def test_existing_styles_read_what_they_read_before():
+    # Every case of the existing style tests, and random answers of each earlier style with spotting text
+    # mixed in: wherever an earlier style found a box, the result is the same; elsewhere only a spotting
+    # pair can add one.
+    rng = random.Random(7)
+    texts = [t for t, _ in PARSE_CASES + ANSWER_CASES + STYLE_CASES]
+    samples = ['[{"bbox_2d": [1, 2, 3, 4], "label": "a(5,6),(7,8)"}]', '<|box_start|>(1,2),(3,4)<|box_end|>',
+               '<ref>a(5,6),(7,8)</ref><box>[[1, 2, 3, 4]]</box>', '<|begin_of_box|>[1, 2, 3, 4]<|end_of_box|>',
+               '<|ref|>a<|/ref|><|det|>[[1, 2, 3, 4]]<|/det|>', 'car<loc_1><loc_2><loc_3><loc_4>',
+               '<loc0002><loc0001><loc0004><loc0003> car', '[1, 2, 3, 4]', 'Total(10,20),(30,40)']
+    for _ in range(3000):
+        texts.append(''.join(rng.choice(samples) + rng.choice(['', ' ', '\n', 'x']) for _ in range(rng.randint(1, 4))))
+    for text in texts:
+        old_style, old_boxes = _scan_without_hunyuan_spot(text)
+        if old_style is not None:
+            assert (box_style(text), parse_boxes(text)) == (old_style, old_boxes), text
+        else:
+            assert box_style(text) in (None, 'hunyuan_spot'), text
