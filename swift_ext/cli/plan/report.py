@@ -6,6 +6,7 @@ from collections import Counter
 from ...families import family_of
 from ...settings import PreprocessSettings
 from .stats import PlanStats
+from .video import video_lines, video_summary
 from .work import tile_knob
 
 MAX_FAILURES_SHOWN = 50
@@ -66,12 +67,14 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
         'tile_sweep': [{tile_knob(settings) or 'max_num': v, 'visual_tokens_total': t,
                         'max_visual_tokens_per_sample': m, 'failing_images': f}
                        for v, (t, s, f, m) in stats.tile_sweep.items()],
+        'videos': video_summary(stats.video, describe),
     }
 
 
 def format_text(s: dict) -> str:
     """The plan as `swift-ext plan` prints it."""
-    return '\n'.join(_token_lines(s) + _warning_lines(s) + _failure_lines(s) + _sweep_lines(s))
+    return '\n'.join(_token_lines(s) + video_lines(s.get('videos')) + _warning_lines(s) + _failure_lines(s)
+                     + _sweep_lines(s))
 
 
 def _token_lines(s: dict) -> list[str]:

@@ -9,6 +9,8 @@ import heapq
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .video import VideoPlanStats
+
 MAX_KEPT = 1000  # failures / warnings kept per kind; the rest are counted
 TOP_ROWS = 10
 MAX_UNIQUE = 2_000_000  # distinct images tracked (about 100 bytes each); beyond, counts are lower bounds
@@ -50,6 +52,7 @@ class PlanStats:
     sweep: dict[int, list] = field(default_factory=dict)  # value -> new_sums()
     tile_sweep: dict[int, list] = field(default_factory=dict)  # tile limit -> new_sums()
     verified: bool = False  # whether --verify checked file bodies, not just headers
+    video: VideoPlanStats = field(default_factory=VideoPlanStats)  # the rows' videos (plan/video.py)
 
     def merge(self, other: PlanStats) -> None:
         for name in ('rows', 'rows_with_images', 'images', 'shrunk', 'grown', 'remote', 'samples_unchecked',
@@ -66,6 +69,7 @@ class PlanStats:
                 break
             self.unique.setdefault(key, tokens)
         self.unique_overflow |= other.unique_overflow
+        self.video.merge(other.video)
         self.top_rows = heapq.nlargest(TOP_ROWS, self.top_rows + other.top_rows)
         for mine_all, theirs_all in ((self.sweep, other.sweep), (self.tile_sweep, other.tile_sweep)):
             for value, sums in theirs_all.items():

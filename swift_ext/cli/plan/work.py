@@ -22,6 +22,7 @@ from ...scoring import parse_solution
 from ...settings import PreprocessSettings, settings_for, with_budget
 from ..dataset import cut, row_images, row_limits
 from .stats import MAX_UNIQUE, TOP_ROWS, PlanStats, new_sums
+from .video import VideoPlanner
 
 HEADER_CACHE = 65536  # file headers remembered per worker (datasets often repeat images)
 SOLUTION_SLACK = 1.0
@@ -58,7 +59,8 @@ def init_worker(settings: PreprocessSettings, sweep: Sequence[int], tile_sweep: 
     _WORKER.clear()
     _WORKER.update(settings=settings, base_dir=base_dir, verify=verify, headers=BoundedCache(HEADER_CACHE),
                    sweep=[(v, sweep_settings(settings, v)) for v in sweep],
-                   tile_sweep=[(v, tile_settings(settings, v)) for v in tile_sweep])
+                   tile_sweep=[(v, tile_settings(settings, v)) for v in tile_sweep],
+                   videos=VideoPlanner(settings.template))
 
 
 def _header(src: Any, info: ImageSource, verify: bool):
@@ -176,6 +178,7 @@ def _plan_row(stats: PlanStats, number: int, row: Any) -> None:
     if not isinstance(row, dict):
         raise ValueError(f'a row must be a JSON object, got {type(row).__name__}')
     images, limits = row_images(row), row_limits(row)
+    _WORKER['videos'].plan_row(stats.video, number, row)
     if not images:
         return
     stats.rows_with_images += 1
