@@ -29,6 +29,7 @@ GOAL_FIGURES = [
     (1, 'qwen2_5_vl: _geo / parent'), (1, 'internvl_hf: _geo / parent'),
     (2, 'fetch_image / header'), (3, 'iou_score / baseline throughput, single box'), (3, 'iou_score, mix'),
     (4, 'geo / plain step time'), (5, 'review'), (5, 'plan'),
+    (6, 'fetch_video / header, short clips'), (6, 'fetch_video / header, 60 s clip'), (6, 'plan'),
 ]
 
 
@@ -192,7 +193,7 @@ class TestHelpers:
         assert len(ok) == 1998
 
     @pytest.mark.parametrize('argv,match', [
-        (['--only', '6'], 'benchmarks are'),
+        (['--only', '7'], 'benchmarks are'),
         (['--only', 'x'], 'expected benchmark numbers'),
         (['--rounds', '0'], 'positive integer'),
     ])

@@ -1,4 +1,4 @@
-"""`swift-ext bench`: does swift-ext slow a training loop? Five measurements, each beside its goal.
+"""`swift-ext bench`: does swift-ext slow a training loop? Six measurements, each beside its goal.
 
 1. template  encode() of each `_geo` template vs its ms-swift parent, same samples.
 2. geometry  header read + arithmetic vs decoding the image again (`fetch_image`), per image.
@@ -6,6 +6,8 @@
 4. grpo      tiny-model GRPO steps per second with and without the `_geo` template, the
              geometry rewards and the `geo_log` callback (ms-swift's own `rlhf_main`).
 5. scale     `swift-ext review` on 1,000,000 geometry lines, `swift-ext plan` on 100,000 images.
+6. video     a video's geometry from its header vs `fetch_video` decoding it (short clips, a 60 s
+             clip); `swift-ext plan` on 10,000 videos.
 
 Ratios are measured side by side in one process, A and B interleaved with the order
 alternating, because absolute times on a shared machine drift. Every figure is reported as
@@ -15,7 +17,7 @@ they show the work done, without the time other processes took.
 ``--quick`` runs tiny sizes and few rounds: it checks the benchmark works, not the timings.
 
 One module per benchmark in this package (``template``, ``geometry``, ``reward``, ``grpo``,
-``scale``), each with ``run(ctx) -> [Figure]``; shared timing helpers and generated inputs in
+``scale``, ``video``), each with ``run(ctx) -> [Figure]``; shared timing helpers and generated inputs in
 ``measure``; this module holds the figures, the table and the command line.
 """
 from __future__ import annotations
@@ -38,10 +40,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 
-BENCHES = (1, 2, 3, 4, 5)
-NAMES = {1: 'template', 2: 'geometry', 3: 'reward', 4: 'grpo', 5: 'scale'}
+BENCHES = (1, 2, 3, 4, 5, 6)
+NAMES = {1: 'template', 2: 'geometry', 3: 'reward', 4: 'grpo', 5: 'scale', 6: 'video'}
 # (full, quick) sizes; rounds can be overridden with --rounds.
-ROUNDS = {1: (8, 1), 2: (7, 2), 3: (7, 2), 4: (3, 1), 5: (3, 1)}
+ROUNDS = {1: (8, 1), 2: (7, 2), 3: (7, 2), 4: (3, 1), 5: (3, 1), 6: (5, 1)}
 OFFLINE_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
                'MODELSCOPE_OFFLINE': '1', 'USE_HF': '1'}
 
@@ -189,7 +191,7 @@ def build_parser(prog: str = 'swift-ext bench') -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--quick', action='store_true',
                    help='tiny sizes, few rounds: checks that every benchmark runs (< 2 min)')
-    p.add_argument('--only', type=_only, default=list(BENCHES), metavar='1,2,3,4,5',
+    p.add_argument('--only', type=_only, default=list(BENCHES), metavar='1,2,3,4,5,6',
                    help='which benchmarks to run (default: all)')
     p.add_argument('--rounds', type=_positive, help='rounds (runs, for 4) of every benchmark')
     p.add_argument('--out', metavar='FILE.json', help='also write the figures as JSON')
