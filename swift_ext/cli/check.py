@@ -60,6 +60,7 @@ from ..runlog import SETTINGS_FILE
 from ..settings import diff_settings, settings_from_dict
 from .check_images import compare_images
 from .check_report import format_report
+from .check_videos import compare_videos
 from .dataset import iter_rows, row_images, row_limits
 from .text import ArgumentParser, echo
 
@@ -369,11 +370,12 @@ def check(paths: Sequence[str], dataset: str | None = None) -> dict:
     ref_side = TRAINER if TRAINER in sides else next(iter(sides))
     order = [ref_side] + [label for label in sides if label != ref_side]
     variants = [v for label in order for v in _variants(label, sides[label])]
-    images = compare_images(paths)
-    if len(variants) < 2 and images is not None:  # one process encoded both (GRPO, vLLM colocate)
-        same = images['differ'] == 0
-        return {'same': same, 'fingerprint': variants[0]['fingerprint'] if same else None,
-                'reference': variants[0]['label'], 'variants': variants, 'comparisons': [], 'images': images}
+    images, videos = compare_images(paths), compare_videos(paths)
+    lines_same = all(x is None or x['differ'] == 0 for x in (images, videos))
+    if len(variants) < 2 and (images, videos) != (None, None):  # one process encoded both (GRPO, vLLM colocate)
+        return {'same': lines_same, 'fingerprint': variants[0]['fingerprint'] if lines_same else None,
+                'reference': variants[0]['label'], 'variants': variants, 'comparisons': [], 'images': images,
+                'videos': videos}
     if len(variants) < 2:
         only = variants[0]
         raise DriftInputError(
@@ -389,9 +391,10 @@ def check(paths: Sequence[str], dataset: str | None = None) -> dict:
             comparisons.append({'a': reference['label'], 'b': variant['label'], **result})
             if dataset is not None and not result['same']:
                 comparisons[-1]['impact'] = impact(dataset, reference, variant)
-    same = all(c['same'] for c in comparisons) and (images is None or images['differ'] == 0)
+    same = all(c['same'] for c in comparisons) and lines_same
     return {'same': same, 'fingerprint': reference['fingerprint'] if same else None,
-            'reference': reference['label'], 'variants': variants, 'comparisons': comparisons, 'images': images}
+            'reference': reference['label'], 'variants': variants, 'comparisons': comparisons, 'images': images,
+            'videos': videos}
 
 
 def _variants(side: str, records: list[dict]) -> list[dict]:

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from .check_images import format_images
+from .check_videos import format_videos
 
 
 def format_report(report: dict) -> str:
@@ -20,6 +21,8 @@ def format_report(report: dict) -> str:
                      f'({"; ".join(where)})')
     if report.get('images'):
         lines += format_images(report['images'])
+    if report.get('videos'):
+        lines += format_videos(report['videos'])
     if report['same']:
         lines.append(f'same preprocessing (fingerprint {report["fingerprint"]})')
         return '\n'.join(lines)
