@@ -1,8 +1,10 @@
-"""Regenerate docs/show_llava_next.png and docs/show_internvl.png with `swift-ext show`.
+"""Regenerate docs/show_llava_next.png, docs/show_internvl.png and docs/show_video.png with `swift-ext show`.
 
 Run from the repository root: ``.venv/bin/python docs/make_show_pictures.py``. The sample image
 is generated (a 1000 x 600 drawing, nothing downloaded) into a temporary folder; the command
-runs there so the pictures name it ``sample_scene.png``. ms-swift's environment variables are
+runs there so the pictures name it ``sample_scene.png``. The video is generated too
+(``swift_ext.testing.videos``: each frame shows its index as a number and a bit code).
+ms-swift's environment variables are
 cleared, so the pictures show each template's defaults.
 """
 import os
@@ -13,11 +15,15 @@ import tempfile
 from PIL import Image, ImageDraw
 
 from swift_ext.families import families
+from swift_ext.testing.videos import make_video
 
 DOCS = os.path.dirname(os.path.abspath(__file__))
 PICTURES = {'show_llava_next.png': 'llava1_6_mistral_hf_geo', 'show_internvl.png': 'internvl2_5_geo'}
 SAMPLE = 'sample_scene.png'
 SIZE = (1000, 600)  # 5:3: LLaVA-NeXT pads it onto its square pinpoint, InternVL cuts it 3 x 2
+# An 8 s video at 30 fps; Qwen3-VL samples its 1-7 s clip at FPS 2: 12 frames, 6 temporal steps.
+VIDEO, VIDEO_PICTURE = 'sample_clip.mp4', 'show_video.png'
+VIDEO_ARGS = ('--template', 'qwen3_vl_geo', '--video_start', '1', '--video_end', '7')
 
 
 def make_sample(path: str) -> None:
@@ -48,6 +54,9 @@ def main() -> int:
         for name, template in PICTURES.items():
             subprocess.run([swift_ext, 'show', SAMPLE, '--template', template, '--out', os.path.join(DOCS, name)],
                            cwd=tmp, env=env, check=True)
+        make_video(os.path.join(tmp, VIDEO), num_frames=240, fps=30, width=320, height=240)
+        subprocess.run([swift_ext, 'show', VIDEO, *VIDEO_ARGS, '--out', os.path.join(DOCS, VIDEO_PICTURE)],
+                       cwd=tmp, env=env, check=True)
     return 0
 
 

@@ -129,11 +129,16 @@ def run(ctx: Context) -> list[Figure]:
     plan = [run_measured(cmd, os.path.join(ctx.work, 'plan_videos.log')) for _ in range(ctx.rounds_for(6))]
     figures += [Figure(6, f'plan {videos:,} videos: wall', 's', [w for w, _ in plan], Goal('<', 60)),
                 Figure(6, f'plan {videos:,} videos: throughput', 'videos/s', [videos / w for w, _ in plan])]
-    clips = ', '.join(f'{n} {s} s {w}x{h} at {f} fps' for n, s, f, w, h in ctx.size(SHORT_CLIPS))
-    ctx.note(6, f'short clips: {clips}; long: {"{} s {}x{} at {} fps".format(*ctx.size(LONG_CLIP)[1:])}; '
+    clips = ', '.join(_clip(c) for c in ctx.size(SHORT_CLIPS))
+    ctx.note(6, f'short clips: {clips}; long: {_clip(ctx.size(LONG_CLIP))}; '
                 f'H.264 MP4 made by swift_ext.testing.videos; reader {video_backend()}, the one fetch_video uses; '
                 'qwen2_5_vl defaults (FPS 2, VIDEO_MAX_TOKEN_NUM 768); the page cache holds the files. '
                 f'plan: {videos:,} files, each its own path (hard links to {PLAN_POOL} generated clips of '
                 f'2-120 s), one video per row, 1 row in 10 clipped, 1 in 10 at fps 1, --workers '
                 f'{os.cpu_count()} (default); wall time includes interpreter start-up')
     return figures
+
+
+def _clip(clip: tuple) -> str:
+    _, seconds, fps, width, height = clip
+    return f'{seconds} s {width}x{height} at {fps} fps'

@@ -14,6 +14,7 @@ from ...settings import settings_for
 from ..output import STDOUT, write_named
 from ..text import ArgumentParser, echo
 from .picture import render, view_scale
+from .video import add_video_arguments, is_video, video_main
 from .view import facts, format_text, model_view
 
 MAX_DECODE_PIXELS = 64_000_000  # a file decoding to more is not drawn (its geometry is): 192 MB as RGB
@@ -115,13 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='Environment variables ms-swift reads (MAX_PIXELS, MAX_NUM, ...) apply, as in '
                                        'training; `swift-ext templates` lists the templates.')
-    p.add_argument('image', help='a local image file')
+    p.add_argument('image', help='a local image file, or a video file (a contact sheet of the frames sampled)')
     p.add_argument('--template', required=True, help='a `_geo` template (or its parent) name')
     p.add_argument('--out', help="write the picture here (.png, .jpg, ...; its folder must exist), or '-' for a PNG "
                    'on standard output; an existing file must be a regular file')
     p.add_argument('--max_pixels', type=_positive_int, default=None,
                    help="ms-swift's own --max_pixels pre-rescale, as passed to swift")
     p.add_argument('--json', action='store_true', help='print the geometry dict as JSON')
+    add_video_arguments(p)
     return p
 
 
@@ -131,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     if to_stdout and args.json:
         echo('swift-ext show: --out - and --json both write to standard output; choose one.', err=True)
         return 2
+    if is_video(args.image):
+        return video_main(args, check_out)
     try:
         geo, lines = show(args.image, args.template, out=args.out, swift_max_pixels=args.max_pixels)
     except (GeometryError, ShowError, ValueError, OSError) as exc:
