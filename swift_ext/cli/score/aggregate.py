@@ -19,6 +19,7 @@ from ..cards import Item
 from ..embed import ImagePolicy
 from .rows import RowError, first_box_iou, ground_truth, row_geometry
 from .truth import KEY, DatasetTruth
+from .video import VideoScores, add_video_row, is_video_row, mode_of
 
 MAX_LINE = 64 << 20
 MAX_EXAMPLES = 10  # row numbers kept per kind of problem
@@ -159,7 +160,7 @@ def _parse(raw: bytes | None) -> tuple[dict | None, tuple[str, str] | None]:
 
 
 def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0,
-               truth: DatasetTruth | None = None) -> dict:
+               truth: DatasetTruth | None = None, infer_backend: str = 'pt') -> dict:
     """Stream ``path`` and return the metrics (and the gallery's row numbers).
 
     ``truth``: the ``--dataset`` join, for rows without a ``solution`` (``swift infer`` drops
@@ -172,6 +173,7 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
     total, by_tokens, by_size = Bucket(), defaultdict(Bucket), defaultdict(Bucket)
     problems = Problems()
     picker = GalleryPicker(gallery)
+    videos = VideoScores(settings.template, mode_of(infer_backend), GalleryPicker(gallery))
     rows = 0
     for row_no, row, problem in joined_rows(path, status, truth, progress):
         rows += 1
@@ -181,6 +183,9 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
             response = row.get('response')
             if not isinstance(response, str):
                 raise RowError(f'`response` must be a string, got {short(repr(response), 60)}')
+            if is_video_row(row):
+                add_video_row(videos, problems, row_no, row, response)
+                continue
             geo, _, _, _ = row_geometry(row, settings)
             gt = ground_truth(row, geo)
         except RowError as exc:
@@ -196,14 +201,14 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
     return {
         **total.to_dict(),
         'file': os.path.abspath(path), 'template': settings.template, 'coords': coords,
-        'settings_fingerprint': settings.fingerprint(), 'rows': rows, 'scored': total.rows,
+        'settings_fingerprint': settings.fingerprint(), 'rows': rows, 'scored': total.rows + videos.total.rows,
         'not_scored': sum(problems.counts.values()),
         'joined_by': None if truth is None else (KEY if truth.by_key else 'position'),
         'by_visual_tokens': {k: by_tokens[k].to_dict() for k in sorted(
             by_tokens, key=lambda s: int(s.split('-')[0].replace(',', '').replace('< ', '0')))},
         'by_original_size': {k: by_size[k].to_dict() for k in sorted(by_size, key=order.get)},
         'problems': problems.to_list(), 'file_problems': status.problems(), '_picks': picker.picks(),
-        '_status': status,
+        '_status': status, 'video': videos.to_dict(), '_video_picks': videos.picker.picks(),
     }
 
 

@@ -8,14 +8,15 @@ import sys
 
 from ...geometry import COORDS
 from ...settings import settings_for, template_parent
-from ..bounded import refuse_reason, short
+from ..bounded import FileStatus, refuse_reason, short
 from ..cards import draw_gallery, gallery_mb
 from ..embed import ImagePolicy
 from ..output import STDOUT, OutputError, prepare_out_dir, write_named
 from ..text import ArgumentParser, echo
-from .aggregate import MAX_LINE, gallery_items, score_file
+from .aggregate import MAX_LINE, gallery_items, joined_rows, score_file
 from .report import format_text, report_html
 from .truth import DatasetTruth, JoinError, first_row_has_key
+from .video import VideoScores, add_video_arguments, mode_of, video_strips
 
 COORDS_ENV = 'SWIFT_EXT_COORDS'
 
@@ -38,6 +39,7 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
     p.add_argument('--images-under', action='append', default=[], metavar='DIR',
                    help="embed image files under DIR in --html too (repeatable; by default only those under the "
                         "--dataset's folder)")
+    add_video_arguments(p)
     return p
 
 
@@ -112,14 +114,16 @@ def _score(args, settings, coords: str) -> tuple[dict, str | None]:
     with tqdm(total=os.path.getsize(args.result), unit='B', unit_scale=True, desc='score', file=sys.stderr,
               disable=None, leave=False) as progress:
         result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
-                            truth=truth())
+                            truth=truth(), infer_backend=args.infer_backend)
     status = result.pop('_status')
     if status.refused:
         raise OutputError(f'RESULT.jsonl {args.result}: {status.refused}.')
-    picks = result.pop('_picks')
+    picks, video_picks = result.pop('_picks'), result.pop('_video_picks')
     if not args.html:
         return result, None
     policy = _policy(args)
     items = gallery_items(args.result, picks, settings, coords, policy, truth())
     gallery = draw_gallery(items, int(args.gallery_max_mb * (1 << 20)), policy.describe()) if items else None
-    return result, report_html(result, gallery)
+    strips = video_strips(args.result, video_picks, VideoScores(settings.template, mode_of(args.infer_backend)),
+                          policy, joined_rows(args.result, FileStatus(args.result), truth())) if video_picks else ''
+    return result, report_html(result, gallery, strips)

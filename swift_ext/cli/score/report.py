@@ -6,6 +6,8 @@ import os
 from ..cards import CSS as CARDS_CSS
 from ..cards import Gallery, gallery_html
 from ..page import esc, facts, page, table
+from ..video_strip import CSS as STRIP_CSS
+from .video import video_html, video_text
 
 
 def _pct(v: float | None) -> str:
@@ -19,7 +21,7 @@ def format_text(r: dict) -> str:
     lines += [f'  ! {p}' for p in r['file_problems']]
     for p in r['problems']:
         lines.append(f'  ! {p["rows"]:,} row(s) not scored ({p["kind"]}), e.g. {p["example"]}')
-    if r['scored']:
+    if r['mean_iou'] is not None:
         lines.append(f'  mean IoU {r["mean_iou"]:.4f}   Acc@0.5 {_pct(r["acc50"])}   Acc@0.75 {_pct(r["acc75"])}   '
                      f'matched (all boxes) {r["matched"]:.4f}   no parseable box {r["no_box"]:,}')
     for title, key in (('visual tokens', 'by_visual_tokens'), ('original size', 'by_original_size')):
@@ -30,10 +32,11 @@ def format_text(r: dict) -> str:
             for name, b in r[key].items():
                 lines.append(f'  {name:<14}{b["rows"]:>8,}{b["mean_iou"]:>10.4f}{_pct(b["acc50"]):>9}'
                              f'{_pct(b["acc75"]):>10}{b["matched"]:>9.4f}{b["no_box"]:>8,}')
+    lines += video_text(r.get('video'))
     return '\n'.join(lines)
 
 
-def report_html(r: dict, gallery: Gallery | None) -> str:
+def report_html(r: dict, gallery: Gallery | None, video_strips: str = '') -> str:
     """The ``--html`` page: the metrics, the rows not scored and the gallery of predictions."""
     section = gallery_html(gallery, title='Predictions') if gallery is not None and gallery.cards else ''
     cols = ['bucket', 'rows', 'mean IoU', 'Acc@0.5', 'Acc@0.75', 'matched', 'no box']
@@ -53,5 +56,6 @@ def report_html(r: dict, gallery: Gallery | None) -> str:
 <h2>Metrics</h2>{table(cols, overall, sortable=False)}
 <h3>By visual tokens</h3>{table(cols, rows(r['by_visual_tokens']))}
 <h3>By original size</h3>{table(cols, rows(r['by_original_size']))}
+{video_html(r.get('video'), table, video_strips)}
 {section}"""
-    return page('swift-ext score', body, CARDS_CSS)
+    return page('swift-ext score', body, CARDS_CSS + STRIP_CSS)
