@@ -16,6 +16,7 @@ from typing import Any
 from ...runlog import LOGGING_FILE, MAX_LOG_LINE, MODES
 from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_metric, iter_lines, short
 from .read import GeoLine, geometry_files, geometry_lines
+from .video import VideoStats
 
 MAX_EXAMPLES = 10  # examples kept per kind of problem
 MAX_DISTINCT = 5000  # distinct original sizes / error texts counted exactly
@@ -156,10 +157,12 @@ class GeometryStats:
     ranks: Counter = field(default_factory=Counter)
     templates: Counter = field(default_factory=Counter)
     video_lines: int = 0  # videos' lines, counted and left out of the image statistics
+    videos: VideoStats = field(default_factory=VideoStats)  # their own statistics (review/video.py)
 
     def add(self, r: GeoLine) -> None:
         if r.kind == 'video':
             self.video_lines += 1
+            self.videos.add(r)
             return
         if isinstance(r.clamped, list):  # an image line's is a name; a list here is read as one, cut
             r.clamped = short(','.join(str(c) for c in r.clamped), 80)

@@ -53,6 +53,8 @@ class GeoLine(msgspec.Struct):
     tile_cols: Side = None
     num_tiles: Annotated[int, msgspec.Meta(ge=0, le=1 << 31)] = 1
     clamped: str | list[str] | None = None  # a video line's is a list (VideoClamp names)
+    video: str | None = None  # a video line's: the video (review/video.py)
+    frame_indices: list[int] | None = None  # a video line's: the frames sampled
     mismatch: dict[str, Any] | None = None
     error: str | None = None
 

@@ -15,8 +15,10 @@ from ..cards import CSS as CARDS_CSS
 from ..cards import gallery_html
 from ..output import write_bytes, write_text
 from ..page import esc, facts, fmt, page, table
+from ..video_strip import CSS as STRIP_CSS
 from .plots import make_plots
 from .summary import ImageSummary, ReviewSummary
+from .video import video_html, video_text
 
 DESCRIBED = (('visual_tokens_per_image', 'visual tokens/image', 'visual tokens per image'),
              ('original_megapixels', 'original MP', 'original MP'), ('resized_megapixels', 'resized MP', 'resized MP'),
@@ -35,6 +37,7 @@ def format_text(s: ReviewSummary) -> str:
              f'Geometry records by mode: {s.records_by_mode}  by rank: {s.records_by_rank}']
     if s.images is not None:
         lines += _image_lines(s.mode, s.images)
+    lines += video_text(s.videos)
     reward = _reward_line(s)
     if reward:
         lines.append(reward)
@@ -189,13 +192,14 @@ def report_html(s: ReviewSummary, plots: list[tuple[str, str, bytes]]) -> str:
     body = f"""{_header(s)}
 {f'<h2>Problems</h2><ul class="problems">{problems}</ul>' if problems else ''}
 {_images_section(s.images)}
+{video_html(s.videos, table, esc, s.video_strips)}
 {_rewards_section(s)}
 {f'<h2>Plots</h2><div class="plots">{figures}</div>' if figures else ''}
 {gallery}
 {_per_image_section(s.images)}
 {_files_section(s)}
 <details><summary>Terminal summary</summary><pre>{esc(format_text(s))}</pre></details>"""
-    return page('swift-ext review', body, CARDS_CSS)
+    return page('swift-ext review', body, CARDS_CSS + STRIP_CSS)
 
 
 def write_report(s: ReviewSummary, out_dir: str, *, plots: bool = True) -> str:

@@ -27,7 +27,8 @@ from .aggregate import (
 )
 from .gallery import RowSampler, review_gallery
 from .join import read_completions, step_tokens
-from .read import read_args, read_run_info
+from .read import geometry_files, read_args, read_run_info
+from .video import video_strips, video_summary
 
 
 @dataclass(frozen=True)
@@ -114,10 +115,13 @@ class ReviewSummary:
     series_means: dict[str, float | None]
     images: ImageSummary | None
     gallery: Gallery | None
+    videos: dict | None = None  # review/video.py's video_summary
+    video_strips: tuple[str, ...] = ()  # HTML frame strips; not part of the JSON
 
     def to_json(self) -> dict:
         """The summary as JSON-ready data (what ``--json`` prints): one flat object."""
-        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in ('images', 'gallery')}
+        left_out = ('images', 'gallery', 'video_strips')
+        out = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name not in left_out}
         if self.images is not None:
             out.update(self.images.to_json())
         if self.gallery is not None and self.gallery.cards:
@@ -159,6 +163,9 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
         policy = review_policy(run_dir, read_args(run_dir), images_under)
         drawn = draw_gallery(review_gallery(run_dir, sampler, info, policy, coords=coords), gallery_max_bytes,
                              policy.describe(), policy.notes)
+    videos = video_summary(geo.videos)
+    strips = video_strips(geometry_files(run_dir), videos, review_policy(run_dir, read_args(run_dir), images_under),
+                          gallery) if videos and gallery > 0 else ()
     logged = {name: log.series[f'rewards/{name}/mean'] for name in reward_names}
     main = geo.by_mode.get(geo.main_mode) if geo.main_mode else None
     return ReviewSummary(
@@ -175,7 +182,8 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
         completion_rows=comp.rows, completions_joined_by=comp.joined_by,
         reward_by_token_quartile=tuple(comp.by_token_quartile),
         series={k: s.points for k, s in log.series.items()}, series_means={k: s.mean for k, s in log.series.items()},
-        images=ImageSummary.of(main) if main is not None else None, gallery=drawn)
+        images=ImageSummary.of(main) if main is not None else None, gallery=drawn, videos=videos,
+        video_strips=strips)
 
 
 def _out_of_range(logged: dict, completions: dict[str, int]) -> dict[str, int]:
@@ -198,9 +206,6 @@ def _problems(run_dir: str, geo: GeometryStats, log, comp) -> list[str]:
                         'left out of its mean')
     if log.dropped_keys:
         problems.append(f'{LOGGING_FILE}: {log.dropped_keys} metric key(s) beyond the first {MAX_SERIES} ignored')
-    if geo.video_lines:
-        problems.append(f'{geo.video_lines:,} video line(s) in the geometry log are not summarised here: review '
-                        'reads image lines only (the vision/ video metrics are in the plots)')
     for mode, stats in geo.by_mode.items():
         if stats.steps_dropped:
             problems.append(f'{mode} records: steps beyond the first {MAX_STEPS:,} not tabled per step '
