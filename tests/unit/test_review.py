@@ -249,8 +249,10 @@ def test_review_reads_the_names_the_writer_writes():
                                  error='x' * 1000, sample_id='s')
     assert list(failed) == [*runlog.RECORD_HEAD, *runlog.FAILURE_TAIL, runlog.PAYLOAD_FIELD]
     assert len(failed['error']) == runlog.MAX_ERROR_CHARS
-    # `kind` is a video line's (VIDEO_HEAD): review reads it to leave video lines out of image figures
-    assert set(GeoLine.__struct_fields__) <= {*runlog.RECORD_HEAD, *runlog.RECORD_TAIL, *geo.to_dict(), 'kind'}
+    # `kind`, `video` and `frame_indices` are a video line's (VIDEO_HEAD, its geometry): review sums videos apart
+    from swift_ext.geometry import VideoGeometry
+    video_fields = {*runlog.VIDEO_HEAD, *VideoGeometry.__dataclass_fields__}
+    assert set(GeoLine.__struct_fields__) <= {*runlog.RECORD_HEAD, *runlog.RECORD_TAIL, *geo.to_dict(), *video_fields}
     assert 'kind' in runlog.VIDEO_HEAD
 
 
