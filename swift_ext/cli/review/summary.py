@@ -163,7 +163,7 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
         policy = review_policy(run_dir, read_args(run_dir), images_under)
         drawn = draw_gallery(review_gallery(run_dir, sampler, info, policy, coords=coords), gallery_max_bytes,
                              policy.describe(), policy.notes)
-    videos = video_summary(geo.videos)
+    videos = video_summary(geo.videos, describe)
     strips = video_strips(geometry_files(run_dir), videos, review_policy(run_dir, read_args(run_dir), images_under),
                           gallery) if videos and gallery > 0 else ()
     logged = {name: log.series[f'rewards/{name}/mean'] for name in reward_names}

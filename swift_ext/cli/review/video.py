@@ -77,9 +77,9 @@ class VideoStats:
         return next((m for m in MODES if m in self.by_mode), next(iter(self.by_mode), None))
 
 
-def video_summary(stats: VideoStats) -> dict | None:
-    """The ``videos`` part of review's summary (None for a run without video lines)."""
-    from .aggregate import describe  # aggregate imports this module for VideoStats
+def video_summary(stats: VideoStats, describe) -> dict | None:
+    """The ``videos`` part of review's summary (None for a run without video lines); ``describe`` is
+    ``aggregate.describe`` (passed in: aggregate imports this module for ``VideoStats``)."""
     if not stats.by_mode:
         return None
     out = {}
