@@ -34,6 +34,7 @@ from typing import Any
 
 from .geometry import MAX_IMAGE_PIXELS, VideoError, VideoGeometry
 from .images import classify, read_image_size
+from .mp4_header import CONTAINER_NAME, Mp4Track, read_mp4_track
 from .video import (
     QWEN_VERSIONS,
     VideoSettings,
@@ -48,8 +49,10 @@ VIDEO_FORMATS = ('mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,flv,mpegts,mpeg,asf,
 # Opening a file, FFmpeg's avformat_find_stream_info decodes its first frames (H.264: until it has
 # guessed the reorder delay, 7 frames); none of the numbers read here comes from those pixels. Skipping
 # the non-reference frames in that probe gives the same header (tests/unit/test_video_files.py pins it
-# against decord and torchcodec) in a third to a tenth of the time (bench 6).
+# against decord and torchcodec) in a third to a tenth of the time (bench 6). A codec that gives its frame
+# size only in a decoded frame (MPEG-4 Part 2 in MP4) then has none: it is probed again in full.
 HEADER_OPTIONS = {'format_whitelist': VIDEO_FORMATS, 'skip_frame': 'nonref'}
+FULL_PROBE_OPTIONS = {'format_whitelist': VIDEO_FORMATS}
 MAX_VIDEO_FRAMES = 10_000_000  # ~46 hours at 60 fps: more is a broken or hostile header
 MAX_VIDEO_FPS = 1000.0
 BACKENDS = ('torchcodec', 'decord', 'torchvision')
@@ -181,12 +184,14 @@ def _header_span(stream, container_seconds: float | None) -> float | None:
 
 
 def read_video_header(source: Any, *, scan: bool = False, backend: str | None = None,
-                      env: Mapping[str, str] | None = None) -> VideoHeader:
+                      env: Mapping[str, str] | None = None, parse_mp4: bool = True) -> VideoHeader:
     """The first video stream's size, frame rate and frame count, as ``backend`` would report them.
 
     ``source``: a path (relative paths resolve like ms-swift's: the working directory, then
     ``ROOT_IMAGE_DIR``), bytes, a base64 string or data URL, or a ``{'path', 'bytes'}`` dict.
     ``backend``: ``'decord'`` or ``'torchcodec'``; default: the one qwen-vl-utils would use.
+    ``parse_mp4``: read a plain MP4 / MOV video track's ``moov`` box in Python (``mp4_header``, the same
+    numbers as PyAV's in tens of microseconds); False: always PyAV.
 
     Raises:
         VideoError: not a readable video, or a header no reader should trust (the message names the
@@ -199,9 +204,16 @@ def read_video_header(source: Any, *, scan: bool = False, backend: str | None = 
     fp, name = open_source(source, env)
     try:
         with fp:
+            track = read_mp4_track(fp) if parse_mp4 and not scan else None
+            if track is not None:  # the moov box read in Python: tens of microseconds (mp4_header)
+                return _from_track(track, name, backend)
             try:
-                with av.open(fp, options=HEADER_OPTIONS) as container:
-                    return _header(container, name, scan=scan, backend=backend)
+                for options in (HEADER_OPTIONS, FULL_PROBE_OPTIONS):
+                    fp.seek(0)
+                    with av.open(fp, options=options) as container:
+                        if options is HEADER_OPTIONS and not _sized(container):
+                            continue  # a codec that tells its frame size only in a decoded frame
+                        return _header(container, name, scan=scan, backend=backend)
             except VideoError:
                 raise
             except av.FFmpegError as exc:
@@ -210,6 +222,12 @@ def read_video_header(source: Any, *, scan: bool = False, backend: str | None = 
         if isinstance(exc, VideoError):
             raise
         raise VideoError(f'{name}: not a readable video ({type(exc).__name__}: {exc}).'[:500]) from None
+
+
+def _sized(container) -> bool:
+    """Whether the probe found the first video stream's frame size (or there is no video stream to size)."""
+    streams = container.streams.video
+    return not streams or (streams[0].codec_context.width > 0 and streams[0].codec_context.height > 0)
 
 
 def _ffmpeg_reason(exc: Exception) -> str:
@@ -244,6 +262,25 @@ def _header(container, name: str, *, scan: bool, backend: str) -> VideoHeader:
     return VideoHeader(name=name, width=width, height=height, video_fps=fps, total_frames=count,
                        duration=count / fps, codec=ctx.name, container=container.format.name, rotation=rotation,
                        frames_from=frames_from, backend=backend)
+
+
+def _from_track(track: Mp4Track, name: str, backend: str) -> VideoHeader:
+    """The header PyAV would give (``_header``) from an MP4 track read in Python, with the same checks."""
+    if track.width * track.height > MAX_IMAGE_PIXELS:
+        raise VideoError(f'{name}: frames of {track.width}x{track.height} are more than the decompression-bomb limit '
+                         f'{MAX_IMAGE_PIXELS} pixels.')
+    rate = track.average_rate
+    fps = float(rate.numerator) / rate.denominator
+    if not (0 < fps <= MAX_VIDEO_FPS and math.isfinite(fps)):
+        raise VideoError(f'{name}: the frame rate must be in (0, {MAX_VIDEO_FPS:g}] frames per second, got {fps:g}.')
+    count = track.frames
+    if backend == 'torchcodec':  # _header_span with a start of 0 and a time base of 1 / timescale
+        fps = count / ((0 + track.duration) * 1 / track.timescale - 0 * 1 / track.timescale)
+    if not 0 < count <= MAX_VIDEO_FRAMES:
+        raise VideoError(f'{name}: the frame count must be in [1, {MAX_VIDEO_FRAMES}], got {count}.')
+    return VideoHeader(name=name, width=track.width, height=track.height, video_fps=fps, total_frames=count,
+                       duration=count / fps, codec=track.codec, container=CONTAINER_NAME, rotation=0,
+                       frames_from='header', backend=backend)
 
 
 def _count_and_rate(container, stream, name: str, fps: float, *, scan: bool, backend: str) -> tuple[int, float, str]:
