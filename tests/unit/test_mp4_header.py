@@ -20,7 +20,8 @@ def _cases():
     for i, rate in enumerate(RATES * 2):
         suffix = '.mov' if i % 3 == 0 else '.mp4'
         cases.append((suffix, rng.randint(2, 140), rate, 2 * rng.randint(8, 120), 2 * rng.randint(6, 90), None))
-    cases += [('.mp4', 37, 30, 96, 72, 'mpeg4'), ('.mp4', 1, 25, 64, 48, None), ('.mp4', 3, 30, 64, 48, None)]
+    cases += [('.mp4', 37, 30, 96, 72, 'mpeg4'), ('.mp4', 1, 25, 64, 48, None), ('.mp4', 3, 30, 64, 48, None),
+              ('.mp4', 45, '30000/1001', 128, 96, 'libx265'), ('.mov', 20, 24, 96, 64, 'libx265')]
     return cases
 
 
@@ -46,8 +47,9 @@ def test_the_header_is_pyav_s(files, backend):
         assert (slow.width, slow.height, slow.total_frames) == (case[3], case[4], case[1])
         with open(path, 'rb') as f:
             parsed += read_mp4_track(f) is not None
-    # every H.264 file is read by the moov reader (the test is not PyAV against itself); MPEG-4 Part 2 is not
-    assert parsed == sum(case[5] is None for case in CASES)
+    # every H.264 and HEVC file is read by the moov reader (the test is not PyAV against itself); MPEG-4 Part 2
+    # is not
+    assert parsed == sum(case[5] in (None, 'libx265') for case in CASES)
 
 
 def test_bytes_and_dicts_take_the_same_path(files):
