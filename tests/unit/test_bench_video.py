@@ -16,7 +16,7 @@ def test_quick_run_measures_both_paths_and_plan(tmp_path):
     ctx = Context(quick=True, rounds=1, work=str(tmp_path))
     figures = {f.name: f for f in bench_video.run(ctx)}
     assert ctx.failures == []  # fetch_video gave the frames and size the header predicted, on every clip
-    for label in ('short clips', '60 s clip'):
+    for label in ('short clips', '60 s clip', 'MKV / WebM (PyAV header)'):
         ratio = figures[f'fetch_video / header, {label}']
         assert ratio.goal.op == '>=' and ratio.goal.threshold == 1000
         header = figures[f'video header + predict, {label}'].values[0]

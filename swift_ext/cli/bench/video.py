@@ -1,7 +1,7 @@
 """Benchmark 6: video geometry from a file's header vs `fetch_video` decoding it; `plan` on 10,000 videos.
 
-The header path is what `plan`, `show` and the rewards' fallback run: ``read_video_header`` (PyAV
-opens the container and reads its header; no packet is demuxed, no frame decoded) and
+The header path is what `plan`, `show` and the rewards' fallback run: ``read_video_header`` (an MP4 /
+MOV track's ``moov`` box read in Python, other containers' header by PyAV; no frame decoded) and
 ``predict_video_geometry`` (arithmetic). The decode path is what ms-swift's Qwen templates run to
 learn the same numbers: ``qwen_vl_utils.fetch_video`` (the reader picks and decodes the sampled
 frames, then resizes them). Both run side by side in one process, interleaved, on the same files;
@@ -24,6 +24,9 @@ SHORT_CLIPS = ((('3s', 3, 30, 640, 360), ('5s', 5, 30, 640, 360), ('10s', 10, 30
                 ('5s_720p', 5, 30, 1280, 720)),
                (('3s', 3, 10, 160, 96),))
 LONG_CLIP = (('60s', 60, 30, 640, 360), ('60s', 60, 5, 160, 96))
+# Containers whose header PyAV reads (an MP4 / MOV track is read from its moov box: swift_ext.mp4_header).
+OTHER_CLIPS = ((('5s', 5, 30, 640, 360, '.mkv'), ('5s', 5, 30, 640, 360, '.webm')),
+               (('3s', 3, 10, 160, 96, '.mkv'),))
 HEADER_REPEATS = (50, 3)  # header passes per round (one is ~0.5 ms, too short to time alone)
 PLAN_VIDEOS = (10_000, 200)
 PLAN_POOL = 20  # distinct generated videos behind the plan's files (each file its own path)
@@ -34,11 +37,12 @@ def make_clips(folder: str, clips) -> list[str]:
     from ...testing.videos import make_video
     os.makedirs(folder, exist_ok=True)
     paths = []
-    for name, seconds, fps, width, height in clips:
-        path = os.path.join(folder, f'{name}_{fps}fps_{width}x{height}.mp4')
+    for name, seconds, fps, width, height, *suffix in clips:
+        suffix = suffix[0] if suffix else '.mp4'
+        path = os.path.join(folder, f'{name}_{fps}fps_{width}x{height}{suffix}')
         if not os.path.exists(path):
-            make_video(path + '.part.mp4', num_frames=seconds * fps, fps=fps, width=width, height=height)
-            os.replace(path + '.part.mp4', path)
+            make_video(path + '.part' + suffix, num_frames=seconds * fps, fps=fps, width=width, height=height)
+            os.replace(path + '.part' + suffix, path)
         paths.append(path)
     return paths
 
@@ -111,9 +115,11 @@ def run(ctx: Context) -> list[Figure]:
     from ...video_io import video_backend
     short = make_clips(os.path.join(ctx.work, 'video_clips'), ctx.size(SHORT_CLIPS))
     long = make_clips(os.path.join(ctx.work, 'video_clips'), [ctx.size(LONG_CLIP)])
+    other = make_clips(os.path.join(ctx.work, 'video_clips'), ctx.size(OTHER_CLIPS))
     repeats = ctx.size(HEADER_REPEATS)
     figures = []
-    for label, paths, goal in (('short clips', short, Goal('>=', 1000)), ('60 s clip', long, Goal('>=', 1000))):
+    for label, paths, goal in (('short clips', short, Goal('>=', 1000)), ('60 s clip', long, Goal('>=', 1000)),
+                               ('MKV / WebM (PyAV header)', other, Goal('>=', 1000))):
         s = header_vs_decode(ctx, paths, repeats)
         figures += [
             Figure(6, f'video header + predict, {label}', 'us/video', [t * 1e6 for t in s['header']]),
@@ -130,8 +136,11 @@ def run(ctx: Context) -> list[Figure]:
     figures += [Figure(6, f'plan {videos:,} videos: wall', 's', [w for w, _ in plan], Goal('<', 60)),
                 Figure(6, f'plan {videos:,} videos: throughput', 'videos/s', [videos / w for w, _ in plan])]
     clips = ', '.join(_clip(c) for c in ctx.size(SHORT_CLIPS))
-    ctx.note(6, f'short clips: {clips}; long: {_clip(ctx.size(LONG_CLIP))}; '
-                f'H.264 MP4 made by swift_ext.testing.videos; reader {video_backend()}, the one fetch_video uses; '
+    others = ', '.join(f'{_clip(c)} {c[5][1:].upper()}' for c in ctx.size(OTHER_CLIPS))
+    ctx.note(6, f'short clips: {clips}; long: {_clip(ctx.size(LONG_CLIP))}; MKV / WebM: {others} (their header '
+                'read by PyAV; MP4 / MOV by swift_ext.mp4_header); '
+                'made by swift_ext.testing.videos (H.264; VP9 for WebM); '
+                f'reader {video_backend()}, the one fetch_video uses; '
                 'qwen2_5_vl defaults (FPS 2, VIDEO_MAX_TOKEN_NUM 768); the page cache holds the files. '
                 f'plan: {videos:,} files, each its own path (hard links to {PLAN_POOL} generated clips of '
                 f'2-120 s), one video per row, 1 row in 10 clipped, 1 in 10 at fps 1, --workers '
@@ -140,5 +149,5 @@ def run(ctx: Context) -> list[Figure]:
 
 
 def _clip(clip: tuple) -> str:
-    _, seconds, fps, width, height = clip
+    _, seconds, fps, width, height = clip[:5]
     return f'{seconds} s {width}x{height} at {fps} fps'
