@@ -265,3 +265,21 @@ def test_the_summary_is_built_once(run_dir, tmp_path):
     assert json.dumps(summary.to_json(), default=str) == before and 'gallery' in before
     with pytest.raises(dataclasses.FrozenInstanceError):
         summary.mode = 'rollout'
+
+
+def test_the_last_step_in_the_train_summary_line_is_read(run_dir):
+    """Issue 26 item 1: with --logging_steps past the last step, ms-swift's GRPO trainer writes that
+    step's metrics only into the train-summary line (the one with `train_runtime`)."""
+    logs = [{'loss': 1.0, 'rewards/GeoIoU/mean': 0.2, 'global_step/max_steps': '1/2'},
+            {'train_runtime': 3.0, 'train_loss': 0.95, 'rewards/GeoIoU/mean': 0.6, 'global_step/max_steps': '2/2'},
+            {'global_step': 2, 'log_history': [{'rewards/GeoIoU/mean': 99.0}]}]
+    write_jsonl(run_dir / 'logging.jsonl', logs)
+    s = summarize(str(run_dir)).to_json()
+    assert s['steps'] == 2
+    assert s['series']['rewards/GeoIoU/mean'] == [[1, 0.2], [2, 0.6]]
+    assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.4)}
+    # A summary repeating a step already logged adds nothing twice.
+    logs.insert(1, {'loss': 0.9, 'rewards/GeoIoU/mean': 0.6, 'global_step/max_steps': '2/2'})
+    write_jsonl(run_dir / 'logging.jsonl', logs)
+    s = summarize(str(run_dir)).to_json()
+    assert s['series']['rewards/GeoIoU/mean'] == [[1, 0.2], [2, 0.6]] and s['steps'] == 2
