@@ -136,12 +136,12 @@ def _load(item: Item):
         with Image.open(source) as img:
             img.draft('RGB', (THUMB_SIDE, THUMB_SIDE))  # JPEG: decode at a reduced scale
             img = img.convert('RGB')
-            original = img.size
             img.thumbnail((THUMB_SIDE, THUMB_SIDE))
             if max(img.size) < MIN_SIDE:  # a 50x60 image is drawn large enough to see its boxes
                 k = MIN_SIDE / max(img.size)
                 img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.NEAREST)
-            return (img, original), None
+            # The header's size, never the drafted decode's (a 900x1600 JPEG decodes at 450x800).
+            return (img, (width, height)), None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # The type only: PIL's messages can quote the file's first bytes, which the page must not carry.
         return None, f'image unreadable ({type(exc).__name__})'

@@ -173,3 +173,28 @@ def test_html_gallery(images, tmp_path):
     assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out)]) == 0
     page = out.read_text()
     assert 'data:image/jpeg;base64,' not in page and page.count('is not under a confirmed folder') == 3
+
+
+def test_gallery_compares_the_header_size_not_the_drafted_decode(tmp_path):
+    """Issue 26 item 2: a 900x1600 JPEG decodes at 450x800 after Image.draft(); the gallery (score's
+    and review's: both draw with cards.draw) must not call that a changed file, and must still name
+    a file whose header differs from the log."""
+    from PIL import Image
+
+    from swift_ext.cli.cards import Item, draw
+    path = tmp_path / 'portrait.jpg'
+    Image.new('RGB', (900, 1600), (120, 130, 140)).save(path, quality=90)
+    box = gt_box(900, 1600)
+    rows = [{'response': response_for('qwen2_5_vl', box, 900, 1600), 'solution': box, 'images': [str(path)]}]
+    result = write_result(tmp_path / 'result.jsonl', rows)
+    page = tmp_path / 'score.html'
+    assert score.main([result, '--template', 'qwen2_5_vl', '--html', str(page), '--images-under', str(tmp_path)]) == 0
+    text = page.read_text()
+    assert text.count('data:image/jpeg;base64,') == 1 and 'the file is' not in text
+    settings = default_settings('qwen2_5_vl')
+    same, _ = settings.predict(width=900, height=1600)
+    jpeg, why, notes = draw(Item(reasons=['x'], completion='', image_key=str(path), geometry=same, coords='abs'))
+    assert jpeg is not None and notes == []
+    other, _ = settings.predict(width=1800, height=3200)
+    _, _, notes = draw(Item(reasons=['x'], completion='', image_key=str(path), geometry=other, coords='abs'))
+    assert notes == ['the file is 900x1600 now; the log says 1800x3200']
