@@ -16,7 +16,6 @@ each), as the rollout's encode saw them (``swift_ext.video_rows``); ``[]`` for a
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 from swift.rewards import ORM
 
+from . import truth
 from .boxes import is_well_formed
 from .families import family_of
 from .geometry import COORDS, ImageGeometry
@@ -237,8 +237,8 @@ class GeoIoU(GeoReward):
 
     Boxes are read in the template's coordinate convention (absolute resized pixels for
     Qwen2.5-VL, 0-1000 for Qwen2-VL, Qwen3-VL and InternVL), mapped to the original image
-    and matched one-to-one (see :func:`swift_ext.scoring.iou_score`). The first image of
-    a sample is the frame, unless the row has an ``image_index`` column.
+    and matched one-to-one (see :func:`swift_ext.scoring.iou_score`). The frame is the image the
+    row's ``image_index`` column names (the first when absent; :mod:`swift_ext.truth`).
     """
 
     def score(self, completion, *, image_geometry, settings, solution=None, image_index=0,
@@ -261,20 +261,12 @@ class GeoIoU(GeoReward):
 
 
 def _frame_image(reward: str, image_geometry: list, image_index: Any, kind: str = 'image') -> Any:
-    """The geometry ``image_index`` names (None, one warning, when it names no image; ``kind='video'``: video)."""
-    if image_index is None:
-        image_index = 0
+    """The geometry ``image_index`` names (``swift_ext.truth``'s rule); None, one warning, when it names
+    no image (``kind='video'``: video)."""
     try:
-        if isinstance(image_index, bool):
-            raise TypeError
-        index = operator.index(image_index)  # ints and numpy integers, not floats or strings
-    except TypeError:
-        warn_once(f'{reward}:{kind}-index-type', f'{reward}: `{kind}_index` must be an integer, got '
-                  f'{str(image_index)[:40]!r}; such samples get None.')
-        return None
-    if not 0 <= index < len(image_geometry):
-        warn_once(f'{reward}:{kind}-index-range', f'{reward}: `{kind}_index` {index} names no {kind} of a sample '
-                  f'with {len(image_geometry)} {kind}(s); such samples get None.')
+        index = truth.image_index(image_index, len(image_geometry), name=f'{kind}_index', what=kind)
+    except truth.TruthError as exc:
+        warn_once(f'{reward}:{kind}-index-{exc.kind}', f'{reward}: {exc}; such samples get None.')
         return None
     return image_geometry[index]
 

@@ -198,3 +198,59 @@ def test_gallery_compares_the_header_size_not_the_drafted_decode(tmp_path):
     other, _ = settings.predict(width=1800, height=3200)
     _, _, notes = draw(Item(reasons=['x'], completion='', image_key=str(path), geometry=other, coords='abs'))
     assert notes == ['the file is 900x1600 now; the log says 1800x3200']
+
+
+def test_base64_rows_are_read_and_never_printed(images, tmp_path, capsys):
+    """Issue 26 item 3: a base64 image row (raw text, a data URL, a {"bytes"} dict) is read as ms-swift
+    reads it (swift_ext.images), and named by its sha1 and size in the terminal and the page."""
+    import base64
+    import hashlib
+    w, h = 300, 500
+    data = open(images[(w, h)], 'rb').read()
+    text = base64.b64encode(data).decode()
+    digest = hashlib.sha1(data).hexdigest()
+    forms = [text, 'data:image/png;base64,' + text, {'bytes': text, 'path': None}]
+    rows = []
+    for form in forms:
+        row = result_row('qwen2_5_vl', images, w, h)
+        row['images'] = [form]
+        rows.append(row)
+    bad = result_row('qwen2_5_vl', images, w, h)
+    bad['images'] = [base64.b64encode(b'not an image at all' * 200).decode()]  # > 2000 chars: base64
+    rows.append(bad)
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    page = tmp_path / 'score.html'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(page)]) == 0
+    out = capsys.readouterr()
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    assert (r['scored'], r['not_scored']) == (3, 1) and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    html = page.read_text()
+    for shown in (out.out, out.err, html, json.dumps(r['problems'])):
+        assert text[:40] not in shown and bad['images'][0][:40] not in shown
+    assert 'sha1:' in out.out and 'bytes' in out.out  # the unreadable one, named
+    assert f'sha1:{digest[:12]}' in html and html.count('data:image/jpeg;base64,') == 3
+
+
+def test_a_two_image_row_is_scored_and_drawn_on_the_image_its_index_names(images, tmp_path):
+    """Issue 26 item 4: `image_index` (swift_ext.truth) names the image the boxes belong to, for
+    `solution` and for ms-swift's `objects` (boxes of other images left out)."""
+    (w0, h0), (w1, h1) = (640, 480), (300, 500)
+    box = gt_box(w1, h1)
+    two = [images[(w0, h0)], images[(w1, h1)]]
+    by_solution = {'response': response_for('qwen2_5_vl', box, w1, h1), 'images': two, 'image_index': 1,
+                   'solution': box}
+    by_objects = {'response': response_for('qwen2_5_vl', box, w1, h1), 'images': two, 'image_index': 1,
+                  'objects': {'ref': ['a', 'b'], 'bbox': [gt_box(w0, h0), box], 'bbox_type': 'real',
+                              'image_id': [0, 1]}}
+    out_of_range = dict(by_solution, image_index=2)
+    path = write_result(tmp_path / 'result.jsonl', [by_solution, by_objects, out_of_range])
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs', gallery=4)
+    assert (r['scored'], r['not_scored']) == (2, 1) and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    assert r['by_original_size'] == {'< 0.25 MP': r['by_original_size']['< 0.25 MP']}  # 300x500 only
+    [problem] = r['problems']
+    assert problem['kind'] == 'image_index' and 'names no image of a row with 2 image(s)' in problem['example']
+    page = tmp_path / 'score.html'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(page), '--json',
+                       '--images-under', os.path.dirname(two[0])]) == 0
+    text = page.read_text()
+    assert text.count('<th>original</th><td>300x500</td>') == 2 and '640x480' not in text

@@ -208,10 +208,12 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
 
 
 def _kind(message: str) -> str:
-    for kind in ('no ground truth', '`solution`', '`objects`', '`response`', 'no image', '`images[0]`',
-                 'chat_template_kwargs', 'remote image', 'missing', 'a row must'):
-        if kind in message:
-            return kind.strip('`')
+    for needle, kind in (('no ground truth', 'no ground truth'), ('`solution`', 'solution'), ('`objects`', 'objects'),
+                         ('`response`', 'response'), ('image_index', 'image_index'), ('no image', 'no image'),
+                         ('`images[', 'images'), ('chat_template_kwargs', 'chat_template_kwargs'),
+                         ('remote image', 'remote image'), ('missing', 'missing'), ('a row must', 'a row must')):
+        if needle in message:
+            return kind
     return 'image unreadable'
 
 
