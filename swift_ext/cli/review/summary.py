@@ -158,8 +158,8 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
     if sampler is not None and comp.rows:
         policy = review_policy(run_dir, read_args(run_dir), images_under)
         items = review_gallery(run_dir, sampler, info, policy, coords=coords)
-        matched = matched_words(items)
-        drawn = draw_gallery(items, gallery_max_bytes, policy.describe(), [*policy.notes, *([matched] if matched else [])])
+        notes = [*policy.notes, *filter(None, [matched_words(items)])]
+        drawn = draw_gallery(items, gallery_max_bytes, policy.describe(), notes)
     logged = {name: log.series[f'rewards/{name}/mean'] for name in reward_names}
     main = geo.by_mode.get(geo.main_mode) if geo.main_mode else None
     return ReviewSummary(
