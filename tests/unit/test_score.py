@@ -254,3 +254,61 @@ def test_a_two_image_row_is_scored_and_drawn_on_the_image_its_index_names(images
                        '--images-under', os.path.dirname(two[0])]) == 0
     text = page.read_text()
     assert text.count('<th>original</th><td>300x500</td>') == 2 and '640x480' not in text
+
+
+def test_settings_that_differ_from_the_inference_are_named(images, tmp_path, monkeypatch, capsys):
+    """Issue 26 item 5: scored without the inference's IMAGE_MAX_TOKEN_NUM, IoU fell from 1.0 to 0.83
+    with no warning. The plugin's inference log beside the result (written here by swift_ext.inference's
+    own code) and ms-swift's args.json are read, and each differing setting is named."""
+    from types import SimpleNamespace
+
+    from swift_ext import inference, runlog
+    result = str(tmp_path / 'infer_result' / 'result.jsonl')
+    os.makedirs(os.path.dirname(result))
+    env = {'IMAGE_MAX_TOKEN_NUM': '1024'}
+    at_inference = settings_for('qwen2_5_vl_geo', env=env)
+    for name in (runlog.ENV_DIR, runlog.ENV_ROLE, runlog.ENV_CHANNEL, 'IMAGE_MAX_TOKEN_NUM', 'MAX_PIXELS'):
+        monkeypatch.delenv(name, raising=False)
+    args = SimpleNamespace(result_path=result, model='ckpt', model_type='qwen2_5_vl', template='qwen2_5_vl_geo',
+                           max_pixels=None, infer_backend='transformers', val_dataset=['test.jsonl'])
+    inference._start(SimpleNamespace(args=args, template=SimpleNamespace(geo_settings=lambda: at_inference)))
+    for name in (runlog.ENV_DIR, runlog.ENV_ROLE):
+        monkeypatch.delenv(name, raising=False)  # scoring is not the inference
+    w, h = 1280, 960
+    box = gt_box(w, h)
+    g, _ = at_inference.predict(width=w, height=h)
+    response = json.dumps([{'bbox_2d': g.to_model_frame(box, 'abs')}])
+    write_result(result, [{'response': response, 'solution': box, 'images': [images[(w, h)]]}])
+
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['mean_iou'] < 0.9
+    assert r['inference']['sources'] == [os.path.join('result_geometry', 'geometry_settings.jsonl'),
+                                         os.path.join('result_geometry', 'infer_args.json')]
+    [warning] = r['inference']['warnings']
+    assert warning.startswith('max_pixels was 802816 at inference') and 'IMAGE_MAX_TOKEN_NUM' in warning
+    assert score.main([result, '--template', 'qwen2_5_vl']) == 0
+    assert '! max_pixels was 802816 at inference' in capsys.readouterr().out
+
+    monkeypatch.setenv('IMAGE_MAX_TOKEN_NUM', '1024')  # the inference's settings: no warning, IoU 1.0
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['inference']['warnings'] == [] and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_swift_args_json_beside_the_result_is_read(images, tmp_path, capsys, monkeypatch):
+    """`swift infer --ckpt_dir CKPT` writes CKPT/infer_result/<time>.jsonl; CKPT/args.json holds --max_pixels."""
+    monkeypatch.delenv('MAX_PIXELS', raising=False)
+    ckpt = tmp_path / 'ckpt'
+    (ckpt / 'infer_result').mkdir(parents=True)
+    (ckpt / 'args.json').write_text(json.dumps({'max_pixels': 50176, 'template': 'qwen2_5_vl'}))
+    result = write_result(ckpt / 'infer_result' / '20261206-101010.jsonl', [result_row('qwen2_5_vl', images, 640, 480)])
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['inference']['sources'] == [os.path.join('..', 'args.json')]
+    assert r['inference']['warnings'] == ['--max_pixels was 50176 at inference (../args.json), None now: pass the '
+                                          'same --max_pixels as the inference']
+    assert score.main([result, '--template', 'qwen2_5_vl', '--max_pixels', '50176', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['inference']['warnings'] == []
+    assert score.main([result, '--template', 'internvl3_5', '--max_pixels', '50176', '--json']) == 0
+    assert 'the inference ran template qwen2_5_vl' in json.loads(capsys.readouterr().out)['inference']['warnings'][0]

@@ -14,6 +14,7 @@ from ..embed import ImagePolicy
 from ..output import STDOUT, OutputError, prepare_out_dir, write_named
 from ..text import ArgumentParser, echo
 from .aggregate import MAX_LINE, gallery_items, score_file
+from .recorded import inference_check
 from .report import format_text, report_html
 from .truth import DatasetTruth, JoinError, first_row_has_key
 
@@ -113,6 +114,7 @@ def _score(args, settings, coords: str) -> tuple[dict, str | None]:
               disable=None, leave=False) as progress:
         result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
                             truth=truth())
+    result['inference'] = inference_check(args.result, settings, args.max_pixels)
     status = result.pop('_status')
     if status.refused:
         raise OutputError(f'RESULT.jsonl {args.result}: {status.refused}.')
