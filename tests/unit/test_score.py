@@ -312,3 +312,27 @@ def test_swift_args_json_beside_the_result_is_read(images, tmp_path, capsys, mon
     assert json.loads(capsys.readouterr().out)['inference']['warnings'] == []
     assert score.main([result, '--template', 'internvl3_5', '--max_pixels', '50176', '--json']) == 0
     assert 'the inference ran template qwen2_5_vl' in json.loads(capsys.readouterr().out)['inference']['warnings'][0]
+
+
+def test_per_row_iou_in_json_and_rows_file(images, tmp_path, capsys):
+    """Issue 26 (expected): `score --json` lists each row's IoU; `--rows FILE` writes every row."""
+    rows = [result_row('qwen2_5_vl', images, w, h, shift=s) for (w, h), s in zip(SIZES[:3], (0, 40, 0), strict=True)]
+    rows[0]['id'] = 'a-1'
+    rows.insert(2, {'response': 'x', 'solution': [1, 2, 3, 4], 'images': ['/nope/gone.png']})
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    out = tmp_path / 'rows.jsonl'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--json', '--rows', str(out)]) == 0
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
+    assert f'Rows: {out}' in captured.err
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == r['per_row'] and r['per_row_left_out'] == 0
+    assert [x['row'] for x in written] == [1, 2, 3, 4]
+    assert written[0]['id'] == 'a-1' and written[0]['iou'] == pytest.approx(1.0, abs=1e-9)
+    assert written[0]['original'] == '640x480' and written[0]['image'] == images[(640, 480)]
+    w, h = SIZES[1]
+    box = gt_box(w, h)
+    assert written[1]['iou'] == pytest.approx((box[2] - box[0] - 40) / (box[2] - box[0] + 40), abs=1e-6)
+    assert written[2] == {'row': 3, 'not_scored': 'missing', 'why': 'image /nope/gone.png: missing'}
+    assert sum(x['iou'] for x in written if 'iou' in x) / 3 == pytest.approx(r['mean_iou'])
+    assert score.main([path, '--template', 'qwen2_5_vl', '--rows', '-']) == 2
