@@ -33,7 +33,7 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
     p.add_argument('--coords', choices=COORDS, help=f"the model's box convention (default: ${COORDS_ENV}, "
                    "else the template's)")
     p.add_argument('--json', action='store_true',
-                   help=f'print the numbers as JSON, with per_row: each row\'s IoU (the first {MAX_JSON_ROWS:,} rows)')
+                   help=f"print the numbers as JSON, with per_row: each row's IoU (the first {MAX_JSON_ROWS:,} rows)")
     p.add_argument('--rows', metavar='FILE',
                    help='write one JSON line per row: its IoU, matched score, image and geometry, or why it was '
                         'not scored (every row, streamed)')
