@@ -336,3 +336,5 @@ def test_per_row_iou_in_json_and_rows_file(images, tmp_path, capsys):
     assert written[2] == {'row': 3, 'not_scored': 'missing', 'why': 'image /nope/gone.png: missing'}
     assert sum(x['iou'] for x in written if 'iou' in x) / 3 == pytest.approx(r['mean_iou'])
     assert score.main([path, '--template', 'qwen2_5_vl', '--rows', '-']) == 2
+    assert score.main([path, '--template', 'qwen2_5_vl']) == 0
+    assert 'settings at inference: not recorded beside the result file (no result_geometry/' in capsys.readouterr().out

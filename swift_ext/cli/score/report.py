@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ...inference import log_dir_for
 from ..cards import CSS as CARDS_CSS
 from ..cards import Gallery, gallery_html
 from ..page import esc, facts, page, table
@@ -16,8 +17,8 @@ def inference_words(r: dict) -> str:
     """Whether the settings the inference recorded match those used to score, in words."""
     found = r.get('inference') or {}
     if not found.get('sources'):
-        return ("not recorded beside the result file (run `swift infer` with the _geo template and swift-ext's "
-                'plugin, or keep its args.json there); scored with the settings above')
+        folder = os.path.basename(log_dir_for(r['file']))
+        return f'not recorded beside the result file (no {folder}/, no args.json): not checked'
     state = 'DIFFERENT from scoring (below)' if found.get('warnings') else 'the same as scoring'
     return f'{state}, read from {", ".join(found["sources"])}'
 
