@@ -45,6 +45,9 @@ body{max-width:1240px}</style>"""
 
 def grpo_run(tiny_model, tmp_path) -> str:
     data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    rows = [dict(json.loads(line), image_index=0) for line in open(data)]  # the truth's image, said explicitly
+    with open(data, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
     cmd = [os.path.join(BIN, 'swift'), 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
            '--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl_geo', '--external_plugins', PLUGIN,
            '--callbacks', 'geo_log', '--reward_funcs', 'geo_iou', 'geo_format', '--dataset', data,
@@ -62,6 +65,7 @@ def answer_with_boxes(run_dir: str) -> dict:
     path = os.path.join(run_dir, 'completions.jsonl')
     settings = default_settings('qwen2_5_vl')
     tables, expected = [json.loads(x) for x in open(path)], {}
+    assert all(t['geo_image_index'] == [0] * len(t['step']) for t in tables)  # geo_log writes each row's image_index
     for table in tables:
         ious = []
         for i, solution in enumerate(table['solution']):
