@@ -43,7 +43,7 @@ GALLERY_ONLY = """<style>body>*{display:none!important}h2#gallery,h2#gallery+p{d
 body{max-width:1240px}</style>"""
 
 
-def grpo_run(tiny_model, tmp_path) -> str:
+def grpo_run(tiny_model, tmp_path, logging_steps: int = 1) -> str:
     data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
     rows = [dict(json.loads(line), image_index=0) for line in open(data)]  # the truth's image, said explicitly
     with open(data, 'w') as f:
@@ -54,7 +54,8 @@ def grpo_run(tiny_model, tmp_path) -> str:
            '--num_generations', '2', '--per_device_train_batch_size', '4', '--max_completion_length', '4',
            '--max_steps', '2', '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
            '--check_model', 'false', '--log_completions', 'true', '--output_dir', str(tmp_path / 'out'),
-           '--logging_steps', '1', '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
+           '--logging_steps', str(logging_steps), '--save_strategy', 'no', '--dataloader_num_workers', '0',
+           '--seed', '1']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(tmp_path / 'out')
@@ -181,3 +182,20 @@ def test_score_report_in_a_real_browser(tmp_path):
     result_probe = browser_probe(page, tmp_path)
     assert result_probe['errors'] == [] and result_probe['broken'] == 0, result_probe
     assert result_probe['images'] == 3 and result_probe['overflow'] <= 0, result_probe
+
+
+def test_review_reads_the_last_step_from_the_train_summary(tiny_model, tmp_path):
+    """Issue 26 item 1 on a real run: with --logging_steps past the last step, ms-swift writes step 2's
+    metrics only into the train-summary line of logging.jsonl; review reads them."""
+    out = grpo_run(tiny_model, tmp_path, logging_steps=5)
+    [run] = os.listdir(out)
+    lines = [json.loads(x) for x in open(os.path.join(out, run, 'logging.jsonl'))]
+    step_two = [x for x in lines if x.get('global_step/max_steps') == '2/2' and 'rewards/GeoIoU/mean' in x]
+    assert len(step_two) == 1 and 'train_runtime' in step_two[0]  # the case this test is about
+    proc = subprocess.run([os.path.join(BIN, 'swift-ext'), 'review', os.path.join(out, run), '--json', '--no-plots'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary['steps'] == 2
+    assert [p[0] for p in summary['series']['rewards/GeoIoU/mean']] == [1, 2]
+    assert summary['series']['rewards/GeoIoU/mean'][1][1] == pytest.approx(step_two[0]['rewards/GeoIoU/mean'])
