@@ -296,6 +296,19 @@ def test_settings_that_differ_from_the_inference_are_named(images, tmp_path, mon
     assert r['inference']['warnings'] == [] and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
 
 
+def test_settings_that_differ_only_in_form_are_not_named():
+    """A live template records the processor's defaults (max_pixels 12845056, min_pixels 3136) where the
+    scoring settings say None for the same limits: no false warning; a real difference names only itself."""
+    import dataclasses
+
+    from swift_ext.cli.score.recorded import geometry_differences
+    now = default_settings('qwen2_5_vl')
+    live = dataclasses.replace(now, max_pixels=12845056, min_pixels=3136).to_dict()
+    assert geometry_differences(live, now) == {}
+    smaller = dataclasses.replace(now, max_pixels=802816, min_pixels=3136).to_dict()
+    assert geometry_differences(smaller, now) == {'max_pixels': (802816, None)}
+
+
 def test_swift_args_json_beside_the_result_is_read(images, tmp_path, capsys, monkeypatch):
     """`swift infer --ckpt_dir CKPT` writes CKPT/infer_result/<time>.jsonl; CKPT/args.json holds --max_pixels."""
     monkeypatch.delenv('MAX_PIXELS', raising=False)

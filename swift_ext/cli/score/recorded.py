@@ -17,14 +17,16 @@ unreadable one is skipped, never fatal.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from typing import Any
 
 from ...families import family_of
+from ...geometry import GeometryError
 from ...inference import ARGS_FILE, ROLE, log_dir_for
 from ...runlog import MAX_ARGS_BYTES, MAX_GEO_LINE, SETTINGS_FILE
-from ...settings import diff_settings
+from ...settings import diff_settings, settings_from_dict
 from ..bounded import FileStatus, iter_lines, open_regular, refuse_reason, short
 
 SWIFT_ARGS = 'args.json'
@@ -54,6 +56,53 @@ def _recorded_settings(log_dir: str) -> dict | None:
                 return rec['settings']
             found = found or rec['settings']
     return found
+
+
+# Image sizes the two settings are compared on: tiny, usual, large, extreme aspect ratios.
+PROBES = ((28, 28), (50, 60), (224, 224), (640, 480), (480, 640), (1280, 960), (1920, 1080), (3000, 50),
+          (50, 3000), (300, 2000), (4000, 3000), (8000, 8000))
+
+
+def _same_geometry(a, b) -> bool:
+    """Whether two settings give every probe image the same geometry (or the same error)."""
+    for width, height in PROBES:
+        outcomes = []
+        for s in (a, b):
+            try:
+                geo, clamp = s.predict(width=width, height=height)
+                outcomes.append((geo.to_dict(), clamp))
+            except (GeometryError, ValueError, TypeError) as exc:
+                outcomes.append(type(exc).__name__)
+        if outcomes[0] != outcomes[1]:
+            return False
+    return True
+
+
+def geometry_differences(recorded: dict, settings) -> dict:
+    """``{setting: (at inference, now)}`` for the settings whose difference changes some image's geometry.
+
+    Fields can differ and mean the same (``max_pixels`` None is the processor's default of 16384 tokens,
+    which a live template records as 12845056): such a field is left out. Each differing field is put
+    back alone; one that changes nothing alone is left out too, unless none does (then all are named).
+    """
+    try:
+        then = settings_from_dict(recorded)
+    except (ValueError, TypeError, KeyError):
+        then = None
+    differ = {k: v for k, v in diff_settings(recorded, settings.to_dict()).items()
+              if not k.startswith('versions.') and k != 'box_styles'}  # not geometry
+    if then is not None and _same_geometry(then, settings):
+        return {}
+    names = {f.name for f in dataclasses.fields(settings)}
+    material = {}
+    for key, pair in differ.items():
+        try:
+            alone = dataclasses.replace(settings, **{key: recorded[key]}) if key in names else None
+        except (TypeError, ValueError):
+            alone = None
+        if alone is None or not _same_geometry(alone, settings):
+            material[key] = pair
+    return material or differ
 
 
 def _where(path: str, result_path: str) -> str:
@@ -89,9 +138,7 @@ def inference_check(result_path: str, settings, swift_max_pixels: int | None) ->
         if recorded.get('template') not in (None, now.get('template')):
             warnings.append(f"the inference ran template {short(str(recorded['template']), 60)} ({where}); "
                             f'scoring uses {now.get("template")}')
-        for key, (then, current) in diff_settings(recorded, now).items():
-            if key.startswith('versions.') or key in ('box_styles',):
-                continue  # not geometry: a library version or an answer style the score does not depend on
+        for key, (then, current) in geometry_differences(recorded, settings).items():
             warnings.append(f'{key} was {short(repr(then), 40)} at inference ({where}), {short(repr(current), 40)} '
                             f'now: {_hint(key, env_vars)} as the inference, or boxes are read in another frame')
     for path in (os.path.join(log_dir, ARGS_FILE),
