@@ -20,6 +20,7 @@ from ...geometry import GeometryError
 from ...images import ImageSource, classify, read_image_header
 from ...scoring import parse_solution
 from ...settings import PreprocessSettings, settings_for, with_budget
+from ...truth import TruthError, row_image_index
 from ..dataset import cut, row_images, row_limits
 from .stats import MAX_UNIQUE, TOP_ROWS, PlanStats, new_sums
 
@@ -153,8 +154,9 @@ def _check_solution(stats: PlanStats, number: int, row: dict, headers: list) -> 
     solution = row.get('solution')
     if solution is None or not headers:
         return
-    index = row.get('image_index', 0)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(headers):
+    try:
+        index = row_image_index(row, len(headers))  # the image the boxes belong to (swift_ext.truth)
+    except TruthError:
         return
     boxes = parse_solution(solution)
     header = headers[index]

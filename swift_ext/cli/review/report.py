@@ -95,11 +95,20 @@ def _reward_line(s: ReviewSummary) -> str | None:
     return 'Reward means: ' + ', '.join(parts)
 
 
+def how_rows_were_matched(joined_by: dict[str, int]) -> str:
+    """In words, how completions rows got the visual tokens of their images (``join``'s counts)."""
+    words = {'column': 'the tokens of their own images (the geo_visual_tokens column geo_log writes)',
+             'step': "the mean tokens per image of their step's encodes (rows without that column)",
+             'none': 'no tokens (no column, and no encode logged at their step): left out'}
+    parts = [f'{n:,} row(s) got {words[k]}' for k, n in joined_by.items()
+             if n and k in words]
+    return '; '.join(parts) + '.' if parts else 'No row could be matched to an image.'
+
+
 def _quartile_lines(s: ReviewSummary) -> list[str]:
     if not s.reward_by_token_quartile:
         return []
-    joined = ', '.join(f'{k} {v:,}' for k, v in s.completions_joined_by.items())
-    lines = [f'Rewards by visual-token quartile (rows joined by {joined}):']
+    lines = ['Rewards by visual-token quartile. ' + how_rows_were_matched(s.completions_joined_by)]
     for g in s.reward_by_token_quartile:
         means = ', '.join(f'{short(k, 40)} {fmt(v)}' for k, v in g['reward_means'].items())
         lines.append(f'  {g["quartile"]} tokens {g["min_tokens"]:,}-{g["max_tokens"]:,} ({g["rows"]:,} rows): {means}')
@@ -155,8 +164,7 @@ def _rewards_section(s: ReviewSummary) -> str:
         qnames = sorted({n for g in quart for n in g['reward_means']})
         qrows = [[g['quartile'], f'{g["min_tokens"]:,}-{g["max_tokens"]:,}', g['rows'],
                   *[g['reward_means'].get(n) for n in qnames]] for g in quart]
-        joined = ', '.join(f'{k} {v:,}' for k, v in s.completions_joined_by.items())
-        out += (f'<h3>Reward by visual-token quartile</h3><p>Rows joined to their tokens by {esc(joined)}.</p>'
+        out += (f'<h3>Reward by visual-token quartile</h3><p>{esc(how_rows_were_matched(s.completions_joined_by))}</p>'
                 + table(['quartile', 'visual tokens', 'rows', *qnames], qrows))
     return out
 

@@ -25,7 +25,7 @@ from .aggregate import (
     read_geometry,
     read_logging,
 )
-from .gallery import RowSampler, review_gallery
+from .gallery import RowSampler, matched_words, review_gallery
 from .join import read_completions, step_tokens
 from .read import read_args, read_run_info
 
@@ -157,8 +157,9 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
     drawn = None
     if sampler is not None and comp.rows:
         policy = review_policy(run_dir, read_args(run_dir), images_under)
-        drawn = draw_gallery(review_gallery(run_dir, sampler, info, policy, coords=coords), gallery_max_bytes,
-                             policy.describe(), policy.notes)
+        items = review_gallery(run_dir, sampler, info, policy, coords=coords)
+        notes = [*policy.notes, *filter(None, [matched_words(items)])]
+        drawn = draw_gallery(items, gallery_max_bytes, policy.describe(), notes)
     logged = {name: log.series[f'rewards/{name}/mean'] for name in reward_names}
     main = geo.by_mode.get(geo.main_mode) if geo.main_mode else None
     return ReviewSummary(

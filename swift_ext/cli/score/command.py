@@ -11,13 +11,15 @@ from ...settings import settings_for, template_parent
 from ..bounded import refuse_reason, short
 from ..cards import draw_gallery, gallery_mb
 from ..embed import ImagePolicy
-from ..output import STDOUT, OutputError, prepare_out_dir, write_named
+from ..output import STDOUT, OutputError, prepare_out_dir, replacing, write_named
 from ..text import ArgumentParser, echo
 from .aggregate import MAX_LINE, gallery_items, score_file
+from .recorded import inference_check
 from .report import format_text, report_html
 from .truth import DatasetTruth, JoinError, first_row_has_key
 
 COORDS_ENV = 'SWIFT_EXT_COORDS'
+MAX_JSON_ROWS = 100_000  # rows listed in --json's per_row (--rows writes every row)
 
 
 def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
@@ -30,7 +32,11 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
     p.add_argument('--max_pixels', type=int, help="ms-swift's --max_pixels, if the inference used it")
     p.add_argument('--coords', choices=COORDS, help=f"the model's box convention (default: ${COORDS_ENV}, "
                    "else the template's)")
-    p.add_argument('--json', action='store_true', help='print the numbers as JSON')
+    p.add_argument('--json', action='store_true',
+                   help=f"print the numbers as JSON, with per_row: each row's IoU (the first {MAX_JSON_ROWS:,} rows)")
+    p.add_argument('--rows', metavar='FILE',
+                   help='write one JSON line per row: its IoU, matched score, image and geometry, or why it was '
+                        'not scored (every row, streamed)')
     p.add_argument('--html', metavar='PATH',
                    help="write a page with the metrics and a gallery of predictions ('-': standard output)")
     p.add_argument('--gallery', type=int, default=12, metavar='N', help='predictions drawn in --html (default 12)')
@@ -57,6 +63,8 @@ def _usage_error(args) -> str | None:
         return f'--gallery must be >= 0, got {args.gallery}.'
     if args.html == STDOUT and args.json:
         return '--html - and --json both write to standard output; choose one.'
+    if args.rows == STDOUT:
+        return '--rows needs a file name (the terminal gets the summary; --json prints the first rows).'
     bad = [d for d in args.images_under if not os.path.isdir(d)]
     return f'--images-under must name a folder, got {bad[0]!r}.' if bad else None
 
@@ -98,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         echo(format_text(result), err=args.html == STDOUT)  # with --html -, standard output holds the page
         if args.html and args.html != STDOUT:
             echo(f'Report: {args.html}')
+    if args.rows:
+        echo(f'Rows: {args.rows}', err=args.json or args.html == STDOUT)
     return 0
 
 
@@ -111,8 +121,16 @@ def _score(args, settings, coords: str) -> tuple[dict, str | None]:
     from tqdm import tqdm
     with tqdm(total=os.path.getsize(args.result), unit='B', unit_scale=True, desc='score', file=sys.stderr,
               disable=None, leave=False) as progress:
-        result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
-                            truth=truth())
+        keep = MAX_JSON_ROWS if args.json else 0
+        if args.rows:
+            with replacing(args.rows) as out:
+                result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
+                                    truth=truth(), keep_rows=keep,
+                                    on_row=lambda r: out.write((json.dumps(r) + '\n').encode()))
+        else:
+            result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
+                                truth=truth(), keep_rows=keep)
+    result['inference'] = inference_check(args.result, settings, args.max_pixels)
     status = result.pop('_status')
     if status.refused:
         raise OutputError(f'RESULT.jsonl {args.result}: {status.refused}.')
