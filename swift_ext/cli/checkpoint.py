@@ -47,9 +47,10 @@ def settings_from_checkpoint(template: str, path: str, *, swift_max_pixels: int 
     """
     family, spec = family_of(template)
     folder = checkpoint_dir(path)
-    import swift_ext.plugin  # noqa: F401  (registers the `_geo` templates)
     from swift.model import get_processor
     from swift.template import get_template
+
+    import swift_ext.plugin  # noqa: F401  (registers the `_geo` templates)
     model_type = spec.model_type or spec.parent
     try:
         processor = get_processor(folder, model_type=model_type, download_model=False)
@@ -77,4 +78,4 @@ def describe_defaults(template: str) -> str:
     """Which built-in defaults a tool uses without ``--model``."""
     _, spec = family_of(template)
     return (f"built-in defaults of {spec.name} (its reference checkpoint's processor) and the environment; "
-            'pass --model DIR to read a fine-tuned checkpoint\'s own processor settings')
+            "pass --model DIR to read a fine-tuned checkpoint's own processor settings")

@@ -176,6 +176,10 @@ VIDEO_SUPPORT = {
 RECORDED_VIDEO = ('header_and_encode', 'encode')
 
 
+# What every tool says of a template whose checkpoints have no trained box output (`templates`, README, score).
+UNTRAINED_COORDS = 'no trained box output: set `SWIFT_EXT_COORDS`'
+
+
 def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
     """The spec of a template whose checkpoints have no trained box output.
 

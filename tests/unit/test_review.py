@@ -8,6 +8,7 @@ import pytest
 
 from swift_ext import loglines
 from swift_ext.cli import review
+from swift_ext.cli.clamps import counts
 from swift_ext.cli.review.aggregate import percentile
 from swift_ext.cli.review.summary import summarize
 from swift_ext.settings import default_settings
@@ -86,8 +87,8 @@ def test_geometry_numbers(run_dir):
     resized_mp = [g.resized_width * g.resized_height / 1e6 for g, _ in geos]
     assert s['resized_megapixels']['mean'] == pytest.approx(np.mean(resized_mp))
     assert s['original_width']['max'] == 3000
-    assert s['shrunk_by_max_pixels'] == sum(c == 'max_pixels' for _, c in geos)
-    assert s['grown_by_min_pixels'] == sum(c == 'min_pixels' for _, c in geos) > 0
+    assert s['clamped'] == counts(c for _, c in geos)
+    assert s['clamped']['min_pixels'] > 0
     assert s['failures'] == 1
     assert s['failure_messages'] == {'/img/missing.png: image file does not exist.': 1}
     assert s['mismatches'] == 1 and s['mismatch_fields'] == {'num_tokens': 1}

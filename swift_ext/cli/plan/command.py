@@ -83,12 +83,12 @@ def build_parser(prog: str = 'swift-ext plan') -> argparse.ArgumentParser:
     p.add_argument('--workers', type=_positive, default=os.cpu_count(), help='processes (default: all cores)')
     p.add_argument('--verify', action='store_true',
                    help='also read each file past its header (slower; finds cut-off files)')
-    p.add_argument('--model', metavar='DIR', help="a local checkpoint (or its processor config): read its "
+    p.add_argument('--model', metavar='DIR', help='a local checkpoint (or its processor config): read its '
                    'settings as the live template does (default: built-in defaults)')
     p.add_argument('--batch_size', type=_positive, default=None,
                    help='per_device_train_batch_size of the training run: 1 means no batch mixes rows (default: '
                         'not given; rows a batch cannot mix are named)')
-    p.add_argument('--json', action='store_true', help='print machine-readable JSON, with each image\'s geometry')
+    p.add_argument('--json', action='store_true', help="print machine-readable JSON, with each image's geometry")
     return p
 
 

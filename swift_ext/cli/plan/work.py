@@ -22,6 +22,7 @@ from ...scoring import parse_solution
 from ...settings import PreprocessSettings, settings_for, with_budget
 from ...truth import TruthError, row_image_index
 from ..clamps import LARGE_UPSCALE, upscale_text
+from ..clamps import add as add_clamp
 from ..dataset import cut, row_images, row_limits
 from .stats import MAX_UNIQUE, TOP_ROWS, PlanStats, new_sums
 
@@ -126,8 +127,7 @@ def _plan_image(stats: PlanStats, number: int, index: int, src: Any, limits: dic
     stats.tokens_per_image[geo.num_tokens] += 1
     if geo.tile_cols is not None:
         stats.tiles[geo.num_tiles] += 1
-    if clamped:
-        stats.clamped[str(clamped)] = stats.clamped.get(str(clamped), 0) + 1
+    add_clamp(stats.clamped, str(clamped) if clamped else None)
     if geo.max_scale >= LARGE_UPSCALE:
         stats.keep('upscales', (number, index, info.name, upscale_text(
             original=(header.width, header.height), resized=(geo.resized_width, geo.resized_height),

@@ -15,6 +15,8 @@ from typing import Any
 
 from ...runlog import LOGGING_FILE, MAX_LOG_LINE, MODES
 from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_metric, iter_lines, short
+from ..clamps import add as add_clamp
+from ..clamps import counts
 from .read import GeoLine, geometry_files, geometry_lines
 
 MAX_EXAMPLES = 10  # examples kept per kind of problem
@@ -44,8 +46,7 @@ class ModeStats:
     original_sizes: Counter = field(default_factory=Counter)  # 'WxH', capped
     original_pixels: int = 0  # exact sums, for the megapixel means
     resized_pixels: int = 0
-    shrunk_by_max_pixels: int = 0
-    grown_by_min_pixels: int = 0
+    clamped: dict = field(default_factory=lambda: counts(()))  # clamp name -> images (one vocabulary: Clamp)
     mismatches: int = 0
     mismatch_fields: Counter = field(default_factory=Counter)
     mismatch_examples: list = field(default_factory=list)
@@ -94,10 +95,7 @@ class ModeStats:
         _count_capped(self.original_sizes, f'{r.original_width}x{r.original_height}')
         if r.tile_cols is not None:
             self.tiles.add(r.num_tiles)
-        if r.clamped == 'max_pixels':
-            self.shrunk_by_max_pixels += 1
-        elif r.clamped == 'min_pixels':
-            self.grown_by_min_pixels += 1
+        add_clamp(self.clamped, r.clamped)
         if r.mismatch:
             self.mismatches += 1
             for key in list(r.mismatch)[:20]:

@@ -48,8 +48,7 @@ class ImageSummary:
     resized_megapixels: dict | None
     visual_tokens_per_image: dict | None
     most_common_original_sizes: dict[str, int]
-    shrunk_by_max_pixels: int
-    grown_by_min_pixels: int
+    clamped: dict[str, int]  # clamp name -> images, every name of geometry.Clamp
     mismatches: int
     mismatch_fields: dict[str, int]
     mismatch_examples: tuple[dict, ...]
@@ -70,7 +69,7 @@ class ImageSummary:
             resized_megapixels=describe(m.resized_mp, 0.01, mean=m.resized_pixels / 1e6 / images),
             visual_tokens_per_image=describe(m.tokens),
             most_common_original_sizes=dict(m.original_sizes.most_common(5)),
-            shrunk_by_max_pixels=m.shrunk_by_max_pixels, grown_by_min_pixels=m.grown_by_min_pixels,
+            clamped=dict(m.clamped),
             mismatches=m.mismatches, mismatch_fields=dict(m.mismatch_fields.most_common(20)),
             mismatch_examples=tuple(m.mismatch_examples),
             per_step={str(s): {'images': n, 'tokens': t, 'failures': f}

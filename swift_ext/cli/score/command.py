@@ -6,10 +6,13 @@ import json
 import os
 import sys
 
+from ...families import family_of
+from ...families.base import UNTRAINED_COORDS
 from ...geometry import COORDS
-from ...settings import settings_for, template_parent
+from ...settings import template_parent
 from ..bounded import refuse_reason, short
 from ..cards import draw_gallery, gallery_mb
+from ..checkpoint import CheckpointError, tool_settings
 from ..embed import ImagePolicy
 from ..output import STDOUT, OutputError, prepare_out_dir, replacing, write_named
 from ..text import ArgumentParser, echo
@@ -30,6 +33,8 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
                    help='the --val_dataset (.jsonl, .json, .parquet): its `solution` column, joined by `id` where '
                         'both files carry one, else row by row (swift infer drops it)')
     p.add_argument('--max_pixels', type=int, help="ms-swift's --max_pixels, if the inference used it")
+    p.add_argument('--model', metavar='DIR', help='the checkpoint the inference ran (a local folder or its processor '
+                   'config): its settings as the live template reads them (default: built-in defaults)')
     p.add_argument('--coords', choices=COORDS, help=f"the model's box convention (default: ${COORDS_ENV}, "
                    "else the template's)")
     p.add_argument('--json', action='store_true',
@@ -48,9 +53,17 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
 
 
 def _settings(args):
+    """``(settings, where they come from)``: ``--model``'s checkpoint, else the built-in defaults."""
     template = args.template if args.template.endswith('_geo') else args.template + '_geo'
     template_parent(template)  # refuses a name no family serves, with the list
-    return settings_for(template, swift_max_pixels=args.max_pixels)
+    return tool_settings(template, args.model, swift_max_pixels=args.max_pixels)
+
+
+def _trained_coords(settings) -> str | None:
+    """The template's convention where its checkpoints were trained to write boxes, else None (as geo_iou)."""
+    if settings is None:
+        return None
+    return settings.coords if family_of(settings.template)[1].boxes_trained else None
 
 
 def _usage_error(args) -> str | None:
@@ -80,19 +93,25 @@ def _policy(args) -> ImagePolicy:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    problem, settings = _usage_error(args), None
+    problem, settings, source = _usage_error(args), None, ''
     try:
-        settings = _settings(args) if problem is None else None
+        settings, source = _settings(args) if problem is None else (None, '')
+    except CheckpointError as exc:
+        problem = str(exc)
     except (ValueError, KeyError) as exc:
         problem = f'--template {args.template!r}: {exc}'
-    coords = args.coords or os.environ.get(COORDS_ENV) or (settings.coords if settings else None)
-    if problem is None and coords not in COORDS:
+    coords = args.coords or os.environ.get(COORDS_ENV) or _trained_coords(settings)
+    if problem is None and settings is not None and coords is None:  # geo_iou's rule: no guess
+        problem = (f'{settings.template}: {UNTRAINED_COORDS.replace("`", "")} (or pass --coords): these checkpoints '
+                   'were not trained to write boxes in a known convention, and geo_iou gives None until it is named.')
+    elif problem is None and coords not in COORDS:
         problem = f'{COORDS_ENV} must be one of {list(COORDS)}, got {short(repr(coords), 40)}.'
     if problem is not None:
         echo(f'swift-ext score: {problem}', err=True)
         return 2
     try:
         result, page = _score(args, settings, coords)
+        result['settings_source'] = source
         if page is not None:
             if args.html != STDOUT:
                 prepare_out_dir(os.path.dirname(os.path.abspath(args.html)), named_by_user=True)
@@ -104,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         echo(json.dumps(result, indent=1))
     else:
         echo(format_text(result), err=args.html == STDOUT)  # with --html -, standard output holds the page
+        echo(f'Settings: {source}', err=args.html == STDOUT)
         if args.html and args.html != STDOUT:
             echo(f'Report: {args.html}')
     if args.rows:
