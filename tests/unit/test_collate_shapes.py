@@ -83,7 +83,7 @@ def test_plan_names_the_rows_the_parent_collator_cannot_batch(parent, tiny_model
     assert collate['mixed'] and collate['can_fail']
     assert sorted(g['first_rows'] for g in collate['groups']) == [[1], [2]]
     assert collate['rule'] == family_of(parent)[0].collate_rule != ''
-    assert "Rows ms-swift cannot put in one batch: 2 groups" in text
+    assert 'Rows ms-swift cannot put in one batch: 2 groups' in text
     assert '(row 1)' in text and '(row 2)' in text
 
     _parent_collate(checkpoint, parent, batching)  # the parent batches these: plan must not warn
