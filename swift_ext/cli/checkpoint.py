@@ -78,4 +78,4 @@ def describe_defaults(template: str) -> str:
     """Which built-in defaults a tool uses without ``--model``."""
     _, spec = family_of(template)
     return (f"built-in defaults of {spec.name} (its reference checkpoint's processor) and the environment; "
-            "pass --model DIR to read a fine-tuned checkpoint's own processor settings")
+            "--model DIR reads a checkpoint's own")
