@@ -91,6 +91,9 @@ def test_every_clamp_name_reaches_plan_review_and_metrics(template, dataset, cap
     (tmp_path / 'image_geometry.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in lines))
     review = summarize(str(tmp_path)).to_json()
     assert review['clamped'] == expected
+    assert review['large_upscales'] == summary['large_upscale_count'] == sum(
+        max(r['resized_width'] / r['original_width'], r['resized_height'] / r['original_height']) >= LARGE_UPSCALE
+        for r in lines)
 
     values = callback.step_values(lines)
     assert {c.value: round(sum(values[f'clamped_by_{c}_frac'])) for c in Clamp} == expected

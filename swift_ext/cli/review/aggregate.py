@@ -15,8 +15,8 @@ from typing import Any
 
 from ...runlog import LOGGING_FILE, MAX_LOG_LINE, MODES
 from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_metric, iter_lines, short
+from ..clamps import LARGE_UPSCALE, counts
 from ..clamps import add as add_clamp
-from ..clamps import counts
 from .read import GeoLine, geometry_files, geometry_lines
 
 MAX_EXAMPLES = 10  # examples kept per kind of problem
@@ -47,6 +47,7 @@ class ModeStats:
     original_pixels: int = 0  # exact sums, for the megapixel means
     resized_pixels: int = 0
     clamped: dict = field(default_factory=lambda: counts(()))  # clamp name -> images (one vocabulary: Clamp)
+    large_upscales: int = 0  # images enlarged LARGE_UPSCALE times or more on one axis, whatever the clamp
     mismatches: int = 0
     mismatch_fields: Counter = field(default_factory=Counter)
     mismatch_examples: list = field(default_factory=list)
@@ -96,6 +97,9 @@ class ModeStats:
         if r.tile_cols is not None:
             self.tiles.add(r.num_tiles)
         add_clamp(self.clamped, r.clamped)
+        if r.original_width > 0 and r.original_height > 0 and \
+                max(r.resized_width / r.original_width, r.resized_height / r.original_height) >= LARGE_UPSCALE:
+            self.large_upscales += 1
         if r.mismatch:
             self.mismatches += 1
             for key in list(r.mismatch)[:20]:

@@ -13,7 +13,7 @@ import os
 from ..bounded import short
 from ..cards import CSS as CARDS_CSS
 from ..cards import gallery_html
-from ..clamps import MEANINGS, summary_lines
+from ..clamps import LARGE_UPSCALE, MEANINGS, summary_lines
 from ..output import write_bytes, write_text
 from ..page import esc, facts, fmt, page, table
 from .plots import make_plots
@@ -68,6 +68,9 @@ def _image_lines(mode: str | None, m: ImageSummary) -> list[str]:
     if m.tile_histogram:
         lines.append('  tiles per image: ' + ', '.join(f'{k} tiles x{v:,}' for k, v in m.tile_histogram.items()))
     lines += summary_lines(m.clamped)
+    if m.large_upscales:
+        lines.append(f'  enlarged {LARGE_UPSCALE:g}x or more: {m.large_upscales:,} '
+                     '(the model sees interpolated pixels)')
     fields = ', '.join(f'{k} x{v}' for k, v in m.mismatch_fields.items())
     detail = f' ({fields})' if fields else ''
     lines.append(f'  geometry mismatches (actual != predicted): {m.mismatches:,}{detail}')
@@ -133,7 +136,8 @@ def _images_section(m: ImageSummary | None) -> str:
     counts = [('encodes', m.encodes),
               ('unique images' + ('' if m.unique_images_exact else ' (estimate)'), m.unique_images),
               ('failures', m.failures)] + [(f'clamped: {name} ({MEANINGS.get(name, "a limit")})', n)
-                                           for name, n in m.clamped.items()] + [('geometry mismatches', m.mismatches)]
+                                           for name, n in m.clamped.items()] + [
+                  (f'enlarged {LARGE_UPSCALE:g}x or more', m.large_upscales), ('geometry mismatches', m.mismatches)]
     out = '<h2>Images</h2>' + table(['count', 'value'], counts, sortable=False)
     rows = [[label, d['mean'], d['min'], d['p50'], d['p95'], d['max']]
             for key, _, label in DESCRIBED if (d := getattr(m, key))]

@@ -49,6 +49,7 @@ class ImageSummary:
     visual_tokens_per_image: dict | None
     most_common_original_sizes: dict[str, int]
     clamped: dict[str, int]  # clamp name -> images, every name of geometry.Clamp
+    large_upscales: int  # images enlarged clamps.LARGE_UPSCALE times or more
     mismatches: int
     mismatch_fields: dict[str, int]
     mismatch_examples: tuple[dict, ...]
@@ -69,7 +70,7 @@ class ImageSummary:
             resized_megapixels=describe(m.resized_mp, 0.01, mean=m.resized_pixels / 1e6 / images),
             visual_tokens_per_image=describe(m.tokens),
             most_common_original_sizes=dict(m.original_sizes.most_common(5)),
-            clamped=dict(m.clamped),
+            clamped=dict(m.clamped), large_upscales=m.large_upscales,
             mismatches=m.mismatches, mismatch_fields=dict(m.mismatch_fields.most_common(20)),
             mismatch_examples=tuple(m.mismatch_examples),
             per_step={str(s): {'images': n, 'tokens': t, 'failures': f}
