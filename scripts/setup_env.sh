@@ -19,7 +19,10 @@ _swift_ext_install() (
     "$PY" -m venv "$ROOT/.venv"
   fi
   STAMP="$ROOT/.venv/.swift-ext-installed"
-  WANT="$(cat "$ROOT/setup.cfg" "$ROOT/constraints.txt" | sha1sum | cut -d' ' -f1)"
+  # torchcodec (transformers' video decoder) only beside the OS FFmpeg: without it every video fails.
+  EXTRAS="test,video"
+  if ldconfig -p 2>/dev/null | grep -q 'libavutil\.so'; then EXTRAS="$EXTRAS,video-hf"; fi
+  WANT="$( (cat "$ROOT/setup.cfg" "$ROOT/constraints.txt"; echo "$EXTRAS") | sha1sum | cut -d' ' -f1)"
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     return 0
   fi
@@ -29,7 +32,7 @@ _swift_ext_install() (
   # CPU-only torch wheel some machines' pip also sees (torch 2.13.0+cpu) breaks torchvision.
   set +e
   "$ROOT/.venv/bin/python" -m pip install --disable-pip-version-check --progress-bar on \
-    -c "$ROOT/constraints.txt" -e "$ROOT[test,video]" 2>&1 \
+    -c "$ROOT/constraints.txt" -e "$ROOT[$EXTRAS]" 2>&1 \
     | grep --line-buffered -vE '^(WARNING: Location|Requirement already satisfied)'
   status="${PIPESTATUS[0]}"  # pip's; grep's is 1 when every line was filtered out
   set -e

@@ -38,7 +38,7 @@ from collections.abc import Iterable
 
 from transformers import TrainerCallback
 
-from . import runlog
+from . import runlog, truth
 from .families import family_of
 from .geometry import Clamp
 from .images import image_key
@@ -421,7 +421,8 @@ class GeoLogCallback(TrainerCallback):
 
 
 def completion_geometry(samples) -> dict[str, list]:
-    """Per sample: original size, resized size ('WxH', ';' between images), total tokens, image keys.
+    """Per sample: original size, resized size ('WxH', ';' between images), total tokens, image keys, and
+    the row's ``image_index`` (``swift_ext.truth``; None where the row has none).
 
     Looked up in the geometry the `_geo` template recorded in this process when it encoded
     the sample for training; None where it recorded nothing.
@@ -431,12 +432,14 @@ def completion_geometry(samples) -> dict[str, list]:
     for sample in samples:
         images = getattr(sample, 'images', None) or []
         extra = getattr(sample, 'extra', None) or {}
+        out[truth.COMPLETION_COLUMN].append(_image_index(extra))
         limits = row_limits_key(extra.get('chat_template_kwargs'))
         geos = [STORE.get(image_key(img), limits, settings.template) if settings else None
                 for img in images]
         if not geos or any(g is None for g in geos):
             for key in COMPLETION_COLUMNS:
-                out[key].append(None)
+                if key != truth.COMPLETION_COLUMN:
+                    out[key].append(None)
             continue
         out['geo_original_size'].append(
             ';'.join(f'{g.original_width}x{g.original_height}' for g in geos))
@@ -445,6 +448,16 @@ def completion_geometry(samples) -> dict[str, list]:
         out['geo_visual_tokens'].append(sum(g.num_tokens for g in geos))
         out['geo_image'].append(';'.join(image_key(img) for img in images))  # the log's `image` key
     return out
+
+
+def _image_index(extra: dict) -> int | None:
+    """The row's ``image_index`` as the rewards read it (so review draws the image they scored); None: none."""
+    if extra.get(truth.IMAGE_INDEX) is None:
+        return None
+    try:
+        return truth.image_index(extra[truth.IMAGE_INDEX])
+    except truth.TruthError:
+        return None
 
 
 def register_callbacks() -> list[str]:

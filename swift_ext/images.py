@@ -281,6 +281,18 @@ def _open(source: Any, info: ImageSource, env: Mapping[str, str] | None):
     return io.BytesIO(data)
 
 
+def payload_bytes(source: Any) -> bytes:
+    """The decoded bytes of an in-memory source (raw bytes, base64 text, a data URL, a dict holding one).
+
+    Raises:
+        ValueError: the source holds no decodable payload.
+    """
+    info = classify(source)
+    if info.kind not in ('bytes', 'base64', 'data_url'):
+        raise ValueError(f'{info.name}: not an in-memory image ({info.kind})')
+    return _payload_bytes(source, None)
+
+
 def _payload_bytes(source: Any, env: Mapping[str, str] | None) -> bytes:
     """The decoded payload of an in-memory source (decoded again: payloads are never kept)."""
     if isinstance(source, Mapping):

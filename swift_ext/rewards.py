@@ -16,7 +16,6 @@ each), as the rollout's encode saw them (``swift_ext.video_rows``); ``[]`` for a
 from __future__ import annotations
 
 import logging
-import operator
 import os
 import re
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 from swift.rewards import ORM
 
+from . import truth
 from .boxes import is_well_formed
 from .families import family_of
 from .geometry import COORDS, ImageGeometry
@@ -157,39 +157,71 @@ class GeoReward(ORM):
     def __call__(self, completions: list[str], /, **kwargs) -> list[float | None]:
         # Positional-only: a dataset column named `self` or `completions` lands in kwargs.
         completions = list(completions) if isinstance(completions, (list, tuple)) else [completions]
-        n = len(completions)
-        try:
-            settings = resolve_settings(self.template, getattr(self.args, 'max_pixels', None))
-            geometries = geometries_for_batch(kwargs, n, settings)
-        except Exception as exc:  # never stop a GRPO step: the batch gets no geometry
-            warn_once(f'{type(self).__name__}:batch:{type(exc).__name__}',
-                      f'{type(self).__name__}: no image geometry for a batch ({exc!r}); its samples get None.')
-            settings, geometries = None, [None] * n
-        try:
-            template = settings.template if settings is not None else self.template
-            videos = videos_for_batch(kwargs, n, template, mode=rollout_mode(self.args))
-        except Exception as exc:
-            warn_once(f'{type(self).__name__}:videos:{type(exc).__name__}',
-                      f'{type(self).__name__}: no video geometry for a batch ({exc!r}); its samples get None.')
-            videos = [None] * n
-        columns = {k: v for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
-        renamed = sorted(k for k in columns if k in RESERVED)
-        if renamed:
-            warn_once(f'reserved-columns:{",".join(renamed)}',
-                      f'{type(self).__name__}: dataset column(s) {renamed} share a name with an argument of '
-                      f'`score`; they arrive as {[COLUMN_PREFIX + k for k in renamed]}.')
+        arguments = batch_arguments(type(self).__name__, kwargs, len(completions), self.template,
+                                    getattr(self.args, 'max_pixels', None), rollout_mode(self.args))
         out = []
-        for i, completion in enumerate(completions):
+        for completion, row in zip(completions, arguments, strict=True):
             try:
-                value = self.score(completion if isinstance(completion, str) else str(completion),
-                                   image_geometry=geometries[i], video_geometry=videos[i], settings=settings,
-                                   **row_arguments(columns, i))
+                value = self.score(completion if isinstance(completion, str) else str(completion), **row)
             except Exception as exc:
                 warn_once(f'{type(self).__name__}:{type(exc).__name__}',
                           f'{type(self).__name__} raised {exc!r}; such samples get None.')
                 value = None
             out.append(value)
         return out
+
+
+def batch_arguments(owner: str, kwargs: dict[str, Any], n: int, template: str | None,
+                    swift_max_pixels: int | None = None, mode: str = 'transformers') -> list[dict[str, Any]]:
+    """The keyword arguments ``score`` receives for each of ``n`` samples of a reward call (``kwargs``:
+    ms-swift's columns, one list entry per sample): ``image_geometry``, ``video_geometry``, ``settings``
+    and the sample's value of every column (renamed where it shares a name with these, see ``RESERVED``).
+
+    ``owner`` names the reward in warnings. Never raises: a batch whose geometry cannot be had gets None.
+    """
+    try:
+        settings = resolve_settings(template, swift_max_pixels)
+        geometries = geometries_for_batch(kwargs, n, settings)
+    except Exception as exc:  # never stop a GRPO step: the batch gets no geometry
+        warn_once(f'{owner}:batch:{type(exc).__name__}',
+                  f'{owner}: no image geometry for a batch ({exc!r}); its samples get None.')
+        settings, geometries = None, [None] * n
+    try:
+        videos = videos_for_batch(kwargs, n, settings.template if settings is not None else template, mode=mode)
+    except Exception as exc:
+        warn_once(f'{owner}:videos:{type(exc).__name__}',
+                  f'{owner}: no video geometry for a batch ({exc!r}); its samples get None.')
+        videos = [None] * n
+    columns = {k: v for k, v in kwargs.items() if isinstance(v, (list, tuple)) and len(v) == n}
+    renamed = sorted(k for k in columns if k in RESERVED)
+    if renamed:
+        warn_once(f'reserved-columns:{",".join(renamed)}',
+                  f'{owner}: dataset column(s) {renamed} share a name with an argument of '
+                  f'`score`; they arrive as {[COLUMN_PREFIX + k for k in renamed]}.')
+    return [{'image_geometry': geometries[i], 'video_geometry': videos[i], 'settings': settings,
+             **row_arguments(columns, i)} for i in range(n)]
+
+
+def score_kwargs(row: dict[str, Any], template: str, *, max_pixels: int | None = None,
+                 mode: str = 'transformers') -> dict[str, Any]:
+    """The keyword arguments a reward's ``score`` receives for one dataset ``row`` under ``template``.
+
+    For unit-testing your own ``@geo_reward`` (or ``GeoReward.score``) without a trainer: the same
+    code a GRPO step runs (``batch_arguments``), on a batch of one. ``row`` is a dataset row as ms-swift
+    hands it to rewards (``images``, ``solution``, ``chat_template_kwargs``, ...); ``template`` a `_geo`
+    template or its parent; ``max_pixels`` ms-swift's ``--max_pixels``. The environment (``MAX_PIXELS``,
+    ...) applies as in a run; where this process built a `_geo` template, its settings are used, as a
+    reward in the trainer would. ``mode``: ``'vllm'`` for a run with ``--use_vllm`` (video time axes).
+
+    Example::
+
+        kwargs = score_kwargs({'images': ['cat.png'], 'solution': [10, 20, 200, 300]}, 'qwen2_5_vl')
+        assert center_hit.score('[{"bbox_2d": [50, 60, 100, 120]}]', **kwargs) == 1.0
+    """
+    parent = template_parent(template)  # refuses a name no family serves
+    [arguments] = batch_arguments('score_kwargs', {k: [v] for k, v in row.items()}, 1, parent + '_geo',
+                                  max_pixels, mode)
+    return arguments
 
 
 # Names the convention the model answers in, for checkpoints trained to another one than
@@ -237,8 +269,8 @@ class GeoIoU(GeoReward):
 
     Boxes are read in the template's coordinate convention (absolute resized pixels for
     Qwen2.5-VL, 0-1000 for Qwen2-VL, Qwen3-VL and InternVL), mapped to the original image
-    and matched one-to-one (see :func:`swift_ext.scoring.iou_score`). The first image of
-    a sample is the frame, unless the row has an ``image_index`` column.
+    and matched one-to-one (see :func:`swift_ext.scoring.iou_score`). The frame is the image the
+    row's ``image_index`` column names (the first when absent; :mod:`swift_ext.truth`).
     """
 
     def score(self, completion, *, image_geometry, settings, solution=None, image_index=0,
@@ -261,20 +293,12 @@ class GeoIoU(GeoReward):
 
 
 def _frame_image(reward: str, image_geometry: list, image_index: Any, kind: str = 'image') -> Any:
-    """The geometry ``image_index`` names (None, one warning, when it names no image; ``kind='video'``: video)."""
-    if image_index is None:
-        image_index = 0
+    """The geometry ``image_index`` names (``swift_ext.truth``'s rule); None, one warning, when it names
+    no image (``kind='video'``: video)."""
     try:
-        if isinstance(image_index, bool):
-            raise TypeError
-        index = operator.index(image_index)  # ints and numpy integers, not floats or strings
-    except TypeError:
-        warn_once(f'{reward}:{kind}-index-type', f'{reward}: `{kind}_index` must be an integer, got '
-                  f'{str(image_index)[:40]!r}; such samples get None.')
-        return None
-    if not 0 <= index < len(image_geometry):
-        warn_once(f'{reward}:{kind}-index-range', f'{reward}: `{kind}_index` {index} names no {kind} of a sample '
-                  f'with {len(image_geometry)} {kind}(s); such samples get None.')
+        index = truth.image_index(image_index, len(image_geometry), name=f'{kind}_index', what=kind)
+    except truth.TruthError as exc:
+        warn_once(f'{reward}:{kind}-index-{exc.kind}', f'{reward}: {exc}; such samples get None.')
         return None
     return image_geometry[index]
 

@@ -49,7 +49,8 @@ SETTINGS_FILE = 'geometry_settings.jsonl'
 LOGGING_FILE = 'logging.jsonl'
 COMPLETIONS_FILE = 'completions.jsonl'
 # Columns the geo_log callback adds to GRPO's completions table (``--log_completions true``).
-COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens', 'geo_image')
+# ``geo_image_index``: the row's ``image_index`` (``swift_ext.truth``), the image its boxes belong to.
+COMPLETION_COLUMNS = ('geo_original_size', 'geo_resized_size', 'geo_visual_tokens', 'geo_image', 'geo_image_index')
 MAX_READ = 64 << 20  # bytes a tail reads per call at most; the rest waits for the next call
 # Which side of a run a process is ('trainer', 'rollout', ...), for `swift-ext check`.
 ENV_ROLE = 'SWIFT_EXT_ROLE'

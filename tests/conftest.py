@@ -25,6 +25,20 @@ from collections.abc import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
+INHERITED_LOG_ENV = ('SWIFT_EXT_GEO_LOG_DIR', 'SWIFT_EXT_GEO_LOG_CHANNEL', 'SWIFT_EXT_ROLE')
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ():
+    """Put os.environ back after each test: swift_ext names the run folder in it (publish_log_dir) as the
+    geo_log callback does in a real run, and that must not reach the next test or the runs it starts."""
+    before = dict(os.environ)
+    yield
+    if os.environ != before:
+        os.environ.clear()
+        os.environ.update(before)
+
+
 # name -> (width, height, file suffix). 'wide' is 7.5:1, well inside Qwen's 200:1 limit.
 SAMPLE_IMAGE_SIZES = {
     'tiny': (50, 60, 'png'),
@@ -96,8 +110,12 @@ class E2E:
         """
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         start = time.perf_counter()
+        # A geometry-log folder or channel left in this process's environment (a unit test in the same
+        # pytest worker) would send the run's lines, and the sample ms-swift encodes before training,
+        # to that folder: each run names its own, as a user's shell does.
+        clean = {k: v for k, v in os.environ.items() if k not in INHERITED_LOG_ENV}
         proc = subprocess.run(cmd, cwd=self.ROOT, capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+                              env={**clean, **(env or {})})
         proc.seconds = time.perf_counter() - start
         # The largest child (with its waited-for descendants) of this process so far, in KiB: this run's own
         # peak only when it grew; else this run stayed at most at an earlier run's peak.

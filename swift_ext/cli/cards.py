@@ -73,6 +73,7 @@ class Item:
     notes: list[str] = field(default_factory=list)
     row_label: str = ''
     withheld: str | None = None  # why the image file may not be embedded (``embed``), where it may not
+    matched_by: str | None = None  # how review found the row's image (``review.gallery.MATCHED``)
 
     @property
     def gt_boxes(self) -> list[list[float]] | None:
@@ -136,12 +137,12 @@ def _load(item: Item):
         with Image.open(source) as img:
             img.draft('RGB', (THUMB_SIDE, THUMB_SIDE))  # JPEG: decode at a reduced scale
             img = img.convert('RGB')
-            original = img.size
             img.thumbnail((THUMB_SIDE, THUMB_SIDE))
             if max(img.size) < MIN_SIDE:  # a 50x60 image is drawn large enough to see its boxes
                 k = MIN_SIDE / max(img.size)
                 img = img.resize((max(1, round(img.width * k)), max(1, round(img.height * k))), Image.NEAREST)
-            return (img, original), None
+            # The header's size, never the drafted decode's (a 900x1600 JPEG decodes at 450x800).
+            return (img, (width, height)), None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         # The type only: PIL's messages can quote the file's first bytes, which the page must not carry.
         return None, f'image unreadable ({type(exc).__name__})'
@@ -250,7 +251,7 @@ def draw_gallery(items: Sequence[Item], max_bytes: int, confirmed: Sequence[str]
     """Draw each item; thumbnails are kept while their data URLs fit ``max_bytes`` in all."""
     cards, used, left_out, embedded = [], 0, 0, 0
     for item in items:
-        data, why, notes = draw(item)
+        data, why, drawn_notes = draw(item)  # not `notes`: the gallery's own notes are kept for the page
         if data is not None:
             size = len(_data_url(data))
             if used + size > max_bytes:
@@ -259,7 +260,7 @@ def draw_gallery(items: Sequence[Item], max_bytes: int, confirmed: Sequence[str]
             else:
                 used += size
                 embedded += 1
-        cards.append(Card(item, data, None if data is not None else (why or 'no image'), tuple(notes)))
+        cards.append(Card(item, data, None if data is not None else (why or 'no image'), tuple(drawn_notes)))
     withheld = sum(1 for item in items if item.withheld)
     return Gallery(tuple(cards), max_bytes, embedded, left_out, used, withheld, tuple(confirmed), tuple(notes))
 

@@ -4,12 +4,18 @@ By default it builds a tiny random Qwen2.5-VL locally and a small dataset of gen
 images, then runs ms-swift's real GRPO trainer with the `_geo` template, the geometry
 rewards and the `geo_log` callback. ``--model`` and ``--dataset`` swap in a real model and
 real data; anything after ``--`` goes to ms-swift unchanged.
+
+ms-swift's own output (its argument dump, the model, the trainer's log) goes to ``OUT/swift.log``; the
+terminal gets a few progress lines and the table (``--verbose`` shows everything instead).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+import time
+import traceback
 
 from ..boxes import is_well_formed
 from ..rewards import GeoReward, register_reward
@@ -19,6 +25,45 @@ from .text import ArgumentParser, echo
 
 _ROWS: list[dict] = []
 _LOCK = threading.Lock()
+_TERMINAL: list = []  # where progress lines go while ms-swift's output goes to the log (set by ``_output_to``)
+LOG_NAME = 'swift.log'
+
+
+def progress(text: str) -> None:
+    """One short line on the terminal, even while standard output and error go to the log."""
+    stream = _TERMINAL[-1] if _TERMINAL else sys.stdout
+    stream.write(f'[demo] {text}\n')
+    stream.flush()
+
+
+@contextlib.contextmanager
+def _output_to(path: str | None):
+    """Send file descriptors 1 and 2 (print, logging, tqdm, C libraries) to ``path``; progress lines still reach
+    the terminal. ``None``: leave them alone (``--verbose``)."""
+    if path is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    terminal = os.fdopen(os.dup(saved[0]), 'w', buffering=1)
+    _TERMINAL.append(terminal)
+    try:
+        with open(path, 'ab') as log:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+    finally:
+        _TERMINAL.remove(terminal)
+        terminal.close()
+        os.close(saved[0])
+        os.close(saved[1])
 OFFLINE_ENV = {'HF_HUB_OFFLINE': '1', 'TRANSFORMERS_OFFLINE': '1', 'HF_DATASETS_OFFLINE': '1',
                'MODELSCOPE_OFFLINE': '1', 'USE_HF': '1'}
 
@@ -33,6 +78,8 @@ class GeoDemoProbe(GeoReward):
         src = images[0] if images else None
         name = src.get('path') if isinstance(src, dict) else src
         with _LOCK:
+            if not _ROWS:
+                progress('the rewards are scoring the first completions')
             _ROWS.append({'image': os.path.basename(str(name)), 'geometry': geo,
                           'coords': settings.coords, 'solution': solution,
                           'iou': iou_score(completion, solution, geo, settings.coords),
@@ -103,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument('--steps', type=int, default=1)
     p.add_argument('--batch_size', type=int, default=12, help='multiple of 2 (2 generations)')
     p.add_argument('--max_completion_length', type=int, default=32)
+    p.add_argument('--verbose', action='store_true',
+                   help=f"show ms-swift's output on the terminal (default: in OUT/{LOG_NAME})")
     ns = p.parse_args(argv)
     ns.swift_args = extra
     ns.tiny = ns.model is None
@@ -110,6 +159,36 @@ def main(argv: list[str] | None = None) -> int:
     if ns.tiny:
         for k, v in OFFLINE_ENV.items():
             os.environ.setdefault(k, v)
+    os.makedirs(out, exist_ok=True)
+    log = None if ns.verbose else os.path.join(out, LOG_NAME)
+    started = time.monotonic()
+    if log is not None:
+        progress(f"ms-swift's output goes to {os.path.join(ns.out, LOG_NAME)}")
+    try:
+        with _output_to(log):
+            _run(ns, out)
+    except (Exception, SystemExit) as exc:  # whatever ms-swift raises (its argparse exits): named, traceback logged
+        if isinstance(exc, SystemExit) and exc.code in (0, None):
+            return 0
+        if log is not None:
+            with open(log, 'a', encoding='utf-8') as f:
+                traceback.print_exc(file=f)
+        where = f"; the traceback and ms-swift's output are in {log}" if log else ''
+        echo(f'swift-ext demo: the run failed ({type(exc).__name__}: {str(exc)[:300]}){where}', err=True)
+        return 1
+    progress(f'done in {time.monotonic() - started:.0f} s')
+    echo('\nWhat the reward functions saw, per image (random tiny model: rewards are 0, '
+         'the geometry is the point):\n')
+    echo(format_table(_ROWS))
+    echo(f'\nRun folder: {os.path.join(out, "output")} '
+         f'(review it with: swift-ext review {os.path.join(ns.out, "output")})')
+    if log is not None:
+        echo(f"ms-swift's full output: {log}")
+    return 0
+
+
+def _run(ns, out: str) -> None:
+    """Build the tiny model and the dataset where needed, then run ms-swift's GRPO trainer."""
     import swift_ext.plugin  # noqa: F401  (templates, rewards, callback)
 
     from ..settings import template_parent
@@ -118,17 +197,15 @@ def main(argv: list[str] | None = None) -> int:
     model, model_type = ns.model, ns.model_type
     if ns.tiny:
         parent = template_parent(ns.template)
+        progress(f'building a tiny random {parent} checkpoint in {os.path.join(ns.out, f"tiny-{parent}")}')
         model = make_tiny_model(parent, os.path.join(out, f'tiny-{parent}'))
         model_type = run_flags(parent)['model_type']
     dataset = ns.dataset
     if dataset is None:
         from ..testing.images import DEMO_ROW_MAX_PIXELS, make_dataset
+        progress(f'writing a small grounding dataset of generated images to {os.path.join(ns.out, "data")}')
         dataset = make_dataset(os.path.join(out, 'data'), row_max_pixels=DEMO_ROW_MAX_PIXELS)
+    progress(f"running ms-swift's GRPO trainer ({ns.steps} step{'s' if ns.steps != 1 else ''}, template "
+             f'{ns.template})')
     from swift import rlhf_main
     rlhf_main(build_args(ns, model, model_type, dataset, os.path.join(out, 'output')))
-    echo('\nWhat the reward functions saw, per image (random tiny model: rewards are 0, '
-         'the geometry is the point):\n')
-    echo(format_table(_ROWS))
-    echo(f'\nRun folder: {os.path.join(out, "output")} '
-         f'(review it with: swift-ext review {os.path.join(ns.out, "output")})')
-    return 0

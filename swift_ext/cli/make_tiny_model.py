@@ -30,8 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     flags = run_flags(args.family)
     echo(path)
-    echo(f'use: --model {path} --model_type {flags["model_type"]} --template {flags["template"]} '
-         '--check_model false')
+    common = f'--model {path} --model_type {flags["model_type"]} --template {flags["template"]}'
+    # --check_model is a training argument: `swift infer` stops on it (an unknown remaining argv).
+    echo(f'swift sft / swift rlhf: {common} --check_model false')
+    echo(f'swift infer / swift rollout: {common}')
     return 0
 
 

@@ -19,10 +19,13 @@ explicitly, in which case the user chose where it points.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
 import sys
+from collections.abc import Iterator
+from typing import BinaryIO
 
 from .bounded import file_kind
 
@@ -58,16 +61,14 @@ def prepare_out_dir(path: str, *, named_by_user: bool) -> str:
     return os.path.realpath(path)
 
 
-def write_bytes(path: str, data: bytes | str, mode: int = 0o644) -> str:
-    """Write ``data`` to ``path`` atomically without following a symlink at ``path``.
+@contextlib.contextmanager
+def replacing(path: str, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file that replaces ``path`` when the block ends without error (``write_bytes``'s rule).
 
-    The temporary file is created next to the target (same file system, so the rename is
-    atomic) with a random name and ``O_EXCL | O_NOFOLLOW``; on any error it is removed.
-    Only a regular file at ``path`` is replaced; anything else there (a symlink, a folder, a
-    device, a FIFO, a socket) is refused with ``OutputError``, and nothing is written.
+    For outputs written as they are made (``score --rows``): the temporary file is created next to
+    the target with a random name and ``O_EXCL | O_NOFOLLOW``, renamed over ``path`` at the end, and
+    removed on any error. Only a regular file at ``path`` is replaced (``OutputError`` otherwise).
     """
-    if isinstance(data, str):
-        data = data.encode('utf-8')
     folder = os.path.dirname(path) or '.'
     _check_target(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0) | getattr(os, 'O_CLOEXEC', 0)
@@ -78,7 +79,7 @@ def write_bytes(path: str, data: bytes | str, mode: int = 0o644) -> str:
         raise OutputError(f'cannot write {path}: {exc.strerror or exc}.') from None
     try:
         with os.fdopen(fd, 'wb') as f:
-            f.write(data)
+            yield f
         _check_target(path)  # again: something may have been put there meanwhile
         os.replace(tmp, path)
     except BaseException as exc:
@@ -89,6 +90,20 @@ def write_bytes(path: str, data: bytes | str, mode: int = 0o644) -> str:
         if isinstance(exc, OSError) and not isinstance(exc, OutputError):
             raise OutputError(f'cannot write {path}: {exc.strerror or exc}.') from None
         raise
+
+
+def write_bytes(path: str, data: bytes | str, mode: int = 0o644) -> str:
+    """Write ``data`` to ``path`` atomically without following a symlink at ``path``.
+
+    The temporary file is created next to the target (same file system, so the rename is
+    atomic) with a random name and ``O_EXCL | O_NOFOLLOW``; on any error it is removed.
+    Only a regular file at ``path`` is replaced; anything else there (a symlink, a folder, a
+    device, a FIFO, a socket) is refused with ``OutputError``, and nothing is written.
+    """
+    if isinstance(data, str):
+        data = data.encode('utf-8')
+    with replacing(path, mode) as f:
+        f.write(data)
     return path
 
 

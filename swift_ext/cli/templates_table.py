@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from ..families import describe
-from ..families.base import VERIFICATION, VIDEO_SUPPORT
+from ..families.base import UNTRAINED_COORDS, VERIFICATION, VIDEO_SUPPORT
 from .text import ArgumentParser, echo
 
 
@@ -22,11 +22,13 @@ def rows() -> list[dict]:
 
 
 def _coords(row: dict) -> str:
-    return row['coords'] if row['boxes_trained'] else f'none trained (default {row["coords"]})'
+    # geo_iou's own rule (rewards.answer_coords): no guess where the checkpoints were not trained to write boxes
+    return row['geo_iou_coords'] or UNTRAINED_COORDS.replace('`', '')
 
 
 def format_text(table_rows: list[dict]) -> str:
-    head = ('template', 'parent', 'family', 'coords', 'box styles', 'tiny', 'geometry verified by', 'video')
+    head = ('template', 'parent', 'family', 'geo_iou reads boxes as', 'box styles', 'tiny', 'geometry verified by',
+            'video')
     table = [head] + [(r['template'], r['parent'], r['family'], _coords(r), ', '.join(r['box_styles']),
                        'yes' if r['tiny_model'] else 'no', VERIFICATION[r['verification']], _VIDEO[r['video']])
                       for r in table_rows]
@@ -43,7 +45,7 @@ def format_markdown(table_rows: list[dict]) -> str:
     lines = ['| template | family | `geo_iou` reads boxes as | box styles | tiny checkpoint | geometry verified by '
              '| video |', '|---|---|---|---|---|---|---|']
     for r in table_rows:
-        coords = f'`{r["coords"]}`' if r['boxes_trained'] else 'no trained box output: set `SWIFT_EXT_COORDS`'
+        coords = f'`{r["geo_iou_coords"]}`' if r['geo_iou_coords'] else UNTRAINED_COORDS
         styles = ', '.join(f'`{s}`' for s in r['box_styles'])
         tiny = 'yes' if r['tiny_model'] else '-'
         lines.append(f'| `{r["template"]}` | {r["family"]} | {coords} | {styles} | {tiny} | '

@@ -104,6 +104,8 @@ def describe(template: str | None = None) -> list[dict]:
         rows.append({'template': spec.name, 'parent': spec.parent, 'family': family.name,
                      'coords': spec.coords, 'box_styles': list(spec.box_styles),
                      'boxes_trained': spec.boxes_trained, 'coords_source': spec.coords_source,
+                     # what geo_iou reads boxes as with SWIFT_EXT_COORDS unset (None: it scores None, never guesses)
+                     'geo_iou_coords': spec.coords if spec.boxes_trained else None,
                      'tiny_model': spec.model_type is not None,
                      'model_type': spec.model_type, 'env': list(family.env_vars),
                      'verification': spec.verification,

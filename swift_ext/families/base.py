@@ -176,6 +176,10 @@ VIDEO_SUPPORT = {
 RECORDED_VIDEO = ('header_and_encode', 'encode')
 
 
+# What every tool says of a template whose checkpoints have no trained box output (`templates`, README, score).
+UNTRAINED_COORDS = 'no trained box output: set `SWIFT_EXT_COORDS`'
+
+
 def untrained_spec(parent: str, **kwargs) -> TemplateSpec:
     """The spec of a template whose checkpoints have no trained box output.
 
@@ -269,6 +273,8 @@ class Family:
     video_header_backend: ClassVar[str | None] = None
     video_mismatch_fields: ClassVar[tuple[str, ...]] = ('num_frames', 'grid_t', 'resized_width', 'resized_height',
                                                         'num_tokens', 'sample_fps')
+    # What ms-swift's parent collator needs equal in every row of a batch, in words (``collate_shape``).
+    collate_rule: ClassVar[str] = ''
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -319,6 +325,15 @@ class Family:
     def with_budget(cls, settings: PreprocessSettings, pixels: int) -> PreprocessSettings:
         """``settings`` under a pixel budget as ``sweep_knob`` applies it (for `plan`)."""
         return replace(settings, swift_max_pixels=pixels)
+
+    @classmethod
+    def collate_shape(cls, settings: PreprocessSettings, geometries: Sequence[ImageGeometry]) -> str | None:
+        """The shape of one row's image tensors as ms-swift's parent collator joins them across a batch.
+
+        Rows whose shapes differ cannot share a batch: the parent's ``data_collator`` raises (`plan` warns,
+        naming them). None: this row batches with any row (the default, and a row without images).
+        """
+        return None
 
     # --- prediction -------------------------------------------------------------------
     @classmethod

@@ -140,6 +140,16 @@ class LlavaNext(Family):
                      model_type='llava1_6_mistral_hf' if parent == 'llava1_6_mistral_hf' else None)
         for parent in ('llava1_6_mistral_hf', 'llava1_6_vicuna_hf', 'llava1_6_yi_hf', 'llama3_llava_next_hf',
                        'llava_next_qwen_hf'))
+    collate_rule = ("ms-swift's Llava1_6HfTemplate squeezes a 1-image row's pixel_values to 4-D (views) and keeps "
+                    "a row of 2+ images 5-D (images x views, padded to the row's most views), then concatenates: "
+                    "a batch cannot mix 1-image rows with 2+-image rows, nor 2+-image rows whose most views differ "
+                    "('Tensors must have same number of dimensions: got 4 and 5')")
+
+    @classmethod
+    def collate_shape(cls, settings, geometries):
+        if len(geometries) < 2:
+            return '1 image (4-D pixel_values)' if geometries else None
+        return f'2+ images of at most {max(g.num_tiles for g in geometries)} views (5-D pixel_values)'
 
     # --- what differs between NeXT and OneVision --------------------------------------
     @classmethod

@@ -106,6 +106,12 @@ class Mllama(Family):
     encoded_keys = ('aspect_ratio_ids', 'aspect_ratio_mask', 'pixel_values')
     shape_keys = ('pixel_values',)
     templates = (untrained_spec('llama3_2_vision', coords_source=_SOURCE, model_type='llama3_2_vision'),)
+    collate_rule = ("ms-swift's Llama3_2VisionTemplate concatenates the rows' pixel_values (1 x images x tiles): a "
+                    "batch cannot mix rows with different numbers of images ('Sizes of tensors must match')")
+
+    @classmethod
+    def collate_shape(cls, settings, geometries):
+        return f'{len(geometries)} image' + ('s' if len(geometries) > 1 else '') if geometries else None
 
     @classmethod
     def settings_from_template(cls, template, settings):

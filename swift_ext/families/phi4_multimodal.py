@@ -128,6 +128,12 @@ class Phi4Multimodal(Family):
     encoded_keys = ('image_sizes', 'num_img_tokens')
     templates = (untrained_spec('phi4_multimodal', coords_source=_SOURCE, model_type='phi4_multimodal',
                                 verification='published_code'),)
+    collate_rule = ("ms-swift's Phi4MMTemplate concatenates the rows' input_image_embeds, each padded to its row's "
+                    "most crops (the global view included): a batch cannot mix rows whose crop counts differ")
+
+    @classmethod
+    def collate_shape(cls, settings, geometries):
+        return f'{max(g.num_tiles for g in geometries)} crops per image' if geometries else None
 
     @classmethod
     def settings_from_template(cls, template, settings):

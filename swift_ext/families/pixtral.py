@@ -87,6 +87,16 @@ class Pixtral(Family):
         untrained_spec('pixtral', coords_source=_PIXTRAL_SOURCE, model_type='pixtral',
                      defaults=_PIXTRAL_DEFAULTS),
     )
+    collate_rule = ("ms-swift's Mistral 3 / Pixtral templates concatenate (stack) the rows' pixel_values, each padded "
+                    "to its row's largest resized width and height: a batch cannot mix rows whose padded sizes "
+                    "differ ('Sizes of tensors must match', 'stack expects each tensor to be equal size')")
+
+    @classmethod
+    def collate_shape(cls, settings, geometries):
+        if not geometries:
+            return None
+        width, height = max(g.resized_width for g in geometries), max(g.resized_height for g in geometries)
+        return f'pixel_values {width}x{height}'
 
     @classmethod
     def settings_from_template(cls, template, settings):

@@ -1,5 +1,6 @@
 """A real GRPO run with `--log_completions true`, then `swift-ext review`: the gallery finds each row's
 image, and `report.html` renders in headless Chromium with no JavaScript error and no broken image.
+`swift-ext score`'s page is checked the same way, with a base64 image row and a 2-image row.
 
 The tiny model writes filler, so after the run its completions are replaced by answers built from
 each row's ground truth (shifted by known amounts) in Qwen2.5-VL's frame: the gallery then has boxes
@@ -33,7 +34,8 @@ PROBE_TAIL = """<script>window.addEventListener('load', function () {
   var th = document.querySelector('table.sortable th');
   try { if (th) { th.click(); th.click(); } } catch (e) { window.__errors.push(String(e)); }
   var out = document.createElement('pre'); out.id = 'probe';
-  out.textContent = JSON.stringify({errors: window.__errors, images: document.images.length, broken: broken.length});
+  out.textContent = JSON.stringify({errors: window.__errors, images: document.images.length, broken: broken.length,
+    overflow: document.documentElement.scrollWidth - window.innerWidth});
   document.body.appendChild(out);
 });</script>"""
 GALLERY_ONLY = """<style>body>*{display:none!important}h2#gallery,h2#gallery+p{display:block!important}
@@ -41,15 +43,19 @@ GALLERY_ONLY = """<style>body>*{display:none!important}h2#gallery,h2#gallery+p{d
 body{max-width:1240px}</style>"""
 
 
-def grpo_run(tiny_model, tmp_path) -> str:
+def grpo_run(tiny_model, tmp_path, logging_steps: int = 1) -> str:
     data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    rows = [dict(json.loads(line), image_index=0) for line in open(data)]  # the truth's image, said explicitly
+    with open(data, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in rows)
     cmd = [os.path.join(BIN, 'swift'), 'rlhf', '--rlhf_type', 'grpo', '--model', tiny_model('qwen2_5_vl'),
            '--model_type', 'qwen2_5_vl', '--template', 'qwen2_5_vl_geo', '--external_plugins', PLUGIN,
            '--callbacks', 'geo_log', '--reward_funcs', 'geo_iou', 'geo_format', '--dataset', data,
            '--num_generations', '2', '--per_device_train_batch_size', '4', '--max_completion_length', '4',
            '--max_steps', '2', '--tuner_type', 'lora', '--torch_dtype', 'float32', '--report_to', 'none',
            '--check_model', 'false', '--log_completions', 'true', '--output_dir', str(tmp_path / 'out'),
-           '--logging_steps', '1', '--save_strategy', 'no', '--dataloader_num_workers', '0', '--seed', '1']
+           '--logging_steps', str(logging_steps), '--save_strategy', 'no', '--dataloader_num_workers', '0',
+           '--seed', '1']
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return str(tmp_path / 'out')
@@ -60,6 +66,7 @@ def answer_with_boxes(run_dir: str) -> dict:
     path = os.path.join(run_dir, 'completions.jsonl')
     settings = default_settings('qwen2_5_vl')
     tables, expected = [json.loads(x) for x in open(path)], {}
+    assert all(t['geo_image_index'] == [0] * len(t['step']) for t in tables)  # geo_log writes each row's image_index
     for table in tables:
         ious = []
         for i, solution in enumerate(table['solution']):
@@ -123,3 +130,72 @@ def test_review_gallery_in_a_real_browser(tiny_model, tmp_path):
     assert os.path.getsize(shot) > 10000
     if os.environ.get('SWIFT_EXT_UPDATE_SCREENSHOT'):
         shutil.copy(shot, os.path.join(ROOT, 'docs', 'review_gallery.png'))
+
+
+def browser_probe(page: str, tmp_path) -> dict:
+    """Load ``page`` in headless Chromium with the probe scripts; what the probe saw."""
+    probe = str(tmp_path / 'probe.html')
+    with open(probe, 'w') as f:
+        f.write(page.replace('<head>', '<head>' + PROBE_HEAD, 1).replace('</body>', PROBE_TAIL + '</body>'))
+    dom = chromium('--virtual-time-budget=5000', '--window-size=1280,1500', '--dump-dom', 'file://' + probe)
+    m = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout)
+    assert m, dom.stderr[-2000:]
+    return json.loads(m.group(1).replace('&quot;', '"'))
+
+
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f'{CHROMIUM} is absent (apt-get install chromium)')
+def test_score_report_in_a_real_browser(tmp_path):
+    """Issue 26 items 3 and 4 in a browser: a base64 row is drawn and named by its sha1 (no payload runs
+    off the page), and a 2-image row is drawn on the image its image_index names."""
+    import base64
+
+    data = make_dataset(str(tmp_path / 'data'), sizes=SIZES)
+    rows = [json.loads(line) for line in open(data)]
+    settings = default_settings('qwen2_5_vl')
+
+    def answer(row, index=0):
+        from PIL import Image
+        with Image.open(row['images'][index]) as img:
+            geo, _ = settings.predict(width=img.width, height=img.height)
+        box = geo.to_model_frame(row['solution'], 'abs')
+        return json.dumps([{'bbox_2d': [round(v, 2) for v in box], 'label': 'red <box> & co'}])
+    inline = dict(rows[1], response=answer(rows[1]))
+    text = base64.b64encode(open(rows[1]['images'][0], 'rb').read()).decode()
+    inline['images'] = [text]
+    two = dict(rows[2], response=answer(rows[2]), images=[rows[0]['images'][0], rows[2]['images'][0]], image_index=1)
+    plain = dict(rows[3], response=answer(rows[3]))
+    result = str(tmp_path / 'result.jsonl')
+    with open(result, 'w') as f:
+        f.writelines(json.dumps(r) + '\n' for r in (inline, two, plain))
+    page_path = str(tmp_path / 'score.html')
+    command = [os.path.join(BIN, 'swift-ext'), 'score', result, '--template', 'qwen2_5_vl', '--html', page_path,
+               '--images-under', os.path.dirname(data), '--json']
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout)
+    assert (r['scored'], r['mean_iou']) == (3, pytest.approx(1.0, abs=1e-3))
+    page = open(page_path).read()
+    assert text[:40] not in page and text[-40:] not in page and 'sha1:' in page
+    assert page.count('data:image/jpeg;base64,') == 3
+    w, h = next((w, h) for n, w, h in SIZES if os.path.basename(rows[2]['images'][0]).startswith(n))
+    assert f'<th>original</th><td>{w}x{h}</td>' in page
+    result_probe = browser_probe(page, tmp_path)
+    assert result_probe['errors'] == [] and result_probe['broken'] == 0, result_probe
+    assert result_probe['images'] == 3 and result_probe['overflow'] <= 0, result_probe
+
+
+def test_review_reads_the_last_step_from_the_train_summary(tiny_model, tmp_path):
+    """Issue 26 item 1 on a real run: with --logging_steps past the last step, ms-swift writes step 2's
+    metrics only into the train-summary line of logging.jsonl; review reads them."""
+    out = grpo_run(tiny_model, tmp_path, logging_steps=5)
+    [run] = os.listdir(out)
+    lines = [json.loads(x) for x in open(os.path.join(out, run, 'logging.jsonl'))]
+    step_two = [x for x in lines if x.get('global_step/max_steps') == '2/2' and 'rewards/GeoIoU/mean' in x]
+    assert len(step_two) == 1 and 'train_runtime' in step_two[0]  # the case this test is about
+    proc = subprocess.run([os.path.join(BIN, 'swift-ext'), 'review', os.path.join(out, run), '--json', '--no-plots'],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary['steps'] == 2
+    assert [p[0] for p in summary['series']['rewards/GeoIoU/mean']] == [1, 2]
+    assert summary['series']['rewards/GeoIoU/mean'][1][1] == pytest.approx(step_two[0]['rewards/GeoIoU/mean'])

@@ -52,6 +52,14 @@ def test_score_a_real_infer_result(tiny_model, tmp_path):
     assert alone.returncode == 0, alone.stderr
     r = json.loads(alone.stdout)
     assert (r['rows'], r['scored']) == (3, 1)  # only the `objects` row has truth in the file
+    # Issue 26 item 5: the settings the inference recorded are read; here they are the scoring's own
+    # (the live template's 12845056 / 3136 are the None defaults score assumes: no false warning).
+    assert r['inference'] == {'sources': [os.path.join('result_geometry', 'geometry_settings.jsonl'),
+                                          os.path.join('result_geometry', 'infer_args.json')], 'warnings': []}
+    other = subprocess.run(score, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, 'MAX_PIXELS': '50176'})
+    [warning] = json.loads(other.stdout)['inference']['warnings']
+    assert warning.startswith('max_pixels was 12845056 at inference') and 'MAX_PIXELS' in warning
     assert r['problems'][0]['kind'] == 'no ground truth' and r['problems'][0]['row_numbers'] == [1, 2]
 
     page = tmp_path / 'score.html'

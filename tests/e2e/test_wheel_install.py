@@ -19,6 +19,7 @@ import sysconfig
 
 import pytest
 
+import swift_ext
 from swift_ext.testing.images import make_dataset
 from swift_ext.testing.tiny import run_flags
 
@@ -42,14 +43,18 @@ def run(cmd, **kwargs):
 
 @pytest.fixture(scope='module')
 def wheel(tmp_path_factory):
-    """The wheel of a copy of the sources (setup.cfg's version made local)."""
+    """The wheel of a copy of the sources (its version made local)."""
     src = tmp_path_factory.mktemp('src')
     for name in ('setup.cfg', 'pyproject.toml', 'README.md'):
         shutil.copy(os.path.join(ROOT, name), src / name)
     shutil.copytree(os.path.join(ROOT, 'swift_ext'), src / 'swift_ext',
                     ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    cfg = (src / 'setup.cfg').read_text()
-    (src / 'setup.cfg').write_text(cfg.replace('\nversion = 0.1.0\n', f'\nversion = {VERSION}\n'))
+    # setup.cfg reads the one version from swift_ext.__version__: make that local in the copy.
+    init = src / 'swift_ext' / '__init__.py'
+    text = init.read_text()
+    line = f"__version__ = '{swift_ext.__version__}'"
+    assert text.count(line) == 1, 'swift_ext/__init__.py no longer sets __version__ on one line'
+    init.write_text(text.replace(line, f"__version__ = '{VERSION}'"))
     out = tmp_path_factory.mktemp('dist')
     run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '--no-index',
          '-q', '-w', str(out), str(src)], env=PIP_ENV)

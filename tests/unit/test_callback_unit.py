@@ -309,3 +309,13 @@ def test_completion_columns(tmp_path, clean_env, monkeypatch):
     key = image_key(image)  # the `image` of its image_geometry.jsonl lines: how review finds the file
     assert list(trainer._logs['geo_image']) == [key, f'{key};{key}', None, None]
     assert len(trainer._logs['prompt']) == 4
+
+
+def test_completion_columns_carry_the_image_index(tmp_path, clean_env):
+    """Issue 26 item 4: completions.jsonl says which image each row's boxes belong to (swift_ext.truth),
+    so review draws a rollout on the image its reward scored."""
+    import numpy as np
+    samples = [SimpleNamespace(images=[], extra={'image_index': 1}), SimpleNamespace(images=[], extra={}),
+               SimpleNamespace(images=[], extra={'image_index': np.int64(2)}),
+               SimpleNamespace(images=[], extra={'image_index': 'one'})]
+    assert callback.completion_geometry(samples)['geo_image_index'] == [1, None, 2, None]

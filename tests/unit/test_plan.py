@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from swift_ext.cli import plan
+from swift_ext.cli.clamps import counts
 from swift_ext.cli.dataset import row_images
 from swift_ext.cli.plan import run, work
 from swift_ext.geometry import GeometryError
@@ -49,7 +50,7 @@ def dataset(tmp_path_factory):
 
 def expected(rows, base_dir, settings):
     """What plan should report, computed image by image with settings.predict."""
-    tokens, per_sample, failures, shrunk, grown = Counter(), Counter(), [], 0, 0
+    tokens, per_sample, failures, clamps = Counter(), Counter(), [], []
     for number, row in enumerate(rows, 1):
         if number >= 20:
             number += 1  # the bad JSON line sits at row 20
@@ -71,11 +72,10 @@ def expected(rows, base_dir, settings):
                 continue
             tokens[geo.num_tokens] += 1
             total += geo.num_tokens
-            shrunk += clamped == 'max_pixels'
-            grown += clamped == 'min_pixels'
+            clamps.append(clamped)
         if not failed:
             per_sample[total] += 1
-    return tokens, per_sample, failures, shrunk, grown
+    return tokens, per_sample, failures, counts(clamps)
 
 
 # (template, flags, environment): each a way ms-swift is told its limits.
@@ -103,10 +103,10 @@ def test_plan_equals_predict(dataset, template, flags, env, monkeypatch):
         monkeypatch.setenv(name, value)
     settings = work.plan_settings(template, **flags)
     stats = run.plan_dataset(path, settings, sweep=[], workers=1)
-    tokens, per_sample, failures, shrunk, grown = expected(rows, os.path.dirname(path), settings)
+    tokens, per_sample, failures, clamped = expected(rows, os.path.dirname(path), settings)
     assert stats.tokens_per_image == tokens
     assert stats.tokens_per_sample == per_sample
-    assert (stats.shrunk, stats.grown) == (shrunk, grown)
+    assert stats.clamped == clamped
     # Every failure, with its row number (and the unparsable row 20, which has no image index).
     assert [(r, i) for r, i, _, _ in stats.failures] == sorted(failures + [(20, None)])
     assert stats.rows == len(rows) + 1

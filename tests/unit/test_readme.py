@@ -87,3 +87,41 @@ def test_geometry_api_example_prints_what_it_says():
         assert eval(expr, scope) == expected, line
         checked += 1
     assert checked == 4
+
+
+def test_reward_unit_test_example(tmp_path, monkeypatch):
+    """Issue 26 (expected): README's way to unit-test one's own @geo_reward without a trainer runs as
+    written, against README's own example reward."""
+    from swift_ext import store
+    store.reset()  # no template built by an earlier test stays active
+    for name in ('MAX_PIXELS', 'MIN_PIXELS', 'IMAGE_MAX_TOKEN_NUM', 'SWIFT_EXT_COORDS'):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / 'my_plugin.py').write_text(_block('### Your own reward with geometry'))
+    (tmp_path / 'test_my_plugin.py').write_text(_block('Test it without a trainer'))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop('my_plugin', None)  # another test may have imported README's plugin already
+    import test_my_plugin
+    images = tmp_path / 'images'
+    images.mkdir()
+    test_my_plugin.test_center_hit(images)
+
+
+def test_score_kwargs_is_what_a_reward_receives(sample_images):
+    """score_kwargs runs the reward's own code: a reward called by ms-swift gets the same arguments."""
+    from swift_ext.rewards import GeoReward, score_kwargs
+    seen = []
+
+    class Spy(GeoReward):
+        def score(self, completion, **kwargs):
+            seen.append(kwargs)
+            return 0.0
+
+    class Args:
+        template = 'qwen2_5_vl_geo'
+    row = {'images': [sample_images['landscape'], sample_images['square']], 'image_index': 1,
+           'solution': [1, 2, 3, 4], 'settings': 'a column named like an argument'}
+    Spy(args=Args())(['x'], **{k: [v] for k, v in row.items()})
+    expected = score_kwargs(row, 'qwen2_5_vl')
+    assert seen[0].keys() == expected.keys() and seen[0]['dataset_settings'] == 'a column named like an argument'
+    assert [g.to_dict() for g in seen[0]['image_geometry']] == [g.to_dict() for g in expected['image_geometry']]
+    assert expected['image_index'] == 1 and expected['settings'].template == 'qwen2_5_vl_geo'

@@ -8,6 +8,7 @@ import pytest
 
 from swift_ext import loglines
 from swift_ext.cli import review
+from swift_ext.cli.clamps import counts
 from swift_ext.cli.review.aggregate import percentile
 from swift_ext.cli.review.summary import summarize
 from swift_ext.settings import default_settings
@@ -86,8 +87,8 @@ def test_geometry_numbers(run_dir):
     resized_mp = [g.resized_width * g.resized_height / 1e6 for g, _ in geos]
     assert s['resized_megapixels']['mean'] == pytest.approx(np.mean(resized_mp))
     assert s['original_width']['max'] == 3000
-    assert s['shrunk_by_max_pixels'] == sum(c == 'max_pixels' for _, c in geos)
-    assert s['grown_by_min_pixels'] == sum(c == 'min_pixels' for _, c in geos) > 0
+    assert s['clamped'] == counts(c for _, c in geos)
+    assert s['clamped']['min_pixels'] > 0
     assert s['failures'] == 1
     assert s['failure_messages'] == {'/img/missing.png: image file does not exist.': 1}
     assert s['mismatches'] == 1 and s['mismatch_fields'] == {'num_tokens': 1}
@@ -267,3 +268,92 @@ def test_the_summary_is_built_once(run_dir, tmp_path):
     assert json.dumps(summary.to_json(), default=str) == before and 'gallery' in before
     with pytest.raises(dataclasses.FrozenInstanceError):
         summary.mode = 'rollout'
+
+
+def test_the_last_step_in_the_train_summary_line_is_read(run_dir):
+    """Issue 26 item 1: with --logging_steps past the last step, ms-swift's GRPO trainer writes that
+    step's metrics only into the train-summary line (the one with `train_runtime`)."""
+    logs = [{'loss': 1.0, 'rewards/GeoIoU/mean': 0.2, 'global_step/max_steps': '1/2'},
+            {'train_runtime': 3.0, 'train_loss': 0.95, 'rewards/GeoIoU/mean': 0.6, 'global_step/max_steps': '2/2'},
+            {'global_step': 2, 'log_history': [{'rewards/GeoIoU/mean': 99.0}]}]
+    write_jsonl(run_dir / 'logging.jsonl', logs)
+    s = summarize(str(run_dir)).to_json()
+    assert s['steps'] == 2
+    assert s['series']['rewards/GeoIoU/mean'] == [[1, 0.2], [2, 0.6]]
+    assert s['reward_means_logged'] == {'GeoIoU': pytest.approx(0.4)}
+    # A summary repeating a step already logged adds nothing twice.
+    logs.insert(1, {'loss': 0.9, 'rewards/GeoIoU/mean': 0.6, 'global_step/max_steps': '2/2'})
+    write_jsonl(run_dir / 'logging.jsonl', logs)
+    s = summarize(str(run_dir)).to_json()
+    assert s['series']['rewards/GeoIoU/mean'] == [[1, 0.2], [2, 0.6]] and s['steps'] == 2
+
+
+@pytest.mark.parametrize('steps', [[1], [1, 2], list(range(1, 16))])
+def test_short_runs_are_plotted_on_whole_steps(steps):
+    """Issue 26 item 9: a 1-step run was one point on an axis from 0.945 to 1.05."""
+    from swift_ext.cli.review.plots import _pyplot, _series
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    _series(ax, [(s, 0.5 + s / 100) for s in steps], 'rewards/GeoIoU/mean')
+    fig.canvas.draw()
+    assert list(ax.get_xticks()) == steps
+    assert ax.get_xlim() == (steps[0] - 0.5, steps[-1] + 0.5)
+    [line] = ax.get_lines()
+    assert line.get_marker() == 'o' and list(line.get_xdata()) == steps
+    plt.close(fig)
+
+
+def test_long_runs_have_integer_step_ticks():
+    from swift_ext.cli.review.plots import _pyplot, _series
+    plt = _pyplot()
+    fig, ax = plt.subplots()
+    _series(ax, [(s, 0.5) for s in range(1, 500)], 'loss')
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    plt.close(fig)
+
+
+def two_image_run(tmp_path, table_extra):
+    """One GRPO row with two images (640x480, then 300x500) whose box lies on the second."""
+    records = []
+    for index, (w, h) in enumerate([(640, 480), (300, 500)]):
+        rec = geo_line(w, h, step=1, rank=0, mode='rollout')
+        rec['image_index'] = index
+        records.append(rec)
+    write_jsonl(tmp_path / 'image_geometry.jsonl', records)
+    write_jsonl(tmp_path / 'logging.jsonl', [{'rewards/GeoIoU/mean': 1.0, 'global_step/max_steps': '1/1'}])
+    box = [60, 125, 180, 375]  # in the 300x500 image
+    geo, _ = SETTINGS.predict(width=300, height=500)
+    answer = json.dumps([{'bbox_2d': geo.to_model_frame(box, 'abs')}])
+    table = {'step': ['1'], 'prompt': ['p'], 'completion': [answer], 'GeoIoU': [1.0], 'solution': [box],
+             'geo_original_size': ['640x480;300x500'], **table_extra}
+    write_jsonl(tmp_path / 'completions.jsonl', [table])
+    (tmp_path / 'args.json').write_text(json.dumps({'template': 'qwen2_5_vl_geo'}))
+    return tmp_path
+
+
+@pytest.mark.parametrize('how', ['column', 'images', 'order'])
+def test_the_gallery_draws_a_box_on_the_image_its_row_names(tmp_path, how):
+    """Issue 26 item 4: a 2-image row's box belongs to the image its image_index names (swift_ext.truth),
+    found by geo_log's columns, an images column or the step's encode order; the page says which."""
+    extra = {'column': {'geo_image': ['/img/640x480.png;/img/300x500.png'], 'geo_image_index': [1]},
+             'images': {'images': [['/img/640x480.png', '/img/300x500.png']], 'image_index': [1]},
+             'order': {'geo_image_index': [1]}}[how]
+    s = summarize(str(two_image_run(tmp_path, extra)), gallery=4).to_json()
+    [card] = s['gallery']
+    assert card['image'] == '/img/300x500.png' and card['original'] == '300x500'
+    assert card['iou'] == pytest.approx(1.0, abs=1e-6)
+    words = {'column': "by the row's geo_image column", 'images': "by the row's images column",
+             'order': "by the order of its step's rollout encodes"}[how]
+    assert any(words in n for n in s['gallery_embedded']['notes']), s['gallery_embedded']['notes']
+
+
+def test_how_rows_were_matched_is_said_in_words(run_dir, tmp_path):
+    """Issue 26 (expected): "Rows joined by column 8" said nothing to a reader."""
+    from swift_ext.cli.review.report import format_text, report_html
+    s = summarize(str(run_dir))
+    text, page = format_text(s), report_html(s, [])
+    for shown in (text, page):
+        assert 'joined by column' not in shown
+        assert '8 row(s) got the tokens of their own images (the geo_visual_tokens column geo_log writes)' in shown

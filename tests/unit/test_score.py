@@ -173,3 +173,181 @@ def test_html_gallery(images, tmp_path):
     assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(out)]) == 0
     page = out.read_text()
     assert 'data:image/jpeg;base64,' not in page and page.count('is not under a confirmed folder') == 3
+
+
+def test_gallery_compares_the_header_size_not_the_drafted_decode(tmp_path):
+    """Issue 26 item 2: a 900x1600 JPEG decodes at 450x800 after Image.draft(); the gallery (score's
+    and review's: both draw with cards.draw) must not call that a changed file, and must still name
+    a file whose header differs from the log."""
+    from PIL import Image
+
+    from swift_ext.cli.cards import Item, draw
+    path = tmp_path / 'portrait.jpg'
+    Image.new('RGB', (900, 1600), (120, 130, 140)).save(path, quality=90)
+    box = gt_box(900, 1600)
+    rows = [{'response': response_for('qwen2_5_vl', box, 900, 1600), 'solution': box, 'images': [str(path)]}]
+    result = write_result(tmp_path / 'result.jsonl', rows)
+    page = tmp_path / 'score.html'
+    assert score.main([result, '--template', 'qwen2_5_vl', '--html', str(page), '--images-under', str(tmp_path)]) == 0
+    text = page.read_text()
+    assert text.count('data:image/jpeg;base64,') == 1 and 'the file is' not in text
+    settings = default_settings('qwen2_5_vl')
+    same, _ = settings.predict(width=900, height=1600)
+    jpeg, why, notes = draw(Item(reasons=['x'], completion='', image_key=str(path), geometry=same, coords='abs'))
+    assert jpeg is not None and notes == []
+    other, _ = settings.predict(width=1800, height=3200)
+    _, _, notes = draw(Item(reasons=['x'], completion='', image_key=str(path), geometry=other, coords='abs'))
+    assert notes == ['the file is 900x1600 now; the log says 1800x3200']
+
+
+def test_base64_rows_are_read_and_never_printed(images, tmp_path, capsys):
+    """Issue 26 item 3: a base64 image row (raw text, a data URL, a {"bytes"} dict) is read as ms-swift
+    reads it (swift_ext.images), and named by its sha1 and size in the terminal and the page."""
+    import base64
+    import hashlib
+    w, h = 300, 500
+    data = open(images[(w, h)], 'rb').read()
+    text = base64.b64encode(data).decode()
+    digest = hashlib.sha1(data).hexdigest()
+    forms = [text, 'data:image/png;base64,' + text, {'bytes': text, 'path': None}]
+    rows = []
+    for form in forms:
+        row = result_row('qwen2_5_vl', images, w, h)
+        row['images'] = [form]
+        rows.append(row)
+    bad = result_row('qwen2_5_vl', images, w, h)
+    bad['images'] = [base64.b64encode(b'not an image at all' * 200).decode()]  # > 2000 chars: base64
+    rows.append(bad)
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    page = tmp_path / 'score.html'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(page)]) == 0
+    out = capsys.readouterr()
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs')
+    assert (r['scored'], r['not_scored']) == (3, 1) and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    html = page.read_text()
+    for shown in (out.out, out.err, html, json.dumps(r['problems'])):
+        assert text[:40] not in shown and bad['images'][0][:40] not in shown
+    assert 'sha1:' in out.out and 'bytes' in out.out  # the unreadable one, named
+    assert f'sha1:{digest[:12]}' in html and html.count('data:image/jpeg;base64,') == 3
+
+
+def test_a_two_image_row_is_scored_and_drawn_on_the_image_its_index_names(images, tmp_path):
+    """Issue 26 item 4: `image_index` (swift_ext.truth) names the image the boxes belong to, for
+    `solution` and for ms-swift's `objects` (boxes of other images left out)."""
+    (w0, h0), (w1, h1) = (640, 480), (300, 500)
+    box = gt_box(w1, h1)
+    two = [images[(w0, h0)], images[(w1, h1)]]
+    by_solution = {'response': response_for('qwen2_5_vl', box, w1, h1), 'images': two, 'image_index': 1,
+                   'solution': box}
+    by_objects = {'response': response_for('qwen2_5_vl', box, w1, h1), 'images': two, 'image_index': 1,
+                  'objects': {'ref': ['a', 'b'], 'bbox': [gt_box(w0, h0), box], 'bbox_type': 'real',
+                              'image_id': [0, 1]}}
+    out_of_range = dict(by_solution, image_index=2)
+    path = write_result(tmp_path / 'result.jsonl', [by_solution, by_objects, out_of_range])
+    r = score_file(path, default_settings('qwen2_5_vl'), 'abs', gallery=4)
+    assert (r['scored'], r['not_scored']) == (2, 1) and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+    assert r['by_original_size'] == {'< 0.25 MP': r['by_original_size']['< 0.25 MP']}  # 300x500 only
+    [problem] = r['problems']
+    assert problem['kind'] == 'image_index' and 'names no image of a row with 2 image(s)' in problem['example']
+    page = tmp_path / 'score.html'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--html', str(page), '--json',
+                       '--images-under', os.path.dirname(two[0])]) == 0
+    text = page.read_text()
+    assert text.count('<th>original</th><td>300x500</td>') == 2 and '640x480' not in text
+
+
+def test_settings_that_differ_from_the_inference_are_named(images, tmp_path, monkeypatch, capsys):
+    """Issue 26 item 5: scored without the inference's IMAGE_MAX_TOKEN_NUM, IoU fell from 1.0 to 0.83
+    with no warning. The plugin's inference log beside the result (written here by swift_ext.inference's
+    own code) and ms-swift's args.json are read, and each differing setting is named."""
+    from types import SimpleNamespace
+
+    from swift_ext import inference, runlog
+    result = str(tmp_path / 'infer_result' / 'result.jsonl')
+    os.makedirs(os.path.dirname(result))
+    env = {'IMAGE_MAX_TOKEN_NUM': '1024'}
+    at_inference = settings_for('qwen2_5_vl_geo', env=env)
+    for name in (runlog.ENV_DIR, runlog.ENV_ROLE, runlog.ENV_CHANNEL, 'IMAGE_MAX_TOKEN_NUM', 'MAX_PIXELS'):
+        monkeypatch.delenv(name, raising=False)
+    args = SimpleNamespace(result_path=result, model='ckpt', model_type='qwen2_5_vl', template='qwen2_5_vl_geo',
+                           max_pixels=None, infer_backend='transformers', val_dataset=['test.jsonl'])
+    inference._start(SimpleNamespace(args=args, template=SimpleNamespace(geo_settings=lambda: at_inference)))
+    for name in (runlog.ENV_DIR, runlog.ENV_ROLE):
+        monkeypatch.delenv(name, raising=False)  # scoring is not the inference
+    w, h = 1280, 960
+    box = gt_box(w, h)
+    g, _ = at_inference.predict(width=w, height=h)
+    response = json.dumps([{'bbox_2d': g.to_model_frame(box, 'abs')}])
+    write_result(result, [{'response': response, 'solution': box, 'images': [images[(w, h)]]}])
+
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['mean_iou'] < 0.9
+    assert r['inference']['sources'] == [os.path.join('result_geometry', 'geometry_settings.jsonl'),
+                                         os.path.join('result_geometry', 'infer_args.json')]
+    [warning] = r['inference']['warnings']
+    assert warning.startswith('max_pixels was 802816 at inference') and 'IMAGE_MAX_TOKEN_NUM' in warning
+    assert score.main([result, '--template', 'qwen2_5_vl']) == 0
+    assert '! max_pixels was 802816 at inference' in capsys.readouterr().out
+
+    monkeypatch.setenv('IMAGE_MAX_TOKEN_NUM', '1024')  # the inference's settings: no warning, IoU 1.0
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['inference']['warnings'] == [] and r['mean_iou'] == pytest.approx(1.0, abs=1e-9)
+
+
+def test_settings_that_differ_only_in_form_are_not_named():
+    """A live template records the processor's defaults (max_pixels 12845056, min_pixels 3136) where the
+    scoring settings say None for the same limits: no false warning; a real difference names only itself."""
+    import dataclasses
+
+    from swift_ext.cli.score.recorded import geometry_differences
+    now = default_settings('qwen2_5_vl')
+    live = dataclasses.replace(now, max_pixels=12845056, min_pixels=3136).to_dict()
+    assert geometry_differences(live, now) == {}
+    smaller = dataclasses.replace(now, max_pixels=802816, min_pixels=3136).to_dict()
+    assert geometry_differences(smaller, now) == {'max_pixels': (802816, None)}
+
+
+def test_swift_args_json_beside_the_result_is_read(images, tmp_path, capsys, monkeypatch):
+    """`swift infer --ckpt_dir CKPT` writes CKPT/infer_result/<time>.jsonl; CKPT/args.json holds --max_pixels."""
+    monkeypatch.delenv('MAX_PIXELS', raising=False)
+    ckpt = tmp_path / 'ckpt'
+    (ckpt / 'infer_result').mkdir(parents=True)
+    (ckpt / 'args.json').write_text(json.dumps({'max_pixels': 50176, 'template': 'qwen2_5_vl'}))
+    result = write_result(ckpt / 'infer_result' / '20261206-101010.jsonl', [result_row('qwen2_5_vl', images, 640, 480)])
+    assert score.main([result, '--template', 'qwen2_5_vl', '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['inference']['sources'] == [os.path.join('..', 'args.json')]
+    assert r['inference']['warnings'] == ['--max_pixels was 50176 at inference (../args.json), None now: pass the '
+                                          'same --max_pixels as the inference']
+    assert score.main([result, '--template', 'qwen2_5_vl', '--max_pixels', '50176', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['inference']['warnings'] == []
+    assert score.main([result, '--template', 'internvl3_5', '--max_pixels', '50176', '--json']) == 0
+    assert 'the inference ran template qwen2_5_vl' in json.loads(capsys.readouterr().out)['inference']['warnings'][0]
+
+
+def test_per_row_iou_in_json_and_rows_file(images, tmp_path, capsys):
+    """Issue 26 (expected): `score --json` lists each row's IoU; `--rows FILE` writes every row."""
+    rows = [result_row('qwen2_5_vl', images, w, h, shift=s) for (w, h), s in zip(SIZES[:3], (0, 40, 0), strict=True)]
+    rows[0]['id'] = 'a-1'
+    rows.insert(2, {'response': 'x', 'solution': [1, 2, 3, 4], 'images': ['/nope/gone.png']})
+    path = write_result(tmp_path / 'result.jsonl', rows)
+    out = tmp_path / 'rows.jsonl'
+    assert score.main([path, '--template', 'qwen2_5_vl', '--json', '--rows', str(out)]) == 0
+    captured = capsys.readouterr()
+    r = json.loads(captured.out)
+    assert f'Rows: {out}' in captured.err
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert written == r['per_row'] and r['per_row_left_out'] == 0
+    assert [x['row'] for x in written] == [1, 2, 3, 4]
+    assert written[0]['id'] == 'a-1' and written[0]['iou'] == pytest.approx(1.0, abs=1e-9)
+    assert written[0]['original'] == '640x480' and written[0]['image'] == images[(640, 480)]
+    w, h = SIZES[1]
+    box = gt_box(w, h)
+    assert written[1]['iou'] == pytest.approx((box[2] - box[0] - 40) / (box[2] - box[0] + 40), abs=1e-6)
+    assert written[2] == {'row': 3, 'not_scored': 'missing', 'why': 'image /nope/gone.png: missing'}
+    assert sum(x['iou'] for x in written if 'iou' in x) / 3 == pytest.approx(r['mean_iou'])
+    assert score.main([path, '--template', 'qwen2_5_vl', '--rows', '-']) == 2
+    assert score.main([path, '--template', 'qwen2_5_vl']) == 0
+    assert 'settings at inference: not recorded beside the result file (no result_geometry/' in capsys.readouterr().out

@@ -60,6 +60,10 @@ def test_temporal_iou_and_recall(videos, tmp_path, capsys):
     assert problems['solution']['row_numbers'] == [7] and 'outside the clip' in problems['solution']['example']
     geo = predict_from_source(video, version='v2_5')
     assert list(v['by_sampling_step']) == ['1-2 s'] and geo.sampling_step == 1.0
+    # --json's per_row: each video row's tIoU and geometry, or why it was not scored
+    per = {r['row']: r for r in out['per_row']}
+    assert per[1]['tiou'] == 1.0 and per[4]['no_interval'] and per[1]['frames'] == geo.num_frames
+    assert (per[6]['not_scored'], per[7]['not_scored']) == ('video unreadable', 'solution')
 
 
 def test_vllm_backend_reads_qwen3_times_from_the_clip_start(videos, tmp_path, capsys):

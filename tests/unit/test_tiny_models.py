@@ -118,6 +118,23 @@ class TestBuild:
         printed = capsys.readouterr().out
         assert f'--model {out} --model_type qwen2_vl --template qwen2_vl' in printed
 
+    def test_cli_prints_flags_each_command_accepts(self, tmp_path, capsys):
+        # `swift infer` stops on --check_model (a training argument): each command's line carries only
+        # flags that command's own arguments class declares.
+        import dataclasses
+
+        from swift.arguments import InferArguments, RLHFArguments, RolloutArguments, SftArguments
+        assert main(['--family', 'qwen2_vl', '--out', str(tmp_path / 'm')]) == 0
+        lines = dict(line.split(': ', 1) for line in capsys.readouterr().out.splitlines() if ': --' in line)
+        commands = {'swift sft / swift rlhf': (SftArguments, RLHFArguments),
+                    'swift infer / swift rollout': (InferArguments, RolloutArguments)}
+        assert sorted(lines) == sorted(commands)
+        for command, classes in commands.items():
+            flags = [word[2:] for word in lines[command].split() if word.startswith('--')]
+            for cls in classes:
+                fields = {f.name for f in dataclasses.fields(cls)}
+                assert set(flags) <= fields, (command, cls.__name__, set(flags) - fields)
+
     def test_cli_rejects_unknown_family(self, tmp_path, capsys):
         with pytest.raises(SystemExit) as excinfo:
             main(['--family', 'llava', '--out', str(tmp_path)])

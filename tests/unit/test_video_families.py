@@ -88,6 +88,11 @@ def _processor_view(tpl, video, how):
 @pytest.mark.parametrize('parent', list(SAMPLED))
 def test_the_video_line_is_what_the_processor_did(templates, clip, log_dir, parent):
     token, how, stamp = SAMPLED[parent]
+    if how == 'path':
+        from transformers.utils import is_torchcodec_available
+        if not is_torchcodec_available():
+            pytest.skip(f'{parent}: ms-swift hands transformers the path, and transformers decodes videos with '
+                        'torchcodec only (swift-ext[video-hf] beside the OS FFmpeg)')
     expected = templates(parent).encode(_row(clip))
     encoded = templates(parent + '_geo').encode(_row(clip))
     _same(expected, encoded)

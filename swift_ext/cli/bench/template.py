@@ -18,16 +18,19 @@ def _encode_into(outputs: list, template, sample) -> None:
     outputs.append((template, template.encode(sample)))
 
 
-def _collate_records(rows: list, collated: dict) -> None:
-    """What a `_geo` template's data_collator adds to its parent's: the recorder's collate trigger."""
-    from ...recorder import recorder
-    recorder().collate(rows, collated, 'train')
+def _collate(template, rows: list) -> None:
+    """The template's own data_collator over one batch's encodes, in groups its parent can batch.
 
+    ms-swift's collators refuse some mixes (LLaVA-NeXT a 2-image row beside a 1-image row, Mistral 3
+    different resized sizes, Llama 3.2 Vision different image counts): rows of such a batch are
+    collated one at a time, the same way for both templates.
+    """
+    try:
+        template.data_collator(rows)
+    except Exception:  # noqa: BLE001  (the parent's refusal, not ours: both sides fall back alike)
+        for row in rows:
+            template.data_collator([row])
 
-def _padded_ids(rows: list) -> dict:
-    import torch
-    width = max(len(r['input_ids']) for r in rows)
-    return {'input_ids': torch.tensor([r['input_ids'] + [0] * (width - len(r['input_ids'])) for r in rows])}
 
 # Samples per family: every family with a tiny checkpoint is measured (12 families at the time
 # of writing), so each gets 40 samples x 8 rounds, about 40 seconds of encodes.
@@ -126,8 +129,10 @@ def run(ctx: Context) -> list[Figure]:
                 f'({", ".join(family_parents())}), mode train, torch 1 thread. Each sample goes through '
                 "both templates back to back, twice, once in each order, with new template objects every "
                 "round; a round's ratio is the median over samples of the _geo / parent time of the same "
-                'sample. Geometry log on (each batch of 8 encodes read and written at its collate, as in a '
-                f'dataloader worker); {AA_PARENT} also with the log off, and '
+                "sample, each with its share of its template's own data_collator over the batch of 8 (the "
+                "parent's collate; for _geo also the lines read and written there, as in a dataloader worker; "
+                "a batch the parent cannot collate is collated row by row on both sides). Geometry log on; "
+                f'{AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs). '
                 f'Video: {ctx.size(VIDEO_SAMPLES)} samples of one generated video each ({len(VIDEO_CLIPS)} videos of '
                 '2-3 s, 64x48 to 640x360, H.264), whole, clipped, at fps 4 or 4 frames, for '
@@ -156,7 +161,9 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict], kin
     from ...testing.tiny import make_tiny_model, run_flags
 
     model = make_tiny_model(parent_name, os.path.join(ctx.work, f'tiny-{parent_name}'))
-    proc = get_processor(model, model_type=run_flags(parent_name)['model_type'])
+    model_type = run_flags(parent_name)['model_type']
+    proc = get_processor(model, model_type=model_type)
+    dummy = _dummy_model(model, model_type)
     pairs = [(kind, parent_name + '_geo')]
     if parent_name == AA_PARENT and not kind:
         pairs += [(' (log off)', parent_name + '_geo'), (' (A/A: parent / parent)', parent_name)]
@@ -170,6 +177,7 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict], kin
                 parent, other = (get_template(proc, template_type=name) for name in (parent_name, other_name))
                 for tpl in (parent, other):
                     tpl.set_mode('train')
+                    tpl.dummy_model = dummy
                     for sample in samples[:3]:
                         tpl.encode(sample)
                 recorder().flush()  # the warm-up's lines: not part of the first batch
@@ -186,6 +194,15 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict], kin
     return figures
 
 
+def _dummy_model(model: str, model_type: str):
+    """The meta-device model a collate outside the trainer asks for (Qwen's rope index), loaded with the
+    model type: ms-swift's own fallback loads it without one, which Qwen3-VL's folder leaves ambiguous."""
+    import torch
+    from swift.model import get_model_processor
+    with torch.device('meta'):
+        return get_model_processor(model, model_type=model_type, return_dummy_model=True)[0]
+
+
 def _encode_round(parent, other, samples: Sequence[dict],
                   batch: int = BATCH) -> list[tuple[tuple[float, float], tuple[float, float]]]:
     """Per encode pair, ((wall, cpu) of the parent, (wall, cpu) of ``other``), each sample twice.
@@ -196,11 +213,12 @@ def _encode_round(parent, other, samples: Sequence[dict],
     5-10x the median (a full garbage collection, page faults) that a ratio of summed times would
     charge to whichever template drew them: an A/A run of summed times reads 0.93-1.02.
 
-    Encodes are kept, as a DataLoader keeps a batch's, until after every ``batch`` samples comes
-    what a collate runs for `_geo` templates on top of their parent's: the recorder's collate trigger
-    (reading the batch's encodes, fingerprinting its rows, writing its lines and event), as in a
-    dataloader worker. Its time is shared out over the batch's ``other`` encodes, so each pair's
-    ratio holds all the work recording costs.
+    Encodes are kept, as a DataLoader keeps a batch's, until after every ``batch`` samples each template
+    collates its own encodes with its own data_collator: the parent's collate, and for `_geo` the
+    recorder's collate trigger on top (reading the batch's encodes, fingerprinting its rows, writing
+    its lines and event), as in a dataloader worker. Each side's collate time is shared out over its
+    batch's encodes, so each pair's ratio holds all the work recording costs, against all the work the
+    parent does for a sample (some families process their images in the collate).
     """
     from ...recorder import recorder
 
@@ -215,10 +233,14 @@ def _encode_round(parent, other, samples: Sequence[dict],
                 t_first = timed(functools.partial(_encode_into, outputs, first, sample))
                 t_second = timed(functools.partial(_encode_into, outputs, second, sample))
                 pairs.append((t_first, t_second) if first is parent else (t_second, t_first))
-            rows = [encoded for tpl, encoded in outputs if tpl is other]
-            wall, cpu = 0.0, 0.0
-            if hasattr(other, 'geo_family'):
-                wall, cpu = timed(functools.partial(_collate_records, rows, _padded_ids(rows)))
-            times += [(a, (b[0] + wall / len(pairs), b[1] + cpu / len(pairs))) for a, b in pairs]
+            # Each template's own collate of its batch: the parent's work there (GOT-OCR 2.0 and
+            # Florence-2 process their images in it) and, for `_geo`, the recorder's collate trigger.
+            collate = {}
+            for tpl in (parent, other) if flip == 0 else (other, parent):
+                rows = [encoded for t, encoded in outputs if t is tpl]
+                collate[id(tpl)] = timed(functools.partial(_collate, tpl, rows))
+            (pw, pc), (ow, oc) = collate[id(parent)], collate[id(other)]
+            n = len(pairs)
+            times += [((a[0] + pw / n, a[1] + pc / n), (b[0] + ow / n, b[1] + oc / n)) for a, b in pairs]
             outputs.clear()  # the batch is collated and dropped, outside the timing, for both templates alike
     return times

@@ -6,11 +6,12 @@ import json
 import os
 import sys
 
+from ..checkpoint import CheckpointError, tool_settings
 from ..dataset import cut
 from ..text import ArgumentParser, echo
 from .report import format_text, summary
 from .run import DEFAULT_SWEEP, DEFAULT_TILE_SWEEP, PlanAborted, plan_dataset
-from .work import plan_settings, tile_knob
+from .work import tile_knob
 
 EXIT_OK, EXIT_USAGE, EXIT_INCOMPLETE = 0, 2, 3
 
@@ -31,6 +32,12 @@ Pixel limits, as ms-swift applies them:
 A row's chat_template_kwargs {"max_pixels": N, "min_pixels": M} applies to that row only.
 The sweep recomputes the plan with each value as MAX_PIXELS (Qwen) or as --max_pixels;
 tiling families sweep their tile limit instead (--sweep_max_num).
+--model DIR reads the settings from a local checkpoint (its processor: pinpoints, slice counts,
+pixel limits) as the live template does; without it, the built-in defaults of the template's
+reference checkpoint are used (the plan's first lines say which).
+Some templates' collators cannot batch rows of different shapes (LLaVA-NeXT 1-image and 2-image
+rows, Mistral 3 / Pixtral sizes, Phi-4 crop counts, Llama 3.2 Vision image counts): plan names
+those rows unless --batch_size 1 says no batch holds two rows.
 Row numbers are 1-based line numbers (jsonl) or list positions (json).
 Relative image paths resolve as ms-swift resolves them: against the working directory,
 then ROOT_IMAGE_DIR; run plan from where training runs. A path that exists only next to
@@ -76,16 +83,21 @@ def build_parser(prog: str = 'swift-ext plan') -> argparse.ArgumentParser:
     p.add_argument('--workers', type=_positive, default=os.cpu_count(), help='processes (default: all cores)')
     p.add_argument('--verify', action='store_true',
                    help='also read each file past its header (slower; finds cut-off files)')
-    p.add_argument('--json', action='store_true', help='print machine-readable JSON')
+    p.add_argument('--model', metavar='DIR', help='a local checkpoint (or its processor config): read its '
+                   'settings as the live template does (default: built-in defaults)')
+    p.add_argument('--batch_size', type=_positive, default=None,
+                   help='per_device_train_batch_size of the training run: 1 means no batch mixes rows (default: '
+                        'not given; rows a batch cannot mix are named)')
+    p.add_argument('--json', action='store_true', help="print machine-readable JSON, with each image's geometry")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = plan_settings(args.template, max_pixels=args.max_pixels,
-                                 min_pixels=args.min_pixels, max_num=args.max_num)
-    except ValueError as exc:
+        settings, source = tool_settings(args.template, args.model, swift_max_pixels=args.max_pixels,
+                                         min_pixels=args.min_pixels, max_num=args.max_num)
+    except (CheckpointError, ValueError) as exc:
         echo(f'swift-ext plan: {exc}', err=True)
         return EXIT_USAGE
     if args.min_pixels is not None and not hasattr(settings, 'min_pixels'):
@@ -103,13 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tqdm(unit='rows', desc='plan', file=sys.stderr, disable=None, leave=False) as progress:
             stats = plan_dataset(args.dataset, settings, sweep=sweep, tile_sweep=tile_sweep,
-                                 workers=args.workers, verify=args.verify, progress=progress)
+                                 workers=args.workers, verify=args.verify, progress=progress, per_image=args.json)
     except PlanAborted as exc:
         echo(f'swift-ext plan: {exc}', err=True)
         return EXIT_INCOMPLETE
     except (OSError, ValueError, RecursionError) as exc:
         echo(f'swift-ext plan: {args.dataset}: {cut(str(exc), 500)}', err=True)
         return EXIT_USAGE
-    s = summary(stats, settings)
+    s = summary(stats, settings, settings_source=source, batch_size=args.batch_size)
     echo(json.dumps(s, indent=1) if args.json else format_text(s))
     return EXIT_OK

@@ -5,6 +5,7 @@ from collections import Counter
 
 from ...families import family_of
 from ...settings import PreprocessSettings
+from ..clamps import LARGE_UPSCALE, summary_lines
 from .stats import PlanStats
 from .video import video_lines, video_summary
 from .work import tile_knob
@@ -31,11 +32,15 @@ def describe(counts: Counter) -> dict | None:
             'max': int(values[-1][0])}
 
 
-def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
+def summary(stats: PlanStats, settings: PreprocessSettings, *, settings_source: str = '',
+            batch_size: int | None = None) -> dict:
+    """The plan as ``--json`` prints it. ``settings_source``: where the settings were read (a checkpoint, or
+    the built-in defaults); ``batch_size``: the per-device batch training uses (None: not given)."""
     unique_tokens = Counter(stats.unique.values())
     family = family_of(settings.template)[0]
-    return {
+    out = {
         'template': settings.template,
+        'settings_source': settings_source,
         'settings': settings.to_dict(),
         'rows': stats.rows, 'rows_with_images': stats.rows_with_images, 'images': stats.images,
         'unique_images': len(stats.unique), 'unique_images_is_lower_bound': stats.unique_overflow,
@@ -48,7 +53,12 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
         'most_expensive_rows': [{'row': -r, 'visual_tokens': int(t)} for t, r in stats.top_rows],
         'tile_histogram': {str(k): v for k, v in sorted(stats.tiles.items())},
         'verified': stats.verified,
-        'shrunk_by_max_pixels': stats.shrunk, 'grown_by_min_pixels': stats.grown,
+        'clamped': dict(stats.clamped),
+        'large_upscale_factor': LARGE_UPSCALE,
+        'large_upscale_count': stats.upscale_count,
+        'large_upscales': [{'row': r, 'image_index': i, 'image': n, 'change': t} for r, i, n, t in stats.upscales],
+        'batch_size': batch_size,
+        'collate': _collate(stats, family, batch_size),
         'remote_images_not_checked': stats.remote,
         'failing_rows': stats.failing_rows,
         'failure_count': stats.failure_count,
@@ -69,6 +79,20 @@ def summary(stats: PlanStats, settings: PreprocessSettings) -> dict:
                        for v, (t, s, f, m) in stats.tile_sweep.items()],
         'videos': video_summary(stats.video, describe),
     }
+    if stats.per_image_count:
+        out['per_image'] = [{'row': r, 'image_index': i, 'image': n, 'clamped': c, **geo}
+                            for r, i, n, geo, c in stats.per_image]
+        out['per_image_is_truncated'] = stats.per_image_count > len(stats.per_image)
+    return out
+
+
+def _collate(stats: PlanStats, family, batch_size: int | None) -> dict:
+    """Rows grouped by the shape ms-swift's parent collator joins (``Family.collate_shape``); 2+ groups
+    cannot share a batch."""
+    shapes = sorted(stats.collate_shapes.items(), key=lambda kv: (min(kv[1][1] or [0]), kv[0]))
+    groups = [{'shape': shape, 'rows': n, 'first_rows': rows} for shape, (n, rows) in shapes]
+    return {'rule': family.collate_rule, 'groups': groups, 'groups_are_incomplete': stats.collate_shapes_overflow,
+            'mixed': len(groups) > 1, 'can_fail': len(groups) > 1 and (batch_size is None or batch_size > 1)}
 
 
 def format_text(s: dict) -> str:
@@ -80,6 +104,8 @@ def format_text(s: dict) -> str:
 def _token_lines(s: dict) -> list[str]:
     lines = [f'Template {s["template"]}: {s["rows"]} rows, {s["rows_with_images"]} with images, '
              f'{s["images"]} images ({s["unique_images"]}{"+" if s["unique_images_is_lower_bound"] else ""} unique)']
+    if s.get('settings_source'):
+        lines.append(f'  settings: {s["settings_source"]}')
     for key, label in (('visual_tokens_per_image', 'per image'), ('visual_tokens_per_unique_image', 'per unique'),
                        ('visual_tokens_per_sample', 'per sample')):
         d = s[key]
@@ -92,8 +118,7 @@ def _token_lines(s: dict) -> list[str]:
                                                          for r in s['most_expensive_rows'][:5]))
     if s['tile_histogram']:
         lines.append(f'  tiles per image: {s["tile_histogram"]}')
-    lines.append(f'  shrunk by max_pixels: {s["shrunk_by_max_pixels"]}   '
-                 f'grown by min_pixels: {s["grown_by_min_pixels"]}')
+    lines += summary_lines(s['clamped'])
     if s['remote_images_not_checked']:
         lines.append(f'  remote images not checked: {s["remote_images_not_checked"]} '
                      f'({s["samples_unchecked_remote"]} samples left out of the token counts)')
@@ -108,10 +133,34 @@ def _warning_lines(s: dict) -> list[str]:
              'so boxes drawn in a viewer are in another frame)', s['exif_rotated_count'],
              [f'row {e["row"]} image {e["image_index"]}: {e["image"]} (orientation {e["orientation"]})'
               for e in s['exif_rotated']])
+    _listing(lines, f'Images enlarged {s["large_upscale_factor"]:g}x or more', s['large_upscale_count'],
+             [f'row {u["row"]} image {u["image_index"]}: {u["image"]}: {u["change"]}' for u in s['large_upscales']])
+    lines += _collate_lines(s)
     _listing(lines, 'Rows whose solution lies outside the image', s['solution_outside_image_count'],
              [f'row {x["row"]}: box {x["box"]} on a {x["image_size"]} image'
               + (' (looks like 0-1000 units; solution must be original pixels)' if x['looks_like_0_1000'] else '')
               for x in s['solution_outside_image']])
+    return lines
+
+
+def _collate_lines(s: dict) -> list[str]:
+    c = s['collate']
+    if not c['mixed']:
+        return []
+    if not c['can_fail']:
+        return [f'Rows of {len(c["groups"])} shapes ms-swift cannot batch together; with --batch_size 1 they never '
+                'share a batch.']
+    when = ('--batch_size not given: any per_device_train_batch_size > 1 can mix them; pass --batch_size 1 '
+            'if you train with 1' if s['batch_size'] is None else f'--batch_size {s["batch_size"]} can mix them')
+    lines = [f'Rows ms-swift cannot put in one batch: {len(c["groups"])} groups ({when})',
+             f'  why: {c["rule"]}',
+             '  fix: keep the rows of one group per batch, or train with per_device_train_batch_size 1']
+    for g in c['groups']:
+        more = f' and {g["rows"] - len(g["first_rows"])} more' if g['rows'] > len(g['first_rows']) else ''
+        rows = 'row' if g['rows'] == 1 else 'rows'
+        lines.append(f'  {g["shape"]}: {g["rows"]} {rows} ({rows} {", ".join(map(str, g["first_rows"]))}{more})')
+    if c['groups_are_incomplete']:
+        lines.append('  ... and more shapes (the first 1000 are listed)')
     return lines
 
 

@@ -58,7 +58,7 @@ def _chunks(rows: Iterator, size: int) -> Iterator[list]:
 
 def plan_dataset(path: str, settings: PreprocessSettings, *, sweep: Sequence[int] = DEFAULT_SWEEP,
                  tile_sweep: Sequence[int] = (), workers: int | None = None, verify: bool = False,
-                 progress=None) -> PlanStats:
+                 progress=None, per_image: bool = False) -> PlanStats:
     """Plan every row of the dataset at ``path`` with ``workers`` processes (all cores by default).
 
     Raises:
@@ -68,7 +68,7 @@ def plan_dataset(path: str, settings: PreprocessSettings, *, sweep: Sequence[int
     workers = max(1, workers or os.cpu_count() or 1)
     if tile_sweep and tile_knob(settings) is None:
         raise ValueError(f'--sweep_max_num: {settings.template} has no tile limit to sweep.')
-    init = (settings, tuple(sweep), tuple(tile_sweep), os.path.dirname(os.path.abspath(path)), verify)
+    init = (settings, tuple(sweep), tuple(tile_sweep), os.path.dirname(os.path.abspath(path)), verify, per_image)
     total = PlanStats(sweep={v: new_sums() for v in sweep}, tile_sweep={v: new_sums() for v in tile_sweep},
                       verified=verify)
     chunks = _chunks(iter_rows(path), CHUNK_ROWS)
@@ -78,7 +78,8 @@ def plan_dataset(path: str, settings: PreprocessSettings, *, sweep: Sequence[int
             _add(total, plan_chunk(chunk), progress)
     else:
         _run_pool(chunks, workers, init, total, progress)
-    total.failures.sort(key=lambda f: (f[0], -1 if f[1] is None else f[1]))
+    for name in ('failures', 'upscales', 'per_image'):  # chunks finish in order; a sort keeps it so anyway
+        getattr(total, name).sort(key=lambda f: (f[0], -1 if f[1] is None else f[1]))
     return total
 
 

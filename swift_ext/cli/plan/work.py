@@ -20,6 +20,9 @@ from ...geometry import GeometryError
 from ...images import ImageSource, classify, read_image_header
 from ...scoring import parse_solution
 from ...settings import PreprocessSettings, settings_for, with_budget
+from ...truth import TruthError, row_image_index
+from ..clamps import LARGE_UPSCALE, upscale_text
+from ..clamps import add as add_clamp
 from ..dataset import cut, row_images, row_limits
 from .stats import MAX_UNIQUE, TOP_ROWS, PlanStats, new_sums
 from .video import VideoPlanner
@@ -55,9 +58,10 @@ _WORKER: dict = {}
 
 
 def init_worker(settings: PreprocessSettings, sweep: Sequence[int], tile_sweep: Sequence[int],
-                 base_dir: str, verify: bool) -> None:
+                 base_dir: str, verify: bool, per_image: bool = False) -> None:
     _WORKER.clear()
     _WORKER.update(settings=settings, base_dir=base_dir, verify=verify, headers=BoundedCache(HEADER_CACHE),
+                   per_image=per_image, family=family_named(settings.family),
                    sweep=[(v, sweep_settings(settings, v)) for v in sweep],
                    tile_sweep=[(v, tile_settings(settings, v)) for v in tile_sweep],
                    videos=VideoPlanner(settings.template))
@@ -125,8 +129,13 @@ def _plan_image(stats: PlanStats, number: int, index: int, src: Any, limits: dic
     stats.tokens_per_image[geo.num_tokens] += 1
     if geo.tile_cols is not None:
         stats.tiles[geo.num_tiles] += 1
-    stats.shrunk += clamped == 'max_pixels'
-    stats.grown += clamped == 'min_pixels'
+    add_clamp(stats.clamped, str(clamped) if clamped else None)
+    if geo.max_scale >= LARGE_UPSCALE:
+        stats.keep('upscales', (number, index, info.name, upscale_text(
+            original=(header.width, header.height), resized=(geo.resized_width, geo.resized_height),
+            scale=geo.max_scale)))
+    if _WORKER.get('per_image'):
+        stats.keep('per_image', (number, index, info.name, geo.to_dict(), None if clamped is None else str(clamped)))
     if len(stats.unique) < MAX_UNIQUE:
         stats.unique.setdefault(_identity(info), geo.num_tokens)
     else:
@@ -155,8 +164,9 @@ def _check_solution(stats: PlanStats, number: int, row: dict, headers: list) -> 
     solution = row.get('solution')
     if solution is None or not headers:
         return
-    index = row.get('image_index', 0)
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(headers):
+    try:
+        index = row_image_index(row, len(headers))  # the image the boxes belong to (swift_ext.truth)
+    except TruthError:
         return
     boxes = parse_solution(solution)
     header = headers[index]
@@ -183,7 +193,7 @@ def _plan_row(stats: PlanStats, number: int, row: Any) -> None:
         return
     stats.rows_with_images += 1
     stats.images += len(images)
-    tokens, failed, remote, headers = 0, False, False, []
+    tokens, failed, remote, headers, geos = 0, False, False, [], []
     for index, src in enumerate(images):
         result = _plan_image(stats, number, index, src, limits, settings, base_dir, verify)
         if result is None:
@@ -195,6 +205,7 @@ def _plan_row(stats: PlanStats, number: int, row: Any) -> None:
         else:
             tokens += result[0].num_tokens
             headers.append(result[1])
+            geos.append(result[0])
     if failed:  # ms-swift drops (SFT) or stops on (GRPO) a sample whose image fails
         stats.failing_rows += 1
         for sums in list(stats.sweep.values()) + list(stats.tile_sweep.values()):
@@ -206,6 +217,9 @@ def _plan_row(stats: PlanStats, number: int, row: Any) -> None:
         stats.top_rows = heapq.nlargest(TOP_ROWS, stats.top_rows + [(tokens, -number)])
         _swept_tokens(_WORKER['sweep'], headers, limits, stats.sweep)
         _swept_tokens(_WORKER['tile_sweep'], headers, limits, stats.tile_sweep)
+        shape = _WORKER['family'].collate_shape(settings, geos)
+        if shape is not None:
+            stats.add_collate_shape(shape, [number])
     _check_solution(stats, number, row, headers)
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 from ...runlog import LOGGING_FILE, MAX_LOG_LINE, MODES
 from ..bounded import DistinctCount, FileStatus, Histogram, as_int, as_metric, iter_lines, short
+from ..clamps import LARGE_UPSCALE, counts
+from ..clamps import add as add_clamp
 from .read import GeoLine, geometry_files, geometry_lines
 from .video import VideoStats
 
@@ -45,8 +47,8 @@ class ModeStats:
     original_sizes: Counter = field(default_factory=Counter)  # 'WxH', capped
     original_pixels: int = 0  # exact sums, for the megapixel means
     resized_pixels: int = 0
-    shrunk_by_max_pixels: int = 0
-    grown_by_min_pixels: int = 0
+    clamped: dict = field(default_factory=lambda: counts(()))  # clamp name -> images (one vocabulary: Clamp)
+    large_upscales: int = 0  # images enlarged LARGE_UPSCALE times or more on one axis, whatever the clamp
     mismatches: int = 0
     mismatch_fields: Counter = field(default_factory=Counter)
     mismatch_examples: list = field(default_factory=list)
@@ -95,10 +97,10 @@ class ModeStats:
         _count_capped(self.original_sizes, f'{r.original_width}x{r.original_height}')
         if r.tile_cols is not None:
             self.tiles.add(r.num_tiles)
-        if r.clamped == 'max_pixels':
-            self.shrunk_by_max_pixels += 1
-        elif r.clamped == 'min_pixels':
-            self.grown_by_min_pixels += 1
+        add_clamp(self.clamped, r.clamped)
+        if r.original_width > 0 and r.original_height > 0 and \
+                max(r.resized_width / r.original_width, r.resized_height / r.original_height) >= LARGE_UPSCALE:
+            self.large_upscales += 1
         if r.mismatch:
             self.mismatches += 1
             for key in list(r.mismatch)[:20]:
@@ -200,13 +202,15 @@ def read_geometry(run_dir: str, progress=None) -> GeometryStats:
 class Series:
     """One metric over steps: exact mean and missing count, at most ``MAX_POINTS`` points kept."""
 
-    __slots__ = ('points', 'stride', 'seen', 'sum', 'n', 'missing', 'out_of_range')
+    __slots__ = ('points', 'stride', 'seen', 'sum', 'n', 'missing', 'out_of_range', 'last_step')
 
     def __init__(self):
         self.points: list[tuple[int, float]] = []
         self.stride, self.seen, self.sum, self.n, self.missing, self.out_of_range = 1, 0, 0.0, 0, 0, 0
+        self.last_step: int | None = None  # the step of the last value added
 
     def add(self, step: int, value: Any) -> None:
+        self.last_step = step
         number, bad = as_metric(value)
         if number is None:
             self.out_of_range += bad
@@ -239,14 +243,22 @@ class LoggingStats:
 
 
 def read_logging(run_dir: str, progress=None) -> LoggingStats:
-    """Per-step series of rewards, `vision/` metrics and loss (``Series`` by key), and the last step."""
+    """Per-step series of rewards, `vision/` metrics and loss (``Series`` by key), and the last step.
+
+    The train-summary line (the one with ``train_runtime``) is read too: when the last step is not a
+    multiple of ``--logging_steps``, ms-swift's GRPO trainer writes that step's metrics only there
+    (its ``log`` merges the pending metrics into the summary). A key the summary repeats for a step
+    already logged is not added twice. The final-state line (``log_history``) repeats earlier lines
+    and is skipped.
+    """
     status = FileStatus(os.path.join(run_dir, LOGGING_FILE))
     series: dict[str, Series] = {}
     dropped: set = set()
     last_step = None
     for _, rec in iter_lines(status.path, status, max_line=MAX_LOG_LINE, progress=progress):
-        if not isinstance(rec, dict) or 'log_history' in rec or 'train_runtime' in rec:
-            continue  # the end-of-run summary and final state repeat the per-step lines
+        if not isinstance(rec, dict) or 'log_history' in rec:
+            continue  # the final state repeats the per-step lines
+        summary = 'train_runtime' in rec
         progress_text = rec.get('global_step/max_steps')
         step = as_int(progress_text.split('/')[0]) if isinstance(progress_text, str) else None
         if step is None:
@@ -262,6 +274,8 @@ def read_logging(run_dir: str, progress=None) -> LoggingStats:
                         dropped.add(key[:100])
                     continue
                 s = series[key] = Series()
+            if summary and s.last_step == step:
+                continue  # the summary repeats a step already logged
             s.add(step, value)
     return LoggingStats(status, series, len(dropped), last_step)
 

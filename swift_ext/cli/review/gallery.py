@@ -12,6 +12,10 @@ columns):
    same samples in the same order. The join is used only when the step has exactly one
    encode group per row, and checked against the row's ``geo_original_size``; otherwise the
    image is shown as not identified.
+
+Of a row's images, the one drawn is the one its boxes belong to: ``swift_ext.truth``'s rule, the row's
+``image_index`` (geo_log writes it as ``geo_image_index``), the first without one. The page says in words
+how the rows were matched to images (``matched_words``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ from typing import Any
 from ...geometry import COORDS, ImageGeometry
 from ...runlog import COMPLETIONS_FILE, MAX_COMPLETIONS_LINE, MODES, line_kind
 from ...settings import default_settings
+from ...truth import COMPLETION_COLUMN, IMAGE_INDEX, TruthError, image_index
 from ..bounded import FileStatus, as_int, as_number, iter_raw_lines, short
 from ..cards import Item
 from ..embed import ImagePolicy
@@ -217,13 +222,25 @@ def geometry_of(rec: dict | None) -> tuple[ImageGeometry | None, str | None]:
         return None, 'the geometry record is malformed'
 
 
-def _first_image(value: Any) -> str | None:
-    """A path from an ``images`` cell: a list of paths or ``{'path': ...}`` dicts."""
-    if isinstance(value, list) and value:
-        value = value[0]
+def _nth_image(value: Any, index: int) -> str | None:
+    """A path from an ``images`` cell (a list of paths or ``{'path': ...}`` dicts), its ``index``-th."""
+    if isinstance(value, list):
+        value = value[index] if index < len(value) else None
+    elif index:
+        return None
     if isinstance(value, dict):
         value = value.get('path')
     return value if isinstance(value, str) and 0 < len(value) < 4096 else None
+
+
+def row_index(table: dict) -> tuple[int, str | None]:
+    """The image a completions row's boxes belong to (``swift_ext.truth``: geo_log's ``geo_image_index``
+    column, else an ``image_index`` one; 0 without either), and a note where the value is unusable."""
+    value = table.get(COMPLETION_COLUMN, table.get(IMAGE_INDEX))
+    try:
+        return image_index(value), None
+    except TruthError as exc:
+        return 0, f'{exc}: the first image is shown'
 
 
 def review_gallery(run_dir: str, sampler: RowSampler, info: dict, policy: ImagePolicy,
@@ -239,11 +256,11 @@ def review_gallery(run_dir: str, sampler: RowSampler, info: dict, policy: ImageP
     keys, steps = set(), set()
     for p in picks:
         table = rows.get((p.line_no, p.row), {}).get('table', {})
-        key = table.get('geo_image')
+        key, index = table.get('geo_image'), row_index(table)[0]
         if isinstance(key, str) and key:
-            keys.add(key.split(';')[0])
-        elif _first_image(table.get('images')) is not None:
-            keys.add(_first_image(table.get('images')))
+            keys.add(_nth_key(key, index))
+        elif _nth_image(table.get('images'), index) is not None:
+            keys.add(_nth_image(table.get('images'), index))
         elif p.step is not None:
             steps.add(p.step)
     by_step, by_key = read_step_records(geometry_files(run_dir), steps, keys)
@@ -280,14 +297,33 @@ def _is_file(key: str | None) -> bool:
     return bool(key) and not key.startswith('sha1:') and '://' not in key
 
 
+def _nth_key(keys: str, index: int) -> str:
+    """The ``index``-th image key of a ``geo_image`` cell (';' between a row's images)."""
+    parts = keys.split(';')
+    return parts[index] if index < len(parts) else ''
+
+
+# How a row's image was found, in words (the page says how rows were matched to images).
+MATCHED = {'column': "the row's geo_image column (written by geo_log)", 'images': "the row's images column",
+           'order': "the order of its step's rollout encodes (no image column in the row)",
+           'none': 'not matched to an image'}
+
+
 def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dict | None:
+    index, why = row_index(table)
+    if why:
+        item.notes.append(why)
+    item.matched_by = 'none'
     key = table.get('geo_image')
     if isinstance(key, str) and key:
-        item.image_key = key.split(';')[0]
-        return by_key.get(item.image_key)
-    path = _first_image(table.get('images'))
+        item.image_key = _nth_key(key, index) or None
+        item.matched_by = 'column' if item.image_key else 'none'
+        if item.image_key is None:
+            item.notes.append(f'image not identified: the row has no image {index} (image_index)')
+        return by_key.get(item.image_key) if item.image_key else None
+    path = _nth_image(table.get('images'), index)
     if path is not None:
-        item.image_key = path
+        item.image_key, item.matched_by = path, 'images'
         return by_key.get(path)
     modes = by_step.get(p.step, {})
     records = modes.get('rollout') or modes.get('train') or []
@@ -303,11 +339,28 @@ def _record_for(item: Item, table: dict, p: Pick, found, by_step, by_key) -> dic
     if isinstance(logged, str) and logged != sizes:
         item.notes.append(f'image not identified: the row says {short(logged, 40)}, its encode {short(sizes, 40)}')
         return None
-    key = group[0].get('image')
+    if index >= len(group):
+        item.notes.append(f'image not identified: the row has no image {index} (image_index)')
+        return None
+    key = group[index].get('image')
     item.image_key = key if isinstance(key, str) else None
+    item.matched_by = 'order'
     if item.image_key:
-        by_key.setdefault(item.image_key, group[0])  # the records name it: they gave it
-    return group[0]
+        by_key.setdefault(item.image_key, group[index])  # the records name it: they gave it
+    return group[index]
+
+
+def matched_words(items: Sequence[Item]) -> str | None:
+    """How the gallery's rows were matched to their images, in words; None without items."""
+    counts: dict[str, int] = {}
+    for item in items:
+        how = getattr(item, 'matched_by', None) or 'none'
+        counts[how] = counts.get(how, 0) + 1
+    if not counts:
+        return None
+    parts = [f'{n} by {MATCHED[k]}' if k != 'none' else f'{n} {MATCHED[k]}' for k, n in counts.items()]
+    return ('Rollouts were matched to their images: ' + '; '.join(parts) + ". A row's boxes are drawn on the "
+            'image its image_index names (the first without one).')
 
 
 def coords_for(info: dict, named: str | None) -> tuple[str | None, str | None]:

@@ -17,6 +17,7 @@ from .summary import ReviewSummary
 MAX_BARS = 30  # histograms with more distinct values are binned
 MAX_PLOTTED = 12  # metric keys drawn per figure (the rest are listed, not drawn)
 LOG_SPREAD = 50  # max / min beyond which a histogram's x axis is logarithmic
+SHORT_RUN = 20  # runs of at most this many steps: markers with one tick per whole step
 
 
 def _plain(text: str, limit: int = 60) -> str:
@@ -70,12 +71,23 @@ def plot_hist(ax, hist: Histogram, scale: float, label: str, color: str | None =
 
 
 def _series(ax, points: list, label: str) -> None:
-    """A metric over steps; long series get a moving average over the faint raw values."""
+    """A metric over steps, on an axis of whole steps; long series get a moving average over the faint raw values.
+
+    A short run (at most ``SHORT_RUN`` steps) is drawn as markers with one tick per step and half a
+    step of margin each side: one step is one marker on ``0.5 .. 1.5``, never a point on an axis of
+    fractional steps.
+    """
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
     points = sorted(points)
     steps = np.array([p[0] for p in points], dtype=float)
     values = np.array([p[1] for p in points], dtype=float)
-    from matplotlib.ticker import MaxNLocator
+    whole = sorted({int(p[0]) for p in points})
+    if len(whole) <= SHORT_RUN:
+        ax.plot(steps, values, marker='o', linestyle='-' if len(points) > 1 else 'none', label=_plain(label))
+        ax.set_xticks(whole, [str(s) for s in whole], fontsize=7)
+        ax.set_xlim(whole[0] - 0.5, whole[-1] + 0.5)
+        return
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if len(points) <= 100:
         ax.plot(steps, values, marker='.', label=_plain(label))

@@ -13,6 +13,7 @@ import os
 from ..bounded import short
 from ..cards import CSS as CARDS_CSS
 from ..cards import gallery_html
+from ..clamps import LARGE_UPSCALE, MEANINGS, summary_lines
 from ..output import write_bytes, write_text
 from ..page import esc, facts, fmt, page, table
 from ..video_strip import CSS as STRIP_CSS
@@ -69,7 +70,10 @@ def _image_lines(mode: str | None, m: ImageSummary) -> list[str]:
                          f'p95 {fmt(d["p95"])}  max {fmt(d["max"])}')
     if m.tile_histogram:
         lines.append('  tiles per image: ' + ', '.join(f'{k} tiles x{v:,}' for k, v in m.tile_histogram.items()))
-    lines.append(f'  shrunk by max_pixels: {m.shrunk_by_max_pixels:,}   grown by min_pixels: {m.grown_by_min_pixels:,}')
+    lines += summary_lines(m.clamped)
+    if m.large_upscales:
+        lines.append(f'  enlarged {LARGE_UPSCALE:g}x or more: {m.large_upscales:,} '
+                     '(the model sees interpolated pixels)')
     fields = ', '.join(f'{k} x{v}' for k, v in m.mismatch_fields.items())
     detail = f' ({fields})' if fields else ''
     lines.append(f'  geometry mismatches (actual != predicted): {m.mismatches:,}{detail}')
@@ -98,11 +102,20 @@ def _reward_line(s: ReviewSummary) -> str | None:
     return 'Reward means: ' + ', '.join(parts)
 
 
+def how_rows_were_matched(joined_by: dict[str, int]) -> str:
+    """In words, how completions rows got the visual tokens of their images (``join``'s counts)."""
+    words = {'column': 'the tokens of their own images (the geo_visual_tokens column geo_log writes)',
+             'step': "the mean tokens per image of their step's encodes (rows without that column)",
+             'none': 'no tokens (no column, and no encode logged at their step): left out'}
+    parts = [f'{n:,} row(s) got {words[k]}' for k, n in joined_by.items()
+             if n and k in words]
+    return '; '.join(parts) + '.' if parts else 'No row could be matched to an image.'
+
+
 def _quartile_lines(s: ReviewSummary) -> list[str]:
     if not s.reward_by_token_quartile:
         return []
-    joined = ', '.join(f'{k} {v:,}' for k, v in s.completions_joined_by.items())
-    lines = [f'Rewards by visual-token quartile (rows joined by {joined}):']
+    lines = ['Rewards by visual-token quartile. ' + how_rows_were_matched(s.completions_joined_by)]
     for g in s.reward_by_token_quartile:
         means = ', '.join(f'{short(k, 40)} {fmt(v)}' for k, v in g['reward_means'].items())
         lines.append(f'  {g["quartile"]} tokens {g["min_tokens"]:,}-{g["max_tokens"]:,} ({g["rows"]:,} rows): {means}')
@@ -125,8 +138,9 @@ def _images_section(m: ImageSummary | None) -> str:
         return '<h2>Images</h2><p>No image geometry was logged.</p>'
     counts = [('encodes', m.encodes),
               ('unique images' + ('' if m.unique_images_exact else ' (estimate)'), m.unique_images),
-              ('failures', m.failures), ('shrunk by max_pixels', m.shrunk_by_max_pixels),
-              ('grown by min_pixels', m.grown_by_min_pixels), ('geometry mismatches', m.mismatches)]
+              ('failures', m.failures)] + [(f'clamped: {name} ({MEANINGS.get(name, "a limit")})', n)
+                                           for name, n in m.clamped.items()] + [
+                  (f'enlarged {LARGE_UPSCALE:g}x or more', m.large_upscales), ('geometry mismatches', m.mismatches)]
     out = '<h2>Images</h2>' + table(['count', 'value'], counts, sortable=False)
     rows = [[label, d['mean'], d['min'], d['p50'], d['p95'], d['max']]
             for key, _, label in DESCRIBED if (d := getattr(m, key))]
@@ -158,8 +172,7 @@ def _rewards_section(s: ReviewSummary) -> str:
         qnames = sorted({n for g in quart for n in g['reward_means']})
         qrows = [[g['quartile'], f'{g["min_tokens"]:,}-{g["max_tokens"]:,}', g['rows'],
                   *[g['reward_means'].get(n) for n in qnames]] for g in quart]
-        joined = ', '.join(f'{k} {v:,}' for k, v in s.completions_joined_by.items())
-        out += (f'<h3>Reward by visual-token quartile</h3><p>Rows joined to their tokens by {esc(joined)}.</p>'
+        out += (f'<h3>Reward by visual-token quartile</h3><p>{esc(how_rows_were_matched(s.completions_joined_by))}</p>'
                 + table(['quartile', 'visual tokens', 'rows', *qnames], qrows))
     return out
 

@@ -25,7 +25,7 @@ from .aggregate import (
     read_geometry,
     read_logging,
 )
-from .gallery import RowSampler, review_gallery
+from .gallery import RowSampler, matched_words, review_gallery
 from .join import read_completions, step_tokens
 from .read import geometry_files, read_args, read_run_info
 from .video import video_strips, video_summary
@@ -49,8 +49,8 @@ class ImageSummary:
     resized_megapixels: dict | None
     visual_tokens_per_image: dict | None
     most_common_original_sizes: dict[str, int]
-    shrunk_by_max_pixels: int
-    grown_by_min_pixels: int
+    clamped: dict[str, int]  # clamp name -> images, every name of geometry.Clamp
+    large_upscales: int  # images enlarged clamps.LARGE_UPSCALE times or more
     mismatches: int
     mismatch_fields: dict[str, int]
     mismatch_examples: tuple[dict, ...]
@@ -71,7 +71,7 @@ class ImageSummary:
             resized_megapixels=describe(m.resized_mp, 0.01, mean=m.resized_pixels / 1e6 / images),
             visual_tokens_per_image=describe(m.tokens),
             most_common_original_sizes=dict(m.original_sizes.most_common(5)),
-            shrunk_by_max_pixels=m.shrunk_by_max_pixels, grown_by_min_pixels=m.grown_by_min_pixels,
+            clamped=dict(m.clamped), large_upscales=m.large_upscales,
             mismatches=m.mismatches, mismatch_fields=dict(m.mismatch_fields.most_common(20)),
             mismatch_examples=tuple(m.mismatch_examples),
             per_step={str(s): {'images': n, 'tokens': t, 'failures': f}
@@ -161,8 +161,9 @@ def summarize(run_dir: str, progress=None, *, gallery: int = 0, coords: str | No
     drawn = None
     if sampler is not None and comp.rows:
         policy = review_policy(run_dir, read_args(run_dir), images_under)
-        drawn = draw_gallery(review_gallery(run_dir, sampler, info, policy, coords=coords), gallery_max_bytes,
-                             policy.describe(), policy.notes)
+        items = review_gallery(run_dir, sampler, info, policy, coords=coords)
+        notes = [*policy.notes, *filter(None, [matched_words(items)])]
+        drawn = draw_gallery(items, gallery_max_bytes, policy.describe(), notes)
     videos = video_summary(geo.videos, describe)
     strips = video_strips(geometry_files(run_dir), videos, review_policy(run_dir, read_args(run_dir), images_under),
                           gallery) if videos and gallery > 0 else ()

@@ -11,11 +11,18 @@ Reported: mean IoU (first predicted box against the first true box, the referrin
 convention, 0 when no box was parsed), Acc@0.5 and Acc@0.75 of that IoU, the matched score of
 all boxes (``swift_ext.scoring.iou_score``, the reward's value), rows with no parseable box, and
 the same per visual-token bucket and per original-size bucket. ``--html`` adds the rollout
-gallery; ``--json`` prints the numbers.
+gallery; ``--json`` prints the numbers, with each row's IoU (``per_row``, the first rows);
+``--rows FILE`` writes every row's record as it is scored.
+
+The image scored is the one the row's truth belongs to (``image_index``, ``swift_ext.truth``), read
+as ms-swift reads it (``swift_ext.images``: paths, dicts, base64, data URLs); an in-memory image is
+named by its ``sha1:`` identity, never by its payload. The settings the inference recorded beside the
+result file are compared with those used to score, and each difference is named (``recorded``).
 
 Ground truth: ``solution`` in original pixels (any form ``scoring.parse_solution`` reads), else
 ``objects`` = ``{"ref": [...], "bbox": [[x1, y1, x2, y2], ...], "bbox_type": "real" | "norm1",
-"image_id": [...]}`` (ms-swift's grounding format; points and boxes of other images are left out).
+"image_id": [...]}`` (ms-swift's grounding format; points and boxes of other images than the row's
+``image_index`` are left out).
 
 The file is streamed (memory does not grow with rows); a malformed row is counted and named
 by its row number, never fatal. Exit codes: 0 scored; 2 the file, the template, the output or
@@ -26,7 +33,8 @@ the result rows carry one (``truth``), else row by row, and then only when both 
 number of rows and no dataset line was skipped (a skipped line would shift every later row).
 
 Layers, imports running one way: ``rows`` (one row) and ``truth`` (``--dataset``) <- ``aggregate``
-(the file) <- ``report`` (text and page) <- ``command`` (argparse).
+(the file) <- ``report`` (text and page) <- ``command`` (argparse); ``recorded`` (the inference's
+settings) <- ``command``.
 """
 from .command import build_parser, main
 

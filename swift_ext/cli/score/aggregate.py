@@ -14,6 +14,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 
 from ...scoring import iou_score
+from ...truth import IMAGE_INDEX
 from ..bounded import FileStatus, iter_raw_lines, short
 from ..cards import Item
 from ..embed import ImagePolicy
@@ -159,12 +160,32 @@ def _parse(raw: bytes | None) -> tuple[dict | None, tuple[str, str] | None]:
     return row, None
 
 
+def _row_record(row_no: int, row: dict | None, iou: float | None = None, matched: float | None = None,
+                geo=None, key: str | None = None, problem: tuple[str, str] | None = None) -> dict:
+    """One row's line of ``--rows`` / ``--json``'s ``per_row``: its IoU and geometry, or why it was not scored."""
+    out: dict = {'row': row_no}
+    ident = row.get(KEY) if isinstance(row, dict) else None
+    if isinstance(ident, (str, int)) and not isinstance(ident, bool):
+        out[KEY] = short(ident, 200) if isinstance(ident, str) else ident
+    if problem is not None:
+        out.update(not_scored=problem[0], why=problem[1])
+        return out
+    index = row.get(IMAGE_INDEX) if isinstance(row.get(IMAGE_INDEX), int) else 0
+    out.update(iou=iou, no_box=iou is None, matched=matched, image=short(key or '', 300), image_index=index,
+               original=f'{geo.original_width}x{geo.original_height}',
+               resized=f'{geo.resized_width}x{geo.resized_height}', visual_tokens=geo.num_tokens)
+    return out
+
+
 def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0,
-               truth: DatasetTruth | None = None, infer_backend: str = 'pt') -> dict:
+               truth: DatasetTruth | None = None, on_row=None, keep_rows: int = 0, infer_backend: str = 'pt') -> dict:
     """Stream ``path`` and return the metrics (and the gallery's row numbers).
 
     ``truth``: the ``--dataset`` join, for rows without a ``solution`` (``swift infer`` drops
-    extra columns).
+    extra columns). ``on_row``: called with each row's record (``--rows``); ``keep_rows``: the
+    first that many records are returned as ``per_row`` (``--json``), the rest counted in
+    ``per_row_left_out`` (memory stays bounded). Video rows are scored by temporal IoU (``video``;
+    ``infer_backend`` sets the time axis of their prompts).
 
     Raises:
         JoinError: the dataset cannot be matched to the rows.
@@ -175,6 +196,17 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
     picker = GalleryPicker(gallery)
     videos = VideoScores(settings.template, mode_of(infer_backend), GalleryPicker(gallery))
     rows = 0
+    per_row: list[dict] = []
+    left_out = 0
+
+    def emit(record: dict) -> None:
+        nonlocal left_out
+        if on_row is not None:
+            on_row(record)
+        if len(per_row) < keep_rows:
+            per_row.append(record)
+        else:
+            left_out += 1
     for row_no, row, problem in joined_rows(path, status, truth, progress):
         rows += 1
         try:
@@ -184,15 +216,18 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
             if not isinstance(response, str):
                 raise RowError(f'`response` must be a string, got {short(repr(response), 60)}')
             if is_video_row(row):
-                add_video_row(videos, problems, row_no, row, response)
+                emit(add_video_row(videos, problems, row_no, row, response))
                 continue
-            geo, _, _, _ = row_geometry(row, settings)
+            geo, _, _, key = row_geometry(row, settings)
             gt = ground_truth(row, geo)
         except RowError as exc:
-            problems.add(problem[0] if problem else _kind(str(exc)), row_no, str(exc))
+            kind = problem[0] if problem else _kind(str(exc))
+            problems.add(kind, row_no, str(exc))
+            emit(_row_record(row_no, row, problem=(kind, str(exc))))
             continue
         iou = first_box_iou(response, gt, geo, coords)
         matched = iou_score(response, gt, geo, coords) or 0.0
+        emit(_row_record(row_no, row, iou, matched, geo, key))
         for bucket in (total, by_tokens[token_bucket(geo.num_tokens)],
                        by_size[size_bucket(geo.original_width, geo.original_height)]):
             bucket.add(iou, matched)
@@ -208,15 +243,18 @@ def score_file(path: str, settings, coords: str, progress=None, gallery: int = 0
             by_tokens, key=lambda s: int(s.split('-')[0].replace(',', '').replace('< ', '0')))},
         'by_original_size': {k: by_size[k].to_dict() for k in sorted(by_size, key=order.get)},
         'problems': problems.to_list(), 'file_problems': status.problems(), '_picks': picker.picks(),
+        **({'per_row': per_row, 'per_row_left_out': left_out} if keep_rows else {}),
         '_status': status, 'video': videos.to_dict(), '_video_picks': videos.picker.picks(),
     }
 
 
 def _kind(message: str) -> str:
-    for kind in ('no ground truth', '`solution`', '`objects`', '`response`', 'no image', '`images[0]`',
-                 'chat_template_kwargs', 'remote image', 'missing', 'a row must'):
-        if kind in message:
-            return kind.strip('`')
+    for needle, kind in (('no ground truth', 'no ground truth'), ('`solution`', 'solution'), ('`objects`', 'objects'),
+                         ('`response`', 'response'), ('image_index', 'image_index'), ('no image', 'no image'),
+                         ('`images[', 'images'), ('chat_template_kwargs', 'chat_template_kwargs'),
+                         ('remote image', 'remote image'), ('missing', 'missing'), ('a row must', 'a row must')):
+        if needle in message:
+            return kind
     return 'image unreadable'
 
 

@@ -6,19 +6,24 @@ import json
 import os
 import sys
 
+from ...families import family_of
+from ...families.base import UNTRAINED_COORDS
 from ...geometry import COORDS
-from ...settings import settings_for, template_parent
+from ...settings import template_parent
 from ..bounded import FileStatus, refuse_reason, short
 from ..cards import draw_gallery, gallery_mb
+from ..checkpoint import CheckpointError, tool_settings
 from ..embed import ImagePolicy
-from ..output import STDOUT, OutputError, prepare_out_dir, write_named
+from ..output import STDOUT, OutputError, prepare_out_dir, replacing, write_named
 from ..text import ArgumentParser, echo
 from .aggregate import MAX_LINE, gallery_items, joined_rows, score_file
+from .recorded import inference_check
 from .report import format_text, report_html
 from .truth import DatasetTruth, JoinError, first_row_has_key
 from .video import VideoScores, add_video_arguments, mode_of, video_strips
 
 COORDS_ENV = 'SWIFT_EXT_COORDS'
+MAX_JSON_ROWS = 100_000  # rows listed in --json's per_row (--rows writes every row)
 
 
 def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
@@ -29,9 +34,15 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
                    help='the --val_dataset (.jsonl, .json, .parquet): its `solution` column, joined by `id` where '
                         'both files carry one, else row by row (swift infer drops it)')
     p.add_argument('--max_pixels', type=int, help="ms-swift's --max_pixels, if the inference used it")
+    p.add_argument('--model', metavar='DIR', help='the checkpoint the inference ran (a local folder or its processor '
+                   'config): its settings as the live template reads them (default: built-in defaults)')
     p.add_argument('--coords', choices=COORDS, help=f"the model's box convention (default: ${COORDS_ENV}, "
                    "else the template's)")
-    p.add_argument('--json', action='store_true', help='print the numbers as JSON')
+    p.add_argument('--json', action='store_true',
+                   help=f"print the numbers as JSON, with per_row: each row's IoU (the first {MAX_JSON_ROWS:,} rows)")
+    p.add_argument('--rows', metavar='FILE',
+                   help='write one JSON line per row: its IoU, matched score, image and geometry, or why it was '
+                        'not scored (every row, streamed)')
     p.add_argument('--html', metavar='PATH',
                    help="write a page with the metrics and a gallery of predictions ('-': standard output)")
     p.add_argument('--gallery', type=int, default=12, metavar='N', help='predictions drawn in --html (default 12)')
@@ -44,9 +55,17 @@ def build_parser(prog: str = 'swift-ext score') -> argparse.ArgumentParser:
 
 
 def _settings(args):
+    """``(settings, where they come from)``: ``--model``'s checkpoint, else the built-in defaults."""
     template = args.template if args.template.endswith('_geo') else args.template + '_geo'
     template_parent(template)  # refuses a name no family serves, with the list
-    return settings_for(template, swift_max_pixels=args.max_pixels)
+    return tool_settings(template, args.model, swift_max_pixels=args.max_pixels)
+
+
+def _trained_coords(settings) -> str | None:
+    """The template's convention where its checkpoints were trained to write boxes, else None (as geo_iou)."""
+    if settings is None:
+        return None
+    return settings.coords if family_of(settings.template)[1].boxes_trained else None
 
 
 def _usage_error(args) -> str | None:
@@ -59,6 +78,8 @@ def _usage_error(args) -> str | None:
         return f'--gallery must be >= 0, got {args.gallery}.'
     if args.html == STDOUT and args.json:
         return '--html - and --json both write to standard output; choose one.'
+    if args.rows == STDOUT:
+        return '--rows needs a file name (the terminal gets the summary; --json prints the first rows).'
     bad = [d for d in args.images_under if not os.path.isdir(d)]
     return f'--images-under must name a folder, got {bad[0]!r}.' if bad else None
 
@@ -74,19 +95,25 @@ def _policy(args) -> ImagePolicy:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    problem, settings = _usage_error(args), None
+    problem, settings, source = _usage_error(args), None, ''
     try:
-        settings = _settings(args) if problem is None else None
+        settings, source = _settings(args) if problem is None else (None, '')
+    except CheckpointError as exc:
+        problem = str(exc)
     except (ValueError, KeyError) as exc:
         problem = f'--template {args.template!r}: {exc}'
-    coords = args.coords or os.environ.get(COORDS_ENV) or (settings.coords if settings else None)
-    if problem is None and coords not in COORDS:
+    coords = args.coords or os.environ.get(COORDS_ENV) or _trained_coords(settings)
+    if problem is None and settings is not None and coords is None:  # geo_iou's rule: no guess
+        problem = (f'{settings.template}: {UNTRAINED_COORDS.replace("`", "")} (or pass --coords): these checkpoints '
+                   'were not trained to write boxes in a known convention, and geo_iou gives None until it is named.')
+    elif problem is None and coords not in COORDS:
         problem = f'{COORDS_ENV} must be one of {list(COORDS)}, got {short(repr(coords), 40)}.'
     if problem is not None:
         echo(f'swift-ext score: {problem}', err=True)
         return 2
     try:
         result, page = _score(args, settings, coords)
+        result['settings_source'] = source
         if page is not None:
             if args.html != STDOUT:
                 prepare_out_dir(os.path.dirname(os.path.abspath(args.html)), named_by_user=True)
@@ -98,8 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         echo(json.dumps(result, indent=1))
     else:
         echo(format_text(result), err=args.html == STDOUT)  # with --html -, standard output holds the page
+        echo(f'Settings: {source}', err=args.html == STDOUT)
         if args.html and args.html != STDOUT:
             echo(f'Report: {args.html}')
+    if args.rows:
+        echo(f'Rows: {args.rows}', err=args.json or args.html == STDOUT)
     return 0
 
 
@@ -113,8 +143,16 @@ def _score(args, settings, coords: str) -> tuple[dict, str | None]:
     from tqdm import tqdm
     with tqdm(total=os.path.getsize(args.result), unit='B', unit_scale=True, desc='score', file=sys.stderr,
               disable=None, leave=False) as progress:
-        result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
-                            truth=truth(), infer_backend=args.infer_backend)
+        keep = MAX_JSON_ROWS if args.json else 0
+        if args.rows:
+            with replacing(args.rows) as out:
+                result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
+                                    truth=truth(), keep_rows=keep, infer_backend=args.infer_backend,
+                                    on_row=lambda r: out.write((json.dumps(r) + '\n').encode()))
+        else:
+            result = score_file(args.result, settings, coords, progress, gallery=args.gallery if args.html else 0,
+                                truth=truth(), keep_rows=keep, infer_backend=args.infer_backend)
+    result['inference'] = inference_check(args.result, settings, args.max_pixels)
     status = result.pop('_status')
     if status.refused:
         raise OutputError(f'RESULT.jsonl {args.result}: {status.refused}.')

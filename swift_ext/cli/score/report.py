@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ...inference import log_dir_for
 from ..cards import CSS as CARDS_CSS
 from ..cards import Gallery, gallery_html
 from ..page import esc, facts, page, table
@@ -14,10 +15,22 @@ def _pct(v: float | None) -> str:
     return '-' if v is None else f'{100 * v:.1f}%'
 
 
+def inference_words(r: dict) -> str:
+    """Whether the settings the inference recorded match those used to score, in words."""
+    found = r.get('inference') or {}
+    if not found.get('sources'):
+        folder = os.path.basename(log_dir_for(r['file']))
+        return f'not recorded beside the result file (no {folder}/, no args.json): not checked'
+    state = 'DIFFERENT from scoring (below)' if found.get('warnings') else 'the same as scoring'
+    return f'{state}, read from {", ".join(found["sources"])}'
+
+
 def format_text(r: dict) -> str:
     lines = [f'Scored {r["file"]} with {r["template"]} '
              f'(boxes read as {r["coords"]}, settings {r["settings_fingerprint"]})',
-             f'  rows {r["rows"]:,}   scored {r["scored"]:,}   not scored {r["not_scored"]:,}']
+             f'  rows {r["rows"]:,}   scored {r["scored"]:,}   not scored {r["not_scored"]:,}',
+             f'  settings at inference: {inference_words(r)}']
+    lines += [f'  ! {w}' for w in (r.get('inference') or {}).get('warnings', [])]
     lines += [f'  ! {p}' for p in r['file_problems']]
     for p in r['problems']:
         lines.append(f'  ! {p["rows"]:,} row(s) not scored ({p["kind"]}), e.g. {p["example"]}')
@@ -47,11 +60,13 @@ def report_html(r: dict, gallery: Gallery | None, video_strips: str = '') -> str
     problems = ''.join(f'<li>{esc(p["kind"])}: {p["rows"]:,} row(s), e.g. {esc(p["example"])}</li>'
                        for p in r['problems'])
     problems += ''.join(f'<li>{esc(p)}</li>' for p in r['file_problems'])
+    differ = ''.join(f'<li>{esc(w)}</li>' for w in (r.get('inference') or {}).get('warnings', []))
     pairs = [('file', r['file']), ('template', r['template']), ('boxes read as', r['coords']),
              ('settings fingerprint', r['settings_fingerprint']), ('rows', f'{r["rows"]:,} ({r["scored"]:,} scored)'),
-             ('truth joined from --dataset by', r.get('joined_by'))]
+             ('truth joined from --dataset by', r.get('joined_by')), ('settings at inference', inference_words(r))]
     body = f"""<h1>swift-ext score: {esc(os.path.basename(r['file']))}</h1>
 {facts(pairs)}
+{f'<h2>Settings differ from the inference</h2><ul class="problems">{differ}</ul>' if differ else ''}
 {f'<h2>Rows not scored</h2><ul class="problems">{problems}</ul>' if problems else ''}
 <h2>Metrics</h2>{table(cols, overall, sortable=False)}
 <h3>By visual tokens</h3>{table(cols, rows(r['by_visual_tokens']))}

@@ -5,17 +5,14 @@ be scored; the caller counts it by kind and goes on.
 """
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import math
-import os
 from typing import Any
 
 from ...boxes import parse_boxes
 from ...geometry import GeometryError, ImageGeometry
-from ...images import read_image_size
+from ...images import classify, payload_bytes, read_image_size
 from ...scoring import box_iou, parse_solution
+from ...truth import IMAGE_INDEX, TruthError, objects_boxes, pick, row_image_index
 from ..bounded import refuse_reason, short
 
 
@@ -23,74 +20,44 @@ class RowError(ValueError):
     """A row that cannot be scored: the message names the rule and the value."""
 
 
-def objects_boxes(objects: Any, width: int, height: int) -> list[list[float]] | None:
-    """Boxes of image 0 from ms-swift's ``objects`` column, in original pixels; None when unusable."""
-    if isinstance(objects, str):
-        if len(objects) > 1 << 20:
-            return None
-        try:
-            objects = json.loads(objects)
-        except (ValueError, RecursionError):
-            return None
-    if not isinstance(objects, dict) or not isinstance(objects.get('bbox'), list):
-        return None
-    norm1 = objects.get('bbox_type') == 'norm1'
-    ids = objects.get('image_id') if isinstance(objects.get('image_id'), list) else []
-    out = []
-    for i, box in enumerate(objects['bbox'][:100]):
-        image_id = ids[i] if i < len(ids) else 0
-        if image_id != 0 or not isinstance(box, list) or len(box) != 4:
-            continue  # a point, or a box of another image
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
-            return None
-        try:
-            x1, y1, x2, y2 = (float(v) for v in box)
-        except OverflowError:  # an integer too large for a float (10**400): a bad box, not a crash
-            return None
-        if norm1:
-            x1, x2, y1, y2 = x1 * width, x2 * width, y1 * height, y2 * height
-        out.append([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)])
-    return parse_solution(out) if out else None
+def image_source(row: dict) -> tuple[int, Any, bytes | None, str]:
+    """``(index, source for read_image_size, bytes to draw or None, image name)`` of the image the row's
+    truth belongs to (its ``image_index``, ``swift_ext.truth``).
 
-
-def image_source(row: dict) -> tuple[Any, bytes | None, str]:
-    """``(source for read_image_size, bytes to draw or None, image key)`` of the row's first image."""
+    The source is read as ms-swift reads it (``swift_ext.images.classify``: a path, resolved as ms-swift
+    resolves it; a ``{"path", "bytes"}`` dict; base64 text; a data URL). An in-memory image is named by
+    its identity (``sha1:<hex> (N bytes, base64)``), as the geometry log names it: never by its payload.
+    """
     images = row.get('images')
     if isinstance(images, (str, dict)):
         images = [images]
     if not isinstance(images, list) or not images:
         raise RowError('no image: `images` must be a non-empty list')
-    src = images[0]
-    if isinstance(src, dict):
-        data = src.get('bytes')
-        if isinstance(data, str):  # bytes written to JSON as base64 text
-            try:
-                data = base64.b64decode(data[:64 << 20], validate=True)
-            except (binascii.Error, ValueError):
-                raise RowError(f'`images[0].bytes` is not base64 ({short(repr(data), 40)})') from None
-        if isinstance(data, (bytes, bytearray)) and data:
-            return bytes(data), bytes(data), 'in-line image'
-        src = src.get('path')
-    if not isinstance(src, str) or not src:
-        raise RowError(f'`images[0]` must be a path or a {{"path", "bytes"}} dict, got {short(repr(src), 60)}')
-    if src.startswith('data:image') and ';base64,' in src[:100]:
-        try:
-            data = base64.b64decode(src.split(',', 1)[1])
-        except (binascii.Error, ValueError):
-            raise RowError('`images[0]` is a malformed data URL') from None
-        return data, data, 'data URL'
-    if '://' in src and not src.startswith('file://'):
-        raise RowError(f'remote image {short(repr(src), 80)}: not fetched')
-    path = src[7:] if src.startswith('file://') else src
-    reason = refuse_reason(path)
-    if reason:
-        raise RowError(f'image {short(path, 120)}: {reason}')
-    return path, None, os.path.abspath(path)
+    try:
+        index, src = pick(images, row.get(IMAGE_INDEX))
+    except TruthError as exc:
+        raise RowError(str(exc)) from None
+    info = classify(src)
+    where = f'`images[{index}]`'
+    if info.kind == 'invalid':
+        raise RowError(f'{where} {info.name}: {info.error}')
+    if info.kind == 'url':
+        raise RowError(f'remote image {short(info.name, 80)}: not fetched')
+    if info.kind == 'path':
+        reason = refuse_reason(info.path)
+        if reason:
+            raise RowError(f'image {short(info.name, 120)}: {reason}')
+        return index, info.path, None, info.key
+    try:
+        data = payload_bytes(src)
+    except (ValueError, TypeError):
+        raise RowError(f'{where} {info.name}: not decodable') from None
+    return index, data, data, info.name
 
 
 def row_geometry(row: dict, settings) -> tuple[ImageGeometry, Any, bytes | None, str]:
-    """The geometry the template gives the row's first image, and how to draw that image."""
-    source, data, key = image_source(row)
+    """The geometry the template gives the image the row's truth belongs to, and how to draw that image."""
+    _, source, data, key = image_source(row)
     kwargs = row.get('chat_template_kwargs')
     if kwargs is not None and not isinstance(kwargs, dict):
         raise RowError(f'`chat_template_kwargs` must be an object, got {short(repr(kwargs), 60)}')
@@ -103,15 +70,20 @@ def row_geometry(row: dict, settings) -> tuple[ImageGeometry, Any, bytes | None,
 
 
 def ground_truth(row: dict, geo: ImageGeometry) -> list[list[float]]:
+    """The row's true boxes in original pixels: ``solution``, else the ``objects`` of its image."""
     if row.get('solution') is not None:
         gt = parse_solution(row['solution'])
         if gt is None:
             raise RowError(f'`solution` is not a valid box list in original pixels: {short(repr(row["solution"]), 80)}')
         return gt
     if row.get('objects') is not None:
-        gt = objects_boxes(row['objects'], geo.original_width, geo.original_height)
+        try:
+            index = row_image_index(row)
+        except TruthError as exc:
+            raise RowError(str(exc)) from None
+        gt = objects_boxes(row['objects'], geo.original_width, geo.original_height, index)
         if gt is None:
-            raise RowError(f'`objects` holds no valid box of image 0: {short(repr(row["objects"]), 80)}')
+            raise RowError(f'`objects` holds no valid box of image {index}: {short(repr(row["objects"]), 80)}')
         return gt
     raise RowError('no ground truth: neither `solution` nor `objects`')
 

@@ -24,6 +24,7 @@ from ...geometry import VideoGeometry
 from ...temporal import parse_intervals, parse_solution_intervals, tiou_score
 from ..bounded import short
 from .rows import RowError
+from .truth import KEY
 
 THRESHOLDS = (0.3, 0.5, 0.7)
 STEP_BUCKETS = ((0.5, '< 0.5 s'), (1.0, '0.5-1 s'), (2.0, '1-2 s'), (4.0, '2-4 s'), (math.inf, '>= 4 s'))
@@ -117,12 +118,13 @@ class VideoScores:
         predicted = [[s + geo.timestamp_origin, e + geo.timestamp_origin] for s, e in parse_intervals(response)]
         return geo, tiou, bool(predicted), truth, predicted
 
-    def add(self, row_no: int, row: Mapping, response: str) -> None:
+    def add(self, row_no: int, row: Mapping, response: str) -> tuple[VideoGeometry, float, bool]:
         geo, tiou, parsed, _, _ = self.score_row(row, response)
         for bucket in (self.total, self.by_step[step_bucket(geo.sampling_step)]):
             bucket.add(tiou, parsed)
         if self.picker is not None:
             self.picker.offer(row_no, tiou)
+        return geo, tiou, parsed
 
     def to_dict(self) -> dict | None:
         if not self.total.rows:
@@ -191,12 +193,21 @@ def video_strips(path: str, picks: dict[int, list[str]], scores: VideoScores, po
     return ''.join(out)
 
 
-def add_video_row(scores: VideoScores, problems, row_no: int, row: Mapping, response: str) -> None:
-    """Score one video row, or count it not scored with its reason (``problems``: ``aggregate.Problems``)."""
+def add_video_row(scores: VideoScores, problems, row_no: int, row: Mapping, response: str) -> dict:
+    """Score one video row, or count it not scored with its reason (``problems``: ``aggregate.Problems``);
+    returns the row's line of ``--rows`` / ``--json``'s ``per_row``."""
+    out: dict = {'row': row_no}
+    ident = row.get(KEY)
+    if isinstance(ident, (str, int)) and not isinstance(ident, bool):
+        out[KEY] = short(ident, 200) if isinstance(ident, str) else ident
     try:
-        scores.add(row_no, row, response)
+        geo, tiou, parsed = scores.add(row_no, row, response)
     except RowError as exc:
         text = str(exc)
         kind = 'solution' if text.startswith('`solution`') else \
             'chat_template_kwargs' if 'chat_template_kwargs' in text else 'video unreadable'
         problems.add(kind, row_no, text)
+        return {**out, 'not_scored': kind, 'why': text}
+    return {**out, 'tiou': tiou, 'no_interval': not parsed, 'video': short(str(video_source(row)), 300),
+            'frames': geo.num_frames, 'sample_fps': geo.sample_fps,
+            'resized': f'{geo.resized_width}x{geo.resized_height}', 'video_tokens': geo.num_tokens}

@@ -1,16 +1,18 @@
-"""`swift-ext show IMAGE --template T [--out FILE.png]`: draw what a `_geo` template hands the model."""
+"""`swift-ext show IMAGE --template T [--out FILE.png] [--box x1,y1,x2,y2] [--model DIR]`: draw what a `_geo`
+template hands the model (and a box of the original image where the model sees it)."""
 from __future__ import annotations
 
 import argparse
 import io
 import json
+import math
 import os
 import sys
 import warnings
 
 from ...geometry import GeometryError, ImageGeometry
-from ...images import read_image_size
-from ...settings import settings_for
+from ...images import read_image_header
+from ..checkpoint import CheckpointError, tool_settings
 from ..output import STDOUT, write_named
 from ..text import ArgumentParser, echo
 from .picture import render, view_scale
@@ -72,22 +74,64 @@ def check_out(out: str) -> str:
     return fmt
 
 
-def show(image_path: str, template: str, *, out: str | None = None,
-         swift_max_pixels: int | None = None) -> tuple[ImageGeometry, list[tuple[str, str]]]:
-    """Predict ``image_path``'s geometry under ``template``; draw it to ``out`` when given (``-``: stdout)."""
-    settings = settings_for(template, swift_max_pixels=swift_max_pixels)
+def parse_box(text: str) -> list[float]:
+    """``x1,y1,x2,y2`` (original pixels) as four numbers; the size check waits for the image (``check_box``)."""
+    try:
+        box = [float(v) for v in text.split(',')]
+    except ValueError:
+        box = []
+    if len(box) != 4 or not all(math.isfinite(v) for v in box):
+        raise argparse.ArgumentTypeError(f'must be four numbers x1,y1,x2,y2 (original pixels), got {text[:80]!r}')
+    return box
+
+
+def check_box(box: list[float], size: tuple[int, int]) -> None:
+    x1, y1, x2, y2 = box
+    if not (0 <= x1 < x2 <= size[0] and 0 <= y1 < y2 <= size[1]):
+        raise ShowError(f'--box {",".join(f"{v:g}" for v in box)}: must satisfy 0 <= x1 < x2 <= width and '
+                        f'0 <= y1 < y2 <= height in the original {size[0]} x {size[1]} pixels (as stored).')
+
+
+def box_facts(box: list[float], geo: ImageGeometry, settings, orientation: int) -> list[tuple[str, str]]:
+    """The box in original pixels, in the model's pixel frame, and as the template's convention writes it."""
+    def fmt(values):
+        return '[' + ', '.join(f'{round(v, 4):g}' for v in values) + ']'
+    fw, fh = geo.frame_size
+    out = [('box (original)', f'{fmt(box)} px of {geo.original_width} x {geo.original_height}'),
+           ('box (model frame)', f'{fmt(geo.to_model_frame(box, "abs"))} px of {fw} x {fh}')]
+    if settings.coords != 'abs':
+        out.append((f'box ({settings.coords})', fmt(geo.to_model_frame(box, settings.coords))))
+    if orientation != 1:
+        out.append(('EXIF orientation', f'{orientation}: a viewer shows this image rotated or mirrored; ms-swift and '
+                                        'the model read the stored pixels, so --box is in the stored frame, as drawn'))
+    return out
+
+
+def show(image_path: str, template: str, *, out: str | None = None, swift_max_pixels: int | None = None,
+         box: list[float] | None = None, model: str | None = None) -> tuple[ImageGeometry, list[tuple[str, str]]]:
+    """Predict ``image_path``'s geometry under ``template`` (a checkpoint's settings with ``model``); draw it to
+    ``out`` when given (``-``: stdout), with ``box`` (original pixels) where the model sees it."""
+    settings, source = tool_settings(template, model, swift_max_pixels=swift_max_pixels)
     fmt = check_out(out) if out is not None else None
     from PIL import Image
     with warnings.catch_warnings():  # PIL's bomb warning: the decode below is bounded by MAX_DECODE_PIXELS
         warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-        return _show(image_path, settings, out, fmt)
+        return _show(image_path, settings, out, fmt, box, model)
 
 
-def _show(image_path: str, settings, out: str | None, fmt: str | None):
-    size = read_image_size(image_path)  # the header; the pixels are decoded only to draw
+def _show(image_path: str, settings, out: str | None, fmt: str | None, box: list[float] | None, model: str | None):
+    header = read_image_header(image_path)  # the header; the pixels are decoded only to draw
+    size = (header.width, header.height)
+    if box is not None:
+        check_box(box, size)
     geo, clamped = settings.predict(width=size[0], height=size[1], name=image_path)
     view = model_view(geo, settings)
-    lines = facts(image_path, geo, settings, view, clamped)
+    lines = facts(image_path, geo, settings, view, clamped, model=model)
+    if box is not None:
+        lines += box_facts(box, geo, settings, header.orientation)
+    elif header.orientation != 1:
+        lines.append(('EXIF orientation', f'{header.orientation}: a viewer shows this image rotated or mirrored; '
+                                          'ms-swift and the model read the stored pixels, as drawn'))
     if out is not None:
         scale = view_scale(view)
         largest = [round(max(view.content[2], (view.global_size or (0, 0))[0]) * scale),
@@ -96,7 +140,8 @@ def _show(image_path: str, settings, out: str | None, fmt: str | None):
         if why:
             lines.append(('drawn', why))
         buffer = io.BytesIO()
-        render(image, geo, settings, lines).save(buffer, format=fmt)
+        render(image, geo, settings, lines, box=None if box is None else geo.to_model_frame(box, 'abs')).save(
+            buffer, format=fmt)
         write_named(out, buffer.getvalue(), option='--out')
     return geo, lines
 
@@ -122,7 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
                    'on standard output; an existing file must be a regular file')
     p.add_argument('--max_pixels', type=_positive_int, default=None,
                    help="ms-swift's own --max_pixels pre-rescale, as passed to swift")
-    p.add_argument('--json', action='store_true', help='print the geometry dict as JSON')
+    p.add_argument('--box', type=parse_box, metavar='x1,y1,x2,y2',
+                   help='a box in original pixels: drawn where the model sees it, its model-frame coordinates printed')
+    p.add_argument('--model', metavar='DIR', help='a local checkpoint (or its processor config): its settings as the '
+                   'live template reads them (default: built-in defaults)')
+    p.add_argument('--json', action='store_true', help='print the geometry dict as JSON (with --box: and the box)')
     add_video_arguments(p)
     return p
 
@@ -136,12 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     if is_video(args.image):
         return video_main(args, check_out)
     try:
-        geo, lines = show(args.image, args.template, out=args.out, swift_max_pixels=args.max_pixels)
-    except (GeometryError, ShowError, ValueError, OSError) as exc:
+        geo, lines = show(args.image, args.template, out=args.out, swift_max_pixels=args.max_pixels,
+                          box=args.box, model=args.model)
+    except (GeometryError, ShowError, CheckpointError, ValueError, OSError) as exc:
         echo(f'swift-ext show: {exc}', err=True)
         return 2
     if args.json:
-        echo(json.dumps(geo.to_dict(), indent=1))
+        d = geo.to_dict()
+        if args.box is not None:
+            d['box'] = {'original': args.box, 'model_frame': geo.to_model_frame(args.box, 'abs')}
+        echo(json.dumps(d, indent=1))
     else:
         echo(format_text(lines), err=to_stdout)  # with --out -, standard output holds the picture
     if args.out is not None and not to_stdout:

@@ -20,6 +20,8 @@ PAD_HATCH = (96, 96, 96)
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
 PLACEHOLDER = (200, 200, 200)  # where an image over MAX_DECODE_PIXELS would be
+BOX_LINE = (0, 255, 0)  # `--box`, where the model sees it
+BOX_LINE_WIDTH = 2
 
 MAX_VIEW_SIDE = 960  # the model's frame is drawn at most this many pixels on its longer side
 MIN_CELL_PX = 6  # token grid lines closer than this on screen are thinned to every k-th token
@@ -69,8 +71,8 @@ def captions_for(view: ModelView, scale: float) -> tuple[str, str | None]:
     return model, glob
 
 
-def legend_for(view: ModelView, step: int) -> tuple[tuple[tuple[int, int, int], str], ...]:
-    items = []
+def legend_for(view: ModelView, step: int, box: bool = False) -> tuple[tuple[tuple[int, int, int], str], ...]:
+    items = [(BOX_LINE, '--box')] if box else []
     if view.tiles is not None:
         items.append((TILE_LINE, 'tile boundary'))
     if view.padded:
@@ -94,7 +96,7 @@ def cell_step(view: ModelView, scale: float) -> int:
     return max(1, math.ceil(MIN_CELL_PX / cell))
 
 
-def layout_for(view: ModelView, lines: Sequence[tuple[str, str]], font=None) -> Layout:
+def layout_for(view: ModelView, lines: Sequence[tuple[str, str]], font=None, box: bool = False) -> Layout:
     font = font or load_font()
     scale = view_scale(view)
     label_w = max(_text_width(font, label + ':') for label, _ in lines) + 10
@@ -114,7 +116,7 @@ def layout_for(view: ModelView, lines: Sequence[tuple[str, str]], font=None) -> 
         captions.append((gx, top, global_caption))
         right = gx + max(global_view[2], _text_width(font, global_caption))
         bottom = max(bottom, panel_top + global_view[3])
-    legend_items = legend_for(view, cell_step(view, scale))
+    legend_items = legend_for(view, cell_step(view, scale), box)
     legend_y = bottom + GAP // 2
     legend_w = sum(LINE_HEIGHT + _text_width(font, text) + GAP for _, text in legend_items)
     width = max(MARGIN + header_w, right, MARGIN + legend_w) + MARGIN
@@ -169,15 +171,17 @@ def _paste(draw, picture, image, box: tuple[int, int, int, int]) -> None:
     picture.paste(image.resize((width, height), Image.Resampling.BICUBIC), (left, top))
 
 
-def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Sequence[tuple[str, str]]):
+def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Sequence[tuple[str, str]],
+           box: Sequence[float] | None = None):
     """The picture: facts, the model's frame (padding, content, tiles or token cells) and the global view.
 
-    ``image`` None (not decoded: see ``load_image``) draws the content as a flat placeholder.
+    ``image`` None (not decoded: see ``load_image``) draws the content as a flat placeholder; ``box`` (model-frame
+    pixels) is outlined on the frame, over everything else.
     """
     from PIL import Image, ImageDraw
     font = load_font()
     view = model_view(geo, settings)
-    lay = layout_for(view, lines, font)
+    lay = layout_for(view, lines, font, box is not None)
     picture = Image.new('RGB', lay.size, BACKGROUND)
     draw = ImageDraw.Draw(picture)
     draw_header(draw, font, lay.header, lines)
@@ -195,6 +199,10 @@ def render(image, geo: ImageGeometry, settings: PreprocessSettings, lines: Seque
         draw_lines(draw, lay.model, view.cells, TOKEN_LINE, step=cell_step(view, s))
     if view.tiles is not None:
         draw_lines(draw, lay.model, view.tiles, TILE_LINE, width=TILE_LINE_WIDTH)
+    if box is not None:
+        x1, y1, x2, y2 = (round(v * s) for v in box)
+        draw.rectangle((mx + x1, my + y1, mx + max(x1, x2 - 1), my + max(y1, y2 - 1)), outline=BOX_LINE,
+                       width=BOX_LINE_WIDTH)
     if lay.global_view is not None:
         gx, gy, gw, gh = lay.global_view
         _paste(draw, picture, image, (gx, gy, gw, gh))

@@ -145,6 +145,9 @@ def _positions(count: int, most: int) -> list[int]:
 def video_main(args: argparse.Namespace, check_out) -> int:
     """`show`'s path for a video: prints the facts (or --json), writes the sheet; exit 0, or 2 naming the file."""
     to_stdout = args.out == STDOUT
+    for option in ('box', 'model'):
+        if getattr(args, option, None) is not None:
+            echo(f'swift-ext show: --{option} applies to images; ignored for the video {args.image}.', err=True)
     if args.frames is not None and args.frames < 1:
         echo(f'swift-ext show: --frames must be a positive integer, got {args.frames}.', err=True)
         return 2

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from ...families import family_of
 from ...geometry import ImageGeometry
 from ...settings import PreprocessSettings
+from ..clamps import LARGE_UPSCALE, describe, upscale_text
 
 MAX_LABEL_CHARS = 100  # a longer image path is cut in the middle
 
@@ -123,10 +124,13 @@ def _extra_facts(extra: dict, used: set) -> list[tuple[str, str]]:
 
 
 def facts(image: str, geo: ImageGeometry, settings: PreprocessSettings, view: ModelView,
-          clamped: str | None = None, env: dict | None = None) -> list[tuple[str, str]]:
-    """``(label, value)`` lines: what the text output prints and the picture's header shows."""
+          clamped: str | None = None, env: dict | None = None, model: str | None = None) -> list[tuple[str, str]]:
+    """``(label, value)`` lines: what the text output prints and the picture's header shows (``model``: the
+    checkpoint the settings were read from; None: the built-in defaults)."""
     family, _ = family_of(settings.template)
+    where = f'read from {_short(model)}' if model else 'built-in defaults (--model DIR reads a checkpoint)'
     out = [('image', _short(image)), ('template', f'{settings.template} (family {settings.family})'),
+           ('settings', where),
            ('original', size_text(geo.original_width, geo.original_height)),
            ('resized', size_text(geo.resized_width, geo.resized_height))]
     if view.padded:
@@ -150,9 +154,10 @@ def facts(image: str, geo: ImageGeometry, settings: PreprocessSettings, view: Mo
     set_vars = [f'{name}={env[name]}' for name in family.env_vars if env.get(name)]
     if set_vars:
         out.append(('environment', ', '.join(set_vars)))
-    if clamped:  # the predict contract: 'max_pixels' = lost pixels on the way, 'min_pixels' = grown
-        effect = {'max_pixels': 'the image was shrunk', 'min_pixels': 'the image was grown'}.get(clamped, 'reached')
-        out.append(('limit', f'{clamped}: {effect}'))
+    out.append(('limit', describe(clamped)))  # the clamp named by what it is (geometry.Clamp)
+    if geo.max_scale >= LARGE_UPSCALE:
+        out.append(('upscale', upscale_text(original=(geo.original_width, geo.original_height),
+                                            resized=(geo.resized_width, geo.resized_height), scale=geo.max_scale)))
     return out
 
 
