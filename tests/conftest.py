@@ -245,3 +245,31 @@ def log_dir(tmp_path, monkeypatch):
     recorder().flush()
     for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
         os.close(runlog.STATE.fds.pop(key))
+
+
+# --- test tiers ------------------------------------------------------------------------------------
+# Every test has exactly one tier (registered in pyproject.toml; tests/unit/test_tiers.py checks):
+#   pure  arithmetic and files only, no model: `pytest -m pure` runs in seconds;
+#   tiny  builds or loads a tiny checkpoint (requests `tiny_model`, directly or through a fixture);
+#   e2e   tests/e2e: real `swift` / `swift-ext` runs in subprocesses.
+# The tier comes from where the test lives and what it requests, so a new test is marked without effort;
+# a test that builds a model another way says `@pytest.mark.tiny` itself.
+TIERS = ('pure', 'tiny', 'e2e')
+TINY_FIXTURES = frozenset({'tiny_model'})
+E2E_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'e2e')
+
+
+def tier_of(item) -> str:
+    """The tier a test gets when it names none: e2e by folder, tiny by fixture, else pure."""
+    if str(item.path).startswith(E2E_DIR + os.sep):
+        return 'e2e'
+    if TINY_FIXTURES & set(getattr(item, 'fixturenames', ())):
+        return 'tiny'
+    return 'pure'
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(tier_of(item))

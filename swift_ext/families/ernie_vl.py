@@ -31,10 +31,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, updated, zero_floor_smart_resize
+from ..geometry import patch_grid, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
-from .encoded import encoded_rows, predicted_tokens, token_id, token_runs
+from .encoded import grid_sized, image_grids, predicted_tokens, token_id, token_runs
 
 ERNIE_PATCH_SIZE = 14
 ERNIE_MERGE_SIZE = 2
@@ -67,9 +67,8 @@ def ernie_geometry(settings: ErnieVLSettings, *, width: int, height: int, name: 
     (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
                                               min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                                               name=name)
-    grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                         grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2), clamp
+    return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh,
+                      patch_size=settings.patch_size, merge_size=settings.merge_size), clamp
 
 
 @register_family
@@ -100,19 +99,8 @@ class ErnieVL(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        rows = encoded_rows(encoded, 'grid_thw')
-        if rows is None:
-            return list(predicted)
         settings = template.geo_settings()
         runs = token_runs(encoded['input_ids'], token_id(template, '<|IMAGE_PLACEHOLDER|>'),
                           predicted_tokens(predicted))
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
-            out.append(updated(geo, grid=(t, gh, gw), resized_width=gw * settings.patch_size,
-                               resized_height=gh * settings.patch_size, num_tokens=tokens))
-        return out
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs, key='grid_thw')
+        return grid_sized(predicted, grids, settings.patch_size)

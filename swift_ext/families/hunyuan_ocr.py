@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, updated, zero_floor_smart_resize
+from ..geometry import patch_grid, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
-from .encoded import encoded_rows, predicted_tokens, token_runs
+from .encoded import grid_sized, image_grids, predicted_tokens, token_runs
 
 HUNYUAN_PATCH_SIZE = 16
 HUNYUAN_MERGE_SIZE = 2
@@ -81,9 +81,10 @@ def hunyuan_geometry(settings: HunyuanOCRSettings, *, width: int, height: int, n
     (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
                                               min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                                               name=name)
-    grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                         grid=grid, num_tokens=hunyuan_tokens(grid[1], grid[2], settings.merge_size)), clamp
+    patch = settings.patch_size
+    return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh, patch_size=patch,
+                      merge_size=settings.merge_size,
+                      num_tokens=hunyuan_tokens(rh // patch, rw // patch, settings.merge_size)), clamp
 
 
 @register_family
@@ -110,20 +111,10 @@ class HunyuanOCR(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        rows = encoded_rows(encoded, 'image_grid_thw')
-        if rows is None:
-            return list(predicted)
         settings = template.geo_settings()
         image_token = getattr(template, 'image_token_id', HUNYUAN_IMAGE_TOKEN_ID)
         runs = token_runs(encoded['input_ids'], image_token, predicted_tokens(predicted))
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            # Two images with nothing between them make one run: each image's count then comes from its grid.
-            tokens = runs[i] if len(runs) == len(rows) else hunyuan_tokens(gh, gw, settings.merge_size)
-            out.append(updated(geo, grid=(t, gh, gw), resized_width=gw * settings.patch_size,
-                               resized_height=gh * settings.patch_size, num_tokens=tokens))
-        return out
+        # Two images with nothing between them make one run: each image's count then comes from its grid.
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs,
+                            tokens=lambda t, h, w: hunyuan_tokens(h, w, settings.merge_size))
+        return grid_sized(predicted, grids, settings.patch_size)

@@ -10,6 +10,7 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 # alias -> (tiny checkpoint whose processor it runs with, the template it mirrors, family)
 QWEN_ALIASES = {'mimo_vl': ('qwen2_5_vl', 'qwen2_5_vl', 'qwen'), 'qvq': ('qwen2_vl', 'qwen2_vl', 'qwen')}
@@ -31,27 +32,6 @@ def processors(tiny_model):
     return get
 
 
-def _template(processor, name):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(images):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(images) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(images)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
 def _ids(encoded):
     ids = encoded['input_ids']
     return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
@@ -67,10 +47,10 @@ def test_qwen_alias_encodes_like_its_parent(processors, sample_images, alias):
     assert TEMPLATE_MAPPING[alias].template_cls is TEMPLATE_MAPPING[mirrored].template_cls
     assert spec.coords == family_of(mirrored)[1].coords  # same class, same norm_bbox
     proc = processors(checkpoint)
-    parent, geo_tpl = _template(proc, alias), _template(proc, alias + '_geo')
+    parent, geo_tpl = contract.template(proc, alias), contract.template(proc, alias + '_geo')
     paths = [sample_images[n] for n in NAMES]
-    a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     settings = geo_tpl.geo_settings()
     grids = b['image_grid_thw'].tolist()
     assert _ids(b).count(151655) == sum(t * h * w // 4 for t, h, w in grids)
@@ -108,8 +88,8 @@ def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias
     settings = geo_tpl.geo_settings()
     assert settings.max_num == max_num
     paths = [sample_images[n] for n in NAMES]
-    a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     context = tok.convert_tokens_to_ids('<IMG_CONTEXT>')
     tiles = [transform_image(load_image(p), 448, max_num).shape[0] for p in paths]
     assert b['pixel_values'].shape[0] == sum(tiles)

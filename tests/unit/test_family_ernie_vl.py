@@ -1,8 +1,8 @@
 """ERNIE-4.5-VL (``ernie_vl`` / ``ernie_vl_thinking``, published processor code): the resize pinned to transformers'
 port of the checkpoint's processor (``smart_resize``, ``Ernie4_5_VLMoeImageProcessor``) over thousands of sizes and
 real images; ms-swift's template needs the checkpoint's remote processor API, which these tests show."""
+import functools
 import inspect
-import math
 import random
 
 import pytest
@@ -11,6 +11,9 @@ from PIL import Image
 from swift_ext.families import family_of
 from swift_ext.geometry import Clamp, GeometryError, zero_floor_smart_resize
 from swift_ext.settings import default_settings
+from swift_ext.testing import contract
+
+_sizes = functools.partial(contract.factor_sizes, factor=28, tiny_top=60, tall=70)
 
 TEMPLATES = ('ernie_vl_geo', 'ernie_vl_thinking_geo')
 LIMITS = [  # (min_pixels, max_pixels)
@@ -19,18 +22,6 @@ LIMITS = [  # (min_pixels, max_pixels)
     (200704, 401408),  # a narrow band: both branches often
     (0, 28 * 28 * 64),  # no floor: a zero side is possible
 ]
-
-
-def _sizes(n, seed):
-    rng = random.Random(seed)
-    out = {(w, h) for w in range(1, 60, 3) for h in range(1, 60, 3)}
-    out |= {(short, short * ratio + d) for short in (1, 2, 13, 14, 15, 27, 28) for ratio in (150, 200, 201)
-            for d in (-1, 0, 1)}
-    out |= {(28 * a + d, 28 * b) for a in (1, 40, 100) for b in (2, 70) for d in (-14, -13, 13, 14)}
-    out |= {(h, w) for w, h in list(out)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(20000)))), int(math.exp(rng.uniform(0, math.log(20000))))))
-    return sorted(out)
 
 
 @pytest.mark.parametrize('min_pixels,max_pixels', LIMITS)

@@ -5,7 +5,7 @@ Thousands of sizes go through transformers' own pure functions (``select_best_re
 ``_get_number_of_features``); a handful go through the real parent template's ``encode``, whose
 ``pixel_values`` are laid back into the canvas to see where the content and the padding really are.
 """
-import math
+import functools
 import random
 
 import numpy as np
@@ -22,6 +22,9 @@ from swift_ext.images import image_key
 from swift_ext.rewards import GeoFormat, GeoIoU
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, answer='[0.1, 0.2, 0.3, 0.4]')
 
 NEXT, OV = 'llava1_6_mistral_hf', 'llava_onevision_hf'
 ALL_NEXT = ('llava1_6_mistral_hf', 'llava1_6_vicuna_hf', 'llava1_6_yi_hf', 'llama3_llava_next_hf',
@@ -42,18 +45,6 @@ def processors(tiny_model):
             cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
         return cache[parent]
     return get
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[0.1, 0.2, 0.3, 0.4]'}], 'images': list(paths)}
 
 
 def _image(tmp_path, width, height, rect=None):
@@ -77,9 +68,7 @@ def _sizes(pinpoints, n, seed):
             out |= {(round(pw * k) + dw, round(ph * k) + dh) for dw in (-1, 0, 1) for dh in (-1, 0, 1)}
     for base in range(1, 700, 13):
         out |= {(base * a, base * b) for a, b in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3), (4, 3), (16, 9), (9, 16))}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(8000)))), int(math.exp(rng.uniform(0, math.log(8000))))))
-    return sorted(s for s in out if min(s) >= 1)
+    return contract.filled(out, n, rng, 8000)
 
 
 def _blank(height, width):
@@ -119,7 +108,7 @@ def _parity(processor, settings, sizes, drop):
 def test_parity_with_transformers_over_thousands_of_sizes(processors, parent, drop):
     # drop: ms-swift's LlavaHfTemplate subtracts 1 under the 'default' strategy (NeXT); OneVision never does.
     proc = processors(parent)
-    settings = _template(proc, parent + '_geo').geo_settings()
+    settings = contract.template(proc, parent + '_geo').geo_settings()
     sizes = _sizes(proc.image_processor.image_grid_pinpoints, 3000, seed=10)
     assert len(sizes) >= 3000
     mismatches = _parity(proc, settings, sizes, drop)
@@ -134,10 +123,10 @@ def test_parity_with_other_pinpoints_and_anyres_max(processors):
         nxt.image_processor.image_grid_pinpoints = OTHER_PINPOINTS
         ov.vision_aspect_ratio = 'anyres_max_4'
         for parent, proc, drop in ((NEXT, nxt, 1), (OV, ov, 0)):
-            settings = _template(proc, parent + '_geo').geo_settings()
+            settings = contract.template(proc, parent + '_geo').geo_settings()
             sizes = _sizes(proc.image_processor.image_grid_pinpoints, 1500, seed=11)
             assert _parity(proc, settings, sizes, drop) == []
-        assert _template(nxt, NEXT + '_geo').geo_settings().image_grid_pinpoints[0] == (336, 336)
+        assert contract.template(nxt, NEXT + '_geo').geo_settings().image_grid_pinpoints[0] == (336, 336)
     finally:
         nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio = old
 
@@ -156,7 +145,7 @@ def test_clamp_names_what_the_processor_did(processors, parent, size, clamp):
     proc = processors(parent)
     ref = _reference(proc, *size, 0)
     real = (ref['resized_width'], ref['resized_height'])
-    geo, clamped = _template(proc, parent + '_geo').geo_settings().predict(width=size[0], height=size[1])
+    geo, clamped = contract.template(proc, parent + '_geo').geo_settings().predict(width=size[0], height=size[1])
     assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
     grew = real[0] >= size[0] and real[1] >= size[1] and real != size
     assert (clamped == Clamp.UPSCALE) == grew
@@ -169,7 +158,7 @@ def test_settings_for_without_template_are_the_public_checkpoints(processors):
     # The tiny checkpoints carry the public processors' settings; `settings_for` must equal what a
     # live template reads from them (the 'versions' field aside).
     for parent in (NEXT, OV):
-        live = _template(processors(parent), parent + '_geo').geo_settings()
+        live = contract.template(processors(parent), parent + '_geo').geo_settings()
         offline = default_settings(parent + '_geo')
         assert {**live.to_dict(), 'versions': {}} == {**offline.to_dict(), 'versions': {}}
     for parent in ALL_NEXT:
@@ -223,16 +212,14 @@ SIZES = {NEXT: [(50, 60), (640, 480), (1000, 300), (672, 336), (300, 1100)],
 @pytest.mark.parametrize('parent', [NEXT, OV])
 def test_encode_identical_and_geometry_is_what_the_processor_did(processors, tmp_path, parent):
     proc = processors(parent)
-    base, geo_tpl = _template(proc, parent), _template(proc, parent + '_geo')
+    base, geo_tpl = contract.template(proc, parent), contract.template(proc, parent + '_geo')
     ip = proc.image_processor
     token = 32000 if parent == NEXT else 151646
     for width, height in SIZES[parent]:
         path = _image(tmp_path, width, height)
         sample = _sample([path])
         a, b = base.encode(sample), geo_tpl.encode(sample)
-        assert sorted(a) == sorted(b)
-        for key in a:  # byte-identical to the parent
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+        contract.assert_same_encode(a, b)  # byte-identical to the parent
         geo = STORE.get(image_key(path), (None, None), parent + '_geo')
         predicted, _ = geo_tpl.geo_settings().predict(width=width, height=height)
         assert geo == predicted
@@ -253,7 +240,7 @@ def test_encode_identical_and_geometry_is_what_the_processor_did(processors, tmp
 def test_two_images_in_one_row(processors, tmp_path, parent):
     # pixel_values is padded to the larger image's view count: each image keeps its own geometry.
     proc = processors(parent)
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     paths = [_image(tmp_path, 40, 30), _image(tmp_path, 1000, 700)]
     encoded = tpl.encode(_sample(paths))
     geos = [STORE.get(image_key(p), (None, None), parent + '_geo') for p in paths]
@@ -276,7 +263,7 @@ def test_two_images_in_one_row(processors, tmp_path, parent):
 
 def test_swift_max_pixels_in_the_template(processors, tmp_path):
     proc = processors(NEXT)
-    tpl = _template(proc, NEXT + '_geo', max_pixels=50176)
+    tpl = contract.template(proc, NEXT + '_geo', max_pixels=50176)
     path = _image(tmp_path, 1280, 960)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), NEXT + '_geo')
@@ -319,7 +306,7 @@ def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(processors,
         monkeypatch.setenv('SWIFT_EXT_COORDS', 'norm1')
     store.reset()
     proc = processors(parent)
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     path = _image(tmp_path, *size, rect=rect)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), parent + '_geo')

@@ -2,7 +2,7 @@
 processor's dynamic-HD arithmetic): its ratio choice over thousands of sizes, its ``dynamic_preprocess`` on
 hundreds, the full processor on tens; and an encode through ms-swift's real ``phi4_multimodal`` template
 (with the tiny checkpoint's stand-in remote processor) byte-identical to the parent and recorded."""
-import math
+import functools
 import random
 
 import pytest
@@ -16,6 +16,9 @@ from swift_ext.geometry import Clamp, GeometryError, swift_rescaled_size
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
 
 PARENT = 'phi4_multimodal'
 
@@ -30,9 +33,7 @@ def _sizes(n, seed, top):
     rng = random.Random(seed)
     out = {(w, h) for w in (1, 2, 9, 10, 11, 14, 15) for h in (1, 10, 448, 449, 3000)}
     out |= {(448 * a + d, 448 * b + e) for a in (1, 2, 3) for b in (1, 2) for d in (-1, 0, 1) for e in (-1, 0, 1)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(top)))), int(math.exp(rng.uniform(0, math.log(top))))))
-    return sorted(s for s in out if min(s) >= 1)
+    return contract.filled(out, n, rng, top)
 
 
 @pytest.mark.parametrize('max_num', [36, 16, 4, 2])
@@ -140,18 +141,6 @@ def processor(tiny_model):
     return get_processor(tiny_model(PARENT), model_type=PARENT)
 
 
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
 def _save(tmp_path, w, h):
     path = str(tmp_path / f'img_{w}x{h}.png')
     Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
@@ -159,22 +148,18 @@ def _save(tmp_path, w, h):
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = _template(processor, PARENT + '_geo').geo_settings()
+    live = contract.template(processor, PARENT + '_geo').geo_settings()
     assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
 
 
 def test_encode_identical_and_recorded(processor, tmp_path):
-    parent, geo_tpl = _template(processor, PARENT), _template(processor, PARENT + '_geo')
+    parent, geo_tpl = contract.template(processor, PARENT), contract.template(processor, PARENT + '_geo')
     settings = geo_tpl.geo_settings()
     # Two images side by side make one run of <|endoftext10|>: the record takes each image's own count.
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)]):
         paths = [_save(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        assert sorted(expected) == sorted(encoded)
-        for key in expected:
-            same = torch.equal(expected[key], encoded[key]) if isinstance(expected[key], torch.Tensor) \
-                else expected[key] == encoded[key]
-            assert same, key
+        contract.assert_same_encode(expected, encoded)
         geos = [STORE.get(image_key(p), (None, None), PARENT + '_geo') for p in paths]
         for i, (geo, size) in enumerate(zip(geos, group, strict=True)):
             assert geo == settings.predict(width=size[0], height=size[1])[0]
@@ -185,7 +170,7 @@ def test_encode_identical_and_recorded(processor, tmp_path):
 def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path):
     # Settings are read once; a processor changed afterwards crops differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
-    tpl = _template(processor, PARENT + '_geo')
+    tpl = contract.template(processor, PARENT + '_geo')
     path = _save(tmp_path, 3000, 500)
     ip = tpl.processor.image_processor
     reset_warnings()

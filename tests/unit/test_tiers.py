@@ -1,0 +1,31 @@
+"""Every collected test has exactly one tier (`pure`, `tiny`, `e2e`: tests/conftest.py), and the tier says what
+the test needs: a test that requests a tiny checkpoint is not `pure`, a tests/e2e test is `e2e`."""
+import os
+
+from conftest import E2E_DIR, TIERS, TINY_FIXTURES
+
+
+def _tiers(item):
+    return [tier for tier in TIERS if item.get_closest_marker(tier)]
+
+
+def test_every_collected_test_has_exactly_one_tier(request):
+    items = request.session.items
+    assert request.node in items
+    wrong = [(item.nodeid, _tiers(item)) for item in items if len(_tiers(item)) != 1]
+    assert wrong == []
+
+
+def test_the_tier_matches_what_the_test_needs(request):
+    wrong = []
+    for item in request.session.items:
+        (tier,) = _tiers(item)
+        in_e2e = str(item.path).startswith(E2E_DIR + os.sep)
+        if in_e2e != (tier == 'e2e') or (tier == 'pure' and TINY_FIXTURES & set(item.fixturenames)):
+            wrong.append((item.nodeid, tier))
+    assert wrong == []
+
+
+def test_tiers_are_registered(pytestconfig):
+    registered = {line.split(':')[0] for line in pytestconfig.getini('markers')}
+    assert set(TIERS) <= registered
