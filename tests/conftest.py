@@ -55,6 +55,23 @@ def tiny_model(tmp_path_factory) -> Callable[[str], str]:
     return factory
 
 
+@pytest.fixture(scope='module')
+def tiny_processor(tiny_model) -> Callable[[str], object]:
+    """Factory: ``tiny_processor(parent) -> processor`` of ``parent``'s tiny checkpoint, as ms-swift's
+    ``get_processor`` loads it with the model type ``run_flags`` names; loaded once per test module (a test that
+    changes it puts it back)."""
+    from swift.model import get_processor
+
+    from swift_ext.testing.tiny import run_flags
+    cache = {}
+
+    def get(parent: str):
+        if parent not in cache:
+            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
+        return cache[parent]
+    return get
+
+
 @pytest.fixture(scope='session')
 def sample_images(tmp_path_factory) -> dict[str, str]:
     """``{name: path}`` of small generated images: see ``SAMPLE_IMAGE_SIZES`` for sizes.

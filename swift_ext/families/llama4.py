@@ -153,8 +153,7 @@ class Llama4(Family):
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
-        geo = cls.geometry(settings, width=width, height=height)
-        return fitted(geo, width=width, height=height)
+        return fitted(cls.geometry(settings, width=width, height=height), width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -135,8 +135,7 @@ class Mllama(Family):
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
-        geo = cls.geometry(settings, width=width, height=height)
-        return fitted(geo, width=width, height=height)
+        return fitted(cls.geometry(settings, width=width, height=height), width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

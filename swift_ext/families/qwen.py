@@ -354,3 +354,21 @@ def _actual_video(cls, template, encoded, entries, predicted, mode) -> tuple[lis
             timestamps=stamps[i] if stamps and i < len(stamps) else None,
             second_per_grid_ts=spg[i] if spg and i < len(spg) and not engine else None))
     return out, 'handed_video' if engine else 'encode'
+
+
+class FetchImageOnly(Qwen):
+    """Qwen's ``fetch_image`` resize without Qwen's loading (dots.ocr, LLaVA-OneVision-1.5): the loader sets and
+    reads no environment variable for images (the base class's settings, no MAX_PIXELS rounding), and the
+    template passes ``fetch_image`` no patch size, so its default, 14. Not a family by itself."""
+
+    @classmethod
+    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
+        return super(Qwen, cls).settings_for(parent, env=env, swift_max_pixels=swift_max_pixels, overrides=overrides)
+
+    @classmethod
+    def settings_from_env(cls, settings, env):
+        return settings
+
+    @classmethod
+    def fetch_patch_size(cls, template, patch):
+        return 14

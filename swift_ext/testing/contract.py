@@ -6,7 +6,9 @@ here keeps its exact sizes and counts.
 """
 from __future__ import annotations
 
+import copy
 import math
+import os
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -57,6 +59,166 @@ def _assert_same(a, b, where: str) -> None:
         assert_same_encode(a, b, f'{where}.')
     else:
         assert a == b, where
+
+
+def assert_encodes_as_parent(processor, parent: str, groups: Iterable[Sequence[str]], row: Callable = sample,
+                             **kwargs) -> None:
+    """For each group of image paths, ``parent + '_geo'`` encodes ``row(paths)`` exactly as ``parent`` does
+    (:func:`assert_same_encode`); ``kwargs`` go to both templates."""
+    plain, geo = template(processor, parent, **kwargs), template(processor, parent + '_geo', **kwargs)
+    for paths in groups:
+        one = row(paths)
+        assert_same_encode(plain.encode(copy.deepcopy(one)), geo.encode(copy.deepcopy(one)), f'{parent}: ')
+
+
+def forward(model, tpl, row: Mapping):
+    """``(output, encoded)``: ``model`` run on ``row`` as ms-swift's training feeds it (``tpl.model`` set, encode,
+    collate, the post-encode hook turning ids and pixels into embeddings), without gradients."""
+    import torch
+    tpl.model = model
+    encoded = tpl.encode(row)
+    batch = tpl.data_collator([encoded])
+    tpl.register_post_encode_hook([model])
+    try:
+        with torch.no_grad():
+            return model(**batch), encoded
+    finally:
+        tpl.remove_post_encode_hook()
+
+
+def parents_on_class(*classes: type) -> set[str]:
+    """The ms-swift templates (not ours, ``_geo``) whose class is one of ``classes`` or below: what a family
+    must cover."""
+    from swift.template import TEMPLATE_MAPPING
+    return {name for name, meta in TEMPLATE_MAPPING.items()
+            if not name.endswith('_geo') and issubclass(meta.template_cls, classes)}
+
+
+def assert_published_settings(processor, template_name: str) -> None:
+    """The settings ``template_name`` reads from ``processor`` (a tiny checkpoint's) are the offline defaults,
+    which come from the public checkpoint: the tiny recipe kept its processor real (versions aside)."""
+    from swift_ext.settings import default_settings
+    live = template(processor, template_name).geo_settings()
+    assert {**live.to_dict(), 'versions': {}} == {**default_settings(template_name).to_dict(), 'versions': {}}
+
+
+def assert_prescaled_first(template_name: str, width: int = 1600, height: int = 1200,
+                           swift_max_pixels: int = 250_000) -> tuple:
+    """``template_name``'s prediction under ms-swift's ``--max_pixels`` pre-rescale: it names that clamp and keeps the
+    original size. Returns ``(geo, plain, (w, h))``, ``plain`` the prediction without the pre-rescale on the size
+    ``(w, h)`` it gave, for the family's own comparison."""
+    from swift_ext.geometry import Clamp, swift_rescaled_size
+    from swift_ext.settings import default_settings
+    geo, clamped = default_settings(template_name, swift_max_pixels=swift_max_pixels).predict(width=width,
+                                                                                               height=height)
+    w, h = swift_rescaled_size(width=width, height=height, max_pixels=swift_max_pixels)
+    plain, _ = default_settings(template_name).predict(width=w, height=h)
+    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (width, height)
+    return geo, plain, (w, h)
+
+
+def save_image(folder, width: int, height: int, fill: tuple | None = None, *, boxed: bool = False) -> str:
+    """Write ``folder/img_{width}x{height}.png`` and return its path: one colour (``fill``, else one the size
+    picks), or with ``boxed`` a red box on grey (the middle half of each side, at least a pixel)."""
+    from PIL import Image
+    if boxed:
+        image = Image.new('RGB', (width, height), (200, 200, 200))
+        image.paste((220, 30, 30), (width // 4, height // 4, max(width // 4 + 1, 3 * width // 4),
+                                    max(height // 4 + 1, 3 * height // 4)))
+    else:
+        image = Image.new('RGB', (width, height), fill or (width % 256, height % 256, 90))
+    path = os.path.join(str(folder), f'img_{width}x{height}.png')
+    image.save(path)
+    return path
+
+
+def drawn_image(folder, width: int, height: int, rect: Sequence[int] | None = None) -> str:
+    """A new grey image (no pixel equals a zero padding) in ``folder``, with a red rectangle ``rect`` (x1, y1,
+    x2, y2) where given; its path, unique in ``folder``."""
+    from PIL import Image, ImageDraw
+    image = Image.new('RGB', (width, height), (180, 180, 180))
+    if rect is not None:
+        ImageDraw.Draw(image).rectangle(rect, fill=(230, 20, 20))
+    path = os.path.join(str(folder), f'img_{width}x{height}_{len(os.listdir(folder))}.png')
+    image.save(path)
+    return path
+
+
+def write_images(folder, sizes: Iterable[Size], fill: tuple | None = None, *, boxed: bool = False) -> dict:
+    """``{(width, height): path}``: :func:`save_image` for each size."""
+    return {(w, h): save_image(folder, w, h, fill, boxed=boxed) for w, h in sizes}
+
+
+def resize_parity(sizes: Iterable[Size], ours: Callable, theirs: Callable) -> tuple[list, set]:
+    """``ours(w, h) -> ((w, h), clamp)`` against the library's ``theirs(w, h) -> (w, h)`` over ``sizes``, a refusal
+    (our GeometryError, their ValueError) counting as ``'refused'``: ``(mismatches, the clamps seen)``, each
+    mismatch ``((w, h), ours, theirs)``."""
+    from swift_ext.geometry import GeometryError
+    mismatches, outcomes = [], set()
+    for w, h in sizes:
+        try:
+            mine, clamp = ours(w, h)
+        except GeometryError:
+            mine, clamp = 'refused', 'refused'
+        try:
+            real = theirs(w, h)
+        except ValueError:
+            real = 'refused'
+        outcomes.add(clamp)
+        if mine != real:
+            mismatches.append(((w, h), mine, real))
+    return mismatches, outcomes
+
+
+def zero_floor_parity(modules: Sequence, sizes: Iterable[Size], *, factor: int, min_pixels: int,
+                      max_pixels: int) -> tuple[list, set]:
+    """:func:`resize_parity` of ``swift_ext.geometry.zero_floor_smart_resize`` against the ``smart_resize`` of each
+    of ``modules`` (transformers' torchvision and PIL image processors each carry a copy: ERNIE-4.5-VL,
+    HunYuanVL), which must agree; a zero side is its own outcome, ``'zero side'``."""
+    from swift_ext.geometry import GeometryError, zero_floor_smart_resize
+
+    def ours(w, h):
+        try:
+            return zero_floor_smart_resize(width=w, height=h, factor=factor, min_pixels=min_pixels,
+                                           max_pixels=max_pixels)
+        except GeometryError as e:
+            if 'zero side' not in str(e):
+                raise
+            return 'zero side', 'refused'
+
+    def one(module, w, h):
+        try:
+            rh, rw = module.smart_resize(h, w, factor=factor, min_pixels=min_pixels, max_pixels=max_pixels)
+        except ValueError:
+            return 'refused'
+        return (rw, rh) if rw > 0 and rh > 0 else 'zero side'
+
+    def theirs(w, h):
+        found = [one(module, w, h) for module in modules]
+        return found[0] if all(x == found[0] for x in found) else tuple(found)
+
+    return resize_parity(sizes, ours, theirs)
+
+
+def assert_token_parity(image_processor, settings, sizes: Iterable[Size], merge: int = 2) -> int:
+    """Over ``sizes``, each prediction of ``settings`` has the image processor's own patch count
+    (``get_number_of_image_patches``) as its grid and that over ``merge**2`` as its tokens; where the processor
+    refuses, the prediction refuses an aspect ratio over 200. Returns how many sizes were compared."""
+    import pytest
+
+    from swift_ext.geometry import GeometryError
+    checked = 0
+    for w, h in sizes:
+        try:
+            patches = image_processor.get_number_of_image_patches(h, w, {})
+        except ValueError:
+            with pytest.raises(GeometryError, match='aspect ratio over 200'):
+                settings.predict(width=w, height=h)
+            continue
+        geo, _ = settings.predict(width=w, height=h)
+        assert geo.num_tokens * merge ** 2 == patches == geo.grid[1] * geo.grid[2], (w, h)
+        checked += 1
+    return checked
 
 
 # ------------------------------------------------------------------------------------------ random sizes

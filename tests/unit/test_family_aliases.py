@@ -18,27 +18,13 @@ INTERNVL_ALIASES = ('internvl2', 'internvl2_phi3', 'internvl3_5_gpt')
 NAMES = ('tiny', 'landscape', 'wide')
 
 
-@pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-
-    from swift_ext.testing.tiny import run_flags
-    cache = {}
-
-    def get(parent):
-        if parent not in cache:
-            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
-        return cache[parent]
-    return get
-
-
 def _ids(encoded):
     ids = encoded['input_ids']
     return ids.tolist() if isinstance(ids, torch.Tensor) else list(ids)
 
 
 @pytest.mark.parametrize('alias', list(QWEN_ALIASES))
-def test_qwen_alias_encodes_like_its_parent(processors, sample_images, alias):
+def test_qwen_alias_encodes_like_its_parent(tiny_processor, sample_images, alias):
     from qwen_vl_utils import fetch_image
     from swift.template import TEMPLATE_MAPPING
     checkpoint, mirrored, family_name = QWEN_ALIASES[alias]
@@ -46,7 +32,7 @@ def test_qwen_alias_encodes_like_its_parent(processors, sample_images, alias):
     assert family.name == family_name
     assert TEMPLATE_MAPPING[alias].template_cls is TEMPLATE_MAPPING[mirrored].template_cls
     assert spec.coords == family_of(mirrored)[1].coords  # same class, same norm_bbox
-    proc = processors(checkpoint)
+    proc = tiny_processor(checkpoint)
     parent, geo_tpl = contract.template(proc, alias), contract.template(proc, alias + '_geo')
     paths = [sample_images[n] for n in NAMES]
     a, b = parent.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
@@ -71,7 +57,7 @@ def test_alias_coordinates_follow_swift_norm_bbox():
 
 @pytest.mark.parametrize('alias', INTERNVL_ALIASES)
 @pytest.mark.parametrize('max_num', [12, 4])
-def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias, max_num, monkeypatch):
+def test_internvl_alias_encodes_like_its_parent(tiny_processor, sample_images, alias, max_num, monkeypatch):
     # Remote-code InternVL templates tile with ms-swift's own transform_image; they run here with the tiny
     # InternVL tokenizer (the encode needs no model). MAX_NUM is read from the environment at init.
     from swift.template import get_template
@@ -79,7 +65,7 @@ def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias
     monkeypatch.setenv('MAX_NUM', str(max_num))
     family, _ = family_of(alias)
     assert family.name == 'internvl'
-    proc = processors('internvl_hf')
+    proc = tiny_processor('internvl_hf')
     tok = proc.tokenizer
     tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
     parent, geo_tpl = get_template(tok, template_type=alias), get_template(tok, template_type=alias + '_geo')

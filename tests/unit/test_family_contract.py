@@ -1,6 +1,5 @@
 """The family contract (swift_ext/families/base.py): the base class owns predict's shared steps and
 settings_for; a family writes `resize` and its settings. Pure arithmetic: no model, no swift."""
-import copy
 import dataclasses
 
 import pytest
@@ -124,25 +123,20 @@ def test_every_family_with_a_tiny_checkpoint_has_an_encode_line():
 
 
 @pytest.mark.parametrize('name', sorted(TINY_ENCODES))
-def test_geo_template_encodes_as_its_parent_and_records_every_image(tiny_model, sample_images, name):
+def test_geo_template_encodes_as_its_parent_and_records_every_image(tiny_processor, sample_images, name):
     # The _geo template's encode is its parent's, key for key and byte for byte, and each image's geometry
     # is recorded from its real (original) size.
     from PIL import Image
-    from swift.model import get_processor
 
     import swift_ext.plugin  # noqa: F401  (registers the templates)
     from swift_ext.images import image_key
     from swift_ext.store import STORE
     from swift_ext.testing import contract
-    from swift_ext.testing.tiny import run_flags
     parent, row = TINY_ENCODES[name]
-    proc = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
-    plain, geo = contract.template(proc, parent), contract.template(proc, parent + '_geo')
-    for names in (['landscape'], ['tiny', 'portrait']):
-        paths = [sample_images[n] for n in names]
-        sample = contract.sample(paths, **row)
-        contract.assert_same_encode(plain.encode(copy.deepcopy(sample)), geo.encode(copy.deepcopy(sample)), name)
-        for path in paths:
-            recorded = STORE.get(image_key(path), (None, None), parent + '_geo')
-            assert recorded is not None, (name, path)
-            assert (recorded.original_width, recorded.original_height) == Image.open(path).size
+    proc = tiny_processor(parent)
+    groups = [[sample_images[n] for n in names] for names in (['landscape'], ['tiny', 'portrait'])]
+    contract.assert_encodes_as_parent(proc, parent, groups, lambda paths: contract.sample(paths, **row))
+    for path in groups[0] + groups[1]:
+        recorded = STORE.get(image_key(path), (None, None), parent + '_geo')
+        assert recorded is not None, (name, path)
+        assert (recorded.original_width, recorded.original_height) == Image.open(path).size

@@ -79,8 +79,7 @@ def test_the_image_processor_makes_the_predicted_size(checkpoint):
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.microsoft import FlorenceTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, FlorenceTemplate)}
+    parents = contract.parents_on_class(FlorenceTemplate)
     assert parents == {'florence'} and TEMPLATE_MAPPING['florence_geo'].template_cls.is_encoder_decoder
 
 

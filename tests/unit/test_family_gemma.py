@@ -142,8 +142,7 @@ def test_gemma4_tokens_equal_processor_count(checkpoints):
 def test_every_template_on_the_classes_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.gemma import Gemma3VisionTemplate, Gemma4Template
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, (Gemma3VisionTemplate, Gemma4Template))}
+    parents = contract.parents_on_class(Gemma3VisionTemplate, Gemma4Template)
     assert parents == {'gemma3_vision', 'gemma4', 'gemma4_nothinking', 'diffusion_gemma'}
     assert all(p + '_geo' in TEMPLATE_MAPPING for p in parents)
 
@@ -156,13 +155,8 @@ def checkpoints(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('gemma_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 20), (900, 900)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 20), (900, 900)]
+    return contract.write_images(tmp_path_factory.mktemp('gemma_images'), sizes)
 
 
 GROUPS = ([(640, 480)], [(50, 60), (2000, 300)], [(300, 1700), (1000, 20), (900, 900)])

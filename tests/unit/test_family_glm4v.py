@@ -54,17 +54,10 @@ def _theirs(fn, *args, **kwargs):
 def test_glm4v_smart_resize_parity(min_pixels, max_pixels):
     from transformers.models.glm4v.image_processing_glm4v import smart_resize
     sizes = contract.mixed_sizes(min_pixels + max_pixels, 1500)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        theirs = _theirs(smart_resize, num_frames=2, height=h, width=w, temporal_factor=2, factor=28,
-                         min_pixels=min_pixels, max_pixels=max_pixels)
-        try:
-            ours, clamped = glm4v_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels)
-        except GeometryError:
-            ours, clamped = 'refused', 'refused'
-        outcomes.add(clamped)
-        if ours != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    mismatches, outcomes = contract.resize_parity(
+        sizes, lambda w, h: glm4v_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels),
+        lambda w, h: _theirs(smart_resize, num_frames=2, height=h, width=w, temporal_factor=2, factor=28,
+                             min_pixels=min_pixels, max_pixels=max_pixels))
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     # Every branch was exercised on the real-checkpoint limits.
     if (min_pixels, max_pixels) == GLM_LIMITS[0]:
@@ -92,19 +85,7 @@ def test_glm4v_token_count_parity_with_the_processor():
     import transformers as tf
     ip = tf.Glm4vImageProcessor(size={'shortest_edge': 12544, 'longest_edge': 9633792})
     settings = default_settings('glm4v_geo')
-    checked = 0
-    for w, h in contract.mixed_sizes(7, 2000):
-        try:
-            patches = ip.get_number_of_image_patches(h, w, {})
-        except ValueError:
-            with pytest.raises(GeometryError, match='aspect ratio over 200'):
-                settings.predict(width=w, height=h)
-            continue
-        geo, _ = settings.predict(width=w, height=h)
-        assert geo.num_tokens == patches // 4, (w, h)
-        assert geo.grid[1] * geo.grid[2] == patches
-        checked += 1
-    assert checked > 1500
+    assert contract.assert_token_parity(ip, settings, contract.mixed_sizes(7, 2000)) > 1500
 
 
 @pytest.mark.parametrize('min_tokens,max_tokens', [(16, 8000), (64, 1024), (4, 200)])
@@ -174,20 +155,13 @@ SIZES = [(640, 480), (20, 30), (1000, 40), (300, 500), (5, 900)]
 
 
 @pytest.fixture(scope='module')
-def glm(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('glm4v'), model_type='glm4v')
+def glm(tiny_processor):
+    return tiny_processor('glm4v')
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('glm_images')
-    paths = {}
-    for w, h in SIZES + [(2, 500), (1280, 960)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (200, 30, 30)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    return contract.write_images(tmp_path_factory.mktemp('glm_images'), SIZES + [(2, 500), (1280, 960)], (200, 30, 30))
 
 
 def _check_recorded(tpl_name, encoded, paths, settings, image_token):
@@ -275,9 +249,8 @@ def test_glm_ocr_resize_is_glm46v_smart_resize():
 
 
 @pytest.fixture(scope='module')
-def glm_ocr(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('glm_ocr'), model_type='glm_ocr')
+def glm_ocr(tiny_processor):
+    return tiny_processor('glm_ocr')
 
 
 def test_glm_ocr_encode_identical_and_geometry_recorded(glm_ocr, images):

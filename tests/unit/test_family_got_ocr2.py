@@ -29,13 +29,7 @@ def checkpoint(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('got_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    return contract.write_images(tmp_path_factory.mktemp('got_images'), [(50, 60), (640, 480), (2000, 300)])
 
 
 def test_prediction_is_the_square_whatever_the_file():

@@ -11,7 +11,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.hunyuan_ocr import HUNYUAN_MAX_PIXELS, HUNYUAN_MIN_PIXELS, HunyuanOCR
-from swift_ext.geometry import Clamp, GeometryError, zero_floor_smart_resize
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE, row_limits_key
@@ -34,23 +34,9 @@ def test_resize_parity_with_transformers_over_thousands_of_sizes(min_pixels, max
     from transformers.models.hunyuan_vl import image_processing_hunyuan_vl as tv
     from transformers.models.hunyuan_vl import image_processing_pil_hunyuan_vl as pil
     sizes = _sizes(3000 if (min_pixels, max_pixels) == LIMITS[0] else 1000, seed=max_pixels)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        theirs = []
-        for module in (tv, pil):
-            try:
-                rh, rw = module.smart_resize(h, w, factor=32, min_pixels=min_pixels, max_pixels=max_pixels)
-                theirs.append((rw, rh) if rw > 0 and rh > 0 else 'zero side')
-            except ValueError:
-                theirs.append('refused')
-        try:
-            ours, clamp = zero_floor_smart_resize(width=w, height=h, factor=32, min_pixels=min_pixels,
-                                                  max_pixels=max_pixels)
-        except GeometryError as e:
-            ours, clamp = ('zero side' if 'zero side' in str(e) else 'refused'), 'refused'
-        outcomes.add(clamp)
-        if [ours, ours] != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    # the torchvision and the PIL image processor each carry a copy
+    mismatches, outcomes = contract.zero_floor_parity((tv, pil), sizes, factor=32, min_pixels=min_pixels,
+                                                      max_pixels=max_pixels)
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:3]}'
     if (min_pixels, max_pixels) == LIMITS[0]:
         assert outcomes == {None, Clamp.MIN_PIXELS, Clamp.MAX_PIXELS, 'refused'}
@@ -111,13 +97,7 @@ def test_an_aspect_ratio_over_200_is_refused_as_the_processor_refuses_it():
 # ----------------------------------------------------------------------- the parent template, as released
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('hunyuan_images')
-    paths = {}
-    for w, h in SIZES + [(3000, 2000)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (30, 30, 200)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    return contract.write_images(tmp_path_factory.mktemp('hunyuan_images'), SIZES + [(3000, 2000)], (30, 30, 200))
 
 
 SIZES = [(640, 480), (20, 30), (1000, 40), (300, 500)]

@@ -11,7 +11,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.llama4 import best_grid, fit_without_distortion, image_blocks, supported_grids
-from swift_ext.geometry import Clamp, swift_rescaled_size
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
@@ -121,39 +121,25 @@ def test_clamp_names_what_the_processor_did(size, clamp):
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tiles) == (plain.resized_width, plain.num_tiles)
 
 
 def test_every_template_on_the_class_is_covered():
-    from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.llama import Llama4Template
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Llama4Template)}
+    parents = contract.parents_on_class(Llama4Template)
     assert parents == {PARENT}
     assert family_of(PARENT)[0].name == 'llama4'
 
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _save(tmp_path, w, h):
-    path = str(tmp_path / f'img_{w}x{h}.png')
-    Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-    return path
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = contract.template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path):
@@ -161,7 +147,7 @@ def test_encode_identical_and_recorded(processor, tmp_path):
     settings = geo_tpl.geo_settings()
     patch = processor.tokenizer.convert_tokens_to_ids('<|patch|>')
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)], [(1500, 1500)]):
-        paths = [_save(tmp_path, w, h) for w, h in group]
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
         contract.assert_same_encode(expected, encoded)
         geos = [STORE.get(image_key(p), (None, None), PARENT + '_geo') for p in paths]
@@ -177,7 +163,7 @@ def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path)
     # Settings are read once; a processor changed afterwards tiles differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
     tpl = contract.template(processor, PARENT + '_geo')
-    path = _save(tmp_path, 2000, 300)
+    path = contract.save_image(tmp_path, 2000, 300)
     ip = tpl.processor.image_processor
     reset_warnings()
     try:
@@ -195,7 +181,7 @@ def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path)
 def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     from swift.template.vision_utils import load_image, rescale_image
     tpl = contract.template(processor, PARENT + '_geo', max_pixels=250_000)
-    path = _save(tmp_path, 1600, 1200)
+    path = contract.save_image(tmp_path, 1600, 1200)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), PARENT + '_geo')
     shrunk = rescale_image(load_image(path), 250_000)

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families.llava import LlavaSettings, crop_offset, resized_frame
@@ -28,18 +28,8 @@ TEMPLATE = PARENT + '_geo'
 
 
 @pytest.fixture(scope='module')
-def proc(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _image(tmp_path, width, height, rect=None):
-    img = Image.new('RGB', (width, height), (180, 180, 180))
-    if rect is not None:
-        ImageDraw.Draw(img).rectangle(rect, fill=(230, 20, 20))
-    path = tmp_path / f'img_{width}x{height}_{len(list(tmp_path.iterdir()))}.png'
-    img.save(path)
-    return str(path)
+def proc(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def _sizes(n, seed):
@@ -117,14 +107,13 @@ SIZES = [(50, 60), (640, 480), (1000, 300), (336, 336), (300, 1100), (2000, 90)]
 
 
 def test_settings_for_without_template_are_the_public_checkpoint(proc):
-    live = contract.template(proc, TEMPLATE).geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(TEMPLATE).to_dict(), 'versions': {}}
+    contract.assert_published_settings(proc, TEMPLATE)
 
 
 def test_encode_identical_and_geometry_is_what_the_processor_did(proc, tmp_path):
     base, geo_tpl = contract.template(proc, PARENT), contract.template(proc, TEMPLATE)
     for width, height in SIZES:
-        path = _image(tmp_path, width, height)
+        path = contract.drawn_image(tmp_path, width, height)
         a, b = base.encode(_sample([path])), geo_tpl.encode(_sample([path]))
         contract.assert_same_encode(a, b)
         geo = STORE.get(image_key(path), (None, None), TEMPLATE)
@@ -152,7 +141,7 @@ def test_red_box_in_the_real_view_maps_back_to_the_drawn_box(proc, tmp_path, siz
     try:
         tpl = contract.template(proc, TEMPLATE)
         assert tpl.geo_settings().do_pad is do_pad
-        path = _image(tmp_path, *size, rect=rect)
+        path = contract.drawn_image(tmp_path, *size, rect=rect)
         encoded = tpl.encode(_sample([path]))
         parent = contract.template(proc, PARENT).encode(_sample([path]))
         assert torch.equal(encoded['pixel_values'], parent['pixel_values'])

@@ -21,15 +21,8 @@ PARENTS = ('llava_onevision1_5', 'llava_onevision2')
 
 
 @pytest.fixture(scope='module')
-def proc(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('llava_onevision1_5'), model_type='qwen2_5_vl')
-
-
-def _image(tmp_path, width, height):
-    path = tmp_path / f'img_{width}x{height}.png'
-    Image.new('RGB', (width, height), (200, 30, 30)).save(path)
-    return str(path)
+def proc(tiny_processor):
+    return tiny_processor('llava_onevision1_5')
 
 
 def _sizes(n, seed):
@@ -78,7 +71,8 @@ def test_clamp_names(size, clamp):
 def test_encode_identical_and_geometry_is_what_fetch_image_did(proc, tmp_path, parent):
     from qwen_vl_utils import fetch_image
     base, geo_tpl = contract.template(proc, parent), contract.template(proc, parent + '_geo')
-    paths = [_image(tmp_path, w, h) for w, h in ((640, 480), (30, 30), (1000, 40), (300, 500))]
+    sizes = ((640, 480), (30, 30), (1000, 40), (300, 500))
+    paths = [contract.save_image(tmp_path, w, h, (200, 30, 30)) for w, h in sizes]
     for group in (paths[:1], paths[1:]):
         a, b = base.encode(_sample(group)), geo_tpl.encode(_sample(group))
         contract.assert_same_encode(a, b)
@@ -98,7 +92,7 @@ def test_row_max_pixels_prescales_and_fetch_image_ignores_it(proc, tmp_path):
     from qwen_vl_utils import fetch_image
     from swift.template.vision_utils import load_image, rescale_image
     tpl = contract.template(proc, 'llava_onevision1_5_geo')
-    path = _image(tmp_path, 1280, 960)
+    path = contract.save_image(tmp_path, 1280, 960, (200, 30, 30))
     encoded = tpl.encode(_sample([path], chat_template_kwargs={'max_pixels': 50176}))
     geo = STORE.get(image_key(path), row_limits_key({'max_pixels': 50176}), 'llava_onevision1_5_geo')
     expected = fetch_image({'image': rescale_image(load_image(path), 50176)}).size
@@ -108,7 +102,7 @@ def test_row_max_pixels_prescales_and_fetch_image_ignores_it(proc, tmp_path):
 
 
 def test_refused_where_the_parent_refuses(proc, tmp_path):
-    path = _image(tmp_path, 3, 700)
+    path = contract.save_image(tmp_path, 3, 700, (200, 30, 30))
     for name in ('llava_onevision1_5', 'llava_onevision1_5_geo'):
         with pytest.raises(ValueError, match='aspect ratio'):
             contract.template(proc, name).encode(_sample([path]))
@@ -116,5 +110,15 @@ def test_refused_where_the_parent_refuses(proc, tmp_path):
 
 def test_settings_for_without_template_are_the_live_ones(proc):
     for parent in PARENTS:
-        live = contract.template(proc, parent + '_geo').geo_settings()
-        assert {**live.to_dict(), 'versions': {}} == {**default_settings(parent + '_geo').to_dict(), 'versions': {}}
+        contract.assert_published_settings(proc, parent + '_geo')
+
+
+def test_an_engine_encode_keeps_the_prediction():
+    # Unlike Qwen's templates, these hand an engine the image as loaded: its geometry is the prediction, not the
+    # grid of a replace_tag size (Family.handed, past Qwen's HandsResizedImage mixin).
+    from swift_ext.families import family_of
+    from swift_ext.families.base import ImageEntry
+    from swift_ext.settings import default_settings
+    geo, _ = default_settings('llava_onevision1_5_geo').predict(width=640, height=480)
+    entry = ImageEntry(key='k', name='x.png', size=(640, 480), resized=(644, 476))
+    assert family_of('llava_onevision1_5')[0].handed(None, {}, [entry], [geo]) == ([geo], 'prediction')

@@ -12,7 +12,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.mllama import fit_to_canvas, optimal_canvas, supported_aspect_ratios
-from swift_ext.geometry import Clamp, swift_rescaled_size
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
@@ -106,11 +106,7 @@ def test_no_image_is_refused_and_tokens_count_tiles():
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tiles) == (plain.resized_width, plain.num_tiles)
     assert dict(geo.extra)['processor_input_width'] == w
 
@@ -118,8 +114,7 @@ def test_swift_max_pixels_prescale_comes_first():
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.llama import Llama3_2VisionTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Llama3_2VisionTemplate)}
+    parents = contract.parents_on_class(Llama3_2VisionTemplate)
     assert parents == {PARENT}
     assert family_of(PARENT)[0].name == 'mllama'
     assert TEMPLATE_MAPPING[PARENT + '_geo'].template_cls.__mro__[2] is Llama3_2VisionTemplate
@@ -127,14 +122,12 @@ def test_every_template_on_the_class_is_covered():
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = contract.template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path, tiny_model):
@@ -145,10 +138,7 @@ def test_encode_identical_and_recorded(processor, tmp_path, tiny_model):
     settings = geo_tpl.geo_settings()
     assert per_tile == settings.tokens_per_tile == 1601
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)], [(1200, 1200)]):
-        paths = []
-        for w, h in group:
-            paths.append(str(tmp_path / f'img_{w}x{h}.png'))
-            Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(paths[-1])
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
         contract.assert_same_encode(expected, encoded)
         ids = encoded['input_ids']

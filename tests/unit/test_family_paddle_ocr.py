@@ -30,20 +30,9 @@ PADDLE_LIMITS = [  # (min_pixels, max_pixels) = the processor's size shortest_ed
 def test_paddle_smart_resize_parity(min_pixels, max_pixels):
     from transformers.models.paddleocr_vl.image_processing_paddleocr_vl import smart_resize
     sizes = contract.mixed_sizes(min_pixels ^ max_pixels, 1500)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        try:
-            rh, rw = smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-            theirs = (rw, rh)
-        except ValueError:
-            theirs = 'refused'
-        try:
-            ours, clamped = paddle_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels)
-        except GeometryError:
-            ours, clamped = 'refused', 'refused'
-        outcomes.add(clamped)
-        if ours != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    mismatches, outcomes = contract.resize_parity(
+        sizes, lambda w, h: paddle_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels),
+        lambda w, h: tuple(smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels))[::-1])
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     if (min_pixels, max_pixels) == PADDLE_LIMITS[0]:
         assert outcomes == {None, 'max_pixels', 'min_pixels', 'upscale', 'refused'}
@@ -68,18 +57,7 @@ def test_token_count_parity_with_the_processor():
     import transformers as tf
     ip = tf.PaddleOCRVLImageProcessor(min_pixels=112896, max_pixels=1003520)
     settings = default_settings('paddle_ocr_1_5_geo')
-    checked = 0
-    for w, h in contract.mixed_sizes(11, 2000):
-        try:
-            patches = ip.get_number_of_image_patches(h, w, {})
-        except ValueError:
-            with pytest.raises(GeometryError, match='aspect ratio over 200'):
-                settings.predict(width=w, height=h)
-            continue
-        geo, _ = settings.predict(width=w, height=h)
-        assert geo.num_tokens == patches // 4 and geo.grid[1] * geo.grid[2] == patches, (w, h)
-        checked += 1
-    assert checked > 1500
+    assert contract.assert_token_parity(ip, settings, contract.mixed_sizes(11, 2000)) > 1500
 
 
 @pytest.mark.parametrize('row,match', [
@@ -118,13 +96,7 @@ def paddle(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('paddle_images')
-    paths = {}
-    for w, h in SIZES + [(2, 500)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (30, 30, 200)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    return contract.write_images(tmp_path_factory.mktemp('paddle_images'), SIZES + [(2, 500)], (30, 30, 200))
 
 
 def _check_recorded(encoded, paths, settings, row=None):

@@ -34,13 +34,8 @@ def checkpoint(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('paligemma_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700)]
+    return contract.write_images(tmp_path_factory.mktemp('paligemma_images'), sizes)
 
 
 def _recorded(path, template='paligemma_geo', limits=(None, None)):
@@ -76,8 +71,7 @@ def test_the_image_processor_makes_the_predicted_size(checkpoint):
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.gemma import PaliGemmaTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, PaliGemmaTemplate)}
+    parents = contract.parents_on_class(PaliGemmaTemplate)
     assert parents == {'paligemma'} and 'paligemma_geo' in TEMPLATE_MAPPING
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.phi4_multimodal import closest_ratio, hd_content, hd_grid, hd_mask, target_ratios
-from swift_ext.geometry import Clamp, GeometryError, swift_rescaled_size
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
@@ -116,19 +116,13 @@ def test_clamp_names_what_the_processor_did(size, clamp):
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tokens) == (plain.resized_width, plain.num_tokens)
 
 
 def test_every_template_on_the_class_is_covered():
-    from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.microsoft import Phi4MMTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Phi4MMTemplate)}
+    parents = contract.parents_on_class(Phi4MMTemplate)
     assert parents == {PARENT}
     family, spec = family_of(PARENT)
     assert family.name == 'phi4_multimodal' and spec.verification == 'published_code' and not spec.boxes_trained
@@ -136,20 +130,12 @@ def test_every_template_on_the_class_is_covered():
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _save(tmp_path, w, h):
-    path = str(tmp_path / f'img_{w}x{h}.png')
-    Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-    return path
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = contract.template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path):
@@ -157,7 +143,7 @@ def test_encode_identical_and_recorded(processor, tmp_path):
     settings = geo_tpl.geo_settings()
     # Two images side by side make one run of <|endoftext10|>: the record takes each image's own count.
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)]):
-        paths = [_save(tmp_path, w, h) for w, h in group]
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
         contract.assert_same_encode(expected, encoded)
         geos = [STORE.get(image_key(p), (None, None), PARENT + '_geo') for p in paths]
@@ -171,7 +157,7 @@ def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path)
     # Settings are read once; a processor changed afterwards crops differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
     tpl = contract.template(processor, PARENT + '_geo')
-    path = _save(tmp_path, 3000, 500)
+    path = contract.save_image(tmp_path, 3000, 500)
     ip = tpl.processor.image_processor
     reset_warnings()
     try:

@@ -108,8 +108,7 @@ def test_every_template_on_the_classes_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.mistral import Mistral2503Template
     from swift.template.templates.pixtral import PixtralTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, (Mistral2503Template, PixtralTemplate))}
+    parents = contract.parents_on_class(Mistral2503Template, PixtralTemplate)
     assert parents == set(MISTRAL) | {'pixtral'}
     assert all(p + '_geo' in TEMPLATE_MAPPING for p in parents)
 
@@ -128,13 +127,8 @@ def checkpoints(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('pixtral_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 40), (29, 1541)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 40), (29, 1541)]
+    return contract.write_images(tmp_path_factory.mktemp('pixtral_images'), sizes)
 
 
 def _template(checkpoints, name, **kwargs):

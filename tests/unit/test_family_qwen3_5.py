@@ -140,9 +140,8 @@ def test_row_limits_and_swift_prerescale_match_the_libraries():
 
 # ------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('qwen3_5'), model_type='qwen3_5')
+def processor(tiny_processor):
+    return tiny_processor('qwen3_5')
 
 
 def test_tiny_checkpoint_has_the_real_token_ids(processor, tiny_model):
@@ -229,14 +228,6 @@ def test_forward_through_swift_gives_finite_logits(tiny_model, sample_images):
     assert type(model).__name__ == 'Qwen3_5ForConditionalGeneration' and model.dtype == torch.float32
     assert model.config.text_config.layer_types == ['linear_attention', 'full_attention']
     template = contract.template(proc, 'qwen3_5_geo')
-    template.model = model
-    encoded = template.encode(contract.sample([sample_images['landscape']]))
-    batch = template.data_collator([encoded])
-    template.register_post_encode_hook([model])
-    try:
-        with torch.no_grad():
-            output = model(**batch)
-    finally:
-        template.remove_post_encode_hook()
+    output, encoded = contract.forward(model, template, contract.sample([sample_images['landscape']]))
     assert output.logits.shape == (1, len(encoded['input_ids']), 248320)
     assert torch.isfinite(output.logits).all() and torch.isfinite(output.loss)
