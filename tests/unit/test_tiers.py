@@ -29,3 +29,16 @@ def test_the_tier_matches_what_the_test_needs(request):
 def test_tiers_are_registered(pytestconfig):
     registered = {line.split(':')[0] for line in pytestconfig.getini('markers')}
     assert set(TIERS) <= registered
+
+
+def test_a_pure_test_cannot_start_a_process(request):
+    # This test is `pure`: a child process (here the smallest one) is refused, naming the tier to use.
+    import subprocess
+    import sys
+
+    import pytest
+    assert request.node.get_closest_marker('pure')
+    with pytest.raises(RuntimeError, match='a `pure` test starts no process'):
+        subprocess.run([sys.executable, '-c', 'pass'], check=True)
+    with pytest.raises(RuntimeError, match='a `pure` test starts no process'):
+        os.fork()
