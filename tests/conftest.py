@@ -329,6 +329,7 @@ def tier_of(item) -> str:
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by these marks
 def pytest_collection_modifyitems(config, items):
+    config.collected_before_selection = [item.nodeid for item in items]  # for tests/unit/test_tiers.py
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(tier_of(item))

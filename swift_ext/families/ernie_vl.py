@@ -29,11 +29,11 @@ is not vendored. Its processor counts tokens with its own ``image_min_pixels`` /
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..geometry import patch_grid, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
+from .common import limits_from_processor, zero_floor_geometry
 from .encoded import grid_sized, image_grids, predicted_tokens, token_id, token_runs
 
 ERNIE_PATCH_SIZE = 14
@@ -63,12 +63,7 @@ def ernie_geometry(settings: ErnieVLSettings, *, width: int, height: int, name: 
         >>> (geo.resized_width, geo.resized_height, geo.grid, geo.num_tokens, clamp)
         (644, 476, (1, 34, 46), 391, None)
     """
-    factor = settings.patch_size * settings.merge_size
-    (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
-                                              min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
-                                              name=name)
-    return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh,
-                      patch_size=settings.patch_size, merge_size=settings.merge_size), clamp
+    return zero_floor_geometry(settings, width=width, height=height, name=name)
 
 
 @register_family
@@ -85,13 +80,9 @@ class ErnieVL(Family):
     @classmethod
     def settings_from_template(cls, template, settings):
         ip = template.processor.image_processor
-        size = dict(getattr(ip, 'size', None) or {})
         # The checkpoint's remote Ernie4_5_VLImageProcessor keeps min_pixels / max_pixels; the port, size.
-        min_pixels = getattr(ip, 'min_pixels', None) or size.get('shortest_edge') or settings.min_pixels
-        max_pixels = getattr(ip, 'max_pixels', None) or size.get('longest_edge') or settings.max_pixels
-        return replace(settings, min_pixels=int(min_pixels), max_pixels=int(max_pixels),
-                       patch_size=int(getattr(ip, 'patch_size', settings.patch_size)),
-                       merge_size=int(getattr(ip, 'merge_size', settings.merge_size)))
+        return limits_from_processor(ip, settings, min_pixels=getattr(ip, 'min_pixels', None),
+                                     max_pixels=getattr(ip, 'max_pixels', None))
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):

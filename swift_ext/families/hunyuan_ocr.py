@@ -31,11 +31,11 @@ formatted manner", README of Tencent-Hunyuan/HunyuanOCR) answers ``text(x1,y1),(
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..geometry import patch_grid, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
+from .common import limits_from_processor, zero_floor_geometry
 from .encoded import grid_sized, image_grids, predicted_tokens, token_runs
 
 HUNYUAN_PATCH_SIZE = 16
@@ -77,14 +77,8 @@ def hunyuan_geometry(settings: HunyuanOCRSettings, *, width: int, height: int, n
         >>> (geo.resized_width, geo.resized_height, geo.grid, geo.num_tokens, clamp)
         (640, 480, (1, 30, 40), 317, None)
     """
-    factor = settings.patch_size * settings.merge_size
-    (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
-                                              min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
-                                              name=name)
-    patch = settings.patch_size
-    return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh, patch_size=patch,
-                      merge_size=settings.merge_size,
-                      num_tokens=hunyuan_tokens(rh // patch, rw // patch, settings.merge_size)), clamp
+    return zero_floor_geometry(settings, width=width, height=height, name=name,
+                               tokens=lambda rows, cols: hunyuan_tokens(rows, cols, settings.merge_size))
 
 
 @register_family
@@ -98,12 +92,7 @@ class HunyuanOCR(Family):
 
     @classmethod
     def settings_from_template(cls, template, settings):
-        ip = template.processor.image_processor
-        size = dict(getattr(ip, 'size', None) or {})
-        return replace(settings, min_pixels=int(size.get('shortest_edge') or settings.min_pixels),
-                       max_pixels=int(size.get('longest_edge') or settings.max_pixels),
-                       patch_size=int(getattr(ip, 'patch_size', settings.patch_size)),
-                       merge_size=int(getattr(ip, 'merge_size', settings.merge_size)))
+        return limits_from_processor(template.processor.image_processor, settings)
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):

@@ -1,5 +1,6 @@
-"""What every family's tests share: a train-mode template, a grounding sample, the encode comparison, and
-seeded random image sizes. Internal (tests, benchmarks): one copy here instead of one per family test file.
+"""What every family's tests share, one copy instead of one per family test file: a train-mode template, a
+grounding sample, the encode comparison (and the parent-versus-`_geo` check built on it), a forward pass,
+generated images, parity sweeps against the libraries, and seeded random image sizes. Internal (tests).
 
 The size generators are the ones the family tests were written with, kept draw for draw: a test that moves
 here keeps its exact sizes and counts.
@@ -40,7 +41,7 @@ def sample(paths: Sequence[str], prompt: str = PROMPT, answer: str = ANSWER, *, 
 
 
 def assert_same_encode(a: Mapping, b: Mapping, where: str = '') -> None:
-    """``a`` and ``b`` (two encodes) have the same keys and equal values: tensors element for element,
+    """``a`` and ``b`` (two encodes) have the same keys and equal values: tensors of one dtype element for element,
     lists and dicts item by item, anything else by ``==``."""
     assert sorted(a) == sorted(b), where
     for key in a:
@@ -50,7 +51,7 @@ def assert_same_encode(a: Mapping, b: Mapping, where: str = '') -> None:
 def _assert_same(a, b, where: str) -> None:
     import torch
     if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where  # equal ignores dtype
     elif isinstance(a, (list, tuple)):
         assert type(a) is type(b) and len(a) == len(b), where
         for i, (x, y) in enumerate(zip(a, b, strict=True)):

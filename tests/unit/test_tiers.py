@@ -2,7 +2,7 @@
 the test needs: a test that requests a tiny checkpoint is not `pure`, a tests/e2e test is `e2e`."""
 import os
 
-from conftest import E2E_DIR, TIERS, TINY_FIXTURES
+from conftest import E2E_DIR, TIERS, TINY_FIXTURES, TINY_TESTS
 
 
 def _tiers(item):
@@ -21,9 +21,20 @@ def test_the_tier_matches_what_the_test_needs(request):
     for item in request.session.items:
         (tier,) = _tiers(item)
         in_e2e = str(item.path).startswith(E2E_DIR + os.sep)
-        if in_e2e != (tier == 'e2e') or (tier == 'pure' and TINY_FIXTURES & set(item.fixturenames)):
+        needs_more = TINY_FIXTURES & set(item.fixturenames) or item.nodeid.startswith(TINY_TESTS)
+        if in_e2e != (tier == 'e2e') or (tier == 'pure' and needs_more):
             wrong.append((item.nodeid, tier))
     assert wrong == []
+
+
+def test_every_named_tiny_test_exists(request):
+    # A renamed test must not drop back to `pure` unnoticed: each name in TINY_TESTS whose file this run
+    # collected names some collected test.
+    ids = request.config.collected_before_selection  # `-m` deselects after the tiers are set
+    files = {nodeid.split('::')[0] for nodeid in ids}
+    stale = [name for name in TINY_TESTS
+             if name.split('::')[0] in files and not any(nodeid.startswith(name) for nodeid in ids)]
+    assert stale == []
 
 
 def test_tiers_are_registered(pytestconfig):
