@@ -43,8 +43,7 @@ def images(tmp_path_factory):
 
 def _sample(path, task='<OD>', answer='car<loc_100><loc_200><loc_500><loc_600>'):
     # Florence's task prompts are the whole query: no `<image>` tag (ms-swift adds none for this template).
-    return {'messages': [{'role': 'user', 'content': task}, {'role': 'assistant', 'content': answer}],
-            'images': [path]}
+    return contract.sample([path], task, answer, tag='')
 
 
 def _recorded(path):
