@@ -330,6 +330,12 @@ def fit_clamp(*, width: int, height: int, resized_width: int, resized_height: in
     return shrunk
 
 
+def fitted(geo: ImageGeometry, *, width: int, height: int) -> tuple[ImageGeometry, Clamp | None]:
+    """``(geo, clamp)``: ``geo`` with the :func:`fit_clamp` of a ``width`` x ``height`` image resized to its size."""
+    return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
+                          resized_height=geo.resized_height)
+
+
 def stretched(*, width: int, height: int, resized_width: int, resized_height: int,
               num_tokens: int) -> tuple[ImageGeometry, Clamp | None]:
     """Every image resized to one size the model fixes, aspect not kept (PaliGemma, Florence-2, GOT-OCR 2.0).
@@ -342,6 +348,23 @@ def stretched(*, width: int, height: int, resized_width: int, resized_height: in
     geo = ImageGeometry(original_width=width, original_height=height, resized_width=resized_width,
                         resized_height=resized_height, num_tokens=num_tokens)
     return geo, fit_clamp(width=width, height=height, resized_width=resized_width, resized_height=resized_height)
+
+
+def patch_grid(*, width: int, height: int, resized_width: int, resized_height: int, patch_size: int, merge_size: int,
+               num_tokens: int | None = None, **fields: Any) -> ImageGeometry:
+    """A ``width`` x ``height`` image resized and cut into ``patch_size`` patches, ``merge_size**2`` of them a
+    token unless ``num_tokens`` says otherwise (the Qwen-style vision towers: Qwen, GLM, ERNIE, PaddleOCR, ...).
+
+    Example:
+        >>> patch_grid(width=640, height=480, resized_width=644, resized_height=476, patch_size=14,
+        ...            merge_size=2).grid
+        (1, 34, 46)
+    """
+    grid = (1, resized_height // patch_size, resized_width // patch_size)
+    if num_tokens is None:
+        num_tokens = grid[1] * grid[2] // merge_size ** 2
+    return ImageGeometry(original_width=width, original_height=height, resized_width=resized_width,
+                         resized_height=resized_height, grid=grid, num_tokens=num_tokens, **fields)
 
 
 # --- shared rounding: the steps several processors take alike -------------------------------------

@@ -69,6 +69,23 @@ def tiny_model(tmp_path_factory) -> Callable[[str], str]:
     return factory
 
 
+@pytest.fixture(scope='module')
+def tiny_processor(tiny_model) -> Callable[[str], object]:
+    """Factory: ``tiny_processor(parent) -> processor`` of ``parent``'s tiny checkpoint, as ms-swift's
+    ``get_processor`` loads it with the model type ``run_flags`` names; loaded once per test module (a test that
+    changes it puts it back)."""
+    from swift.model import get_processor
+
+    from swift_ext.testing.tiny import run_flags
+    cache = {}
+
+    def get(parent: str):
+        if parent not in cache:
+            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
+        return cache[parent]
+    return get
+
+
 @pytest.fixture(scope='session')
 def sample_images(tmp_path_factory) -> dict[str, str]:
     """``{name: path}`` of small generated images: see ``SAMPLE_IMAGE_SIZES`` for sizes.
@@ -263,3 +280,90 @@ def log_dir(tmp_path, monkeypatch):
     recorder().flush()
     for key in [k for k in runlog.STATE.fds if k[1].startswith(str(tmp_path))]:
         os.close(runlog.STATE.fds.pop(key))
+
+
+# --- test tiers ------------------------------------------------------------------------------------
+# Every test has exactly one tier (registered in pyproject.toml; tests/unit/test_tiers.py checks):
+#   pure  in-process arithmetic and files: no checkpoint, no child process; `pytest -m pure` runs in seconds;
+#   tiny  builds or loads a tiny checkpoint (requests `tiny_model`, directly or through a fixture), or starts
+#         a process (a `swift-ext` command, a fork): minutes;
+#   e2e   tests/e2e: real `swift` / `swift-ext` runs on tiny checkpoints in subprocesses.
+# The tier comes from where the test lives and what it requests, so a new test is marked without effort;
+# a test that builds a model or starts a process another way says `@pytest.mark.tiny` itself, and a `pure`
+# test that starts one anyway fails, saying so (`_pure_starts_no_process`).
+TIERS = ('pure', 'tiny', 'e2e')
+TINY_FIXTURES = frozenset({'tiny_model'})
+# Tests that request no checkpoint yet are `tiny`: they sweep for many seconds (over 2 s on the 2-core test machine)
+# or start processes. A node id starting with one of these; a `pure` test that starts a process fails anyway.
+TINY_TESTS = (
+    'tests/unit/test_bench.py::TestQuickRun::',  # `swift-ext bench --quick` on tiny checkpoints, a subprocess
+    'tests/unit/test_family_internvl.py::test_internvl_tiles_match_ms_swift',  # 2,000 examples against ms-swift
+    'tests/unit/test_family_internvl.py::test_internvl_hf_grid_matches_transformers',  # 1,500 examples
+    'tests/unit/test_family_internvl.py::test_internvl_real_tiling',
+    'tests/unit/test_family_internvl.py::test_grid_order_is_ms_swifts_',  # grids for a MAX_NUM of thousands
+    'tests/unit/test_family_phi4_multimodal.py::test_dynamic_preprocess_parity',
+    'tests/unit/test_video_sampling.py::test_frame_range_and_count_parity',
+    'tests/unit/test_video_sampling.py::test_frame_size_parity_with_fetch_video',
+    'tests/unit/test_video_sampling.py::test_frame_indices_equal_torch_linspace',
+    'tests/unit/test_video_files.py::test_sampled_frames_are_the_predicted_ones',
+    'tests/unit/test_fast_paths.py::test_pixtral_grids_equal_the_token_loop',
+    'tests/unit/test_fast_paths.py::test_token_spans_equal_the_loop_whatever_the_hint',
+    'tests/unit/test_fast_paths.py::test_gemma4_patch_extents_equal_the_full_max_whatever_the_hint',
+    'tests/unit/test_bench.py::TestHelpers::test_interleaving_alternates_order',
+    'tests/unit/test_family_qwen3_5.py::test_row_limits_and_swift_prerescale_match_the_libraries',
+    'tests/unit/test_family_qwen.py::test_transformers_grid',
+    'tests/unit/test_family_qwen.py::test_smart_resize_parity',
+    'tests/unit/test_family_deepseek_vl2.py::test_pad_layout_is_pillows_imageops_pad',
+    'tests/unit/test_family_glm4v.py::test_glm5_next_content_matches_the_real_resize',
+    # They start processes (a `swift-ext` command, python -c, a fork):
+    'tests/unit/test_callback_unit.py::test_each_step_counts_the_images_of_the_batches_it_trained_on',
+    'tests/unit/test_check.py::TestUnreadableInput::test_cli_exit_2',
+    'tests/unit/test_cli.py::test_plugin_path_is_the_packaged_plugin',
+    'tests/unit/test_cli.py::test_templates_json_lists_every_registered_template',
+    'tests/unit/test_cli.py::test_unknown_command_and_closed_pipe_print_no_traceback',
+    'tests/unit/test_geometry.py::test_import_is_light',
+    'tests/unit/test_scoring.py::test_import_is_light',
+    'tests/unit/test_hostile_plan.py::test_a_killed_worker_is_an_error_not_a_hang',
+    'tests/unit/test_hostile_plan.py::test_every_bad_row_is_named_and_good_rows_plan',
+    'tests/unit/test_hostile_runlog.py::test_fork_',
+    'tests/unit/test_plan.py::test_workers_give_the_same_numbers',
+    'tests/unit/test_readme.py::test_plan_output_in_readme',
+    'tests/unit/test_recorder.py::test_a_forked_child_writes_its_own_encodes_at_exit_and_not_its_parents',
+    'tests/unit/test_recorder.py::test_a_worker_',
+    'tests/unit/test_recorder.py::test_fingerprints_are_the_same_in_every_process',
+    'tests/unit/test_recorder.py::test_forks_under_two_busy_threads_never_hang',
+)
+E2E_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'e2e')
+
+
+def tier_of(item) -> str:
+    """The tier a test gets when it names none: e2e by folder, tiny by fixture, else pure."""
+    if str(item.path).startswith(E2E_DIR + os.sep):
+        return 'e2e'
+    if TINY_FIXTURES & set(getattr(item, 'fixturenames', ())) or item.nodeid.startswith(TINY_TESTS):
+        return 'tiny'
+    return 'pure'
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by these marks
+def pytest_collection_modifyitems(config, items):
+    config.collected_before_selection = [item.nodeid for item in items]  # for tests/unit/test_tiers.py
+    for item in items:
+        if not any(item.get_closest_marker(tier) for tier in TIERS):
+            item.add_marker(tier_of(item))
+
+
+@pytest.fixture(autouse=True)
+def _pure_starts_no_process(request, monkeypatch):
+    """In a `pure` test, starting a process (subprocess, fork) raises, naming the tier the test belongs to."""
+    if request.node.get_closest_marker('pure') is None:
+        return
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(f'{request.node.nodeid}: a `pure` test starts no process; mark it '
+                           '`@pytest.mark.tiny` (see the tiers in tests/conftest.py)')
+    import _posixsubprocess  # what subprocess (its own reference) and multiprocessing's spawn start a child with
+    monkeypatch.setattr(_posixsubprocess, 'fork_exec', refuse)
+    monkeypatch.setattr(subprocess, '_fork_exec', refuse)
+    for name in ('fork', 'forkpty', 'posix_spawn', 'posix_spawnp'):
+        monkeypatch.setattr(os, name, refuse)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, fit_clamp
+from ..geometry import GeometryError, ImageGeometry, fitted
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
 from .encoded import predicted_tokens, token_runs
@@ -126,8 +126,7 @@ class DeepseekVL2(Family):
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
         geo = cls.geometry(settings, width=width, height=height, cropping=settings.cropping, name=name)
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -30,32 +30,20 @@ from dataclasses import replace
 
 from . import register_family
 from .base import TemplateSpec
-from .qwen import Qwen
+from .qwen import FetchImageOnly
 
 _SOURCE = ('dots.ocr layout JSON {"bbox": [x1, y1, x2, y2], ...} in pixels of the smart_resize input '
            '(rednote-hilab/dots.ocr dots_ocr/utils/layout_utils.py post_process_cells)')
 
 
 @register_family
-class DotsOCR(Qwen):
+class DotsOCR(FetchImageOnly):  # DotsOCRLoader reads no image environment; DotsOCRTemplate passes no patch size
     name = 'dots_ocr'
     env_vars = ()
     sweep_knob = '--max_pixels'  # MAX_PIXELS does not reach fetch_image here
     row_max_pixels_rescales = True  # DotsOCRTemplate keeps Template._get_max_pixels (the row's, else --max_pixels)
     templates = (TemplateSpec('dots_ocr', 'abs', ('bare_list',), coords_source=_SOURCE,
                               verification='published_code'),)
-
-    @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        return super(Qwen, cls).settings_for(parent, env=env, swift_max_pixels=swift_max_pixels, overrides=overrides)
-
-    @classmethod
-    def settings_from_env(cls, settings, env):
-        return settings  # DotsOCRLoader reads no environment variable for images
-
-    @classmethod
-    def fetch_patch_size(cls, template, patch):
-        return 14  # fetch_image's image_patch_size default: DotsOCRTemplate passes none
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):

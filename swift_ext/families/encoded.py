@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..geometry import ImageGeometry
+from ..geometry import ImageGeometry, updated
 
 
 def token_runs(input_ids: Sequence[int], token_id: int, expected: Sequence[int] | None = None) -> list[int]:
@@ -93,15 +93,17 @@ def encoded_rows(encoded: Mapping, key: str) -> list | None:
     return None if value is None else tolist(value)
 
 
-def image_grids(encoded: Mapping, count: int, *, merge_size: int,
-                runs: Sequence[int] | None = None) -> list[tuple[tuple[int, int, int], int] | None] | None:
-    """Per image, ``((t, h, w), tokens)`` from the encode's ``image_grid_thw`` (Qwen, GLM, PaddleOCR).
+def image_grids(encoded: Mapping, count: int, *, merge_size: int, runs: Sequence[int] | None = None,
+                key: str = 'image_grid_thw', tokens: Callable[[int, int, int], int] | None = None,
+                ) -> list[tuple[tuple[int, int, int], int] | None] | None:
+    """Per image, ``((t, h, w), tokens)`` from the encode's ``key`` rows (``image_grid_thw``: Qwen, GLM,
+    PaddleOCR, HunyuanOCR; ERNIE's ``grid_thw``, Kimi-K2.5's ``grid_thws``).
 
     ``tokens`` is the image's token run where ``runs`` has one per grid row (what the model really
-    gets), else ``t * h * w // merge_size**2``. None where the encode has no ``image_grid_thw``; a
-    None entry for an image past its rows.
+    gets), else ``tokens(t, h, w)`` (default ``t * h * w // merge_size**2``). None where the encode has
+    no ``key``; a None entry for an image past its rows.
     """
-    rows = encoded_rows(encoded, 'image_grid_thw')
+    rows = encoded_rows(encoded, key)
     if rows is None:
         return None
     use_runs = runs is not None and len(runs) == len(rows)
@@ -112,8 +114,22 @@ def image_grids(encoded: Mapping, count: int, *, merge_size: int,
             out.append(None)
             continue
         t, h, w = (int(v) for v in rows[i])
-        out.append(((t, h, w), runs[i] if use_runs else t * h * w // merge))
+        if use_runs:
+            out.append(((t, h, w), runs[i]))
+        else:
+            out.append(((t, h, w), tokens(t, h, w) if tokens else t * h * w // merge))
     return out
+
+
+def grid_sized(predicted: Sequence, grids: Sequence | None, patch: int) -> list:
+    """``predicted`` with each image's grid and tokens from ``grids`` (:func:`image_grids`) and its resized size
+    ``grid * patch``; an image without a grid (None) as predicted."""
+    if grids is None:
+        return list(predicted)
+    return [geo if geo is None or found is None else
+            updated(geo, grid=found[0], resized_width=found[0][2] * patch, resized_height=found[0][1] * patch,
+                    num_tokens=found[1])
+            for geo, found in zip(predicted, grids, strict=True)]
 
 
 def token_id(template: Any, token: str) -> int:

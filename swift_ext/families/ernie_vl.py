@@ -29,12 +29,12 @@ is not vendored. Its processor counts tokens with its own ``image_min_pixels`` /
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..geometry import ImageGeometry, updated, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
-from .encoded import encoded_rows, predicted_tokens, token_id, token_runs
+from .common import limits_from_processor, zero_floor_geometry
+from .encoded import grid_sized, image_grids, predicted_tokens, token_id, token_runs
 
 ERNIE_PATCH_SIZE = 14
 ERNIE_MERGE_SIZE = 2
@@ -63,13 +63,7 @@ def ernie_geometry(settings: ErnieVLSettings, *, width: int, height: int, name: 
         >>> (geo.resized_width, geo.resized_height, geo.grid, geo.num_tokens, clamp)
         (644, 476, (1, 34, 46), 391, None)
     """
-    factor = settings.patch_size * settings.merge_size
-    (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
-                                              min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
-                                              name=name)
-    grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                         grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2), clamp
+    return zero_floor_geometry(settings, width=width, height=height, name=name)
 
 
 @register_family
@@ -86,13 +80,9 @@ class ErnieVL(Family):
     @classmethod
     def settings_from_template(cls, template, settings):
         ip = template.processor.image_processor
-        size = dict(getattr(ip, 'size', None) or {})
         # The checkpoint's remote Ernie4_5_VLImageProcessor keeps min_pixels / max_pixels; the port, size.
-        min_pixels = getattr(ip, 'min_pixels', None) or size.get('shortest_edge') or settings.min_pixels
-        max_pixels = getattr(ip, 'max_pixels', None) or size.get('longest_edge') or settings.max_pixels
-        return replace(settings, min_pixels=int(min_pixels), max_pixels=int(max_pixels),
-                       patch_size=int(getattr(ip, 'patch_size', settings.patch_size)),
-                       merge_size=int(getattr(ip, 'merge_size', settings.merge_size)))
+        return limits_from_processor(ip, settings, min_pixels=getattr(ip, 'min_pixels', None),
+                                     max_pixels=getattr(ip, 'max_pixels', None))
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
@@ -100,19 +90,8 @@ class ErnieVL(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        rows = encoded_rows(encoded, 'grid_thw')
-        if rows is None:
-            return list(predicted)
         settings = template.geo_settings()
         runs = token_runs(encoded['input_ids'], token_id(template, '<|IMAGE_PLACEHOLDER|>'),
                           predicted_tokens(predicted))
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
-            out.append(updated(geo, grid=(t, gh, gw), resized_width=gw * settings.patch_size,
-                               resized_height=gh * settings.patch_size, num_tokens=tokens))
-        return out
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs, key='grid_thw')
+        return grid_sized(predicted, grids, settings.patch_size)

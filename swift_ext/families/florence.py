@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import stretched, updated
+from ..geometry import updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec
+from .base import TemplateSpec
+from .common import StretchedFamily, StretchedSettings
 
 # florence-community/Florence-2-base and -large (the native conversions of microsoft/Florence-2-*).
 IMAGE_SIZE = 768
@@ -40,14 +41,14 @@ _SOURCE = ("transformers' Florence2PostProcessor (models/florence2/processing_fl
 
 
 @dataclass(frozen=True)
-class FlorenceSettings(PreprocessSettings):
+class FlorenceSettings(StretchedSettings):
     image_width: int = IMAGE_SIZE
     image_height: int = IMAGE_SIZE
     tokens_per_image: int = TOKENS_PER_IMAGE
 
 
 @register_family
-class Florence(Family):
+class Florence(StretchedFamily):
     name = 'florence'
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
@@ -65,11 +66,6 @@ class Florence(Family):
                              f"{{'height', 'width'}}; this checkpoint's is {size}, which swift-ext does not model.")
         return replace(settings, image_width=int(size['width']), image_height=int(size['height']),
                        tokens_per_image=int(processor.num_image_tokens))
-
-    @classmethod
-    def resize(cls, settings, *, width, height, row_kwargs, name):
-        return stretched(width=width, height=height, resized_width=settings.image_width,
-                         resized_height=settings.image_height, num_tokens=settings.tokens_per_image)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

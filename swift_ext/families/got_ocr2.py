@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import stretched, updated
+from ..geometry import updated
 from . import register_family
-from .base import Family, PreprocessSettings, untrained_spec
+from .base import untrained_spec
+from .common import StretchedFamily, StretchedSettings
 from .encoded import predicted_tokens, template_memo, token_runs
 
 # stepfun-ai/GOT-OCR-2.0-hf's preprocessor_config.json; 256 is hard-coded by ms-swift's template.
@@ -31,14 +32,14 @@ _SOURCE = ('no box output: GOT-OCR 2.0 reads a box as input (`[x1, y1, x2, y2] O
 
 
 @dataclass(frozen=True)
-class GotOcr2Settings(PreprocessSettings):
+class GotOcr2Settings(StretchedSettings):
     image_width: int = IMAGE_SIZE
     image_height: int = IMAGE_SIZE
     tokens_per_image: int = TOKENS_PER_IMAGE
 
 
 @register_family
-class GotOcr2(Family):
+class GotOcr2(StretchedFamily):
     name = 'got_ocr2'
     encoded_keys = ('input_ids',)
     settings_cls = GotOcr2Settings
@@ -48,11 +49,6 @@ class GotOcr2(Family):
     def settings_from_template(cls, template, settings):
         size = template.processor.image_processor.size
         return replace(settings, image_width=int(size['width']), image_height=int(size['height']))
-
-    @classmethod
-    def resize(cls, settings, *, width, height, row_kwargs, name):
-        return stretched(width=width, height=height, resized_width=settings.image_width,
-                         resized_height=settings.image_height, num_tokens=settings.tokens_per_image)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -31,12 +31,12 @@ formatted manner", README of Tencent-Hunyuan/HunyuanOCR) answers ``text(x1,y1),(
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from ..geometry import ImageGeometry, updated, zero_floor_smart_resize
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
-from .encoded import encoded_rows, predicted_tokens, token_runs
+from .common import limits_from_processor, zero_floor_geometry
+from .encoded import grid_sized, image_grids, predicted_tokens, token_runs
 
 HUNYUAN_PATCH_SIZE = 16
 HUNYUAN_MERGE_SIZE = 2
@@ -77,13 +77,8 @@ def hunyuan_geometry(settings: HunyuanOCRSettings, *, width: int, height: int, n
         >>> (geo.resized_width, geo.resized_height, geo.grid, geo.num_tokens, clamp)
         (640, 480, (1, 30, 40), 317, None)
     """
-    factor = settings.patch_size * settings.merge_size
-    (rw, rh), clamp = zero_floor_smart_resize(width=width, height=height, factor=factor,
-                                              min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
-                                              name=name)
-    grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                         grid=grid, num_tokens=hunyuan_tokens(grid[1], grid[2], settings.merge_size)), clamp
+    return zero_floor_geometry(settings, width=width, height=height, name=name,
+                               tokens=lambda rows, cols: hunyuan_tokens(rows, cols, settings.merge_size))
 
 
 @register_family
@@ -97,12 +92,7 @@ class HunyuanOCR(Family):
 
     @classmethod
     def settings_from_template(cls, template, settings):
-        ip = template.processor.image_processor
-        size = dict(getattr(ip, 'size', None) or {})
-        return replace(settings, min_pixels=int(size.get('shortest_edge') or settings.min_pixels),
-                       max_pixels=int(size.get('longest_edge') or settings.max_pixels),
-                       patch_size=int(getattr(ip, 'patch_size', settings.patch_size)),
-                       merge_size=int(getattr(ip, 'merge_size', settings.merge_size)))
+        return limits_from_processor(template.processor.image_processor, settings)
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
@@ -110,20 +100,10 @@ class HunyuanOCR(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        rows = encoded_rows(encoded, 'image_grid_thw')
-        if rows is None:
-            return list(predicted)
         settings = template.geo_settings()
         image_token = getattr(template, 'image_token_id', HUNYUAN_IMAGE_TOKEN_ID)
         runs = token_runs(encoded['input_ids'], image_token, predicted_tokens(predicted))
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            # Two images with nothing between them make one run: each image's count then comes from its grid.
-            tokens = runs[i] if len(runs) == len(rows) else hunyuan_tokens(gh, gw, settings.merge_size)
-            out.append(updated(geo, grid=(t, gh, gw), resized_width=gw * settings.patch_size,
-                               resized_height=gh * settings.patch_size, num_tokens=tokens))
-        return out
+        # Two images with nothing between them make one run: each image's count then comes from its grid.
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs,
+                            tokens=lambda t, h, w: hunyuan_tokens(h, w, settings.merge_size))
+        return grid_sized(predicted, grids, settings.patch_size)

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
+from ..geometry import Clamp, GeometryError, check_side, patch_grid, round_within, updated
 from . import register_family
 from .base import Family, PreprocessSettings, env_int, untrained_spec
+from .common import HandsResizedImage
 from .encoded import image_grids
 
 # keye-vl-utils 1.5.2 vision_process.py
@@ -67,13 +68,12 @@ def keye_smart_resize(*, width: int, height: int, factor: int = KEYE_FACTOR, min
 
 
 @register_family
-class KeyeVL(Family):
+class KeyeVL(HandsResizedImage, Family):
     name = 'keye_vl'
     settings_cls = KeyeSettings
     encoded_keys = ('image_grid_thw',)
     sweep_knob = 'MAX_PIXELS'
     env_vars = ('MIN_PIXELS', 'MAX_PIXELS', 'MAX_RATIO')
-    reads_replace_tag = True
     templates = (untrained_spec('keye_vl_1_5', coords_source=_SOURCE, verification='published_code'),)
 
     @classmethod
@@ -99,28 +99,8 @@ class KeyeVL(Family):
         (rw, rh), clamp = keye_smart_resize(width=width, height=height, factor=settings.factor,
                                             min_pixels=settings.min_pixels, max_pixels=settings.max_pixels,
                                             max_ratio=settings.max_ratio, name=name)
-        grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                             num_tokens=grid[1] * grid[2] // settings.merge_size ** 2, grid=grid), clamp
-
-    @classmethod
-    def replaced_size(cls, template, inputs, index):
-        image = inputs.images[index]
-        return tuple(image.size) if hasattr(image, 'size') else None
-
-    @classmethod
-    def handed(cls, template, encoded, entries, predicted):
-        # replace_tag resized the image for every mode: an engine gets fetch_image's size, as in training.
-        settings, out = template.geo_settings(), []
-        for entry, geo in zip(entries, predicted, strict=False):
-            if geo is None or entry.resized is None:
-                out.append(geo)
-                continue
-            width, height = entry.resized
-            grid = (1, height // settings.patch_size, width // settings.patch_size)
-            out.append(updated(geo, resized_width=width, resized_height=height, grid=grid,
-                               num_tokens=grid[1] * grid[2] // settings.merge_size ** 2))
-        return out, 'handed_image'
+        return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh,
+                          patch_size=settings.patch_size, merge_size=settings.merge_size), clamp
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

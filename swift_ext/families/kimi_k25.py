@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 from ..geometry import Clamp, ImageGeometry, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
-from .encoded import encoded_rows, predicted_tokens, token_id, token_runs
+from .encoded import image_grids, predicted_tokens, token_id, token_runs
 
 KIMI_PATCH_SIZE = 14
 KIMI_MERGE_SIZE = 2
@@ -126,18 +126,13 @@ class KimiK25(Family):
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
-        rows = encoded_rows(encoded, 'grid_thws')
-        if rows is None:
-            return list(predicted)
         settings = template.geo_settings()
         runs = token_runs(encoded['input_ids'], token_id(template, '<|media_pad|>'), predicted_tokens(predicted))
-        out = []
-        for i, geo in enumerate(predicted):
-            if geo is None or i >= len(rows):
-                out.append(geo)
-                continue
-            t, gh, gw = (int(v) for v in rows[i])
-            tokens = runs[i] if len(runs) == len(rows) else t * gh * gw // settings.merge_size ** 2
-            out.append(updated(geo, grid=(t, gh, gw), canvas_width=gw * settings.patch_size,
-                               canvas_height=gh * settings.patch_size, num_tokens=tokens))
-        return out
+        grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs, key='grid_thws')
+        if grids is None:
+            return list(predicted)
+        patch = settings.patch_size
+        return [geo if geo is None or found is None else
+                updated(geo, grid=found[0], canvas_width=found[0][2] * patch, canvas_height=found[0][1] * patch,
+                        num_tokens=found[1])
+                for geo, found in zip(predicted, grids, strict=True)]

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
+from ..geometry import GeometryError, ImageGeometry, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
 from .encoded import predicted_tokens, token_runs
@@ -137,8 +137,7 @@ class Llava(Family):
             raise GeometryError(f'{name}: {exc}') from None
         cropped = view.pop('cropped')
         geo = ImageGeometry(original_width=width, original_height=height, extra=(('cropped', cropped),), **view)
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
+from ..geometry import GeometryError, ImageGeometry, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec
 from .encoded import encoded_rows, predicted_tokens, token_runs
@@ -212,8 +212,7 @@ class LlavaNext(Family):
         geo = cls.geometry(settings, width=width, height=height, original_width=width, original_height=height,
                            name=name)
         # Every image is resized (aspect kept) to touch its pinpoint canvas: shrunk or grown.
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     # --- what the encode shows ----------------------------------------------------------
     @classmethod

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from . import register_family
 from .base import TemplateSpec
-from .qwen import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, Qwen, qwen_resize
+from .common import HandsResizedImage
+from .qwen import IMAGE_MAX_TOKEN_NUM, IMAGE_MIN_TOKEN_NUM, FetchImageOnly, Qwen, qwen_resize
 
 _SOURCE = ('no box output documented in the LLaVA-OneVision-1.5 / -2 model cards; closest default: ms-swift writes '
            "dataset boxes for this template as <|box_start|>(x1,y1),(x2,y2)<|box_end|> in 0-1000 (norm_bbox "
@@ -31,7 +32,7 @@ _LIMITS = {'min_pixels': IMAGE_MIN_TOKEN_NUM * 28 ** 2, 'max_pixels': IMAGE_MAX_
 
 
 @register_family
-class LlavaOnevision15(Qwen):
+class LlavaOnevision15(FetchImageOnly):  # the loaders read no MAX_PIXELS; no patch size passed
     name = 'llava_onevision1_5'
     env_vars = ()
     row_max_pixels_rescales = True  # Template._get_max_pixels: the row's max_pixels pre-rescales
@@ -44,19 +45,6 @@ class LlavaOnevision15(Qwen):
         TemplateSpec('llava_onevision2', 'norm1000', _BOX, boxes_trained=False, coords_source=_SOURCE,
                      defaults=_LIMITS),
     )
-
-    @classmethod
-    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
-        # Family's, not Qwen's: no loader environment defaults and no MAX_PIXELS rounding apply here.
-        return super(Qwen, cls).settings_for(parent, env=env, swift_max_pixels=swift_max_pixels, overrides=overrides)
-
-    @classmethod
-    def settings_from_env(cls, settings, env):
-        return settings  # the loaders never read MAX_PIXELS / MIN_PIXELS for these templates
-
-    @classmethod
-    def fetch_patch_size(cls, template, patch):
-        return 14  # fetch_image's default: the template passes no image_patch_size
 
     @classmethod
     def with_budget(cls, settings, pixels):
@@ -72,4 +60,4 @@ class LlavaOnevision15(Qwen):
 
     @classmethod
     def handed(cls, template, encoded, entries, predicted):
-        return super(Qwen, cls).handed(template, encoded, entries, predicted)
+        return super(HandsResizedImage, cls).handed(template, encoded, entries, predicted)  # Family's

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import ImageGeometry, check_side, fit_clamp, updated
+from ..geometry import ImageGeometry, check_side, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int
 from .encoded import encoded_rows, token_id, token_spans
@@ -164,8 +164,7 @@ class Minicpmv(ProcessorSampledVideo, Family):
     def resize(cls, settings, *, width, height, row_kwargs, name):
         geo = minicpmv_geometry(width=width, height=height, settings=settings, name=name)
         # Every view is scaled to about scale_resolution**2 pixels: small images grow, large ones shrink.
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
@@ -182,7 +181,7 @@ class Minicpmv(ProcessorSampledVideo, Family):
         out, first = [], 0
         for geo, (tokens, rows) in zip(predicted, views, strict=False):
             n = 1 + sum(rows)
-            out.append(None if geo is None else _from_encode(geo, tokens, rows, sizes[first:first + n], patch))
+            out.append(None if geo is None else from_views(geo, tokens, rows, sizes[first:first + n], patch))
             first += n
         return out
 
@@ -212,12 +211,15 @@ class Minicpmv(ProcessorSampledVideo, Family):
         return out
 
 
-def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slice_end: int) -> list[tuple]:
-    """Per image in ``input_ids``: (visual tokens, slices per row), read from the token runs.
+def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slice_end: int,
+                unmarked: str = 'slice') -> list[tuple]:
+    """Per image in ``input_ids``: (visual tokens, slices per row), read from the ``pad`` token runs.
 
     A run opened by ``<image>`` starts an image (its source view); a run opened by ``<slice>``
     is a slice of the current image, in the same row as the previous slice when the two are
     joined as ``</slice><slice>`` and in a new row otherwise (the processor puts a newline).
+    A run opened by anything else is, with ``unmarked='slice'`` (MiniCPM-V 4.x), a slice (the first
+    run an image); with ``unmarked='skip'`` (MiniCPM-V 2.6 / MiniCPM-o: audio, a literal ``<unk>``) not an image's.
     """
     ids = list(input_ids)
     images: list[list] = []  # [tokens, [slices per row], end of the last slice run]
@@ -230,21 +232,25 @@ def image_views(input_ids, *, pad: int, image_start: int, slice_start: int, slic
         while i < n and ids[i] == pad:
             i += 1
         opener = ids[start - 1] if start else None
-        if opener == image_start or not images:
+        if opener == image_start or (not images and unmarked == 'slice'):
             images.append([i - start, [], None])
-            continue
-        current = images[-1]
-        current[0] += i - start
-        joined = current[2] is not None and current[2] + 2 == start and ids[current[2]] == slice_end
-        if opener == slice_start and current[1] and joined:
-            current[1][-1] += 1
-        else:
-            current[1].append(1)
-        current[2] = i
+        elif images and (opener == slice_start or unmarked == 'slice'):
+            _add_slice(images[-1], ids, start, i, joined_row=opener == slice_start, slice_end=slice_end)
     return [(tokens, rows) for tokens, rows, _ in images]
 
 
-def _from_encode(geo: ImageGeometry, tokens: int, rows: list[int], sizes: list, patch: int) -> ImageGeometry:
+def _add_slice(current: list, ids: list, start: int, end: int, *, joined_row: bool, slice_end: int) -> None:
+    """Count the run ``ids[start:end]`` as a slice of ``current``, in its last row when joined to the last slice."""
+    current[0] += end - start
+    joined = current[2] is not None and current[2] + 2 == start and ids[current[2]] == slice_end
+    if joined_row and current[1] and joined:
+        current[1][-1] += 1
+    else:
+        current[1].append(1)
+    current[2] = end
+
+
+def from_views(geo: ImageGeometry, tokens: int, rows: list[int], sizes: list, patch: int) -> ImageGeometry:
     """``geo`` with the tokens, grid and view sizes the encode produced."""
     src_h, src_w = sizes[0][0] * patch, sizes[0][1] * patch
     if not rows:

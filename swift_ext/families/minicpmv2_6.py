@@ -32,11 +32,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
+from ..geometry import GeometryError, ImageGeometry, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, env_int
 from .encoded import token_id
-from .minicpmv import ensure_divide
+from .minicpmv import ensure_divide, from_views
+from .minicpmv import image_views as minicpmv_views
 
 # OpenBMB documents no box output for these checkpoints (model cards, OpenBMB/MiniCPM-V docs); its
 # web demos strip any <box>...</box> from answers rather than draw it.
@@ -153,8 +154,7 @@ class Minicpmv26(Family):
     def resize(cls, settings, *, width, height, row_kwargs, name):
         geo = minicpmv2_6_geometry(width=width, height=height, settings=settings, name=name)
         # Every view is scaled to about scale_resolution**2 pixels: small images grow, large ones shrink.
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
@@ -173,7 +173,7 @@ class Minicpmv26(Family):
             if geo is not None and not settings.slice_mode:  # the image went in as it was: one view
                 geo = updated(geo, num_tokens=tokens)
             elif geo is not None:
-                geo = _from_encode(geo, tokens, rows, sizes[first:first + n], settings.patch_size)
+                geo = from_views(geo, tokens, rows, sizes[first:first + n], settings.patch_size)
             out.append(geo)
             first += n
         return out
@@ -191,47 +191,9 @@ def view_sizes(tgt_sizes) -> list | None:
 
 
 def image_views(input_ids, *, unk: int, image_start: int, slice_start: int, slice_end: int) -> list[tuple]:
-    """Per image in ``input_ids``: (visual tokens, slices per row), read from the ``<unk>`` runs.
-
-    A run opened by ``<image>`` starts an image (its source view); one opened by ``<slice>`` is a
-    slice of the current image, in the row of the previous slice when the two are joined as
-    ``</slice><slice>`` and in a new row otherwise (the processor puts a newline). Runs opened by
-    anything else (MiniCPM-o's audio, a literal ``<unk>`` in the text) are not images'.
+    """Per image in ``input_ids``: (visual tokens, slices per row), read from the ``<unk>`` runs (see
+    :func:`~swift_ext.families.minicpmv.image_views`); runs opened by anything else (MiniCPM-o's audio, a literal
+    ``<unk>`` in the text) are not images'.
     """
-    ids = list(input_ids)
-    images: list[list] = []  # [tokens, [slices per row], end of the last slice run]
-    i, n = 0, len(ids)
-    while i < n:
-        if ids[i] != unk:
-            i += 1
-            continue
-        start = i
-        while i < n and ids[i] == unk:
-            i += 1
-        opener = ids[start - 1] if start else None
-        if opener == image_start:
-            images.append([i - start, [], None])
-        elif opener == slice_start and images:
-            current = images[-1]
-            current[0] += i - start
-            joined = current[2] is not None and current[2] + 2 == start and ids[current[2]] == slice_end
-            if current[1] and joined:
-                current[1][-1] += 1
-            else:
-                current[1].append(1)
-            current[2] = i
-    return [(tokens, rows) for tokens, rows, _ in images]
-
-
-def _from_encode(geo: ImageGeometry, tokens: int, rows: list[int], sizes: list, patch: int) -> ImageGeometry:
-    """``geo`` with the tokens, grid and view sizes the encode produced."""
-    src_h, src_w = sizes[0][0] * patch, sizes[0][1] * patch
-    if not rows:
-        return updated(geo, num_tokens=tokens, resized_width=src_w, resized_height=src_h, tile_cols=None,
-                       tile_rows=None, num_tiles=1, thumbnail=False, global_width=None, global_height=None, extra=())
-    slice_h, slice_w = sizes[1][0] * patch, sizes[1][1] * patch
-    cols = rows[0]
-    return updated(geo, num_tokens=tokens, resized_width=slice_w * cols, resized_height=slice_h * len(rows),
-                   tile_cols=cols, tile_rows=len(rows), num_tiles=1 + sum(rows), thumbnail=True,
-                   global_width=src_w, global_height=src_h,
-                   extra=(('slice_width', slice_w), ('slice_height', slice_h)))
+    return minicpmv_views(input_ids, pad=unk, image_start=image_start, slice_start=slice_start,
+                          slice_end=slice_end, unmarked='skip')

@@ -33,7 +33,7 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from ..geometry import ImageGeometry, fit_clamp, updated
+from ..geometry import ImageGeometry, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
 from .encoded import encoded_rows
@@ -141,9 +141,7 @@ class Mllama(Family):
 
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
-        geo = cls.geometry(settings, width=width, height=height)
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(cls.geometry(settings, width=width, height=height), width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

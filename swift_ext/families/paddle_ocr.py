@@ -23,10 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import Clamp, GeometryError, ImageGeometry, round_within, updated
+from ..geometry import Clamp, GeometryError, patch_grid, round_within
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, row_number
-from .encoded import image_grids, predicted_tokens, token_runs
+from .encoded import grid_sized, image_grids, predicted_tokens, token_runs
 
 PADDLE_MAX_RATIO = 200
 # PaddlePaddle/PaddleOCR-VL-1.5 preprocessor_config.json.
@@ -124,19 +124,12 @@ class PaddleOcr(Family):
         min_pixels, max_pixels = row_size_limits(settings, row_kwargs, name)
         (rw, rh), clamp = paddle_smart_resize(width=width, height=height, factor=settings.factor,
                                               min_pixels=min_pixels, max_pixels=max_pixels, name=name)
-        grid = (1, rh // settings.patch_size, rw // settings.patch_size)
-        return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                             grid=grid, num_tokens=grid[1] * grid[2] // settings.merge_size ** 2), clamp
+        return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh,
+                          patch_size=settings.patch_size, merge_size=settings.merge_size), clamp
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):
         settings = template.geo_settings()
         runs = token_runs(encoded['input_ids'], template.image_token_id, predicted_tokens(predicted))
         grids = image_grids(encoded, len(predicted), merge_size=settings.merge_size, runs=runs)
-        if grids is None:
-            return list(predicted)
-        patch = settings.patch_size
-        return [geo if geo is None or found is None else
-                updated(geo, resized_width=found[0][2] * patch, resized_height=found[0][1] * patch, grid=found[0],
-                        num_tokens=found[1])
-                for geo, found in zip(predicted, grids, strict=True)]
+        return grid_sized(predicted, grids, settings.patch_size)

@@ -23,9 +23,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..geometry import stretched, updated
+from ..geometry import updated
 from . import register_family
-from .base import Family, PreprocessSettings, TemplateSpec
+from .base import TemplateSpec
+from .common import StretchedFamily, StretchedSettings
 from .encoded import predicted_tokens, template_memo, token_runs
 
 # google/paligemma-3b-pt-224 (the first checkpoint ms-swift registers for `paligemma`); -448 / -896
@@ -39,14 +40,14 @@ _SOURCE = ("big_vision's PaliGemma ops: `<locY1><locX1><locY2><locX2>`, round(v 
 
 
 @dataclass(frozen=True)
-class PaliGemmaSettings(PreprocessSettings):
+class PaliGemmaSettings(StretchedSettings):
     image_width: int = IMAGE_SIZE
     image_height: int = IMAGE_SIZE
     tokens_per_image: int = TOKENS_PER_IMAGE
 
 
 @register_family
-class PaliGemma(Family):
+class PaliGemma(StretchedFamily):
     name = 'paligemma'
     encoded_keys = ('input_ids', 'pixel_values')
     shape_keys = ('pixel_values',)
@@ -61,11 +62,6 @@ class PaliGemma(Family):
         size = processor.image_processor.size
         return replace(settings, image_width=int(size['width']), image_height=int(size['height']),
                        tokens_per_image=int(processor.image_seq_length))
-
-    @classmethod
-    def resize(cls, settings, *, width, height, row_kwargs, name):
-        return stretched(width=width, height=height, resized_width=settings.image_width,
-                         resized_height=settings.image_height, num_tokens=settings.tokens_per_image)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

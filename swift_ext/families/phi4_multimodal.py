@@ -31,7 +31,7 @@ import math
 from dataclasses import dataclass, replace
 from functools import lru_cache
 
-from ..geometry import GeometryError, ImageGeometry, fit_clamp, updated
+from ..geometry import GeometryError, ImageGeometry, fitted, updated
 from . import register_family
 from .base import Family, PreprocessSettings, untrained_spec
 from .encoded import encoded_rows
@@ -165,8 +165,7 @@ class Phi4Multimodal(Family):
     @classmethod
     def resize(cls, settings, *, width, height, row_kwargs, name):
         geo = cls.geometry(settings, width=width, height=height, name=name)
-        return geo, fit_clamp(width=width, height=height, resized_width=geo.resized_width,
-                              resized_height=geo.resized_height)
+        return fitted(geo, width=width, height=height)
 
     @classmethod
     def actual(cls, template, encoded, entries, predicted):

@@ -16,9 +16,10 @@ import sys
 from dataclasses import dataclass, replace
 
 from .. import video
-from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, round_within, updated
+from ..geometry import Clamp, GeometryError, ImageGeometry, check_side, patch_grid, round_within, updated
 from . import register_family
 from .base import Family, PreprocessSettings, TemplateSpec, VideoFound, env_int, row_number
+from .common import HandsResizedImage
 from .encoded import encoded_rows, image_grids, token_id, token_spans, tolist
 
 # qwen-vl-utils 0.0.14 (vision_process.py): pixel limits are token counts times factor**2.
@@ -79,9 +80,8 @@ def qwen_resize(*, width: int, height: int, patch_size: int = 14, merge_size: in
     """Geometry of a Qwen2/2.5-VL (patch 14) or Qwen3-VL (patch 16) image after smart_resize, and its clamp."""
     (rw, rh), clamp = smart_resize(width=width, height=height, factor=patch_size * merge_size,
                                    min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=max_ratio, name=name)
-    grid = (1, rh // patch_size, rw // patch_size)
-    return ImageGeometry(original_width=width, original_height=height, resized_width=rw, resized_height=rh,
-                         num_tokens=grid[1] * grid[2] // merge_size ** 2, grid=grid), clamp
+    return patch_grid(width=width, height=height, resized_width=rw, resized_height=rh, patch_size=patch_size,
+                      merge_size=merge_size), clamp
 
 
 def qwen_geometry(*, width: int, height: int, patch_size: int = 14, merge_size: int = 2,
@@ -117,7 +117,7 @@ _VIDEO_ENV_DEFAULTS = {'qwen3_5_emb': {'FPS': '1', 'FPS_MAX_FRAMES': '64'},
 
 
 @register_family
-class Qwen(Family):
+class Qwen(HandsResizedImage, Family):
     name = 'qwen'
     encoded_keys = ('image_grid_thw',)
     settings_cls = QwenSettings
@@ -208,28 +208,6 @@ class Qwen(Family):
             max_pixels = settings.max_pixels if settings.max_pixels is not None else IMAGE_MAX_TOKEN_NUM * factor ** 2
         return qwen_resize(width=width, height=height, patch_size=settings.patch_size, merge_size=settings.merge_size,
                            min_pixels=min_pixels, max_pixels=max_pixels, max_ratio=settings.max_ratio, name=name)
-
-    reads_replace_tag = True
-
-    @classmethod
-    def replaced_size(cls, template, inputs, index):
-        image = inputs.images[index]
-        return tuple(image.size) if hasattr(image, 'size') else None
-
-    @classmethod
-    def handed(cls, template, encoded, entries, predicted):
-        # replace_tag hands vLLM the image fetch_image resized, with do_resize False: its grid is the
-        # resized size in patches, whatever vLLM's processor would have chosen itself.
-        settings, out = template.geo_settings(), []
-        for entry, geo in zip(entries, predicted, strict=False):
-            if geo is None or entry.resized is None:
-                out.append(geo)
-                continue
-            width, height = entry.resized
-            grid = (1, height // settings.patch_size, width // settings.patch_size)
-            out.append(updated(geo, resized_width=width, resized_height=height, grid=grid,
-                               num_tokens=grid[1] * grid[2] // settings.merge_size ** 2))
-        return out, 'handed_image'
 
     # --- video: the arithmetic is swift_ext.video's (qwen-vl-utils' fetch_video and the processors) ----------
     video_geometry = True
@@ -376,3 +354,21 @@ def _actual_video(cls, template, encoded, entries, predicted, mode) -> tuple[lis
             timestamps=stamps[i] if stamps and i < len(stamps) else None,
             second_per_grid_ts=spg[i] if spg and i < len(spg) and not engine else None))
     return out, 'handed_video' if engine else 'encode'
+
+
+class FetchImageOnly(Qwen):
+    """Qwen's ``fetch_image`` resize without Qwen's loading (dots.ocr, LLaVA-OneVision-1.5): the loader sets and
+    reads no environment variable for images (the base class's settings, no MAX_PIXELS rounding), and the
+    template passes ``fetch_image`` no patch size, so its default, 14. Not a family by itself."""
+
+    @classmethod
+    def settings_for(cls, parent, *, env, swift_max_pixels=None, overrides=None):
+        return super(Qwen, cls).settings_for(parent, env=env, swift_max_pixels=swift_max_pixels, overrides=overrides)
+
+    @classmethod
+    def settings_from_env(cls, settings, env):
+        return settings
+
+    @classmethod
+    def fetch_patch_size(cls, template, patch):
+        return 14

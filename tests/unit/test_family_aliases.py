@@ -10,46 +10,12 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 # alias -> (tiny checkpoint whose processor it runs with, the template it mirrors, family)
 QWEN_ALIASES = {'mimo_vl': ('qwen2_5_vl', 'qwen2_5_vl', 'qwen'), 'qvq': ('qwen2_vl', 'qwen2_vl', 'qwen')}
 INTERNVL_ALIASES = ('internvl2', 'internvl2_phi3', 'internvl3_5_gpt')
 NAMES = ('tiny', 'landscape', 'wide')
-
-
-@pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-
-    from swift_ext.testing.tiny import run_flags
-    cache = {}
-
-    def get(parent):
-        if parent not in cache:
-            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
-        return cache[parent]
-    return get
-
-
-def _template(processor, name):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(images):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(images) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(images)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
 
 
 def _ids(encoded):
@@ -58,7 +24,7 @@ def _ids(encoded):
 
 
 @pytest.mark.parametrize('alias', list(QWEN_ALIASES))
-def test_qwen_alias_encodes_like_its_parent(processors, sample_images, alias):
+def test_qwen_alias_encodes_like_its_parent(tiny_processor, sample_images, alias):
     from qwen_vl_utils import fetch_image
     from swift.template import TEMPLATE_MAPPING
     checkpoint, mirrored, family_name = QWEN_ALIASES[alias]
@@ -66,11 +32,11 @@ def test_qwen_alias_encodes_like_its_parent(processors, sample_images, alias):
     assert family.name == family_name
     assert TEMPLATE_MAPPING[alias].template_cls is TEMPLATE_MAPPING[mirrored].template_cls
     assert spec.coords == family_of(mirrored)[1].coords  # same class, same norm_bbox
-    proc = processors(checkpoint)
-    parent, geo_tpl = _template(proc, alias), _template(proc, alias + '_geo')
+    proc = tiny_processor(checkpoint)
+    parent, geo_tpl = contract.template(proc, alias), contract.template(proc, alias + '_geo')
     paths = [sample_images[n] for n in NAMES]
-    a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     settings = geo_tpl.geo_settings()
     grids = b['image_grid_thw'].tolist()
     assert _ids(b).count(151655) == sum(t * h * w // 4 for t, h, w in grids)
@@ -91,7 +57,7 @@ def test_alias_coordinates_follow_swift_norm_bbox():
 
 @pytest.mark.parametrize('alias', INTERNVL_ALIASES)
 @pytest.mark.parametrize('max_num', [12, 4])
-def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias, max_num, monkeypatch):
+def test_internvl_alias_encodes_like_its_parent(tiny_processor, sample_images, alias, max_num, monkeypatch):
     # Remote-code InternVL templates tile with ms-swift's own transform_image; they run here with the tiny
     # InternVL tokenizer (the encode needs no model). MAX_NUM is read from the environment at init.
     from swift.template import get_template
@@ -99,7 +65,7 @@ def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias
     monkeypatch.setenv('MAX_NUM', str(max_num))
     family, _ = family_of(alias)
     assert family.name == 'internvl'
-    proc = processors('internvl_hf')
+    proc = tiny_processor('internvl_hf')
     tok = proc.tokenizer
     tok.model_info, tok.model_meta = proc.model_info, proc.model_meta
     parent, geo_tpl = get_template(tok, template_type=alias), get_template(tok, template_type=alias + '_geo')
@@ -108,8 +74,8 @@ def test_internvl_alias_encodes_like_its_parent(processors, sample_images, alias
     settings = geo_tpl.geo_settings()
     assert settings.max_num == max_num
     paths = [sample_images[n] for n in NAMES]
-    a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     context = tok.convert_tokens_to_ids('<IMG_CONTEXT>')
     tiles = [transform_image(load_image(p), 448, max_num).shape[0] for p in paths]
     assert b['pixel_values'].shape[0] == sum(tiles)

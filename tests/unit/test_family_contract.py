@@ -84,3 +84,59 @@ def test_doctests(module):
     import doctest
     import importlib
     assert doctest.testmod(importlib.import_module(module)).failed == 0
+
+
+# --- the encode contract, on every family with a tiny checkpoint --------------------------------------------------
+# One line a family: (parent template, sample overrides for swift_ext.testing.contract.sample). A new family with a
+# tiny recipe adds its line here (test_every_family_with_a_tiny_checkpoint_has_an_encode_line says so).
+TINY_ENCODES = {
+    'florence': ('florence', {'prompt': '<OD>', 'tag': ''}),
+    'gemma3': ('gemma3_vision', {}),
+    'gemma4': ('gemma4', {}),
+    'glm4v': ('glm4v', {'answer': '<|begin_of_box|>[1,2,3,4]<|end_of_box|>'}),
+    'got_ocr2': ('got_ocr2_hf', {'prompt': 'OCR: ', 'answer': 'some text'}),
+    'idefics3': ('idefics3', {}),
+    'internvl_hf': ('internvl_hf', {}),
+    'llama4': ('llama4', {}),
+    'llava': ('llava1_5_hf', {}),
+    'llava_next': ('llava1_6_mistral_hf', {}),
+    'llava_onevision': ('llava_onevision_hf', {}),
+    'llava_onevision1_5': ('llava_onevision1_5', {}),
+    'minicpmv': ('minicpmv4_6', {}),
+    'minicpmv2_6': ('minicpmv2_6', {}),
+    'mllama': ('llama3_2_vision', {}),
+    'paddle_ocr': ('paddle_ocr_1_5', {'prompt': 'OCR:', 'answer': 'hello'}),
+    'paligemma': ('paligemma', {'prompt': 'detect car', 'answer': '<loc0020><loc0010><loc0400><loc0300> car'}),
+    'phi4_multimodal': ('phi4_multimodal', {}),
+    'pixtral': ('pixtral', {}),
+    'qwen': ('qwen2_5_vl', {}),
+    'qwen_omni': ('qwen2_5_omni', {}),
+}
+
+
+def test_every_family_with_a_tiny_checkpoint_has_an_encode_line():
+    from swift_ext.testing.tiny import parents
+    with_tiny = {family_of(parent)[0].name for parent in parents()}
+    assert set(TINY_ENCODES) == with_tiny
+    for name, (parent, _) in TINY_ENCODES.items():
+        assert family_of(parent)[0].name == name
+
+
+@pytest.mark.parametrize('name', sorted(TINY_ENCODES))
+def test_geo_template_encodes_as_its_parent_and_records_every_image(tiny_processor, sample_images, name):
+    # The _geo template's encode is its parent's, key for key and byte for byte, and each image's geometry
+    # is recorded from its real (original) size.
+    from PIL import Image
+
+    import swift_ext.plugin  # noqa: F401  (registers the templates)
+    from swift_ext.images import image_key
+    from swift_ext.store import STORE
+    from swift_ext.testing import contract
+    parent, row = TINY_ENCODES[name]
+    proc = tiny_processor(parent)
+    groups = [[sample_images[n] for n in names] for names in (['landscape'], ['tiny', 'portrait'])]
+    contract.assert_encodes_as_parent(proc, parent, groups, lambda paths: contract.sample(paths, **row))
+    for path in groups[0] + groups[1]:
+        recorded = STORE.get(image_key(path), (None, None), parent + '_geo')
+        assert recorded is not None, (name, path)
+        assert (recorded.original_width, recorded.original_height) == Image.open(path).size

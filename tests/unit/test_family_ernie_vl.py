@@ -1,16 +1,19 @@
 """ERNIE-4.5-VL (``ernie_vl`` / ``ernie_vl_thinking``, published processor code): the resize pinned to transformers'
 port of the checkpoint's processor (``smart_resize``, ``Ernie4_5_VLMoeImageProcessor``) over thousands of sizes and
 real images; ms-swift's template needs the checkpoint's remote processor API, which these tests show."""
+import functools
 import inspect
-import math
 import random
 
 import pytest
 from PIL import Image
 
 from swift_ext.families import family_of
-from swift_ext.geometry import Clamp, GeometryError, zero_floor_smart_resize
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.settings import default_settings
+from swift_ext.testing import contract
+
+_sizes = functools.partial(contract.factor_sizes, factor=28, tiny_top=60, tall=70)
 
 TEMPLATES = ('ernie_vl_geo', 'ernie_vl_thinking_geo')
 LIMITS = [  # (min_pixels, max_pixels)
@@ -21,40 +24,14 @@ LIMITS = [  # (min_pixels, max_pixels)
 ]
 
 
-def _sizes(n, seed):
-    rng = random.Random(seed)
-    out = {(w, h) for w in range(1, 60, 3) for h in range(1, 60, 3)}
-    out |= {(short, short * ratio + d) for short in (1, 2, 13, 14, 15, 27, 28) for ratio in (150, 200, 201)
-            for d in (-1, 0, 1)}
-    out |= {(28 * a + d, 28 * b) for a in (1, 40, 100) for b in (2, 70) for d in (-14, -13, 13, 14)}
-    out |= {(h, w) for w, h in list(out)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(20000)))), int(math.exp(rng.uniform(0, math.log(20000))))))
-    return sorted(out)
-
-
 @pytest.mark.parametrize('min_pixels,max_pixels', LIMITS)
 def test_resize_parity_with_transformers_over_thousands_of_sizes(min_pixels, max_pixels):
     from transformers.models.ernie4_5_vl_moe import image_processing_ernie4_5_vl_moe as tv
     from transformers.models.ernie4_5_vl_moe import image_processing_pil_ernie4_5_vl_moe as pil
     sizes = _sizes(3000 if min_pixels == LIMITS[0][0] and max_pixels == LIMITS[0][1] else 1000, seed=max_pixels)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        theirs = []
-        for module in (tv, pil):  # the torchvision and the PIL image processor each carry a copy
-            try:
-                rh, rw = module.smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-                theirs.append((rw, rh) if rw > 0 and rh > 0 else 'zero side')
-            except ValueError:
-                theirs.append('refused')
-        try:
-            ours, clamp = zero_floor_smart_resize(width=w, height=h, factor=28, min_pixels=min_pixels,
-                                                  max_pixels=max_pixels)
-        except GeometryError as e:
-            ours, clamp = ('zero side' if 'zero side' in str(e) else 'refused'), 'refused'
-        outcomes.add(clamp)
-        if [ours, ours] != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    # the torchvision and the PIL image processor each carry a copy
+    mismatches, outcomes = contract.zero_floor_parity((tv, pil), sizes, factor=28, min_pixels=min_pixels,
+                                                      max_pixels=max_pixels)
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:3]}'
     if (min_pixels, max_pixels) == LIMITS[0]:
         assert outcomes == {None, Clamp.MIN_PIXELS, Clamp.MAX_PIXELS, 'refused'}
@@ -64,18 +41,7 @@ def test_token_count_is_the_processors_patch_count_over_the_merge():
     import transformers as tf
     ip = tf.Ernie4_5_VLMoeImageProcessor()
     settings = default_settings('ernie_vl_geo')
-    checked = 0
-    for w, h in _sizes(1500, seed=7):
-        try:
-            patches = ip.get_number_of_image_patches(h, w, {})
-        except ValueError:
-            with pytest.raises(GeometryError, match='aspect ratio over 200'):
-                settings.predict(width=w, height=h)
-            continue
-        geo, _ = settings.predict(width=w, height=h)
-        assert geo.num_tokens * 4 == patches == geo.grid[1] * geo.grid[2], (w, h)
-        checked += 1
-    assert checked > 1100
+    assert contract.assert_token_parity(ip, settings, _sizes(1500, seed=7)) > 1100
 
 
 _RNG = random.Random(3)

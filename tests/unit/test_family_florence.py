@@ -1,6 +1,7 @@
 """Florence-2 (`florence`, an encoder-decoder): every image is 768 x 768 with 577 features, as the real image
 processor makes it; a real encode through `florence_geo` is byte-identical to ms-swift's `florence` and records it;
 the recorder tells encoder-decoder rows apart by their answers; and what keeps ms-swift 4.6 from training it."""
+import functools
 import json
 import random
 from types import SimpleNamespace
@@ -17,14 +18,16 @@ from swift_ext.geometry import Clamp, fit_clamp
 from swift_ext.images import image_key
 from swift_ext.recorder import recorder
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_template = functools.partial(contract.checkpoint_template, model_type='florence')
 
 SIZES = [(1, 1), (1, 3000), (3000, 1), (50, 60), (768, 768), (640, 480), (2000, 300), (300, 1700), (4000, 3000)]
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    from swift_ext.testing.tiny import make_tiny_model
-    return make_tiny_model('florence', str(tmp_path_factory.mktemp('tiny_florence') / 'florence'))
+def checkpoint(tiny_model):
+    return tiny_model('florence')
 
 
 @pytest.fixture(scope='module')
@@ -38,18 +41,9 @@ def images(tmp_path_factory):
     return paths
 
 
-def _template(checkpoint, name, **kwargs):
-    from swift.model import get_processor
-    from swift.template import get_template
-    tpl = get_template(get_processor(checkpoint, model_type='florence'), template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
 def _sample(path, task='<OD>', answer='car<loc_100><loc_200><loc_500><loc_600>'):
     # Florence's task prompts are the whole query: no `<image>` tag (ms-swift adds none for this template).
-    return {'messages': [{'role': 'user', 'content': task}, {'role': 'assistant', 'content': answer}],
-            'images': [path]}
+    return contract.sample([path], task, answer, tag='')
 
 
 def _recorded(path):
@@ -84,8 +78,7 @@ def test_the_image_processor_makes_the_predicted_size(checkpoint):
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.microsoft import FlorenceTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, FlorenceTemplate)}
+    parents = contract.parents_on_class(FlorenceTemplate)
     assert parents == {'florence'} and TEMPLATE_MAPPING['florence_geo'].template_cls.is_encoder_decoder
 
 
@@ -99,10 +92,7 @@ def test_encode_identical_and_recorded(checkpoint, images, name, task, answer):
     parent, geo_tpl = _template(checkpoint, 'florence'), _template(checkpoint, 'florence_geo')
     path = images[name]
     expected, encoded = parent.encode(_sample(path, task, answer)), geo_tpl.encode(_sample(path, task, answer))
-    assert sorted(expected) == sorted(encoded)
-    for key in expected:
-        same = torch.equal if isinstance(expected[key], torch.Tensor) else (lambda x, y: x == y)
-        assert same(expected[key], encoded[key]), key
+    contract.assert_same_encode(expected, encoded)
     # The prompt holds no image token: the model puts its 577 features before it.
     assert geo_tpl.processor.image_token_id not in encoded['input_ids']
     geo = _recorded(path)

@@ -1,6 +1,7 @@
 """Gemma 3 and Gemma 4 families: predictions equal transformers' own arithmetic on thousands of sizes
 (Gemma 3's pan-and-scan crops, Gemma 4's aspect-kept soft-token budget), and a real encode through
 each `_geo` template is byte-identical to its ms-swift parent and records what the processor did."""
+import functools
 import random
 
 import pytest
@@ -14,6 +15,9 @@ from swift_ext.families.gemma4 import GEMMA4_MAX_SOFT_TOKENS, SUPPORTED_SOFT_TOK
 from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
 
 GEMMA4 = ('gemma4', 'gemma4_nothinking')
 
@@ -138,29 +142,21 @@ def test_gemma4_tokens_equal_processor_count(checkpoints):
 def test_every_template_on_the_classes_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.gemma import Gemma3VisionTemplate, Gemma4Template
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, (Gemma3VisionTemplate, Gemma4Template))}
+    parents = contract.parents_on_class(Gemma3VisionTemplate, Gemma4Template)
     assert parents == {'gemma3_vision', 'gemma4', 'gemma4_nothinking', 'diffusion_gemma'}
     assert all(p + '_geo' in TEMPLATE_MAPPING for p in parents)
 
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    from swift_ext.testing.tiny import make_tiny_model
-    root = tmp_path_factory.mktemp('tiny_gemma')
-    return {p: make_tiny_model(p, str(root / p)) for p in ('gemma3_vision', 'gemma4')}
+def checkpoints(tiny_model):
+    return {p: tiny_model(p) for p in ('gemma3_vision', 'gemma4')}
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('gemma_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 20), (900, 900)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 20), (900, 900)]
+    return contract.write_images(tmp_path_factory.mktemp('gemma_images'), sizes)
 
 
 GROUPS = ([(640, 480)], [(50, 60), (2000, 300)], [(300, 1700), (1000, 20), (900, 900)])
@@ -177,20 +173,6 @@ def _template(checkpoints, name, **kwargs):
     return tpl
 
 
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
 def _runs(ids, token):
     from swift_ext.families.encoded import token_runs
     return token_runs(ids.tolist() if hasattr(ids, 'tolist') else ids, token)
@@ -202,7 +184,7 @@ def test_gemma3_encode_identical_and_recorded(checkpoints, images):
     for group in GROUPS:
         paths = [images[s] for s in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(expected, encoded)
+        contract.assert_same_encode(expected, encoded)
         real = geo_tpl.processor.image_processor([Image.open(p).convert('RGB') for p in paths], return_tensors='pt')
         assert encoded['pixel_values'].shape[0] == len(paths) == len(real['num_crops'])
         runs = _runs(encoded['input_ids'], 262144)
@@ -250,7 +232,7 @@ def test_gemma4_encode_identical_and_recorded(checkpoints, images, parent):
     for group in GROUPS:
         paths = [images[s] for s in group]
         expected, encoded = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(expected, encoded)
+        contract.assert_same_encode(expected, encoded)
         runs = _runs(encoded['input_ids'], geo_tpl.config.image_token_id)
         for i, (size, path) in enumerate(zip(group, paths, strict=True)):
             geo = STORE.get(image_key(path), (None, None), parent + '_geo')

@@ -1,6 +1,7 @@
 """GLM-4.1V / 4.5V / GLM-5.3-Flash geometry, pinned to transformers' own resize code over thousands
 of sizes, and to real encodes (tiny GLM-4.1V checkpoint) whose recorded geometry is what the
 processor produced."""
+import functools
 import random
 
 import pytest
@@ -21,6 +22,9 @@ from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, answer='<|begin_of_box|>[1,2,3,4]<|end_of_box|>')
 
 GLM_LIMITS = [  # (shortest_edge, longest_edge) of the processor's `size`
     (12544, 9633792),  # GLM-4.1V-9B-Thinking / GLM-4.6V-Flash preprocessor_config.json
@@ -28,30 +32,6 @@ GLM_LIMITS = [  # (shortest_edge, longest_edge) of the processor's `size`
     (112 * 112, 2 * 50176),  # a small cap: most sizes take the downscale branch
     (2 * 200704, 9633792),  # a large floor: most sizes take the upscale branch
 ]
-
-
-def random_sizes(seed, n):
-    """(width, height) pairs: tiny, ordinary, huge, extreme ratios and factor boundaries."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        kind = i % 6
-        if kind == 0:
-            w, h = rng.randint(1, 60), rng.randint(1, 60)
-        elif kind == 1:
-            w, h = rng.randint(1, 4000), rng.randint(1, 4000)
-        elif kind == 2:
-            w, h = rng.randint(2000, 20000), rng.randint(2000, 20000)
-        elif kind == 3:  # near and past the 200:1 limit, either way round
-            short = rng.randint(1, 40)
-            w, h = short, short * rng.randint(150, 260) + rng.randint(-5, 5)
-        elif kind == 4:  # multiples of 28 and their neighbours
-            w, h = 28 * rng.randint(1, 80) + rng.randint(-1, 1), 28 * rng.randint(1, 80) + rng.randint(-1, 1)
-        else:
-            w, h = rng.randint(1, 30), rng.randint(100, 6000)
-        w, h = max(1, w), max(1, h)
-        out.append((w, h) if rng.random() < 0.5 else (h, w))
-    return out
 
 
 def _ours(fn, **kwargs):
@@ -73,18 +53,11 @@ def _theirs(fn, *args, **kwargs):
 @pytest.mark.parametrize('min_pixels,max_pixels', GLM_LIMITS)
 def test_glm4v_smart_resize_parity(min_pixels, max_pixels):
     from transformers.models.glm4v.image_processing_glm4v import smart_resize
-    sizes = random_sizes(min_pixels + max_pixels, 1500)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        theirs = _theirs(smart_resize, num_frames=2, height=h, width=w, temporal_factor=2, factor=28,
-                         min_pixels=min_pixels, max_pixels=max_pixels)
-        try:
-            ours, clamped = glm4v_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels)
-        except GeometryError:
-            ours, clamped = 'refused', 'refused'
-        outcomes.add(clamped)
-        if ours != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    sizes = contract.mixed_sizes(min_pixels + max_pixels, 1500)
+    mismatches, outcomes = contract.resize_parity(
+        sizes, lambda w, h: glm4v_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels),
+        lambda w, h: _theirs(smart_resize, num_frames=2, height=h, width=w, temporal_factor=2, factor=28,
+                             min_pixels=min_pixels, max_pixels=max_pixels))
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     # Every branch was exercised on the real-checkpoint limits.
     if (min_pixels, max_pixels) == GLM_LIMITS[0]:
@@ -112,25 +85,13 @@ def test_glm4v_token_count_parity_with_the_processor():
     import transformers as tf
     ip = tf.Glm4vImageProcessor(size={'shortest_edge': 12544, 'longest_edge': 9633792})
     settings = default_settings('glm4v_geo')
-    checked = 0
-    for w, h in random_sizes(7, 2000):
-        try:
-            patches = ip.get_number_of_image_patches(h, w, {})
-        except ValueError:
-            with pytest.raises(GeometryError, match='aspect ratio over 200'):
-                settings.predict(width=w, height=h)
-            continue
-        geo, _ = settings.predict(width=w, height=h)
-        assert geo.num_tokens == patches // 4, (w, h)
-        assert geo.grid[1] * geo.grid[2] == patches
-        checked += 1
-    assert checked > 1500
+    assert contract.assert_token_parity(ip, settings, contract.mixed_sizes(7, 2000)) > 1500
 
 
 @pytest.mark.parametrize('min_tokens,max_tokens', [(16, 8000), (64, 1024), (4, 200)])
 def test_glm5_next_canvas_parity(min_tokens, max_tokens):
     from transformers.models.glm5_next.image_processing_glm5_next import smart_resize
-    sizes = random_sizes(max_tokens, 1500)
+    sizes = contract.mixed_sizes(max_tokens, 1500)
     mismatches = [((w, h), ours, theirs) for w, h in sizes
                   for ours, theirs in [(_ours(glm5_next_canvas, width=w, height=h, min_tokens=min_tokens,
                                               max_tokens=max_tokens),
@@ -194,42 +155,13 @@ SIZES = [(640, 480), (20, 30), (1000, 40), (300, 500), (5, 900)]
 
 
 @pytest.fixture(scope='module')
-def glm(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('glm4v'), model_type='glm4v')
+def glm(tiny_processor):
+    return tiny_processor('glm4v')
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('glm_images')
-    paths = {}
-    for w, h in SIZES + [(2, 500), (1280, 960)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (200, 30, 30)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths, **extra):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '<|begin_of_box|>[1,2,3,4]<|end_of_box|>'}],
-            'images': list(paths), **extra}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    return contract.write_images(tmp_path_factory.mktemp('glm_images'), SIZES + [(2, 500), (1280, 960)], (200, 30, 30))
 
 
 def _check_recorded(tpl_name, encoded, paths, settings, image_token):
@@ -253,13 +185,13 @@ def _check_recorded(tpl_name, encoded, paths, settings, image_token):
 
 @pytest.mark.parametrize('parent', ['glm4v', 'glm4_5v'])
 def test_encode_identical_and_geometry_recorded(glm, images, parent):
-    parent_tpl, geo_tpl = _template(glm, parent), _template(glm, parent + '_geo')
+    parent_tpl, geo_tpl = contract.template(glm, parent), contract.template(glm, parent + '_geo')
     image_token = glm.tokenizer.convert_tokens_to_ids('<|image|>')
     assert glm.tokenizer.convert_tokens_to_ids(['<|begin_of_image|>', '<|end_of_image|>']) == [151339, 151340]
     for group in ([SIZES[0]], SIZES[1:3], SIZES[3:]):
         paths = [images[s] for s in group]
         a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(a, b)
+        contract.assert_same_encode(a, b)
         _check_recorded(parent + '_geo', b, paths, geo_tpl.geo_settings(), image_token)
 
 
@@ -267,7 +199,7 @@ def test_refused_image_is_refused_by_both(glm, images):
     path = images[(2, 500)]
     for name in ('glm4v', 'glm4v_geo'):
         with pytest.raises(ValueError, match='aspect ratio'):
-            _template(glm, name).encode(_sample([path]))
+            contract.template(glm, name).encode(_sample([path]))
 
 
 def test_settings_come_from_the_live_processor(tiny_model, images):
@@ -275,7 +207,7 @@ def test_settings_come_from_the_live_processor(tiny_model, images):
     from swift.model import get_processor
     proc = get_processor(tiny_model('glm4v'), model_type='glm4v')
     proc.image_processor.size = {'shortest_edge': 12544, 'longest_edge': 2 * 50176}
-    tpl = _template(proc, 'glm4v_geo')
+    tpl = contract.template(proc, 'glm4v_geo')
     settings = tpl.geo_settings()
     assert (settings.min_pixels, settings.max_pixels) == (12544, 100352)
     path = images[(1280, 960)]
@@ -292,12 +224,12 @@ def test_glm5_next_encode(glm, images):
     proc = tf.Glm5NextProcessor(image_processor=tf.Glm5NextImageProcessor(max_image_tokens=256),
                                 video_processor=tf.Glm5NextVideoProcessor(), tokenizer=tok)
     proc.model_info, proc.model_meta = glm.model_info, glm.model_meta
-    parent_tpl, geo_tpl = _template(proc, 'glm5_next'), _template(proc, 'glm5_next_geo')
+    parent_tpl, geo_tpl = contract.template(proc, 'glm5_next'), contract.template(proc, 'glm5_next_geo')
     settings = geo_tpl.geo_settings()
     assert (settings.resize_rule, settings.min_image_tokens, settings.max_image_tokens) == ('glm5_next', 16, 256)
     paths = [images[s] for s in SIZES[:3]] + [images[(1280, 960)]]
     a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    contract.assert_same_encode(a, b)
     _check_recorded('glm5_next_geo', b, paths, settings, tok.convert_tokens_to_ids('<|image|>'))
     big = STORE.get(image_key(images[(1280, 960)]), (None, None), 'glm5_next_geo')
     assert big.num_tokens <= 256 and big.resized_width <= dict(big.extra)['canvas_width']
@@ -307,7 +239,7 @@ def test_glm5_next_encode(glm, images):
 def test_glm_ocr_resize_is_glm46v_smart_resize():
     # GLM-OCR's Glm46VImageProcessor has its own smart_resize: the same arithmetic, pinned over its limits.
     from transformers.models.glm46v.image_processing_glm46v import smart_resize
-    sizes = random_sizes(46, 2000)
+    sizes = contract.mixed_sizes(46, 2000)
     mismatches = [((w, h), _ours(glm4v_smart_resize, width=w, height=h), theirs)
                   for w, h in sizes
                   if _ours(glm4v_smart_resize, width=w, height=h) != (theirs := _theirs(
@@ -317,15 +249,14 @@ def test_glm_ocr_resize_is_glm46v_smart_resize():
 
 
 @pytest.fixture(scope='module')
-def glm_ocr(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('glm_ocr'), model_type='glm_ocr')
+def glm_ocr(tiny_processor):
+    return tiny_processor('glm_ocr')
 
 
 def test_glm_ocr_encode_identical_and_geometry_recorded(glm_ocr, images):
     import transformers as tf
     assert isinstance(glm_ocr.image_processor, tf.Glm46VImageProcessor)
-    parent_tpl, geo_tpl = _template(glm_ocr, 'glm_ocr'), _template(glm_ocr, 'glm_ocr_geo')
+    parent_tpl, geo_tpl = contract.template(glm_ocr, 'glm_ocr'), contract.template(glm_ocr, 'glm_ocr_geo')
     settings = geo_tpl.geo_settings()
     assert (settings.min_pixels, settings.max_pixels) == (GLM_MIN_PIXELS, GLM_MAX_PIXELS)
     assert settings == default_settings('glm_ocr_geo', versions=settings.versions)
@@ -334,12 +265,12 @@ def test_glm_ocr_encode_identical_and_geometry_recorded(glm_ocr, images):
     for group in ([SIZES[0]], SIZES[1:3], SIZES[3:] + [(1280, 960)]):
         paths = [images[s] for s in group]
         a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(a, b)
+        contract.assert_same_encode(a, b)
         _check_recorded('glm_ocr_geo', b, paths, settings, image_token)
         # GLMOCRTemplate frames each run with its hard-coded 59256 / 59257.
         ids = b['input_ids']
         assert ids.count(59256) == ids.count(59257) == len(paths)
     with pytest.raises(ValueError, match='aspect ratio'):
-        _template(glm_ocr, 'glm_ocr_geo').encode(_sample([images[(2, 500)]]))
+        contract.template(glm_ocr, 'glm_ocr_geo').encode(_sample([images[(2, 500)]]))
     with pytest.raises(ValueError, match='aspect ratio'):
         parent_tpl.encode(_sample([images[(2, 500)]]))

@@ -1,5 +1,6 @@
 """GOT-OCR 2.0 (`got_ocr2_hf`): every image is 1024 x 1024 with 256 tokens, as the real GotOcr2 processor makes it
 in ms-swift's collator; a real encode through `got_ocr2_hf_geo` is byte-identical to its parent and records it."""
+import functools
 import random
 
 import pytest
@@ -13,38 +14,22 @@ from swift_ext.geometry import Clamp, fit_clamp
 from swift_ext.images import image_key
 from swift_ext.recorder import recorder
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_template = functools.partial(contract.checkpoint_template, model_type='got_ocr2_hf')
+_sample = functools.partial(contract.sample, prompt='OCR: ', answer='some text')
 
 SIZES = [(1, 1), (1, 3000), (3000, 1), (50, 60), (1024, 1024), (640, 480), (2000, 300), (300, 1700), (4000, 3000)]
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    from swift_ext.testing.tiny import make_tiny_model
-    return make_tiny_model('got_ocr2_hf', str(tmp_path_factory.mktemp('tiny_got') / 'got_ocr2_hf'))
+def checkpoint(tiny_model):
+    return tiny_model('got_ocr2_hf')
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('got_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
-
-
-def _template(checkpoint, name, **kwargs):
-    from swift.model import get_processor
-    from swift.template import get_template
-    tpl = get_template(get_processor(checkpoint, model_type='got_ocr2_hf'), template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'OCR: '},
-                         {'role': 'assistant', 'content': 'some text'}], 'images': list(paths)}
+    return contract.write_images(tmp_path_factory.mktemp('got_images'), [(50, 60), (640, 480), (2000, 300)])
 
 
 def test_prediction_is_the_square_whatever_the_file():

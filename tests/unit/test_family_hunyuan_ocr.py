@@ -2,20 +2,23 @@
 ``HunYuanVLImageProcessor`` / ``HunYuanVLProcessor`` over thousands of sizes and real images; the upstream failure
 pinned on a tiny checkpoint (ms-swift 4.6.0's template reads ``processor.pad_id``, which transformers 5.19's
 processor lacks); with that one attribute supplied, the real template's encodes record the predicted geometry."""
-import math
+import functools
 import random
 
 import pytest
-import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.hunyuan_ocr import HUNYUAN_MAX_PIXELS, HUNYUAN_MIN_PIXELS, HunyuanOCR
-from swift_ext.geometry import Clamp, GeometryError, zero_floor_smart_resize
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE, row_limits_key
+from swift_ext.testing import contract
+
+_template = functools.partial(contract.template, max_length=32768)  # HunyuanOCR's floor: 262,144 pixels
+_sizes = functools.partial(contract.factor_sizes, factor=32, tiny_top=70, tall=64)
 
 TEMPLATE = 'hunyuan_ocr_geo'
 PAD_ID = 120002  # what the processor Tencent first published set as `pad_id`
@@ -26,40 +29,14 @@ LIMITS = [  # (min_pixels, max_pixels)
 ]
 
 
-def _sizes(n, seed):
-    rng = random.Random(seed)
-    out = {(w, h) for w in range(1, 70, 3) for h in range(1, 70, 3)}
-    out |= {(short, short * ratio + d) for short in (1, 2, 15, 16, 17, 31, 32) for ratio in (150, 200, 201)
-            for d in (-1, 0, 1)}
-    out |= {(32 * a + d, 32 * b) for a in (1, 40, 100) for b in (2, 64) for d in (-16, -15, 15, 16)}
-    out |= {(h, w) for w, h in list(out)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(20000)))), int(math.exp(rng.uniform(0, math.log(20000))))))
-    return sorted(out)
-
-
 @pytest.mark.parametrize('min_pixels,max_pixels', LIMITS)
 def test_resize_parity_with_transformers_over_thousands_of_sizes(min_pixels, max_pixels):
     from transformers.models.hunyuan_vl import image_processing_hunyuan_vl as tv
     from transformers.models.hunyuan_vl import image_processing_pil_hunyuan_vl as pil
     sizes = _sizes(3000 if (min_pixels, max_pixels) == LIMITS[0] else 1000, seed=max_pixels)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        theirs = []
-        for module in (tv, pil):
-            try:
-                rh, rw = module.smart_resize(h, w, factor=32, min_pixels=min_pixels, max_pixels=max_pixels)
-                theirs.append((rw, rh) if rw > 0 and rh > 0 else 'zero side')
-            except ValueError:
-                theirs.append('refused')
-        try:
-            ours, clamp = zero_floor_smart_resize(width=w, height=h, factor=32, min_pixels=min_pixels,
-                                                  max_pixels=max_pixels)
-        except GeometryError as e:
-            ours, clamp = ('zero side' if 'zero side' in str(e) else 'refused'), 'refused'
-        outcomes.add(clamp)
-        if [ours, ours] != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    # the torchvision and the PIL image processor each carry a copy
+    mismatches, outcomes = contract.zero_floor_parity((tv, pil), sizes, factor=32, min_pixels=min_pixels,
+                                                      max_pixels=max_pixels)
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:3]}'
     if (min_pixels, max_pixels) == LIMITS[0]:
         assert outcomes == {None, Clamp.MIN_PIXELS, Clamp.MAX_PIXELS, 'refused'}
@@ -79,6 +56,7 @@ def processor(checkpoint):
     return get_processor(checkpoint, model_type='hunyuan_ocr')
 
 
+@pytest.mark.tiny  # its checkpoint is built here (no registered recipe), not by `tiny_model`
 def test_token_count_is_the_processors(processor):
     # HunYuanVLProcessor's own count (a row break a row, start and end): what ms-swift's template expands to.
     settings = default_settings(TEMPLATE)
@@ -119,23 +97,10 @@ def test_an_aspect_ratio_over_200_is_refused_as_the_processor_refuses_it():
 # ----------------------------------------------------------------------- the parent template, as released
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('hunyuan_images')
-    paths = {}
-    for w, h in SIZES + [(3000, 2000)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (30, 30, 200)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    return contract.write_images(tmp_path_factory.mktemp('hunyuan_images'), SIZES + [(3000, 2000)], (30, 30, 200))
 
 
 SIZES = [(640, 480), (20, 30), (1000, 40), (300, 500)]
-
-
-def _template(processor, name):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, max_length=32768)  # HunyuanOCR's floor: 262,144 pixels
-    tpl.set_mode('train')
-    return tpl
 
 
 def _sample(paths, text='Detect and recognize text in the image.', **extra):
@@ -143,6 +108,7 @@ def _sample(paths, text='Detect and recognize text in the image.', **extra):
                          {'role': 'assistant', 'content': 'INVOICE(112,40),(388,72)'}], 'images': list(paths), **extra}
 
 
+@pytest.mark.tiny  # its checkpoint is built here (no registered recipe), not by `tiny_model`
 def test_ms_swift_cannot_encode_an_image_with_transformers_hunyuan_vl_processor(processor, images):
     # The upstream failure (ms-swift 4.6.0, transformers 5.19): HunYuanVLTemplate._encode ends with
     # `processor.pad_id`; transformers' HunYuanVLProcessor (and its tokenizer) name it `pad_token_id`.
@@ -175,15 +141,7 @@ def fixed(processor, monkeypatch):
     return processor
 
 
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
+@pytest.mark.tiny  # its checkpoint is built here (no registered recipe), not by `tiny_model`
 def test_with_pad_id_supplied_the_encode_is_identical_and_records_the_prediction(fixed, images):
     parent, geo_tpl = _template(fixed, 'hunyuan_ocr'), _template(fixed, TEMPLATE)
     settings = geo_tpl.geo_settings()
@@ -193,7 +151,7 @@ def test_with_pad_id_supplied_the_encode_is_identical_and_records_the_prediction
     for group in ([SIZES[0]], SIZES[1:3], [SIZES[3], (3000, 2000)]):
         paths = [images[s] for s in group]
         a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(a, b)
+        contract.assert_same_encode(a, b)
         ids = b['input_ids']
         runs = [len(r) for r in ''.join('x' if t == 120120 else ' ' for t in ids).split()]
         for i, (path, size) in enumerate(zip(paths, group, strict=True)):
@@ -205,6 +163,7 @@ def test_with_pad_id_supplied_the_encode_is_identical_and_records_the_prediction
             assert geo.num_tokens == runs[i] == (gh // 2) * (gw // 2 + 1) + 2
 
 
+@pytest.mark.tiny  # its checkpoint is built here (no registered recipe), not by `tiny_model`
 def test_with_pad_id_supplied_a_row_max_pixels_prerescales_first(fixed, images):
     geo_tpl = _template(fixed, TEMPLATE)
     row = {'max_pixels': 200000}

@@ -14,38 +14,19 @@ from swift_ext.families.idefics3 import IMAGE_TOKEN_ID, image_tiles, vision_enco
 from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 SIZES = [(640, 480), (50, 60), (300, 2000), (1000, 40), (364, 364), (2000, 3000)]
 
 
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('idefics3'), model_type='idefics3')
+def processor(tiny_processor):
+    return tiny_processor('idefics3')
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('idefics3_images')
-    paths = {}
-    for w, h in SIZES:
-        img = Image.new('RGB', (w, h), (200, 200, 200))
-        img.paste((220, 30, 30), (w // 4, h // 4, max(w // 4 + 1, 3 * w // 4), max(h // 4 + 1, 3 * h // 4)))
-        paths[(w, h)] = str(root / f'{w}x{h}.png')
-        img.save(paths[(w, h)])
-    return paths
-
-
-def _template(processor, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=kwargs.pop('name', 'idefics3_geo'), **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
+    return contract.write_images(tmp_path_factory.mktemp('idefics3_images'), SIZES, boxed=True)
 
 
 def _settings(**overrides):
@@ -141,19 +122,14 @@ def test_clamp_names_what_the_processor_did(processor, size, clamp):
 
 
 def test_encode_identical_to_parent(processor, images):
-    plain, geo = _template(processor, name='idefics3'), _template(processor)
-    for sizes in ([(640, 480)], [(50, 60), (1000, 40)], [(300, 2000), (364, 364)]):
-        sample = _sample([images[s] for s in sizes])
-        a, b = plain.encode(sample), geo.encode(sample)
-        assert sorted(a) == sorted(b)
-        for key in a:
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+    groups = ([(640, 480)], [(50, 60), (1000, 40)], [(300, 2000), (364, 364)])
+    contract.assert_encodes_as_parent(processor, 'idefics3', [[images[s] for s in g] for g in groups])
 
 
 def test_recorded_geometry_is_prediction_and_processor(processor, images):
-    tpl = _template(processor)
+    tpl = contract.template(processor, 'idefics3_geo')
     paths = [images[s] for s in SIZES]
-    encoded = tpl.encode(_sample(paths))
+    encoded = tpl.encode(contract.sample(paths))
     real = processor.image_processor([[Image.open(p).convert('RGB') for p in paths]], return_row_col_info=True,
                                      return_tensors='pt')
     tiles = image_tiles(encoded['input_ids'], decode=processor.tokenizer.decode, seq_len=169)
@@ -173,8 +149,9 @@ def test_swift_max_pixels_and_row_limit(processor, images):
     # rescale_image; the processor then scales the long side back up to 1456.
     from swift.template.vision_utils import rescale_image
     path = images[(2000, 3000)]
-    for tpl, row in ((_template(processor, max_pixels=50176), {}), (_template(processor), {'max_pixels': 50176})):
-        tpl.encode({**_sample([path]), 'chat_template_kwargs': row})
+    for tpl, row in ((contract.template(processor, 'idefics3_geo', max_pixels=50176), {}),
+                     (contract.template(processor, 'idefics3_geo'), {'max_pixels': 50176})):
+        tpl.encode({**contract.sample([path]), 'chat_template_kwargs': row})
         geo = STORE.get(image_key(path), (None, row.get('max_pixels')), 'idefics3_geo')
         predicted, clamped = tpl.geo_settings().predict(width=2000, height=3000, row_kwargs=row)
         assert geo == predicted and clamped == 'max_pixels'

@@ -1,7 +1,6 @@
 """Kimi-K2.5 (``kimi_k25``, published processor code): the NaViT resize pinned to transformers' port of the
 checkpoint's processor (``navit_resize``, ``Kimi_K25ImageProcessor``) over thousands of sizes and real
 images; ms-swift's template needs the checkpoint's remote processor API, which these tests show."""
-import math
 import random
 
 import pytest
@@ -11,6 +10,7 @@ from swift_ext.families import family_of
 from swift_ext.families.kimi_k25 import navit_resize
 from swift_ext.geometry import Clamp
 from swift_ext.settings import default_settings
+from swift_ext.testing import contract
 
 TEMPLATE = 'kimi_k25_geo'
 LIMITS = [(16384, 512), (4096, 512), (16384, 64), (1024, 32)]  # (in_patch_limit, patches a side)
@@ -21,9 +21,7 @@ def _sizes(n, seed):
     out = {(w, h) for w in range(1, 60, 4) for h in range(1, 60, 4)}
     out |= {(short, long) for short in (1, 13, 14, 27, 28, 29) for long in (7167, 7168, 7169, 20000)}
     out |= {(h, w) for w, h in list(out)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(20000)))), int(math.exp(rng.uniform(0, math.log(20000))))))
-    return sorted(out)
+    return contract.filled(out, n, rng, 20000)
 
 
 @pytest.mark.parametrize('limit,side', LIMITS)

@@ -1,8 +1,8 @@
 """Llama 4 geometry: parity with transformers' canvas functions over thousands of sizes, with the real
 processor (views, content, ``<|patch|>`` expansion) on tens, and a real encode through ``llama4_geo`` that
 is byte-identical to ms-swift's parent and records what the encode's token blocks show."""
-import math
-import random
+
+import functools
 
 import pytest
 import torch
@@ -11,27 +11,18 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.llama4 import best_grid, fit_without_distortion, image_blocks, supported_grids
-from swift_ext.geometry import Clamp, swift_rescaled_size
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
+_sizes = functools.partial(contract.tile_sizes, ratios=(0.25, 0.5, 1, 2, 4))
 
 PARENT = 'llama4'
 # (tile size, max_patches, resize_to_max_canvas): the real checkpoints', then off-default processors.
 SETTINGS = [(336, 16, False), (336, 16, True), (336, 4, False), (448, 9, False), (224, 1, False)]
-
-
-def _sizes(n, seed, tile):
-    """Tiny, extreme, tile-boundary and log-uniform random sizes, as (width, height)."""
-    rng = random.Random(seed)
-    out = {(w, h) for w in (1, 2, 3, 7) for h in (1, 2, 3, 7, 500, 5000)}
-    out |= {(h, w) for w in (1, 2) for h in (900, 9000)}
-    for k in (0.5, 1, 2, 3, 4):
-        out |= {(round(tile * k) + dw, round(tile * k * r) + dh) for dw in (-1, 0, 1) for dh in (-1, 0, 1)
-                for r in (0.25, 0.5, 1, 2, 4)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(9000)))), int(math.exp(rng.uniform(0, math.log(9000))))))
-    return sorted(s for s in out if min(s) >= 1)
 
 
 def _reference(width, height, tile, max_patches, to_max):
@@ -130,65 +121,35 @@ def test_clamp_names_what_the_processor_did(size, clamp):
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tiles) == (plain.resized_width, plain.num_tiles)
 
 
 def test_every_template_on_the_class_is_covered():
-    from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.llama import Llama4Template
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Llama4Template)}
+    parents = contract.parents_on_class(Llama4Template)
     assert parents == {PARENT}
     assert family_of(PARENT)[0].name == 'llama4'
 
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
-def _save(tmp_path, w, h):
-    path = str(tmp_path / f'img_{w}x{h}.png')
-    Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-    return path
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = _template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path):
-    parent, geo_tpl = _template(processor, PARENT), _template(processor, PARENT + '_geo')
+    parent, geo_tpl = contract.template(processor, PARENT), contract.template(processor, PARENT + '_geo')
     settings = geo_tpl.geo_settings()
     patch = processor.tokenizer.convert_tokens_to_ids('<|patch|>')
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)], [(1500, 1500)]):
-        paths = [_save(tmp_path, w, h) for w, h in group]
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        assert sorted(expected) == sorted(encoded)
-        for key in expected:
-            same = torch.equal(expected[key], encoded[key]) if isinstance(expected[key], torch.Tensor) \
-                else expected[key] == encoded[key]
-            assert same, key
+        contract.assert_same_encode(expected, encoded)
         geos = [STORE.get(image_key(p), (None, None), PARENT + '_geo') for p in paths]
         for geo, size in zip(geos, group, strict=True):
             assert geo == settings.predict(width=size[0], height=size[1])[0]
@@ -201,8 +162,8 @@ def test_encode_identical_and_recorded(processor, tmp_path):
 def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path):
     # Settings are read once; a processor changed afterwards tiles differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
-    tpl = _template(processor, PARENT + '_geo')
-    path = _save(tmp_path, 2000, 300)
+    tpl = contract.template(processor, PARENT + '_geo')
+    path = contract.save_image(tmp_path, 2000, 300)
     ip = tpl.processor.image_processor
     reset_warnings()
     try:
@@ -219,8 +180,8 @@ def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path)
 
 def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     from swift.template.vision_utils import load_image, rescale_image
-    tpl = _template(processor, PARENT + '_geo', max_pixels=250_000)
-    path = _save(tmp_path, 1600, 1200)
+    tpl = contract.template(processor, PARENT + '_geo', max_pixels=250_000)
+    path = contract.save_image(tmp_path, 1600, 1200)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), PARENT + '_geo')
     shrunk = rescale_image(load_image(path), 250_000)

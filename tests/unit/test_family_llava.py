@@ -5,12 +5,12 @@ Thousands of sizes go through transformers' own ``get_resize_output_image_size``
 started); tens go through the real parent template's ``encode``, whose view is searched for a drawn
 rectangle to see where the content really is.
 """
-import math
+import functools
 import random
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families.llava import LlavaSettings, crop_offset, resized_frame
@@ -19,36 +19,17 @@ from swift_ext.images import image_key
 from swift_ext.rewards import GeoFormat, GeoIoU
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, answer='[0.1, 0.2, 0.3, 0.4]')
 
 PARENT = 'llava1_5_hf'
 TEMPLATE = PARENT + '_geo'
 
 
 @pytest.fixture(scope='module')
-def proc(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[0.1, 0.2, 0.3, 0.4]'}], 'images': list(paths)}
-
-
-def _image(tmp_path, width, height, rect=None):
-    img = Image.new('RGB', (width, height), (180, 180, 180))
-    if rect is not None:
-        ImageDraw.Draw(img).rectangle(rect, fill=(230, 20, 20))
-    path = tmp_path / f'img_{width}x{height}_{len(list(tmp_path.iterdir()))}.png'
-    img.save(path)
-    return str(path)
+def proc(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def _sizes(n, seed):
@@ -56,9 +37,7 @@ def _sizes(n, seed):
     out = {(w, h) for w in range(1, 15) for h in range(1, 15)}
     out |= {s for short in (1, 2, 3, 335, 336, 337) for long in (336, 500, 1000, 10000) for s in ((short, long),
                                                                                                (long, short))}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(9000)))), int(math.exp(rng.uniform(0, math.log(9000))))))
-    return sorted(out)
+    return contract.filled(out, n, rng, 9000)
 
 
 # --------------------------------------------------------------- parity over many sizes
@@ -128,18 +107,15 @@ SIZES = [(50, 60), (640, 480), (1000, 300), (336, 336), (300, 1100), (2000, 90)]
 
 
 def test_settings_for_without_template_are_the_public_checkpoint(proc):
-    live = _template(proc, TEMPLATE).geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(TEMPLATE).to_dict(), 'versions': {}}
+    contract.assert_published_settings(proc, TEMPLATE)
 
 
 def test_encode_identical_and_geometry_is_what_the_processor_did(proc, tmp_path):
-    base, geo_tpl = _template(proc, PARENT), _template(proc, TEMPLATE)
+    base, geo_tpl = contract.template(proc, PARENT), contract.template(proc, TEMPLATE)
     for width, height in SIZES:
-        path = _image(tmp_path, width, height)
+        path = contract.drawn_image(tmp_path, width, height)
         a, b = base.encode(_sample([path])), geo_tpl.encode(_sample([path]))
-        assert sorted(a) == sorted(b)
-        for key in a:
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+        contract.assert_same_encode(a, b)
         geo = STORE.get(image_key(path), (None, None), TEMPLATE)
         assert geo == geo_tpl.geo_settings().predict(width=width, height=height)[0]
         out = proc(images=[Image.open(path).convert('RGB')], text='<image>', return_tensors='pt')
@@ -163,11 +139,12 @@ def test_red_box_in_the_real_view_maps_back_to_the_drawn_box(proc, tmp_path, siz
             do_pad=True, size=dict(original.size), crop_size=dict(original.crop_size),
             image_mean=original.image_mean, image_std=original.image_std)
     try:
-        tpl = _template(proc, TEMPLATE)
+        tpl = contract.template(proc, TEMPLATE)
         assert tpl.geo_settings().do_pad is do_pad
-        path = _image(tmp_path, *size, rect=rect)
+        path = contract.drawn_image(tmp_path, *size, rect=rect)
         encoded = tpl.encode(_sample([path]))
-        assert torch.equal(encoded['pixel_values'], _template(proc, PARENT).encode(_sample([path]))['pixel_values'])
+        parent = contract.template(proc, PARENT).encode(_sample([path]))
+        assert torch.equal(encoded['pixel_values'], parent['pixel_values'])
     finally:
         proc.image_processor = original
     geo = STORE.get(image_key(path), (None, None), TEMPLATE)

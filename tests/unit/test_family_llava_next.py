@@ -5,13 +5,13 @@ Thousands of sizes go through transformers' own pure functions (``select_best_re
 ``_get_number_of_features``); a handful go through the real parent template's ``encode``, whose
 ``pixel_values`` are laid back into the canvas to see where the content and the padding really are.
 """
-import math
+import functools
 import random
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import store
@@ -22,6 +22,9 @@ from swift_ext.images import image_key
 from swift_ext.rewards import GeoFormat, GeoIoU
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, answer='[0.1, 0.2, 0.3, 0.4]')
 
 NEXT, OV = 'llava1_6_mistral_hf', 'llava_onevision_hf'
 ALL_NEXT = ('llava1_6_mistral_hf', 'llava1_6_vicuna_hf', 'llava1_6_yi_hf', 'llama3_llava_next_hf',
@@ -30,42 +33,6 @@ OTHER_PINPOINTS = [[336, 336], [336, 1344], [1344, 336], [672, 1008], [1008, 672
 
 
 # ----------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-
-    from swift_ext.testing.tiny import run_flags
-    cache = {}
-
-    def get(parent):
-        if parent not in cache:
-            cache[parent] = get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type'])
-        return cache[parent]
-    return get
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[0.1, 0.2, 0.3, 0.4]'}], 'images': list(paths)}
-
-
-def _image(tmp_path, width, height, rect=None):
-    """A grey image (no pixel equals the zero padding) with an optional red rectangle."""
-    img = Image.new('RGB', (width, height), (180, 180, 180))
-    if rect is not None:
-        ImageDraw.Draw(img).rectangle(rect, fill=(230, 20, 20))
-    path = tmp_path / f'img_{width}x{height}_{len(list(tmp_path.iterdir()))}.png'
-    img.save(path)
-    return str(path)
-
-
 # --------------------------------------------------------------- parity over many sizes
 def _sizes(pinpoints, n, seed):
     """Tiny, extreme, pinpoint-boundary, exact-ratio and random (log-uniform) sizes, as (width, height)."""
@@ -77,9 +44,7 @@ def _sizes(pinpoints, n, seed):
             out |= {(round(pw * k) + dw, round(ph * k) + dh) for dw in (-1, 0, 1) for dh in (-1, 0, 1)}
     for base in range(1, 700, 13):
         out |= {(base * a, base * b) for a, b in ((1, 1), (2, 1), (1, 2), (3, 1), (1, 3), (4, 3), (16, 9), (9, 16))}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(8000)))), int(math.exp(rng.uniform(0, math.log(8000))))))
-    return sorted(s for s in out if min(s) >= 1)
+    return contract.filled(out, n, rng, 8000)
 
 
 def _blank(height, width):
@@ -116,28 +81,28 @@ def _parity(processor, settings, sizes, drop):
 
 
 @pytest.mark.parametrize('parent,drop', [(NEXT, 1), (OV, 0)])
-def test_parity_with_transformers_over_thousands_of_sizes(processors, parent, drop):
+def test_parity_with_transformers_over_thousands_of_sizes(tiny_processor, parent, drop):
     # drop: ms-swift's LlavaHfTemplate subtracts 1 under the 'default' strategy (NeXT); OneVision never does.
-    proc = processors(parent)
-    settings = _template(proc, parent + '_geo').geo_settings()
+    proc = tiny_processor(parent)
+    settings = contract.template(proc, parent + '_geo').geo_settings()
     sizes = _sizes(proc.image_processor.image_grid_pinpoints, 3000, seed=10)
     assert len(sizes) >= 3000
     mismatches = _parity(proc, settings, sizes, drop)
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)} sizes differ, first: {mismatches[:3]}'
 
 
-def test_parity_with_other_pinpoints_and_anyres_max(processors):
+def test_parity_with_other_pinpoints_and_anyres_max(tiny_processor):
     # Settings come from the live processor: other pinpoints (NeXT) and anyres_max_4 (OneVision) too.
-    nxt, ov = processors(NEXT), processors(OV)
+    nxt, ov = tiny_processor(NEXT), tiny_processor(OV)
     old = (nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio)
     try:
         nxt.image_processor.image_grid_pinpoints = OTHER_PINPOINTS
         ov.vision_aspect_ratio = 'anyres_max_4'
         for parent, proc, drop in ((NEXT, nxt, 1), (OV, ov, 0)):
-            settings = _template(proc, parent + '_geo').geo_settings()
+            settings = contract.template(proc, parent + '_geo').geo_settings()
             sizes = _sizes(proc.image_processor.image_grid_pinpoints, 1500, seed=11)
             assert _parity(proc, settings, sizes, drop) == []
-        assert _template(nxt, NEXT + '_geo').geo_settings().image_grid_pinpoints[0] == (336, 336)
+        assert contract.template(nxt, NEXT + '_geo').geo_settings().image_grid_pinpoints[0] == (336, 336)
     finally:
         nxt.image_processor.image_grid_pinpoints, ov.vision_aspect_ratio = old
 
@@ -151,12 +116,12 @@ def test_parity_with_other_pinpoints_and_anyres_max(processors):
     (OV, (2304, 2304), None),
     (OV, (4000, 3000), Clamp.CANVAS_FIT),
 ])
-def test_clamp_names_what_the_processor_did(processors, parent, size, clamp):
+def test_clamp_names_what_the_processor_did(tiny_processor, parent, size, clamp):
     # The content size transformers' select_best_resolution + get_patch_output_size give decides the name.
-    proc = processors(parent)
+    proc = tiny_processor(parent)
     ref = _reference(proc, *size, 0)
     real = (ref['resized_width'], ref['resized_height'])
-    geo, clamped = _template(proc, parent + '_geo').geo_settings().predict(width=size[0], height=size[1])
+    geo, clamped = contract.template(proc, parent + '_geo').geo_settings().predict(width=size[0], height=size[1])
     assert (geo.resized_width, geo.resized_height) == real and clamped == clamp
     grew = real[0] >= size[0] and real[1] >= size[1] and real != size
     assert (clamped == Clamp.UPSCALE) == grew
@@ -165,13 +130,11 @@ def test_clamp_names_what_the_processor_did(processors, parent, size, clamp):
         assert geo.max_scale == pytest.approx(11.2)
 
 
-def test_settings_for_without_template_are_the_public_checkpoints(processors):
-    # The tiny checkpoints carry the public processors' settings; `settings_for` must equal what a
+def test_settings_for_without_template_are_the_public_checkpoints(tiny_processor):
+    # The tiny checkpoints carry the public tiny_processor' settings; `settings_for` must equal what a
     # live template reads from them (the 'versions' field aside).
     for parent in (NEXT, OV):
-        live = _template(processors(parent), parent + '_geo').geo_settings()
-        offline = default_settings(parent + '_geo')
-        assert {**live.to_dict(), 'versions': {}} == {**offline.to_dict(), 'versions': {}}
+        contract.assert_published_settings(tiny_processor(parent), parent + '_geo')
     for parent in ALL_NEXT:
         assert family_of(parent)[0].name == 'llava_next'
     assert default_settings('llava1_6_yi_hf_geo').coords == 'norm1'
@@ -221,18 +184,16 @@ SIZES = {NEXT: [(50, 60), (640, 480), (1000, 300), (672, 336), (300, 1100)],
 
 
 @pytest.mark.parametrize('parent', [NEXT, OV])
-def test_encode_identical_and_geometry_is_what_the_processor_did(processors, tmp_path, parent):
-    proc = processors(parent)
-    base, geo_tpl = _template(proc, parent), _template(proc, parent + '_geo')
+def test_encode_identical_and_geometry_is_what_the_processor_did(tiny_processor, tmp_path, parent):
+    proc = tiny_processor(parent)
+    base, geo_tpl = contract.template(proc, parent), contract.template(proc, parent + '_geo')
     ip = proc.image_processor
     token = 32000 if parent == NEXT else 151646
     for width, height in SIZES[parent]:
-        path = _image(tmp_path, width, height)
+        path = contract.drawn_image(tmp_path, width, height)
         sample = _sample([path])
         a, b = base.encode(sample), geo_tpl.encode(sample)
-        assert sorted(a) == sorted(b)
-        for key in a:  # byte-identical to the parent
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+        contract.assert_same_encode(a, b)  # byte-identical to the parent
         geo = STORE.get(image_key(path), (None, None), parent + '_geo')
         predicted, _ = geo_tpl.geo_settings().predict(width=width, height=height)
         assert geo == predicted
@@ -250,11 +211,11 @@ def test_encode_identical_and_geometry_is_what_the_processor_did(processors, tmp
 
 
 @pytest.mark.parametrize('parent', [NEXT, OV])
-def test_two_images_in_one_row(processors, tmp_path, parent):
+def test_two_images_in_one_row(tiny_processor, tmp_path, parent):
     # pixel_values is padded to the larger image's view count: each image keeps its own geometry.
-    proc = processors(parent)
-    tpl = _template(proc, parent + '_geo')
-    paths = [_image(tmp_path, 40, 30), _image(tmp_path, 1000, 700)]
+    proc = tiny_processor(parent)
+    tpl = contract.template(proc, parent + '_geo')
+    paths = [contract.drawn_image(tmp_path, 40, 30), contract.drawn_image(tmp_path, 1000, 700)]
     encoded = tpl.encode(_sample(paths))
     geos = [STORE.get(image_key(p), (None, None), parent + '_geo') for p in paths]
     for path, geo in zip(paths, geos, strict=True):
@@ -274,10 +235,10 @@ def test_two_images_in_one_row(processors, tmp_path, parent):
     assert encoded['input_ids'].count(token) == sum(g.num_tokens for g in geos)
 
 
-def test_swift_max_pixels_in_the_template(processors, tmp_path):
-    proc = processors(NEXT)
-    tpl = _template(proc, NEXT + '_geo', max_pixels=50176)
-    path = _image(tmp_path, 1280, 960)
+def test_swift_max_pixels_in_the_template(tiny_processor, tmp_path):
+    proc = tiny_processor(NEXT)
+    tpl = contract.template(proc, NEXT + '_geo', max_pixels=50176)
+    path = contract.drawn_image(tmp_path, 1280, 960)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), NEXT + '_geo')
     assert geo == default_settings(NEXT + '_geo', swift_max_pixels=50176).predict(width=1280, height=960)[0]
@@ -310,7 +271,7 @@ def test_from_model_frame_padded_band_and_box_across_tiles():
     (NEXT, (1000, 300), (300, 40, 420, 260)),  # 1008x336 canvas, padded top and bottom
     (OV, (640, 480), (300, 120, 420, 330)),  # 768x768 canvas, seams at 384
 ])
-def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(processors, tmp_path, parent, size, rect,
+def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(tiny_processor, tmp_path, parent, size, rect,
                                                                    monkeypatch):
     # Find the drawn rectangle in the pixels the model gets, write it as the model would (0-1 of the
     # padded canvas), and let GeoIoU / GeoFormat score that completion against the drawn box.
@@ -318,9 +279,9 @@ def test_red_box_found_in_the_real_canvas_maps_back_to_the_drawn_box(processors,
     if parent == OV:
         monkeypatch.setenv('SWIFT_EXT_COORDS', 'norm1')
     store.reset()
-    proc = processors(parent)
-    tpl = _template(proc, parent + '_geo')
-    path = _image(tmp_path, *size, rect=rect)
+    proc = tiny_processor(parent)
+    tpl = contract.template(proc, parent + '_geo')
+    path = contract.drawn_image(tmp_path, *size, rect=rect)
     encoded = tpl.encode(_sample([path]))
     geo = STORE.get(image_key(path), (None, None), parent + '_geo')
     canvas, _ = _canvas(encoded['pixel_values'][0], geo, proc.image_processor.image_mean,

@@ -1,11 +1,10 @@
 """LLaVA-OneVision-1.5 / -2 (``llava_onevision1_5`` family): qwen-vl-utils' resize with these templates' own
 limits, pinned to ``qwen_vl_utils.smart_resize`` over thousands of sizes and to real encodes of ms-swift's
 ``LLaVAOneVision1_5Template`` / ``LLaVAOneVision2Template`` (tiny Qwen2.5-VL processor)."""
-import math
+import functools
 import random
 
 import pytest
-import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
@@ -14,41 +13,23 @@ from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings, settings_for
 from swift_ext.store import STORE, row_limits_key
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, answer='here')
 
 PARENTS = ('llava_onevision1_5', 'llava_onevision2')
 
 
 @pytest.fixture(scope='module')
-def proc(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('llava_onevision1_5'), model_type='qwen2_5_vl')
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths, **extra):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': 'here'}], 'images': list(paths), **extra}
-
-
-def _image(tmp_path, width, height):
-    path = tmp_path / f'img_{width}x{height}.png'
-    Image.new('RGB', (width, height), (200, 30, 30)).save(path)
-    return str(path)
+def proc(tiny_processor):
+    return tiny_processor('llava_onevision1_5')
 
 
 def _sizes(n, seed):
     rng = random.Random(seed)
     out = {(w, h) for w in range(1, 40, 3) for h in range(1, 40, 3)}
     out |= {(s, s * r + d) for s in (1, 2, 5, 14) for r in (150, 199, 200, 201, 260) for d in (-1, 0, 1)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(12000)))), int(math.exp(rng.uniform(0, math.log(12000))))))
-    return sorted(out)
+    return contract.filled(out, n, rng, 12000)
 
 
 def test_resize_parity_with_qwen_vl_utils_over_thousands_of_sizes():
@@ -89,13 +70,12 @@ def test_clamp_names(size, clamp):
 @pytest.mark.parametrize('parent', PARENTS)
 def test_encode_identical_and_geometry_is_what_fetch_image_did(proc, tmp_path, parent):
     from qwen_vl_utils import fetch_image
-    base, geo_tpl = _template(proc, parent), _template(proc, parent + '_geo')
-    paths = [_image(tmp_path, w, h) for w, h in ((640, 480), (30, 30), (1000, 40), (300, 500))]
+    base, geo_tpl = contract.template(proc, parent), contract.template(proc, parent + '_geo')
+    sizes = ((640, 480), (30, 30), (1000, 40), (300, 500))
+    paths = [contract.save_image(tmp_path, w, h, (200, 30, 30)) for w, h in sizes]
     for group in (paths[:1], paths[1:]):
         a, b = base.encode(_sample(group)), geo_tpl.encode(_sample(group))
-        assert sorted(a) == sorted(b)
-        for key in a:
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+        contract.assert_same_encode(a, b)
         runs = [len(r) for r in ''.join('x' if t == 151655 else ' ' for t in b['input_ids']).split()]
         for i, path in enumerate(group):
             geo = STORE.get(image_key(path), (None, None), parent + '_geo')
@@ -111,8 +91,8 @@ def test_row_max_pixels_prescales_and_fetch_image_ignores_it(proc, tmp_path):
     # Template._get_max_pixels: the row's max_pixels goes to ms-swift's rescale_image, not to fetch_image.
     from qwen_vl_utils import fetch_image
     from swift.template.vision_utils import load_image, rescale_image
-    tpl = _template(proc, 'llava_onevision1_5_geo')
-    path = _image(tmp_path, 1280, 960)
+    tpl = contract.template(proc, 'llava_onevision1_5_geo')
+    path = contract.save_image(tmp_path, 1280, 960, (200, 30, 30))
     encoded = tpl.encode(_sample([path], chat_template_kwargs={'max_pixels': 50176}))
     geo = STORE.get(image_key(path), row_limits_key({'max_pixels': 50176}), 'llava_onevision1_5_geo')
     expected = fetch_image({'image': rescale_image(load_image(path), 50176)}).size
@@ -122,13 +102,23 @@ def test_row_max_pixels_prescales_and_fetch_image_ignores_it(proc, tmp_path):
 
 
 def test_refused_where_the_parent_refuses(proc, tmp_path):
-    path = _image(tmp_path, 3, 700)
+    path = contract.save_image(tmp_path, 3, 700, (200, 30, 30))
     for name in ('llava_onevision1_5', 'llava_onevision1_5_geo'):
         with pytest.raises(ValueError, match='aspect ratio'):
-            _template(proc, name).encode(_sample([path]))
+            contract.template(proc, name).encode(_sample([path]))
 
 
 def test_settings_for_without_template_are_the_live_ones(proc):
     for parent in PARENTS:
-        live = _template(proc, parent + '_geo').geo_settings()
-        assert {**live.to_dict(), 'versions': {}} == {**default_settings(parent + '_geo').to_dict(), 'versions': {}}
+        contract.assert_published_settings(proc, parent + '_geo')
+
+
+def test_an_engine_encode_keeps_the_prediction():
+    # Unlike Qwen's templates, these hand an engine the image as loaded: its geometry is the prediction, not the
+    # grid of a replace_tag size (Family.handed, past Qwen's HandsResizedImage mixin).
+    from swift_ext.families import family_of
+    from swift_ext.families.base import ImageEntry
+    from swift_ext.settings import default_settings
+    geo, _ = default_settings('llava_onevision1_5_geo').predict(width=640, height=480)
+    entry = ImageEntry(key='k', name='x.png', size=(640, 480), resized=(644, 476))
+    assert family_of('llava_onevision1_5')[0].handed(None, {}, [entry], [geo]) == ([geo], 'prediction')

@@ -3,7 +3,6 @@ of sizes, `_geo` encodes are byte-identical to the parents', and the recorded ge
 real processor produced."""
 import dataclasses
 import math
-import random
 
 import numpy as np
 import pytest
@@ -16,65 +15,24 @@ from swift_ext.families.minicpmv import image_views
 from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 PARENTS = ['minicpmv4_6', 'minicpmv4_7']
 SIZES = [(640, 480), (50, 60), (300, 2000), (2000, 90), (448, 448), (1280, 960)]
 
 
 @pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-    return {p: get_processor(tiny_model(p), model_type=p) for p in PARENTS}
+def processors(tiny_processor):
+    return {p: tiny_processor(p) for p in PARENTS}
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('minicpmv_images')
-    paths = {}
-    for w, h in SIZES:
-        img = Image.new('RGB', (w, h), (200, 200, 200))
-        img.paste((220, 30, 30), (w // 4, h // 4, max(w // 4 + 1, 3 * w // 4), max(h // 4 + 1, 3 * h // 4)))
-        paths[(w, h)] = str(root / f'{w}x{h}.png')
-        img.save(paths[(w, h)])
-    return paths
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
+    return contract.write_images(tmp_path_factory.mktemp('minicpmv_images'), SIZES, boxed=True)
 
 
 def _settings(parent='minicpmv4_6', **overrides):
     return family_named('minicpmv').settings_for(parent, env={}, overrides=overrides)
-
-
-def _random_sizes(n, seed):
-    """Sizes from tiny to 20k pixels a side, extreme ratios, and the slice-count boundaries."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.3:
-            w, h = rng.randint(1, 6000), rng.randint(1, 6000)
-        elif kind < 0.5:
-            w, h = rng.randint(1, 64), rng.randint(1, 12000)
-        elif kind < 0.7:
-            w, h = rng.randint(300, 1500), rng.randint(300, 1500)
-        elif kind < 0.85:  # near k * 448**2 pixels, where the slice count changes
-            k = rng.randint(1, 12)
-            w = rng.randint(200, 3000)
-            h = max(1, k * 448 * 448 // w + rng.randint(-2, 2))
-        else:
-            w, h = rng.randint(1, 20000), rng.randint(1, 300)
-        out.append((w, h) if rng.random() < 0.5 else (h, w))
-    return out
 
 
 def _processor_tokens(processor, h, w, max_slice_nums, divisor):
@@ -99,7 +57,7 @@ def test_predict_matches_processor_arithmetic(processors, max_slice_nums, mode):
     ip = processor.image_processor
     settings = _settings(max_slice_nums=max_slice_nums, downsample_mode=mode)
     mismatches = []
-    for w, h in _random_sizes(1500, seed=max_slice_nums * 7 + len(mode)):
+    for w, h in contract.slice_sizes(1500, seed=max_slice_nums * 7 + len(mode)):
         geo, _ = settings.predict(width=w, height=h)
         grid, (src_h, src_w), tokens = _processor_tokens(processor, h, w, max_slice_nums, 4 if mode == '4x' else 16)
         if grid is None:
@@ -153,22 +111,16 @@ def test_predict_matches_full_image_processor(processors, size):
 @pytest.mark.parametrize('parent', PARENTS)
 def test_encode_identical_to_parent(processors, images, parent):
     # Same input_ids, labels, pixel values, target sizes (and 4.7's mm_token_type_ids), 1-3 images.
-    proc = processors[parent]
-    plain, geo = _template(proc, parent), _template(proc, parent + '_geo')
-    for sizes in ([(640, 480)], [(50, 60), (300, 2000)], [(2000, 90), (448, 448), (1280, 960)]):
-        sample = _sample([images[s] for s in sizes])
-        a, b = plain.encode(sample), geo.encode(sample)
-        assert sorted(a) == sorted(b)
-        for key in a:
-            assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+    groups = ([(640, 480)], [(50, 60), (300, 2000)], [(2000, 90), (448, 448), (1280, 960)])
+    contract.assert_encodes_as_parent(processors[parent], parent, [[images[s] for s in g] for g in groups])
 
 
 @pytest.mark.parametrize('parent', PARENTS)
 def test_recorded_geometry_is_prediction_and_processor(processors, images, parent):
     proc = processors[parent]
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     paths = [images[s] for s in SIZES]
-    encoded = tpl.encode(_sample(paths))
+    encoded = tpl.encode(contract.sample(paths))
     views = image_views(encoded['input_ids'], pad=proc.image_token_id,
                         image_start=proc.tokenizer.convert_tokens_to_ids('<image>'),
                         slice_start=proc.tokenizer.convert_tokens_to_ids('<slice>'),
@@ -193,14 +145,14 @@ def test_environment_reaches_settings_and_encode(processors, images, monkeypatch
     # MAX_SLICE_NUMS / DOWNSAMPLE_MODE are read by ms-swift when the template is built.
     monkeypatch.setenv('MAX_SLICE_NUMS', '2')
     monkeypatch.setenv('DOWNSAMPLE_MODE', '4x')
-    tpl = _template(processors['minicpmv4_6'], 'minicpmv4_6_geo')
+    tpl = contract.template(processors['minicpmv4_6'], 'minicpmv4_6_geo')
     settings = tpl.geo_settings()
     assert (settings.max_slice_nums, settings.downsample_mode) == (2, '4x')
     env_settings = family_named('minicpmv').settings_for('minicpmv4_6', env={'MAX_SLICE_NUMS': '2',
                                                                              'DOWNSAMPLE_MODE': '4x'})
     assert dataclasses.replace(env_settings, versions=settings.versions) == settings
     path = images[(1280, 960)]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), 'minicpmv4_6_geo')
     assert geo.num_tiles == 3 and (geo.tile_rows, geo.tile_cols) == (1, 2)
     assert geo.num_tokens == sum(h * w for h, w in encoded['target_sizes'].tolist()) // 4
@@ -208,9 +160,9 @@ def test_environment_reaches_settings_and_encode(processors, images, monkeypatch
 
 
 def test_swift_max_pixels_rescales_first(processors, images):
-    tpl = _template(processors['minicpmv4_6'], 'minicpmv4_6_geo', max_pixels=50176)
+    tpl = contract.template(processors['minicpmv4_6'], 'minicpmv4_6_geo', max_pixels=50176)
     path = images[(1280, 960)]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), 'minicpmv4_6_geo')
     w = int(math.sqrt(50176 / (1280 / 960)) * 1280 / 960)
     # 258x193 is below 448**2: no slices, the source upscaled to ~448**2.

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import math
 import os
-import random
 
 import pytest
 import torch
@@ -19,6 +18,7 @@ from swift_ext.families.minicpmv2_6 import image_views
 from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE, row_limits_key
+from swift_ext.testing import contract
 
 DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data', 'minicpmv2_6')
 PARENTS = ['minicpmv2_6', 'minicpmv4', 'minicpmv4_5', 'minicpmo', 'minicpmo4_5']
@@ -40,59 +40,17 @@ def reference():
 
 
 @pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-    return {p: get_processor(tiny_model(p), model_type=MODEL_TYPES[p]) for p in PARENTS}
+def processors(tiny_processor):
+    return {p: tiny_processor(p) for p in PARENTS}
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('minicpmv2_6_images')
-    paths = {}
-    for w, h in SIZES:
-        img = Image.new('RGB', (w, h), (200, 200, 200))
-        img.paste((220, 30, 30), (w // 4, h // 4, max(w // 4 + 1, 3 * w // 4), max(h // 4 + 1, 3 * h // 4)))
-        paths[(w, h)] = str(root / f'{w}x{h}.png')
-        img.save(paths[(w, h)])
-    return paths
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
+    return contract.write_images(tmp_path_factory.mktemp('minicpmv2_6_images'), SIZES, boxed=True)
 
 
 def _settings(parent='minicpmv2_6', **overrides):
     return family_named('minicpmv2_6').settings_for(parent, env={}, overrides=overrides)
-
-
-def _random_sizes(n, seed):
-    """Sizes from 1 to 20k pixels a side, extreme ratios, and the slice-count boundaries."""
-    rng = random.Random(seed)
-    out = []
-    for _ in range(n):
-        kind = rng.random()
-        if kind < 0.3:
-            w, h = rng.randint(1, 6000), rng.randint(1, 6000)
-        elif kind < 0.5:
-            w, h = rng.randint(1, 64), rng.randint(1, 12000)
-        elif kind < 0.7:
-            w, h = rng.randint(300, 1500), rng.randint(300, 1500)
-        elif kind < 0.85:  # near k * 448**2 pixels, where the slice count changes
-            k = rng.randint(1, 12)
-            w = rng.randint(200, 3000)
-            h = max(1, k * 448 * 448 // w + rng.randint(-2, 2))
-        else:
-            w, h = rng.randint(1, 20000), rng.randint(1, 300)
-        out.append((w, h) if rng.random() < 0.5 else (h, w))
-    return out
 
 
 def _reference_geometry(ip, w, h, max_slice_nums):
@@ -109,7 +67,7 @@ def test_predict_matches_published_code(reference, max_slice_nums):
     # 1,500 sizes per setting (9,000 in all): grid, source size, refine size and placeholder tokens.
     settings = _settings(max_slice_nums=max_slice_nums)
     mismatches = []
-    for w, h in _random_sizes(1500, seed=max_slice_nums * 13):
+    for w, h in contract.slice_sizes(1500, seed=max_slice_nums * 13):
         geo, _ = settings.predict(width=w, height=h)
         grid, (src_w, src_h), refine, tokens = _reference_geometry(reference, w, h, max_slice_nums)
         if grid is None:
@@ -160,9 +118,9 @@ def test_max_slice_nums_below_one_is_refused_as_the_processor_refuses(reference,
     with pytest.raises(GeometryError, match=r'MAX_SLICE_NUMS.*at least 1, got 0'):
         _settings(max_slice_nums=0).predict(width=640, height=480, name='a.png')
     with pytest.raises(AssertionError):  # ms-swift's encode refuses it the same way
-        tpl = _template(processors['minicpmv2_6'], 'minicpmv2_6')
+        tpl = contract.template(processors['minicpmv2_6'], 'minicpmv2_6')
         tpl.max_slice_nums = 0
-        tpl.encode(_sample([images[(640, 480)]]))
+        tpl.encode(contract.sample([images[(640, 480)]]))
 
 
 def test_first_image_one_or_three_pixels_high_is_the_processors_own_failure(reference, processors, tmp_path):
@@ -176,10 +134,10 @@ def test_first_image_one_or_three_pixels_high_is_the_processors_own_failure(refe
     thin, wide = str(tmp_path / 'thin.png'), str(tmp_path / 'wide.png')
     Image.new('RGB', (500, 3)).save(thin)
     Image.new('RGB', (640, 480)).save(wide)
-    tpl = _template(processors['minicpmv2_6'], 'minicpmv2_6_geo')
+    tpl = contract.template(processors['minicpmv2_6'], 'minicpmv2_6_geo')
     with pytest.raises(ValueError, match='mean must have'):
-        tpl.encode(_sample([thin, wide]))
-    encoded = tpl.encode(_sample([wide, thin]))  # second: encodes, as predicted
+        tpl.encode(contract.sample([thin, wide]))
+    encoded = tpl.encode(contract.sample([wide, thin]))  # second: encodes, as predicted
     assert STORE.get(image_key(thin), (None, None), 'minicpmv2_6_geo') == _settings().predict(width=500, height=3)[0]
     assert len(encoded['tgt_sizes'][0]) == 3 + 1
 
@@ -187,32 +145,16 @@ def test_first_image_one_or_three_pixels_high_is_the_processors_own_failure(refe
 @pytest.mark.parametrize('parent', PARENTS)
 def test_encode_identical_to_parent(processors, images, parent):
     # Same input_ids, labels, image bounds, pixel values, target sizes (4.5: temporal ids), 1-3 images.
-    proc = processors[parent]
-    plain, geo = _template(proc, parent), _template(proc, parent + '_geo')
-    for sizes in ([(640, 480)], [(50, 60), (300, 2000)], [(2000, 90), (448, 448), (1280, 960)]):
-        sample = _sample([images[s] for s in sizes])
-        a, b = plain.encode(sample), geo.encode(sample)
-        assert sorted(a) == sorted(b)
-        assert _plain(a) == _plain(b)
-
-
-def _plain(value):
-    """An encode's values as nested lists (tensors listed), for equality."""
-    if isinstance(value, torch.Tensor):
-        return value.tolist()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+    groups = ([(640, 480)], [(50, 60), (300, 2000)], [(2000, 90), (448, 448), (1280, 960)])
+    contract.assert_encodes_as_parent(processors[parent], parent, [[images[s] for s in g] for g in groups])
 
 
 @pytest.mark.parametrize('parent', PARENTS)
 def test_recorded_geometry_is_prediction_and_processor(processors, images, parent):
     proc = processors[parent]
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     paths = [images[s] for s in SIZES]
-    encoded = tpl.encode(_sample(paths))
+    encoded = tpl.encode(contract.sample(paths))
     tok = proc.tokenizer
     views = image_views(encoded['input_ids'], unk=tok.convert_tokens_to_ids('<unk>'),
                         image_start=tok.convert_tokens_to_ids('<image>'),
@@ -238,24 +180,24 @@ def test_recorded_geometry_is_prediction_and_processor(processors, images, paren
 
 def test_environment_reaches_settings_and_encode(processors, images, monkeypatch):
     # MAX_SLICE_NUMS is read by ms-swift when the template is built; unset, the processor's own 9 applies.
-    assert _template(processors['minicpmv2_6'], 'minicpmv2_6_geo').geo_settings().max_slice_nums == 9
+    assert contract.template(processors['minicpmv2_6'], 'minicpmv2_6_geo').geo_settings().max_slice_nums == 9
     monkeypatch.setenv('MAX_SLICE_NUMS', '2')
-    tpl = _template(processors['minicpmv2_6'], 'minicpmv2_6_geo')
+    tpl = contract.template(processors['minicpmv2_6'], 'minicpmv2_6_geo')
     settings = tpl.geo_settings()
     assert settings.max_slice_nums == 2
     env_settings = family_named('minicpmv2_6').settings_for('minicpmv2_6', env={'MAX_SLICE_NUMS': '2'})
     assert dataclasses.replace(env_settings, versions=settings.versions) == settings
     path = images[(1280, 960)]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), 'minicpmv2_6_geo')
     assert geo.num_tiles == 3 and (geo.tile_cols, geo.tile_rows) == (2, 1)
     assert len(encoded['tgt_sizes'][0]) == 3 and geo.num_tokens == 64 * 3
 
 
 def test_swift_max_pixels_rescales_first(processors, images):
-    tpl = _template(processors['minicpmv2_6'], 'minicpmv2_6_geo', max_pixels=50176)
+    tpl = contract.template(processors['minicpmv2_6'], 'minicpmv2_6_geo', max_pixels=50176)
     path = images[(1280, 960)]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), 'minicpmv2_6_geo')
     # 258x193 is below 448**2: no slices, the source upscaled to ~448**2.
     assert int(math.sqrt(50176 / (1280 / 960)) * 1280 / 960) == 258
@@ -266,9 +208,9 @@ def test_swift_max_pixels_rescales_first(processors, images):
 
 def test_row_max_pixels_rescales_first(processors, images):
     # A row's chat_template_kwargs max_pixels is ms-swift's pre-rescale for these templates too.
-    tpl = _template(processors['minicpmv4_5'], 'minicpmv4_5_geo')
+    tpl = contract.template(processors['minicpmv4_5'], 'minicpmv4_5_geo')
     path = images[(1280, 960)]
-    sample = {**_sample([path]), 'chat_template_kwargs': {'max_pixels': 50176}}
+    sample = {**contract.sample([path]), 'chat_template_kwargs': {'max_pixels': 50176}}
     encoded = tpl.encode(sample)
     geo = STORE.get(image_key(path), row_limits_key(sample['chat_template_kwargs']), 'minicpmv4_5_geo')
     want, clamp = tpl.geo_settings().predict(width=1280, height=960, row_kwargs={'max_pixels': 50176})
@@ -313,10 +255,10 @@ def test_tiny_model_takes_the_encode(tiny_model, images, parent):
     # 2-sample batch (9 views in all): processor, placeholders and model agree.
     from swift.model import get_model_processor
     model, proc = get_model_processor(tiny_model(parent), model_type=MODEL_TYPES[parent], torch_dtype=torch.float32)
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     tpl.model = model
-    batch = tpl.data_collator([tpl.encode(_sample([images[(640, 480)]])),
-                               tpl.encode(_sample([images[(50, 60)], images[(300, 2000)]]))])
+    batch = tpl.data_collator([tpl.encode(contract.sample([images[(640, 480)]])),
+                               tpl.encode(contract.sample([images[(50, 60)], images[(300, 2000)]]))])
     tpl.register_post_encode_hook([model])
     try:
         with torch.no_grad():

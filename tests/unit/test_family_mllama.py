@@ -1,8 +1,8 @@
 """Llama 3.2 Vision (Mllama) geometry: parity with transformers' tiling functions over thousands of sizes,
 with the real image processor's tiles on tens, and a real encode through ``llama3_2_vision_geo`` that is
 byte-identical to ms-swift's parent and records what the processor and the cross-attention mask show."""
-import math
-import random
+
+import functools
 
 import numpy as np
 import pytest
@@ -12,27 +12,18 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.mllama import fit_to_canvas, optimal_canvas, supported_aspect_ratios
-from swift_ext.geometry import Clamp, swift_rescaled_size
+from swift_ext.geometry import Clamp
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
+_sizes = functools.partial(contract.tile_sizes, ratios=(0.5, 1, 2))
 
 PARENT = 'llama3_2_vision'
 # (tile size, max_image_tiles): the real checkpoints', then off-default processors.
 SETTINGS = [(560, 4), (560, 1), (560, 2), (448, 6), (224, 9)]
-
-
-def _sizes(n, seed, tile):
-    """Tiny, extreme, tile-boundary and log-uniform random sizes, as (width, height)."""
-    rng = random.Random(seed)
-    out = {(w, h) for w in (1, 2, 3, 7) for h in (1, 2, 3, 7, 500, 5000)}
-    out |= {(h, w) for w in (1, 2) for h in (900, 9000)}
-    for k in (0.5, 1, 2, 3, 4):
-        out |= {(round(tile * k) + dw, round(tile * k * r) + dh) for dw in (-1, 0, 1) for dh in (-1, 0, 1)
-                for r in (0.5, 1, 2)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(9000)))), int(math.exp(rng.uniform(0, math.log(9000))))))
-    return sorted(s for s in out if min(s) >= 1)
 
 
 @pytest.mark.parametrize('tile,max_tiles', SETTINGS)
@@ -115,11 +106,7 @@ def test_no_image_is_refused_and_tokens_count_tiles():
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tiles) == (plain.resized_width, plain.num_tiles)
     assert dict(geo.extra)['processor_input_width'] == w
 
@@ -127,8 +114,7 @@ def test_swift_max_pixels_prescale_comes_first():
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.llama import Llama3_2VisionTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Llama3_2VisionTemplate)}
+    parents = contract.parents_on_class(Llama3_2VisionTemplate)
     assert parents == {PARENT}
     assert family_of(PARENT)[0].name == 'mllama'
     assert TEMPLATE_MAPPING[PARENT + '_geo'].template_cls.__mro__[2] is Llama3_2VisionTemplate
@@ -136,48 +122,25 @@ def test_every_template_on_the_class_is_covered():
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = _template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path, tiny_model):
     from transformers import AutoConfig, MllamaVisionModel
-    parent, geo_tpl = _template(processor, PARENT), _template(processor, PARENT + '_geo')
+    parent, geo_tpl = contract.template(processor, PARENT), contract.template(processor, PARENT + '_geo')
     # What one tile gives the text to attend to, from the tiny model's own vision tower.
     per_tile = MllamaVisionModel(AutoConfig.from_pretrained(tiny_model(PARENT)).vision_config).num_patches
     settings = geo_tpl.geo_settings()
     assert per_tile == settings.tokens_per_tile == 1601
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)], [(1200, 1200)]):
-        paths = []
-        for w, h in group:
-            paths.append(str(tmp_path / f'img_{w}x{h}.png'))
-            Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(paths[-1])
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(expected, encoded)
+        contract.assert_same_encode(expected, encoded)
         ids = encoded['input_ids']
         starts = [i for i, t in enumerate(ids) if t == processor.image_token_id]
         assert len(starts) == len(group)  # one <|image|> token per image, whatever its size
@@ -196,7 +159,7 @@ def test_encode_identical_and_recorded(processor, tmp_path, tiny_model):
 def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path):
     # Settings are read once; a processor changed afterwards tiles differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
-    tpl = _template(processor, PARENT + '_geo')
+    tpl = contract.template(processor, PARENT + '_geo')
     path = str(tmp_path / 'wide_2000x300.png')
     Image.new('RGB', (2000, 300), (120, 130, 140)).save(path)
     predicted = tpl.geo_settings().predict(width=2000, height=300)[0]
@@ -220,7 +183,7 @@ def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path)
 
 def test_swift_max_pixels_in_the_encode(processor, tmp_path):
     from swift.template.vision_utils import load_image, rescale_image
-    tpl = _template(processor, PARENT + '_geo', max_pixels=250_000)
+    tpl = contract.template(processor, PARENT + '_geo', max_pixels=250_000)
     path = str(tmp_path / 'big_1600x1200.png')
     Image.new('RGB', (1600, 1200), (10, 200, 30)).save(path)
     encoded = tpl.encode(_sample([path]))

@@ -1,10 +1,10 @@
 """PaddleOCR-VL 1.5 geometry, pinned to transformers' own ``smart_resize`` over thousands of sizes,
 and to real encodes (tiny PaddleOCR-VL checkpoint) whose recorded geometry is what the processor did,
 including a row's ``chat_template_kwargs`` size limits."""
-import random
+
+import functools
 
 import pytest
-import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
@@ -13,30 +13,9 @@ from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE, row_limits_key
+from swift_ext.testing import contract
 
-
-def random_sizes(seed, n):
-    """(width, height) pairs: tiny, ordinary, huge, extreme ratios and factor boundaries."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        kind = i % 6
-        if kind == 0:
-            w, h = rng.randint(1, 60), rng.randint(1, 60)
-        elif kind == 1:
-            w, h = rng.randint(1, 4000), rng.randint(1, 4000)
-        elif kind == 2:
-            w, h = rng.randint(2000, 20000), rng.randint(2000, 20000)
-        elif kind == 3:  # near and past the 200:1 limit, either way round
-            short = rng.randint(1, 40)
-            w, h = short, short * rng.randint(150, 260) + rng.randint(-5, 5)
-        elif kind == 4:  # multiples of 28 and their neighbours
-            w, h = 28 * rng.randint(1, 80) + rng.randint(-1, 1), 28 * rng.randint(1, 80) + rng.randint(-1, 1)
-        else:
-            w, h = rng.randint(1, 30), rng.randint(100, 6000)
-        w, h = max(1, w), max(1, h)
-        out.append((w, h) if rng.random() < 0.5 else (h, w))
-    return out
+_sample = functools.partial(contract.sample, prompt='OCR:', answer='hello')
 
 
 PADDLE_LIMITS = [  # (min_pixels, max_pixels) = the processor's size shortest_edge / longest_edge
@@ -50,21 +29,10 @@ PADDLE_LIMITS = [  # (min_pixels, max_pixels) = the processor's size shortest_ed
 @pytest.mark.parametrize('min_pixels,max_pixels', PADDLE_LIMITS)
 def test_paddle_smart_resize_parity(min_pixels, max_pixels):
     from transformers.models.paddleocr_vl.image_processing_paddleocr_vl import smart_resize
-    sizes = random_sizes(min_pixels ^ max_pixels, 1500)
-    mismatches, outcomes = [], set()
-    for w, h in sizes:
-        try:
-            rh, rw = smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels)
-            theirs = (rw, rh)
-        except ValueError:
-            theirs = 'refused'
-        try:
-            ours, clamped = paddle_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels)
-        except GeometryError:
-            ours, clamped = 'refused', 'refused'
-        outcomes.add(clamped)
-        if ours != theirs:
-            mismatches.append(((w, h), ours, theirs))
+    sizes = contract.mixed_sizes(min_pixels ^ max_pixels, 1500)
+    mismatches, outcomes = contract.resize_parity(
+        sizes, lambda w, h: paddle_smart_resize(width=w, height=h, min_pixels=min_pixels, max_pixels=max_pixels),
+        lambda w, h: tuple(smart_resize(h, w, factor=28, min_pixels=min_pixels, max_pixels=max_pixels))[::-1])
     assert mismatches == [], f'{len(mismatches)} of {len(sizes)}: {mismatches[:5]}'
     if (min_pixels, max_pixels) == PADDLE_LIMITS[0]:
         assert outcomes == {None, 'max_pixels', 'min_pixels', 'upscale', 'refused'}
@@ -89,18 +57,7 @@ def test_token_count_parity_with_the_processor():
     import transformers as tf
     ip = tf.PaddleOCRVLImageProcessor(min_pixels=112896, max_pixels=1003520)
     settings = default_settings('paddle_ocr_1_5_geo')
-    checked = 0
-    for w, h in random_sizes(11, 2000):
-        try:
-            patches = ip.get_number_of_image_patches(h, w, {})
-        except ValueError:
-            with pytest.raises(GeometryError, match='aspect ratio over 200'):
-                settings.predict(width=w, height=h)
-            continue
-        geo, _ = settings.predict(width=w, height=h)
-        assert geo.num_tokens == patches // 4 and geo.grid[1] * geo.grid[2] == patches, (w, h)
-        checked += 1
-    assert checked > 1500
+    assert contract.assert_token_parity(ip, settings, contract.mixed_sizes(11, 2000)) > 1500
 
 
 @pytest.mark.parametrize('row,match', [
@@ -139,34 +96,7 @@ def paddle(tiny_model):
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('paddle_images')
-    paths = {}
-    for w, h in SIZES + [(2, 500)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (30, 30, 200)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
-
-
-def _template(processor, name):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths, **extra):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'OCR:'},
-                         {'role': 'assistant', 'content': 'hello'}], 'images': list(paths), **extra}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+    return contract.write_images(tmp_path_factory.mktemp('paddle_images'), SIZES + [(2, 500)], (30, 30, 200))
 
 
 def _check_recorded(encoded, paths, settings, row=None):
@@ -184,23 +114,23 @@ def _check_recorded(encoded, paths, settings, row=None):
 
 
 def test_encode_identical_and_geometry_recorded(paddle, images):
-    parent, geo_tpl = _template(paddle, 'paddle_ocr_1_5'), _template(paddle, 'paddle_ocr_1_5_geo')
+    parent, geo_tpl = contract.template(paddle, 'paddle_ocr_1_5'), contract.template(paddle, 'paddle_ocr_1_5_geo')
     settings = geo_tpl.geo_settings()
     assert (settings.min_pixels, settings.max_pixels) == (112896, 1003520)
     for group in ([SIZES[0]], SIZES[1:3], SIZES[3:]):
         paths = [images[s] for s in group]
         a, b = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(a, b)
+        contract.assert_same_encode(a, b)
         _check_recorded(b, paths, settings)
 
 
 def test_row_size_limits_reach_the_processor(paddle, images):
-    parent, geo_tpl = _template(paddle, 'paddle_ocr_1_5'), _template(paddle, 'paddle_ocr_1_5_geo')
+    parent, geo_tpl = contract.template(paddle, 'paddle_ocr_1_5'), contract.template(paddle, 'paddle_ocr_1_5_geo')
     row = {'shortest_edge': 1000, 'longest_edge': 100000}
     paths = [images[(640, 480)], images[(2000, 1500)]]
     a = parent.encode(_sample(paths, chat_template_kwargs=row))
     b = geo_tpl.encode(_sample(paths, chat_template_kwargs=row))
-    _same(a, b)
+    contract.assert_same_encode(a, b)
     _check_recorded(b, paths, geo_tpl.geo_settings(), row)
     # Edge limits are part of the store key: the same file under other limits is another record.
     assert STORE.get(image_key(paths[0]), row_limits_key(row), 'paddle_ocr_1_5_geo').resized_width == 364
@@ -213,12 +143,12 @@ def test_refusals_match_the_parent(paddle, images):
     # The parent refuses with the processor's words; the _geo template refuses the same images with a
     # GeometryError (a ValueError) that names the image and the rule.
     with pytest.raises(ValueError, match="must contain 'shortest_edge' and 'longest_edge'"):
-        _template(paddle, 'paddle_ocr_1_5').encode(one_limit)
+        contract.template(paddle, 'paddle_ocr_1_5').encode(one_limit)
     with pytest.raises(GeometryError, match=r'img_640x480.png: chat_template_kwargs gives only `shortest_edge`'):
-        _template(paddle, 'paddle_ocr_1_5_geo').encode(one_limit)
+        contract.template(paddle, 'paddle_ocr_1_5_geo').encode(one_limit)
     for name in ('paddle_ocr_1_5', 'paddle_ocr_1_5_geo'):
         with pytest.raises(ValueError, match='aspect ratio'):
-            _template(paddle, name).encode(thin)
+            contract.template(paddle, name).encode(thin)
 
 
 def test_training_forward_bug_is_the_parents(tiny_model, paddle, images):
@@ -228,7 +158,7 @@ def test_training_forward_bug_is_the_parents(tiny_model, paddle, images):
     from swift.model import get_model_processor
     model, proc = get_model_processor(tiny_model('paddle_ocr_1_5'), model_type='paddleocr_vl',
                                       torch_dtype=_torch.float32)
-    parent = _template(proc, 'paddle_ocr_1_5')
+    parent = contract.template(proc, 'paddle_ocr_1_5')
     batch = parent.data_collator([parent.encode(_sample([images[(20, 30)]]))])
     assert parent.is_training
     with pytest.raises(AttributeError, match="'tuple' object has no attribute 'to'"):

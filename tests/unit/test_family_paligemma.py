@@ -1,10 +1,10 @@
 """PaliGemma family: every image is the checkpoint's square (224 / 448 / 896) with its fixed token count, as the
 real SigLIP image processor makes it; a real encode through `paligemma_geo` is byte-identical to ms-swift's
 `paligemma` and records what the processor did."""
+import functools
 import random
 
 import pytest
-import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
@@ -13,6 +13,10 @@ from swift_ext.geometry import Clamp, fit_clamp
 from swift_ext.images import image_key
 from swift_ext.recorder import recorder
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_template = functools.partial(contract.checkpoint_template, model_type='paligemma')
+_sample = functools.partial(contract.sample, prompt='detect car', answer='<loc0020><loc0010><loc0400><loc0300> car')
 
 SIZES = [(1, 1), (1, 3000), (3000, 1), (50, 60), (224, 224), (223, 225), (640, 480), (2000, 300), (300, 1700),
          (896, 896), (4000, 3000)]
@@ -24,39 +28,14 @@ def _random_sizes(n, seed):
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    from swift_ext.testing.tiny import make_tiny_model
-    return make_tiny_model('paligemma', str(tmp_path_factory.mktemp('tiny_paligemma') / 'paligemma'))
+def checkpoint(tiny_model):
+    return tiny_model('paligemma')
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('paligemma_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
-
-
-def _template(checkpoint, name, **kwargs):
-    from swift.model import get_processor
-    from swift.template import get_template
-    tpl = get_template(get_processor(checkpoint, model_type='paligemma'), template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths, answer='<loc0020><loc0010><loc0400><loc0300> car'):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'detect car'},
-                         {'role': 'assistant', 'content': answer}], 'images': list(paths)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700)]
+    return contract.write_images(tmp_path_factory.mktemp('paligemma_images'), sizes)
 
 
 def _recorded(path, template='paligemma_geo', limits=(None, None)):
@@ -92,8 +71,7 @@ def test_the_image_processor_makes_the_predicted_size(checkpoint):
 def test_every_template_on_the_class_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.gemma import PaliGemmaTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, PaliGemmaTemplate)}
+    parents = contract.parents_on_class(PaliGemmaTemplate)
     assert parents == {'paligemma'} and 'paligemma_geo' in TEMPLATE_MAPPING
 
 
@@ -108,7 +86,7 @@ def test_encode_identical_and_recorded(checkpoint, images, group):
     parent, geo_tpl = _template(checkpoint, 'paligemma'), _template(checkpoint, 'paligemma_geo')
     paths = [images[s] for s in group]
     expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(expected, encoded)
+    contract.assert_same_encode(expected, encoded)
     from swift_ext.families.encoded import token_runs
     runs = token_runs(encoded['input_ids'], geo_tpl.processor.image_token_id)
     assert tuple(encoded['pixel_values'].shape) == (len(paths), 3, 224, 224)

@@ -2,7 +2,7 @@
 processor's dynamic-HD arithmetic): its ratio choice over thousands of sizes, its ``dynamic_preprocess`` on
 hundreds, the full processor on tens; and an encode through ms-swift's real ``phi4_multimodal`` template
 (with the tiny checkpoint's stand-in remote processor) byte-identical to the parent and recorded."""
-import math
+import functools
 import random
 
 import pytest
@@ -12,10 +12,13 @@ from PIL import Image
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext.families import family_of
 from swift_ext.families.phi4_multimodal import closest_ratio, hd_content, hd_grid, hd_mask, target_ratios
-from swift_ext.geometry import Clamp, GeometryError, swift_rescaled_size
+from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
 
 PARENT = 'phi4_multimodal'
 
@@ -30,9 +33,7 @@ def _sizes(n, seed, top):
     rng = random.Random(seed)
     out = {(w, h) for w in (1, 2, 9, 10, 11, 14, 15) for h in (1, 10, 448, 449, 3000)}
     out |= {(448 * a + d, 448 * b + e) for a in (1, 2, 3) for b in (1, 2) for d in (-1, 0, 1) for e in (-1, 0, 1)}
-    while len(out) < n:
-        out.add((int(math.exp(rng.uniform(0, math.log(top)))), int(math.exp(rng.uniform(0, math.log(top))))))
-    return sorted(s for s in out if min(s) >= 1)
+    return contract.filled(out, n, rng, top)
 
 
 @pytest.mark.parametrize('max_num', [36, 16, 4, 2])
@@ -115,19 +116,13 @@ def test_clamp_names_what_the_processor_did(size, clamp):
 
 
 def test_swift_max_pixels_prescale_comes_first():
-    settings = default_settings(PARENT + '_geo', swift_max_pixels=250_000)
-    geo, clamped = settings.predict(width=1600, height=1200)
-    w, h = swift_rescaled_size(width=1600, height=1200, max_pixels=250_000)
-    plain, _ = default_settings(PARENT + '_geo').predict(width=w, height=h)
-    assert clamped == Clamp.MAX_PIXELS and (geo.original_width, geo.original_height) == (1600, 1200)
+    geo, plain, (w, h) = contract.assert_prescaled_first(PARENT + '_geo')
     assert (geo.resized_width, geo.num_tokens) == (plain.resized_width, plain.num_tokens)
 
 
 def test_every_template_on_the_class_is_covered():
-    from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.microsoft import Phi4MMTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, Phi4MMTemplate)}
+    parents = contract.parents_on_class(Phi4MMTemplate)
     assert parents == {PARENT}
     family, spec = family_of(PARENT)
     assert family.name == 'phi4_multimodal' and spec.verification == 'published_code' and not spec.boxes_trained
@@ -135,46 +130,22 @@ def test_every_template_on_the_class_is_covered():
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model(PARENT), model_type=PARENT)
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
-def _save(tmp_path, w, h):
-    path = str(tmp_path / f'img_{w}x{h}.png')
-    Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-    return path
+def processor(tiny_processor):
+    return tiny_processor(PARENT)
 
 
 def test_settings_from_the_checkpoint_equal_the_published_ones(processor):
-    live = _template(processor, PARENT + '_geo').geo_settings()
-    assert {**live.to_dict(), 'versions': {}} == {**default_settings(PARENT + '_geo').to_dict(), 'versions': {}}
+    contract.assert_published_settings(processor, PARENT + '_geo')
 
 
 def test_encode_identical_and_recorded(processor, tmp_path):
-    parent, geo_tpl = _template(processor, PARENT), _template(processor, PARENT + '_geo')
+    parent, geo_tpl = contract.template(processor, PARENT), contract.template(processor, PARENT + '_geo')
     settings = geo_tpl.geo_settings()
     # Two images side by side make one run of <|endoftext10|>: the record takes each image's own count.
     for group in ([(640, 480)], [(50, 60)], [(2000, 300), (300, 1700)]):
-        paths = [_save(tmp_path, w, h) for w, h in group]
+        paths = [contract.save_image(tmp_path, w, h) for w, h in group]
         expected, encoded = parent.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        assert sorted(expected) == sorted(encoded)
-        for key in expected:
-            same = torch.equal(expected[key], encoded[key]) if isinstance(expected[key], torch.Tensor) \
-                else expected[key] == encoded[key]
-            assert same, key
+        contract.assert_same_encode(expected, encoded)
         geos = [STORE.get(image_key(p), (None, None), PARENT + '_geo') for p in paths]
         for i, (geo, size) in enumerate(zip(geos, group, strict=True)):
             assert geo == settings.predict(width=size[0], height=size[1])[0]
@@ -185,8 +156,8 @@ def test_encode_identical_and_recorded(processor, tmp_path):
 def test_actual_reads_the_encode_when_the_processor_changed(processor, tmp_path):
     # Settings are read once; a processor changed afterwards crops differently: the record follows the encode.
     from swift_ext.warn import reset_warnings
-    tpl = _template(processor, PARENT + '_geo')
-    path = _save(tmp_path, 3000, 500)
+    tpl = contract.template(processor, PARENT + '_geo')
+    path = contract.save_image(tmp_path, 3000, 500)
     ip = tpl.processor.image_processor
     reset_warnings()
     try:

@@ -1,11 +1,11 @@
 """Pixtral / Mistral 3 family: the prediction equals transformers' own resize arithmetic on thousands
 of sizes, and a real encode through each `_geo` template is byte-identical to its ms-swift parent
 and records what the Pixtral processor really produced (``image_sizes``, the [IMG] token grid)."""
+import functools
 import random
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
@@ -15,6 +15,9 @@ from swift_ext.geometry import Clamp, GeometryError
 from swift_ext.images import image_key
 from swift_ext.settings import default_settings
 from swift_ext.store import STORE
+from swift_ext.testing import contract
+
+_sample = functools.partial(contract.sample, prompt='Where is the box?')
 
 MISTRAL = ('mistral_2503', 'mistral_2506', 'mistral_2512', 'mistral_2512_thinking')
 # (longest_edge, token patch): Mistral 3 (14 x merge 2), Pixtral-12B (16), and off-default checkpoints.
@@ -105,8 +108,7 @@ def test_every_template_on_the_classes_is_covered():
     from swift.template import TEMPLATE_MAPPING
     from swift.template.templates.mistral import Mistral2503Template
     from swift.template.templates.pixtral import PixtralTemplate
-    parents = {k for k, v in TEMPLATE_MAPPING.items() if not k.endswith('_geo')
-               and issubclass(v.template_cls, (Mistral2503Template, PixtralTemplate))}
+    parents = contract.parents_on_class(Mistral2503Template, PixtralTemplate)
     assert parents == set(MISTRAL) | {'pixtral'}
     assert all(p + '_geo' in TEMPLATE_MAPPING for p in parents)
 
@@ -119,21 +121,14 @@ def test_image_token_grids():
 
 # --------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def checkpoints(tmp_path_factory):
-    from swift_ext.testing.tiny import make_tiny_model
-    root = tmp_path_factory.mktemp('tiny_pixtral')
-    return {p: make_tiny_model(p, str(root / p)) for p in ('mistral_2503', 'pixtral')}
+def checkpoints(tiny_model):
+    return {p: tiny_model(p) for p in ('mistral_2503', 'pixtral')}
 
 
 @pytest.fixture(scope='module')
 def images(tmp_path_factory):
-    root = tmp_path_factory.mktemp('pixtral_images')
-    paths = {}
-    for w, h in [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 40), (29, 1541)]:
-        path = root / f'img_{w}x{h}.png'
-        Image.new('RGB', (w, h), (w % 256, h % 256, 90)).save(path)
-        paths[(w, h)] = str(path)
-    return paths
+    sizes = [(50, 60), (640, 480), (2000, 300), (300, 1700), (1000, 40), (29, 1541)]
+    return contract.write_images(tmp_path_factory.mktemp('pixtral_images'), sizes)
 
 
 def _template(checkpoints, name, **kwargs):
@@ -147,20 +142,6 @@ def _template(checkpoints, name, **kwargs):
     return tpl
 
 
-def _sample(paths):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(paths) + 'Where is the box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(paths)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
 @pytest.mark.parametrize('parent', MISTRAL + ('pixtral',))
 def test_encode_identical_and_recorded(checkpoints, images, parent):
     parent_tpl, geo_tpl = _template(checkpoints, parent), _template(checkpoints, parent + '_geo')
@@ -169,7 +150,7 @@ def test_encode_identical_and_recorded(checkpoints, images, parent):
     for group in ([(640, 480)], [(50, 60), (2000, 300)], [(300, 1700), (1000, 40), (29, 1541)]):
         paths = [images[s] for s in group]
         expected, encoded = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-        _same(expected, encoded)
+        contract.assert_same_encode(expected, encoded)
         # Independent of the family: the processor's own resize, and the [IMG] grid in the ids.
         grids = image_token_grids(encoded['input_ids'], proc.image_token_id, proc.image_break_token_id,
                                   proc.image_end_token_id)

@@ -13,6 +13,7 @@ from swift_ext.families import family_of
 from swift_ext.geometry import GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 qvu = pytest.importorskip('qwen_vl_utils.vision_process')
 
@@ -41,17 +42,8 @@ def test_every_template_on_the_qwen3_5_class_is_covered_or_excluded():
 
 def _sizes(seed=0, n=3000):
     """Seeded sizes: uniform, tiny, extreme aspect ratios around 200:1, and factor/limit boundaries."""
-    rng = random.Random(seed)
-    sizes = [(rng.randint(1, 6000), rng.randint(1, 6000)) for _ in range(n // 2)]
-    sizes += [(rng.randint(1, 64), rng.randint(1, 64)) for _ in range(n // 10)]
-    for _ in range(n // 5):
-        short = rng.randint(1, 60)
-        long_side = short * 200 + rng.randint(-3, 3)
-        sizes.append((long_side, short) if rng.random() < 0.5 else (short, long_side))
-    while len(sizes) < n:
-        k = rng.randint(1, 200)
-        sizes.append((k * FACTOR + rng.randint(-17, 17), rng.randint(1, 300) * 16 + rng.randint(-1, 1)))
-    return [(max(1, w), max(1, h)) for w, h in sizes]
+    return contract.qwen_sizes(seed, n, lambda rng: (rng.randint(1, 200) * FACTOR + rng.randint(-17, 17),
+                                                     rng.randint(1, 300) * 16 + rng.randint(-1, 1)))
 
 
 def _library(width, height, min_pixels, max_pixels):
@@ -148,30 +140,8 @@ def test_row_limits_and_swift_prerescale_match_the_libraries():
 
 # ------------------------------------------------------------------------- real encodes
 @pytest.fixture(scope='module')
-def processor(tiny_model):
-    from swift.model import get_processor
-    return get_processor(tiny_model('qwen3_5'), model_type='qwen3_5')
-
-
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(images):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(images) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(images)}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+def processor(tiny_processor):
+    return tiny_processor('qwen3_5')
 
 
 def test_tiny_checkpoint_has_the_real_token_ids(processor, tiny_model):
@@ -195,13 +165,13 @@ def test_tiny_checkpoint_has_the_real_token_ids(processor, tiny_model):
 @pytest.mark.parametrize('parent', PARENTS)
 def test_encode_identical_and_geometry_is_what_fetch_image_did(processor, sample_images, parent):
     from qwen_vl_utils import fetch_image
-    parent_tpl, geo_tpl = _template(processor, parent), _template(processor, parent + '_geo')
+    parent_tpl, geo_tpl = contract.template(processor, parent), contract.template(processor, parent + '_geo')
     settings = geo_tpl.geo_settings()
     assert (settings.patch_size, settings.max_pixels) == (16, qvu.IMAGE_MAX_TOKEN_NUM * FACTOR ** 2)
     names = ['tiny', 'landscape', 'wide']
     paths = [sample_images[n] for n in names]
-    a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent_tpl.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     grids = b['image_grid_thw'].tolist()
     runs = _runs(b['input_ids'], IMAGE_PAD)
     for i, path in enumerate(paths):
@@ -217,9 +187,9 @@ def test_encode_identical_and_geometry_is_what_fetch_image_did(processor, sample
 def test_env_limit_reaches_the_geo_settings(processor, sample_images, monkeypatch):
     # MAX_PIXELS as ms-swift's loader applies it: qwen-vl-utils' IMAGE_MAX_TOKEN_NUM = 50176 // 32**2.
     monkeypatch.setattr(qvu, 'IMAGE_MAX_TOKEN_NUM', 50176 // FACTOR ** 2)
-    tpl = _template(processor, 'qwen3_5_geo')
+    tpl = contract.template(processor, 'qwen3_5_geo')
     path = sample_images['landscape']
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), 'qwen3_5_geo')
     assert (geo.resized_width, geo.resized_height) == (256, 192)
     assert list(geo.grid) == encoded['image_grid_thw'][0].tolist()
@@ -257,15 +227,7 @@ def test_forward_through_swift_gives_finite_logits(tiny_model, sample_images):
     model, proc = get_model_processor(tiny_model('qwen3_5'), model_type='qwen3_5', device_map='cpu')
     assert type(model).__name__ == 'Qwen3_5ForConditionalGeneration' and model.dtype == torch.float32
     assert model.config.text_config.layer_types == ['linear_attention', 'full_attention']
-    template = _template(proc, 'qwen3_5_geo')
-    template.model = model
-    encoded = template.encode(_sample([sample_images['landscape']]))
-    batch = template.data_collator([encoded])
-    template.register_post_encode_hook([model])
-    try:
-        with torch.no_grad():
-            output = model(**batch)
-    finally:
-        template.remove_post_encode_hook()
+    template = contract.template(proc, 'qwen3_5_geo')
+    output, encoded = contract.forward(model, template, contract.sample([sample_images['landscape']]))
     assert output.logits.shape == (1, len(encoded['input_ids']), 248320)
     assert torch.isfinite(output.logits).all() and torch.isfinite(output.loss)

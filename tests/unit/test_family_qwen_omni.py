@@ -6,7 +6,6 @@ The tiny Omni checkpoints (``swift_ext.testing.tiny.qwen_omni``: toy thinker, au
 through ms-swift's own Omni loaders."""
 import inspect
 import os
-import random
 
 import pytest
 import torch
@@ -17,6 +16,7 @@ from swift_ext.families import family_of
 from swift_ext.geometry import GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 from swift_ext.testing.tiny import run_flags
 
 qvu = pytest.importorskip('qwen_vl_utils.vision_process')
@@ -37,17 +37,9 @@ def test_omni_utils_resize_is_qwen_vl_utils_source():
 
 
 def _sizes(seed, n=3000):
-    rng = random.Random(seed)
-    sizes = [(rng.randint(1, 6000), rng.randint(1, 6000)) for _ in range(n // 2)]
-    sizes += [(rng.randint(1, 64), rng.randint(1, 64)) for _ in range(n // 10)]
-    for _ in range(n // 5):  # around the 200:1 refusal
-        short = rng.randint(1, 60)
-        long_side = short * 200 + rng.randint(-3, 3)
-        sizes.append((long_side, short) if rng.random() < 0.5 else (short, long_side))
-    while len(sizes) < n:  # around multiples of 28 and 32
-        sizes.append((rng.randint(1, 200) * rng.choice((28, 32)) + rng.randint(-2, 2),
-                      rng.randint(1, 200) * rng.choice((14, 16)) + rng.randint(-2, 2)))
-    return [(max(1, w), max(1, h)) for w, h in sizes]
+    # The rest around multiples of 28 and 32.
+    return contract.qwen_sizes(seed, n, lambda rng: (rng.randint(1, 200) * rng.choice((28, 32)) + rng.randint(-2, 2),
+                                                     rng.randint(1, 200) * rng.choice((14, 16)) + rng.randint(-2, 2)))
 
 
 def _resize(module, width, height, factor, min_pixels=None, max_pixels=None):
@@ -171,42 +163,20 @@ def test_tiny_checkpoint_follows_the_seed(tiny_model, tmp_path):
 
 
 @pytest.fixture(scope='module')
-def processors(tiny_model):
-    from swift.model import get_processor
-    return {parent: get_processor(tiny_model(parent), model_type=run_flags(parent)['model_type']) for parent in PATCH}
-
-
-def _template(processor, name):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(images, **extra):
-    return {'messages': [{'role': 'user', 'content': '<image>' * len(images) + 'Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}], 'images': list(images), **extra}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
+def processors(tiny_processor):
+    return {parent: tiny_processor(parent) for parent in PATCH}
 
 
 @pytest.mark.parametrize('parent', list(PATCH))
 def test_encode_identical_and_geometry_is_what_omni_fetch_image_did(processors, sample_images, parent):
     from qwen_omni_utils import fetch_image
     proc = processors[parent]
-    parent_tpl, geo_tpl = _template(proc, parent), _template(proc, parent + '_geo')
+    parent_tpl, geo_tpl = contract.template(proc, parent), contract.template(proc, parent + '_geo')
     settings = geo_tpl.geo_settings()
     assert settings.patch_size == PATCH[parent]
     paths = [sample_images[n] for n in ('tiny', 'landscape', 'portrait', 'wide')]
-    a, b = parent_tpl.encode(_sample(paths)), geo_tpl.encode(_sample(paths))
-    _same(a, b)
+    a, b = parent_tpl.encode(contract.sample(paths)), geo_tpl.encode(contract.sample(paths))
+    contract.assert_same_encode(a, b)
     grids = b['image_grid_thw'].tolist()
     ids = b['input_ids'].tolist() if isinstance(b['input_ids'], torch.Tensor) else list(b['input_ids'])
     assert ids.count(IMAGE_PAD) == sum(t * h * w // 4 for t, h, w in grids)
@@ -226,9 +196,9 @@ def test_limits_are_read_from_qwen_omni_utils(processors, sample_images, parent,
     # MAX_PIXELS=50176 as the Omni loader turns it into tokens on qwen_omni_utils (not qwen_vl_utils).
     factor = PATCH[parent] * 2
     monkeypatch.setattr(qou, 'IMAGE_MAX_TOKEN_NUM', 50176 // factor ** 2)
-    tpl = _template(processors[parent], parent + '_geo')
+    tpl = contract.template(processors[parent], parent + '_geo')
     path = sample_images['landscape']
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = STORE.get(image_key(path), (None, None), parent + '_geo')
     expected = {'qwen2_5_omni': (252, 168), 'qwen3_omni': (256, 192)}[parent]
     assert (geo.resized_width, geo.resized_height) == expected
@@ -242,15 +212,7 @@ def test_tiny_omni_forward_through_swift(processors, sample_images, parent):
     from swift.model import get_model_processor
     model_dir = processors[parent].model_info.model_dir
     model, proc = get_model_processor(model_dir, model_type=run_flags(parent)['model_type'], device_map='cpu')
-    template = _template(proc, parent + '_geo')
-    template.model = model
-    encoded = template.encode(_sample([sample_images['landscape']]))
-    batch = template.data_collator([encoded])
-    template.register_post_encode_hook([model])
-    try:
-        with torch.no_grad():
-            output = model(**batch)
-    finally:
-        template.remove_post_encode_hook()
+    template = contract.template(proc, parent + '_geo')
+    output, encoded = contract.forward(model, template, contract.sample([sample_images['landscape']]))
     assert output.logits.shape == (1, len(encoded['input_ids']), 151936)
     assert torch.isfinite(output.logits).all() and torch.isfinite(output.loss)

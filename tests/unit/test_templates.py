@@ -9,6 +9,7 @@ from swift_ext.families.internvl import internvl_geometry
 from swift_ext.geometry import GeometryError
 from swift_ext.images import image_key
 from swift_ext.store import STORE
+from swift_ext.testing import contract
 
 QWEN = ['qwen2_vl', 'qwen2_5_vl', 'qwen3_vl']
 INTERNVL_HF = ['internvl_hf', 'interns1']  # one template class, one processor
@@ -29,29 +30,6 @@ def processors(tiny_model):
     return get
 
 
-def _template(processor, name, **kwargs):
-    from swift.template import get_template
-    tpl = get_template(processor, template_type=name, **kwargs)
-    tpl.set_mode('train')
-    return tpl
-
-
-def _sample(images, **extra):
-    tags = '<image>' * len(images)
-    return {'messages': [{'role': 'user', 'content': f'{tags}Where is the red box?'},
-                         {'role': 'assistant', 'content': '[10, 20, 30, 40]'}],
-            'images': list(images), **extra}
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        if isinstance(a[key], torch.Tensor):
-            assert torch.equal(a[key], b[key]), key
-        else:
-            assert a[key] == b[key], key
-
-
 def _recorded(template_name, path, limits=(None, None)):
     return STORE.get(image_key(path), limits, template_name)
 
@@ -60,10 +38,10 @@ def _recorded(template_name, path, limits=(None, None)):
 def test_encode_identical_to_parent(processors, sample_images, family):
     # Same input_ids, labels, pixel_values, image_grid_thw for the same sample, 1-3 images.
     proc = processors(family)
-    parent, geo = _template(proc, family), _template(proc, family + '_geo')
+    parent, geo = contract.template(proc, family), contract.template(proc, family + '_geo')
     for names in (['landscape'], ['tiny', 'portrait'], ['wide', 'square', 'landscape']):
-        sample = _sample([sample_images[n] for n in names])
-        _same(parent.encode(sample), geo.encode(sample))
+        sample = contract.sample([sample_images[n] for n in names])
+        contract.assert_same_encode(parent.encode(sample), geo.encode(sample))
 
 
 @pytest.mark.parametrize('family', QWEN)
@@ -71,9 +49,9 @@ def test_encode_identical_to_parent(processors, sample_images, family):
 def test_qwen_geometry_is_what_fetch_image_did(processors, sample_images, family, name):
     from qwen_vl_utils import fetch_image
     proc = processors(family)
-    tpl = _template(proc, family + '_geo')
+    tpl = contract.template(proc, family + '_geo')
     path = sample_images[name]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = _recorded(family + '_geo', path)
     patch = 16 if family == 'qwen3_vl' else 14
     fetched = fetch_image({'image': path}, image_patch_size=patch)
@@ -89,9 +67,9 @@ def test_qwen_geometry_is_what_fetch_image_did(processors, sample_images, family
 @pytest.mark.parametrize('name', ['tiny', 'landscape', 'portrait', 'wide', 'square'])
 def test_internvl_hf_geometry_is_what_the_processor_did(processors, sample_images, parent, name):
     proc = processors(parent)
-    tpl = _template(proc, parent + '_geo')
+    tpl = contract.template(proc, parent + '_geo')
     path = sample_images[name]
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = _recorded(parent + '_geo', path)
     tiles = proc.image_processor(images=[Image.open(path).convert('RGB')], crop_to_patches=True,
                                  return_tensors='pt')['num_patches'][0]
@@ -103,9 +81,9 @@ def test_internvl_hf_geometry_is_what_the_processor_did(processors, sample_image
 
 def test_swift_max_pixels_prerescale(processors, sample_images):
     # `--max_pixels` shrinks the image before smart_resize; original stays the file's size.
-    tpl = _template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo', max_pixels=50176)
+    tpl = contract.template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo', max_pixels=50176)
     path = sample_images['landscape']  # 640x480 -> 258x193 by ms-swift -> 252x196
-    encoded = tpl.encode(_sample([path]))
+    encoded = tpl.encode(contract.sample([path]))
     geo = _recorded('qwen2_5_vl_geo', path)
     assert (geo.original_width, geo.original_height) == (640, 480)
     assert (geo.resized_width, geo.resized_height) == (252, 196)
@@ -116,9 +94,9 @@ def test_env_max_pixels(processors, sample_images, monkeypatch):
     # MAX_PIXELS ends up as qwen-vl-utils' IMAGE_MAX_TOKEN_NUM (what ms-swift's patch sets).
     from qwen_vl_utils import vision_process
     monkeypatch.setattr(vision_process, 'IMAGE_MAX_TOKEN_NUM', 50176 // 28 ** 2)
-    tpl = _template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
+    tpl = contract.template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
     path = sample_images['landscape']
-    tpl.encode(_sample([path]))
+    tpl.encode(contract.sample([path]))
     geo = _recorded('qwen2_5_vl_geo', path)
     assert (geo.resized_width, geo.resized_height) == (252, 168)  # not the pre-rescale's 252x196
     assert tpl.geo_settings().max_pixels == 50176
@@ -126,10 +104,10 @@ def test_env_max_pixels(processors, sample_images, monkeypatch):
 
 def test_row_chat_template_kwargs(processors, sample_images):
     # A row's chat_template_kwargs limits reach fetch_image for that row only.
-    tpl = _template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
+    tpl = contract.template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
     path = sample_images['landscape']
-    tpl.encode(_sample([path]))
-    encoded = tpl.encode(_sample([path], chat_template_kwargs={'max_pixels': 100000}))
+    tpl.encode(contract.sample([path]))
+    encoded = tpl.encode(contract.sample([path], chat_template_kwargs={'max_pixels': 100000}))
     geo = _recorded('qwen2_5_vl_geo', path, (None, 100000))
     assert (geo.resized_width, geo.resized_height) == (364, 252)
     assert list(geo.grid) == encoded['image_grid_thw'][0].tolist()
@@ -152,8 +130,8 @@ def test_remote_code_internvl_templates(processors, sample_images, base, max_num
         t.set_mode('train')
     for name in ('landscape', 'wide', 'tiny'):
         path = sample_images[name]
-        a, b = parent.encode(_sample([path])), geo_tpl.encode(_sample([path]))
-        _same(a, b)
+        a, b = parent.encode(contract.sample([path])), geo_tpl.encode(contract.sample([path]))
+        contract.assert_same_encode(a, b)
         geo = _recorded(base + '_geo', path)
         w, h = Image.open(path).size
         expected = internvl_geometry(width=w, height=h, max_num=max_num)
@@ -169,13 +147,13 @@ def test_remote_code_internvl_templates(processors, sample_images, base, max_num
 ])
 def test_bad_images_raise_named_errors(processors, tmp_path, make, match):
     # The parent raises too (ms-swift's --strict handling applies); ours names file and rule.
-    tpl = _template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
-    parent = _template(processors('qwen2_5_vl'), 'qwen2_5_vl')
+    tpl = contract.template(processors('qwen2_5_vl'), 'qwen2_5_vl_geo')
+    parent = contract.template(processors('qwen2_5_vl'), 'qwen2_5_vl')
     path = make(tmp_path)
     with pytest.raises(Exception):  # noqa: B017 (the parent's exception type varies by case)
-        parent.encode(_sample([path]))
+        parent.encode(contract.sample([path]))
     with pytest.raises(GeometryError, match=match):
-        tpl.encode(_sample([path]))
+        tpl.encode(contract.sample([path]))
 
 
 def _write(path, data):
@@ -207,9 +185,9 @@ def test_registration_is_idempotent_and_inherits_meta():
 def test_public_predict_geometry_equals_the_encode(processors, sample_images, family, max_pixels):
     # The public API, with no template in play, gives what the real encode recorded.
     import swift_ext
-    tpl = _template(processors(family), family + '_geo', max_pixels=max_pixels)
+    tpl = contract.template(processors(family), family + '_geo', max_pixels=max_pixels)
     for name, path in sample_images.items():
-        tpl.encode(_sample([path]))
+        tpl.encode(contract.sample([path]))
         width, height = Image.open(path).size
         predicted = swift_ext.predict_geometry(family + '_geo', width=width, height=height,
                                                swift_max_pixels=max_pixels, env={})

@@ -11,6 +11,7 @@ import swift_ext.plugin  # noqa: F401
 from swift_ext import runlog, store
 from swift_ext.families import describe
 from swift_ext.recorder import recorder
+from swift_ext.testing import contract
 from swift_ext.testing.videos import make_video
 from swift_ext.video_io import video_backend
 
@@ -63,12 +64,6 @@ def _row(video):
                          {'role': 'assistant', 'content': '<answer>1 - 2</answer>'}], 'videos': [video]}
 
 
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    for key in a:
-        assert torch.equal(a[key], b[key]) if isinstance(a[key], torch.Tensor) else a[key] == b[key], key
-
-
 def _processor_view(tpl, video, how):
     """The video processor's output and metadata for ``video``, called the way ms-swift's template calls it."""
     from swift.template.vision_utils import load_video_hf
@@ -95,7 +90,7 @@ def test_the_video_line_is_what_the_processor_did(templates, clip, log_dir, pare
                         'torchcodec only (swift-ext[video-hf] beside the OS FFmpeg)')
     expected = templates(parent).encode(_row(clip))
     encoded = templates(parent + '_geo').encode(_row(clip))
-    _same(expected, encoded)
+    contract.assert_same_encode(expected, encoded)
     recorder().flush()
     (line,) = [json.loads(x) for x in (log_dir / runlog.GEOMETRY_FILE).read_text().splitlines()]
     out, metadata = _processor_view(templates(parent), clip, how)

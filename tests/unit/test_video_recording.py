@@ -14,6 +14,7 @@ import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import runlog, store
 from swift_ext.recorder import recorder
 from swift_ext.store import VIDEO_STORE
+from swift_ext.testing import contract
 from swift_ext.testing.videos import make_frame_images, make_video, sampled_indices
 from swift_ext.video_io import predict_from_source, video_backend
 from swift_ext.video_record import store_key, video_entry
@@ -92,21 +93,6 @@ def _encode_spied(tpl, row):
     return encoded, (video[0] if isinstance(video, tuple) else video), sample_fps
 
 
-def _same(a, b, path=''):
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
-    elif isinstance(a, dict):
-        assert sorted(a) == sorted(b), path
-        for key in a:
-            _same(a[key], b[key], f'{path}.{key}')
-    elif isinstance(a, (list, tuple)):
-        assert type(a) is type(b) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _same(x, y, f'{path}[{i}]')
-    else:
-        assert a == b, path
-
-
 def _video_lines(log_dir):
     recorder().flush()
     path = log_dir / runlog.GEOMETRY_FILE
@@ -129,7 +115,7 @@ def test_the_video_line_is_what_the_encode_did(templates, clip, log_dir, parent,
     row = _row(clip, ROWS[row_name], answer=mode == 'train')
     expected = templates(parent, mode).encode(_row(clip, ROWS[row_name], answer=mode == 'train'))
     encoded, frames, sample_fps = _encode_spied(templates(parent + '_geo', mode), row)
-    _same(expected, encoded)  # byte-identical to the parent, in every mode
+    contract.assert_same_encode(expected, encoded)  # byte-identical to the parent, in every mode
     (line,) = [x for x in _video_lines(log_dir) if x.get('kind') == 'video']
     assert line['frame_indices'] == sampled_indices(frames)  # the frames really sampled, from their pixels
     assert (line['resized_height'], line['resized_width']) == tuple(frames.shape[-2:])
@@ -174,7 +160,7 @@ def test_an_image_list_video(templates, frames, log_dir, parent, mode):
     row = _row(frames, None, answer=mode == 'train')
     expected = templates(parent, mode).encode(_row(frames, None, answer=mode == 'train'))
     encoded, handed, _ = _encode_spied(templates(parent + '_geo', mode), row)
-    _same(expected, encoded)
+    contract.assert_same_encode(expected, encoded)
     (line,) = [x for x in _video_lines(log_dir) if x.get('kind') == 'video']
     assert sampled_indices(handed) == [0, 1, 2, 3, 4, 4] and line['padded_frames'] == 1 and line['image_list']
     assert line['frame_indices'] == [0, 1, 2, 3, 4, 5] and line['video'].startswith('frames:')
@@ -188,7 +174,8 @@ def test_a_video_beside_an_image(templates, clip, sample_images, log_dir):
                         {'role': 'assistant', 'content': 'x'}], 'images': [sample_images['landscape']],
            'videos': [clip]}
     tpl = templates('qwen2_5_vl_geo', 'train')
-    _same(templates('qwen2_5_vl', 'train').encode(dict(row, messages=list(row['messages']))), tpl.encode(row))
+    expected = templates('qwen2_5_vl', 'train').encode(dict(row, messages=list(row['messages'])))
+    contract.assert_same_encode(expected, tpl.encode(row))
     image, video = _video_lines(log_dir)
     assert 'kind' not in image and image['image_index'] == 0
     assert video['kind'] == 'video' and video['video_index'] == 0
@@ -232,7 +219,7 @@ def test_omni_video_lines(templates, clip, log_dir, parent, version, mode, row_n
         return seen[-1]
     with mock.patch.object(qwen_omni_utils, 'fetch_video', spy):
         encoded = templates(parent + '_geo', mode).encode(row)
-    _same(expected, encoded)
+    contract.assert_same_encode(expected, encoded)
     (frames, sample_fps), = seen
     (line,) = [x for x in _video_lines(log_dir) if x.get('kind') == 'video']
     assert line['frame_indices'] == sampled_indices(frames)
