@@ -214,6 +214,9 @@ class TestHelpers:
             def encode(self, sample):
                 return {'input_ids': [sample, 1]}
 
+            def data_collator(self, rows):
+                return {'input_ids': [r['input_ids'] for r in rows]}
+
         class Leaves(Parent):
             geo_family = 'stands for a _geo template'
 
@@ -221,6 +224,11 @@ class TestHelpers:
                 encoded = super().encode(sample)
                 recorder().defer(time.sleep, (0.004,), ids=(encoded['input_ids'],))
                 return encoded
+
+            def data_collator(self, rows):  # as swift_ext.templates' collate: the parent's, then the trigger
+                collated = super().data_collator(rows)
+                recorder().collate(rows, collated, 'train')
+                return collated
 
         # A job an earlier encode left waiting past the time trigger is done before the round, not
         # inside its first pair (where it would drain the batch's jobs out of the collate's share).

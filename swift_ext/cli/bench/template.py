@@ -199,8 +199,11 @@ def _dummy_model(model: str, model_type: str):
     model type: ms-swift's own fallback loads it without one, which Qwen3-VL's folder leaves ambiguous."""
     import torch
     from swift.model import get_model_processor
-    with torch.device('meta'):
-        return get_model_processor(model, model_type=model_type, return_dummy_model=True)[0]
+    try:
+        with torch.device('meta'):
+            return get_model_processor(model, model_type=model_type, return_dummy_model=True)[0]
+    except Exception:  # noqa: BLE001  (Florence-2's has no causal-LM class; its collate needs no model)
+        return None
 
 
 def _encode_round(parent, other, samples: Sequence[dict],
