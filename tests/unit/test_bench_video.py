@@ -12,6 +12,7 @@ from swift_ext.video_io import read_video_header, video_backend
 pytestmark = pytest.mark.skipif(video_backend() == 'torchvision', reason='no video reader (swift-ext[video])')
 
 
+@pytest.mark.tiny  # runs the bench command in a child process
 def test_quick_run_measures_both_paths_and_plan(tmp_path):
     ctx = Context(quick=True, rounds=1, work=str(tmp_path))
     figures = {f.name: f for f in bench_video.run(ctx)}

@@ -93,6 +93,7 @@ def test_a_template_without_video_geometry_says_so(videos, tmp_path, capsys):
     assert out['videos_not_planned'] == 1 and 'has no video geometry' in out['not_planned_because']
 
 
+@pytest.mark.tiny  # plan starts worker processes
 def test_two_workers_merge_the_video_sums(videos, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(plan.run, 'CHUNK_ROWS', 2)
     _, v = videos
