@@ -75,6 +75,16 @@ def row_images(row: dict) -> list:
     return list(images) if isinstance(images, (list, tuple)) else [images]
 
 
+def row_videos(row: dict) -> list:
+    """The row's video sources: ``videos`` (a list or one item) or a single ``video``."""
+    videos = row.get('videos')
+    if videos is None:
+        videos = row.get('video')
+    if videos is None:
+        return []
+    return list(videos) if isinstance(videos, (list, tuple)) else [videos]
+
+
 def row_limits(row: dict) -> dict:
     """The row's ``chat_template_kwargs`` pixel limits; refuses a value that is not an object."""
     kwargs = row.get('chat_template_kwargs')

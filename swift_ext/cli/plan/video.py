@@ -20,7 +20,7 @@ from typing import Any
 from ...cache import BoundedCache
 from ...geometry import VideoClamp, VideoError, VideoGeometry
 from ...images import classify
-from ..dataset import cut
+from ..dataset import cut, row_videos
 
 MAX_KEPT = 1000
 HEADER_CACHE = 65536  # video headers remembered per worker (datasets repeat videos: many questions per clip)
@@ -67,18 +67,6 @@ class VideoPlanStats:
             items.append(item)
         count = KEPT_COUNTS[name]
         setattr(self, count, getattr(self, count) + 1)
-
-
-def row_videos(row: Mapping) -> list:
-    """The row's video sources: ``videos`` (a list, or one item) or a single ``video``."""
-    videos = row.get('videos')
-    if videos is None:
-        videos = row.get('video')
-    if videos is None:
-        return []
-    if isinstance(videos, (list, tuple)):
-        return list(videos)
-    return [videos]
 
 
 def row_video_kwargs(row: Mapping) -> dict:
