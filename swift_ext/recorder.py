@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import atexit
 import collections
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+import xxhash
 
 from . import loglines, runlog
 from .forksafe import Lock, after_fork_in_child
@@ -63,7 +64,7 @@ DECODER_KEY = 'labels'
 def row_fingerprint(ids: Any, decoder: Any = None) -> str:
     """16 hex digits identifying a sequence of token ids (and an encoder-decoder row's ``decoder`` ids), the same
     in every process (ints hash alike)."""
-    if hasattr(ids, 'tolist'):
+    if type(ids) is not list and hasattr(ids, 'tolist'):
         ids = ids.tolist()
     if decoder is None:
         return f'{hash(tuple(ids)) & 0xFFFFFFFFFFFFFFFF:016x}'
@@ -83,12 +84,32 @@ def batch_fingerprint(batch: Any, decoder_key: str | None = None) -> str | None:
     if any(t is None or not hasattr(t, 'shape') for t in tensors):
         return None
     try:
-        data = b''.join(t.detach().to('cpu').contiguous().numpy().tobytes() for t in tensors)
-    except (AttributeError, RuntimeError, TypeError):
+        arrays = [_as_numpy(t) for t in tensors]
+        shapes = repr(tuple(a.shape for a in arrays)) if decoder_key else repr(arrays[0].shape)
+        digest = xxhash.xxh3_64(shapes.encode())
+        for a in arrays:
+            digest.update(_id_buffer(a))
+    except (AttributeError, RuntimeError, TypeError, ValueError, BufferError):
         return None
-    shapes = repr(tuple(tuple(t.shape) for t in tensors)) if decoder_key else repr(tuple(tensors[0].shape))
-    digest = hashlib.blake2b(data, digest_size=8, person=shapes.encode()[:16])
     return digest.hexdigest()
+
+
+def _as_numpy(tensor):
+    # A collated batch is on the CPU and needs no grad: `numpy()` shares its memory. Each torch call costs
+    # microseconds on caches the batch's images just filled, so the detach / copy only where it is refused.
+    try:
+        return tensor.numpy()
+    except (RuntimeError, TypeError):  # on a GPU, or requires grad
+        return tensor.detach().to('cpu').numpy()
+
+
+def _id_buffer(array):
+    # One form for the same ids however a batch holds them (int32 or int64, a strided view). XXH3 reads
+    # 160 KB (8 x 2,500 ids) in about 3 us, where SHA-1 took 40 and BLAKE2b 100: paid per collate in the
+    # worker and per micro-batch in the trainer; 64 bits tell apart the few thousand batches a run keeps.
+    if array.dtype.str != '<i8':
+        return array.astype('<i8', order='C')
+    return array if array.flags.c_contiguous else array.copy(order='C')
 
 
 class Job:

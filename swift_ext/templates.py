@@ -179,8 +179,7 @@ class GeoTemplateMixin:
             sizes, _LOADED.sizes = _LOADED.sizes, None
         videos = [video_record.video_entry(v) for v in inputs.videos] \
             if inputs.videos and self.geo_family.records_video(self.geo_spec.parent) else []
-        inputs._geo = EncodeState([_entry(src, sizes[i] if i < len(sizes) else None)
-                                   for i, src in enumerate(sources)], videos=videos)
+        inputs._geo = EncodeState(_entries(sources, sizes), videos=videos)
 
     def replace_tag(self, media_type, index, inputs):
         state = getattr(inputs, '_geo', None)
@@ -339,10 +338,35 @@ def _entry(src, size) -> ImageEntry:
     return ImageEntry(key=info.key, name=info.name, size=size, error=error)
 
 
+def _entries(sources, sizes) -> list[ImageEntry]:
+    """The entries of an encode's images, ``sizes`` as ms-swift opened them (shorter: unknown)."""
+    root, out = os.environ.get(ROOT_ENV), []
+    for i, src in enumerate(sources):
+        size = sizes[i] if i < len(sizes) else None
+        if size is None or type(src) is not str or len(src) > 4096:
+            out.append(_entry(src, size))
+            continue
+        key = (src, size, root, None if os.path.isabs(src) else os.getcwd())
+        entry = _ENTRIES.get(key)
+        if entry is None:
+            info = _classify_remembered(src)
+            entry = ImageEntry(key=info.key, name=info.name, size=size)
+            if _resolved(info):
+                _ENTRIES[key] = entry
+        out.append(entry)
+    return out
+
+
 # Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
 # later file can change): a GRPO step encodes a prompt's images once per generation, and every
-# epoch sees each file again.
+# epoch sees each file again. Entries are frozen, so one serves every encode that opened the file at
+# that size (the root folder and working directory it was resolved from are part of the key).
 _FOUND = BoundedCache()
+_ENTRIES = BoundedCache()
+
+
+def _resolved(info) -> bool:
+    return info.kind == 'path' and info.error is None and info.path == info.key  # found, or absolute
 
 
 def _classify_remembered(src):
@@ -352,7 +376,7 @@ def _classify_remembered(src):
     info = _FOUND.get(key)
     if info is None:
         info = classify(src)
-        if info.kind == 'path' and info.error is None and info.path == info.key:  # found, or absolute
+        if _resolved(info):
             _FOUND[key] = info
     return info
 

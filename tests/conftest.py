@@ -31,7 +31,13 @@ INHERITED_LOG_ENV = ('SWIFT_EXT_GEO_LOG_DIR', 'SWIFT_EXT_GEO_LOG_CHANNEL', 'SWIF
 @pytest.fixture(autouse=True)
 def _restore_environ():
     """Put os.environ back after each test: swift_ext names the run folder in it (publish_log_dir) as the
-    geo_log callback does in a real run, and that must not reach the next test or the runs it starts."""
+    geo_log callback does in a real run, and that must not reach the next test or the runs it starts.
+
+    Each test also starts without a geometry-log folder, channel or role, as a user's shell does: one left
+    by anything outside a test's own scope (a fixture of a wider scope, a straggling thread) would send
+    the lines of a `swift` run the test starts to that folder instead of its own."""
+    for name in INHERITED_LOG_ENV:
+        os.environ.pop(name, None)
     before = dict(os.environ)
     yield
     if os.environ != before:

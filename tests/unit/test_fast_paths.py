@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
 from swift_ext import loglines, runlog, templates
@@ -180,6 +181,30 @@ def test_remembered_identity_only_for_files_it_cannot_change(tmp_path, monkeypat
     (tmp_path / 'sub' / 'sub').mkdir()
     monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub' / 'sub'))
     assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
+
+
+def test_one_entry_serves_every_encode_of_a_resolved_file_at_its_size(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv('ROOT_IMAGE_DIR', raising=False)
+    templates._ENTRIES.clear()
+    path = str(tmp_path / 'a.png')
+    Image.new('RGB', (30, 20)).save(path)
+    first, = templates._entries([path], [(30, 20)])
+    assert (first.key, first.size, first.error) == (path, (30, 20), None)
+    assert templates._entries([path], [(30, 20)])[0] is first  # frozen: shared, never changed in place
+    other, = templates._entries([path], [(15, 10)])  # another opened size is another entry
+    assert other is not first and other.size == (15, 10)
+    # A relative name that is missing now may be found later (a new file, ROOT_IMAGE_DIR): never kept.
+    missing, = templates._entries(['late.png'], [(5, 5)])
+    assert missing.key == str(tmp_path / 'late.png') and len(templates._ENTRIES) == 2
+    (tmp_path / 'sub').mkdir()
+    Image.new('RGB', (5, 5)).save(tmp_path / 'sub' / 'late.png')
+    monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub'))
+    assert templates._entries(['late.png'], [(5, 5)])[0].key == str(tmp_path / 'sub' / 'late.png')
+    # Unknown sizes are read from the header, and an image whose header cannot be read keeps its error.
+    (tmp_path / 'bad.png').write_bytes(b'not an image')
+    read, bad = templates._entries([path, str(tmp_path / 'bad.png')], [])
+    assert read.size == (30, 20) and bad.size is None and bad.error is not None
 
 
 # --- line rendering ------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The recorder (swift_ext.recorder): an encode's geometry is read and written later, a batch at a time,
 never later than a reader needs it, from what the encode returned, once, in the process that encoded it;
 and its triggers, ordering and fork / exit / kill behaviour as its docstring promises."""
+import faulthandler
 import json
 import multiprocessing
 import os
@@ -22,6 +23,7 @@ from swift_ext.images import image_key
 from swift_ext.recorder import batch_fingerprint, recorder, row_fingerprint
 from swift_ext.store import STORE, row_limits_key
 
+HANG_SECONDS = 60  # a forked child that has not answered by then is stuck (a loaded 2-core CI runner included)
 GEO = ImageGeometry(original_width=64, original_height=48, resized_width=56, resized_height=56, num_tokens=4,
                     grid=(1, 4, 4))
 
@@ -318,9 +320,25 @@ def test_fingerprints_are_the_same_in_every_process():
     assert batch_fingerprint({'input_ids': a}) == batch_fingerprint({'model_inputs': {'input_ids': a.clone()}})
     assert batch_fingerprint({'input_ids': a}) != batch_fingerprint({'input_ids': a.reshape(3, 2)})
     assert batch_fingerprint({'pixel_values': a}) is None and batch_fingerprint([a]) is None
+    # The same ids however they are held (int32 or int64, a strided view) are the same batch.
+    b = torch.randint(0, 250000, (4, 300))
+    assert batch_fingerprint({'input_ids': b}) == batch_fingerprint({'input_ids': b.to(torch.int32)}) \
+        == batch_fingerprint({'input_ids': b.t().contiguous().t()})
+    assert batch_fingerprint({'input_ids': b.t()}) not in (None, batch_fingerprint({'input_ids': b}))
+    changed = b.clone()
+    changed[3, 299] += 1
+    assert batch_fingerprint({'input_ids': changed}) != batch_fingerprint({'input_ids': b})
 
 
-def _forked_child_uses_every_lock(conn):
+def _forked_child_uses_every_lock(conn, stack_file):
+    # Where the child is stuck, should it be: its stack, for the failure message.
+    with open(stack_file, 'w') as out:
+        faulthandler.dump_traceback_later(HANG_SECONDS / 2, file=out)
+        _use_every_lock(conn)
+        faulthandler.cancel_dump_traceback_later()
+
+
+def _use_every_lock(conn):
     from swift_ext import images, store, warn
     from swift_ext.geometry import ImageGeometry as G
     store.STORE.put('/child.png', (None, None), 'c_geo', G(1, 1, 1, 1, 1))
@@ -352,20 +370,21 @@ def test_forks_under_two_busy_threads_never_hang(log_dir):
     threads = [threading.Thread(target=busy, daemon=True) for _ in range(2)]
     for t in threads:
         t.start()
-    hung = 0
+    hung = []
     ctx = multiprocessing.get_context('fork')
     try:
-        for _ in range(100):
+        for i in range(100):
             parent, child_end = ctx.Pipe()
-            child = ctx.Process(target=_forked_child_uses_every_lock, args=(child_end,))
+            stack = log_dir.parent / f'stack{i}.txt'
+            child = ctx.Process(target=_forked_child_uses_every_lock, args=(child_end, str(stack)))
             child.start()
-            if not parent.poll(20):
-                hung += 1
+            if not parent.poll(HANG_SECONDS):  # a bound for a hang (a held lock waits forever), not a timing
+                hung.append(stack.read_text() if stack.exists() else '(no stack written)')
                 child.kill()
-            child.join(20)
+            child.join(HANG_SECONDS)
     finally:
         stop.set()
         for t in threads:
             t.join(5)
-    assert hung == 0
+    assert not hung, hung[0]
 
