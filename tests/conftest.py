@@ -321,6 +321,7 @@ TINY_TESTS = (
     'tests/unit/test_family_qwen.py::test_smart_resize_parity',
     'tests/unit/test_family_deepseek_vl2.py::test_pad_layout_is_pillows_imageops_pad',
     'tests/unit/test_family_glm4v.py::test_glm5_next_content_matches_the_real_resize',
+    'tests/unit/test_bench_video.py::test_plan_dataset_has_a_path_per_video',  # encodes clips of up to 120 s: 23 s
     # They start processes (a `swift-ext` command, python -c, a fork):
     'tests/unit/test_callback_unit.py::test_each_step_counts_the_images_of_the_batches_it_trained_on',
     'tests/unit/test_check.py::TestUnreadableInput::test_cli_exit_2',
