@@ -67,22 +67,21 @@ def _parquet_rows(path: str) -> Iterator[tuple[int, Any]]:
 
 def row_images(row: dict) -> list:
     """The row's image sources: ``images`` (a list or one item) or a single ``image``."""
-    images = row.get('images')
-    if images is None:
-        images = row.get('image')
-    if images is None:
-        return []
-    return list(images) if isinstance(images, (list, tuple)) else [images]
+    return _sources(row, 'images', 'image')
 
 
 def row_videos(row: dict) -> list:
     """The row's video sources: ``videos`` (a list or one item) or a single ``video``."""
-    videos = row.get('videos')
-    if videos is None:
-        videos = row.get('video')
-    if videos is None:
+    return _sources(row, 'videos', 'video')
+
+
+def _sources(row: dict, many: str, one: str) -> list:
+    found = row.get(many)
+    if found is None:
+        found = row.get(one)
+    if found is None:
         return []
-    return list(videos) if isinstance(videos, (list, tuple)) else [videos]
+    return list(found) if isinstance(found, (list, tuple)) else [found]
 
 
 def row_limits(row: dict) -> dict:

@@ -14,7 +14,7 @@ import pytest
 
 from swift_ext.cli.bench import BENCHES, NAMES, Figure, Goal, build_parser, format_table
 from swift_ext.cli.bench.grpo import step_seconds
-from swift_ext.cli.bench.measure import interleaved, png_header
+from swift_ext.cli.bench.measure import interleaved, png_header, steady_heap
 from swift_ext.cli.bench.reward import regex_iou
 from swift_ext.cli.bench.scale import write_geometry_log
 from swift_ext.cli.bench.template import AA_PARENT, VIDEO_PARENTS, family_parents
@@ -68,7 +68,9 @@ class TestQuickRun:
         _, record = quick_run
         for fig in record['figures']:
             values = fig['values'] + [fig['min'], fig['median'], fig['max']]
-            assert all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+            # a difference of two times (benchmark 1's "_geo - parent") may be below zero; nothing else
+            difference = fig['name'].endswith(' - parent, wall time')
+            assert all(isinstance(v, (int, float)) and math.isfinite(v) and (v > 0 or difference)
                        for v in values), fig
             assert fig['min'] <= fig['median'] <= fig['max'], fig
             assert fig['unit'] and fig['name']
@@ -97,6 +99,12 @@ class TestQuickRun:
         assert f'{AA_PARENT} (log off): _geo / parent, wall time' in names
         [aa] = [f for f in record['figures'] if f['name'] == f'{AA_PARENT} (A/A: parent / parent): A/A, wall time']
         assert aa['goal'] is None and all(0.5 < v < 2 for v in aa['values'])
+        # each ratio also as microseconds a sample, on the same pairs, without a goal
+        extra = {f['name']: f for f in record['figures'] if f['bench'] == 1 and f['unit'] == 'us/sample'}
+        assert f'{AA_PARENT}: _geo - parent, wall time' in extra
+        assert f'{AA_PARENT} (A/A: parent / parent): other - parent, wall time' in extra
+        assert len(extra) == len([f for f in record['figures'] if f['bench'] == 1 and f['unit'] == 'ratio']) // 2
+        assert all(f['goal'] is None for f in extra.values())
         # video encodes too, for the templates with video geometry, with the same goal
         video = [f for f in record['figures'] if f['bench'] == 1 and ' (video): _geo / parent, wall' in f['name']]
         assert {f['name'].split(' ')[0] for f in video} == set(VIDEO_PARENTS) and all(f['goal'] for f in video)
@@ -165,6 +173,11 @@ class TestHelpers:
                                      Goal('>=', 20_000))])
         row = table.splitlines()[2].split()
         assert row[0] == '3' and row[-1] == 'pass' and '20,000' in row and '10,000' in row
+        # a long name is printed whole, the columns after it still aligned
+        long = 'qwen2_5_vl (A/A: parent / parent): other - parent, wall time'
+        table = format_table([Figure(1, long, 'us/sample', [-5.0, 1.0, 9.0]), Figure(1, 'x', 'ratio', [1.0])])
+        first, second = table.splitlines()[2:4]
+        assert long in first and first.index('us/sample') == second.index('ratio')
 
     def test_one_parent_per_family(self):
         chosen = family_parents()
@@ -237,3 +250,29 @@ class TestHelpers:
         times = _encode_round(Parent(), Leaves(), list(range(BATCH * 2)))
         assert len(times) == BATCH * 4 and recorder().waiting() == 0
         assert all(b[0] >= 0.0039 for _, b in times)  # each pair's own share of the collate's work
+
+
+def _minor_faults() -> int:
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+@pytest.mark.skipif(sys.platform != 'linux', reason='glibc malloc settings: Linux only')
+def test_steady_heap_reuses_large_blocks_and_restores_the_defaults():
+    # 64 MiB is over glibc's largest mmap threshold: by default each such block is new pages from the
+    # kernel (16k page faults); inside steady_heap the second one reuses the first one's memory.
+    size = 64 << 20
+
+    def faults_of_one_block() -> int:
+        bytearray(size)  # a warm-up of the same size: its pages are the ones to be reused
+        before = _minor_faults()
+        block = bytearray(size)  # zero-filled: every page is touched
+        faults = _minor_faults() - before
+        del block
+        return faults
+
+    with steady_heap() as took:
+        assert took is True  # glibc here
+        inside = faults_of_one_block()
+    outside = faults_of_one_block()
+    assert inside < 1000 < (size >> 12) // 2 < outside

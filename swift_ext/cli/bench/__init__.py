@@ -154,13 +154,15 @@ def machine_info() -> dict:
 
 
 def format_table(figures: Sequence[Figure]) -> str:
-    head = f'{"#":<2} {"figure":<48} {"goal":<22} {"min":>10} {"median":>10} {"max":>10}  {"unit":<14} result'
+    # Names are never cut: "... A/A, wall time" and "... other - parent, wall time" differ in their last words.
+    width = max([48] + [len(fig.name) for fig in figures])
+    head = f'{"#":<2} {"figure":<{width}} {"goal":<22} {"min":>10} {"median":>10} {"max":>10}  {"unit":<14} result'
     lines = [head, '-' * len(head)]
     for fig in figures:
         s, ok = fig.summary(), fig.passed()
         result = '' if ok is None else ('pass' if ok else 'FAIL')
         goal = fig.goal.describe() if fig.goal else ''
-        lines.append(f'{fig.bench:<2} {fig.name[:48]:<48} {goal[:22]:<22} {_fmt(s["min"]):>10} '
+        lines.append(f'{fig.bench:<2} {fig.name:<{width}} {goal[:22]:<22} {_fmt(s["min"]):>10} '
                      f'{_fmt(s["median"]):>10} {_fmt(s["max"]):>10}  {fig.unit:<14} {result}')
     return '\n'.join(lines)
 
