@@ -193,8 +193,8 @@ def _measure_parent(ctx: Context, parent_name: str, samples: Sequence[dict], kin
             figures.append(Figure(1, f'{parent_name}{kind}: parent encode', 'ms/sample', parent_ms))
         name = 'A/A' if 'A/A' in label else '_geo / parent'
         goal = None if 'A/A' in label else Goal('<=', GOAL)
-        # The same pairs as a difference: recording costs about the same microseconds whatever the family
-        # does, so the cheapest encodes read the highest ratio.
+        # The same pairs as a difference: what recording costs does not grow with the parent's own work,
+        # so the cheapest encodes read the highest ratio; microseconds compare families as they are.
         figures += [Figure(1, f'{parent_name}{label}: {name}, wall time', 'ratio', wall, goal),
                     Figure(1, f'{parent_name}{label}: {name}, CPU time', 'ratio', cpu),
                     Figure(1, f'{parent_name}{label}: {"other - parent" if "A/A" in label else "_geo - parent"}, '
