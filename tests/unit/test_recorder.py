@@ -355,6 +355,12 @@ def test_forks_under_two_busy_threads_never_hang(log_dir):
     # table's, the warnings', the writer's or the recorder's lock must not inherit a held lock.
     from swift_ext import images, store, warn
     stop = threading.Event()
+    # Told here, before any thread runs: from then on the busy threads take the warnings' lock and write
+    # nothing. A thread writing to stderr while a child is forked leaves the stream's own lock held in the
+    # child (CPython does not reset io locks at fork), and the child's first warning waits on it forever:
+    # one CI run showed exactly that stack (logging's StreamHandler.flush). Python's hazard, not a
+    # swift-ext lock; this test is about swift-ext's locks.
+    warn.warn_once('busy', 'busy')
 
     def busy():
         while not stop.is_set():
