@@ -71,7 +71,9 @@ def steady_heap() -> Iterator[bool]:
     from the kernel on every allocation, zeroed page by page on first touch: Llama 3.2 Vision's collate of
     the same 8 rows (30 MB of pixels a row) took 28 to 66 ms from one call to the next. Kept on the heap the
     same collate takes 22 ms every time, on both sides of a comparison (the parent's work gets cheaper, so
-    a ratio reads higher, never lower). Yields whether the setting took; restores glibc's defaults after.
+    a ratio reads higher, never lower). Yields whether the setting took. After it, both thresholds are back at
+    glibc's default 128 KiB, but fixed: glibc's own raising of the mmap threshold as it goes stays off, so the
+    benchmarks that run later in the same process see large blocks go straight back to the kernel.
     """
     try:
         mallopt = ctypes.CDLL(None).mallopt
