@@ -84,10 +84,10 @@ class ImageLines:
         """The lines, each ``image_line(...)`` field for field; shared fields encoded once, per process."""
         common = f'{_prefix_json(step, self.mode)}{_dumps(self.sample_id())},"image_index":'
         stamp = repr(self.when) if type(self.when) is float else _dumps(self.when)  # json writes a float's repr
-        after = (f'"error":null,"basis":{_dumps(self.basis)},"row":{_dumps(row)},"batch":{_dumps(batch)},'
-                 f'"encode":{int(encode)},"time":{stamp}}}\n')
+        after = (f'"error":null,"basis":{_json_word(self.basis)},"row":{_json_name(row)},'
+                 f'"batch":{_json_name(batch)},"encode":{int(encode)},"time":{stamp}}}\n')
         text = ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
-                       f'"clamped":{"null" if clamped is None else _dumps(clamped)},'
+                       f'"clamped":{_json_word(clamped)},'
                        f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}'
                        for geo, key, i, clamped, mismatch in self.images)
         if not self.videos:
@@ -131,6 +131,29 @@ def consume_event(batch: str, step: Any) -> dict:
 _GEOMETRY_JSON = BoundedCache()
 _PREFIX_JSON = BoundedCache()
 _SOURCE_JSON = BoundedCache()
+
+
+_WORD_JSON = BoundedCache(1024)
+
+
+def _json_word(value: Any) -> str:
+    """``_dumps(value)`` of a short value a run repeats (a basis, a clamp name), remembered."""
+    if value is None:
+        return 'null'
+    key = (type(value), value)  # the type too: True == 1 as a key
+    hit = _WORD_JSON.get(key)
+    if hit is None:
+        hit = _WORD_JSON[key] = _dumps(value)
+    return hit
+
+
+def _json_name(value: Any) -> str:
+    """``_dumps(value)`` of a row or batch name: ours are hex digits and '-', written as they are."""
+    if value is None:
+        return 'null'
+    if type(value) is str and value.isascii() and value.replace('-', '').isalnum():
+        return f'"{value}"'
+    return _dumps(value)
 
 
 def _geometry_json(geometry: ImageGeometry) -> str:

@@ -8,9 +8,11 @@ per trigger), in encode order, on these triggers:
 
 1. **collate** -- the template collates a batch (ms-swift's ``data_collator``, in whichever process
    encoded it: a dataloader worker, a streaming pipeline, the trainer). Waiting encodes are resolved,
-   the batch's are tagged with its fingerprint, and a ``collate`` event names the batch's rows (the
-   fingerprints of their token ids) in the batch log. Outside the trainer the lines are written now,
-   with ``step`` null; in the trainer, a training batch's lines wait for 2.
+   the batch's are tagged with its fingerprint, and a ``collate`` event names the batch's rows in the
+   batch log: an encode the collate found itself (the very token-id list it returned) by a name of
+   this process and encode (``<token>-<encode>``), any other by the fingerprint of its token ids, as
+   their lines' ``row`` does. Outside the trainer the lines are written now, with ``step`` null; in
+   the trainer, a training batch's lines wait for 2.
 2. **consume** -- the trainer trains on a batch (the geo_log callback's hook on ``compute_loss``): that
    batch's waiting lines are written with the step, and a ``consume`` event records the step for
    the lines written earlier (by a worker, or before the collate).
@@ -32,6 +34,7 @@ import atexit
 import collections
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -80,16 +83,19 @@ def batch_fingerprint(batch: Any, decoder_key: str | None = None) -> str | None:
         return None
     if batch.get('input_ids') is None and isinstance(batch.get('model_inputs'), Mapping):
         batch = batch['model_inputs']
-    tensors = [batch.get('input_ids')] + ([batch.get(decoder_key)] if decoder_key else [])
+    tensors = (batch.get('input_ids'), batch.get(decoder_key)) if decoder_key else (batch.get('input_ids'),)
     if any(t is None or not hasattr(t, 'shape') for t in tensors):
         return None
     try:
-        arrays = [_as_numpy(t) for t in tensors]
-        shapes = repr(tuple(a.shape for a in arrays)) if decoder_key else repr(arrays[0].shape)
-        digest = xxhash.xxh3_64(shapes.encode())
+        arrays = [_id_buffer(_as_numpy(t)) for t in tensors]
+        # The shapes as the seed (a tuple of ints hashes alike in every process); one call hashes a single tensor.
+        seed = hash(tuple(a.shape for a in arrays)) & 0xFFFFFFFFFFFFFFFF
+        if len(arrays) == 1:
+            return xxhash.xxh3_64_hexdigest(arrays[0], seed)
+        digest = xxhash.xxh3_64(seed=seed)
         for a in arrays:
-            digest.update(_id_buffer(a))
-    except (AttributeError, RuntimeError, TypeError, ValueError, BufferError):
+            digest.update(a)
+    except (AttributeError, RuntimeError, TypeError, ValueError, BufferError, OverflowError):
         return None
     return digest.hexdigest()
 
@@ -116,7 +122,8 @@ class Job:
     """One encode's work: ``resolve(*args)`` returns its lines (``loglines.ImageLines``) or None.
 
     ``ids``: the token-id lists the encode returned (one per sequence: two for chosen / rejected), held
-    by reference until the job resolves, for its row fingerprint and to find it in a collated batch;
+    by reference until its lines are written, to find it in a collated batch or, where none found it, for
+    its row fingerprint;
     ``decoder``: an encoder-decoder encode's decoder ids (``DECODER_KEY``), the same way, else None.
     A failure job has its lines from the start and no ids.
     """
@@ -136,6 +143,7 @@ class Recorder:
 
     def __init__(self):
         self.pid = os.getpid()
+        self.token = secrets.token_hex(4)  # names this process's rows that its own collates found (see _tag)
         self.lock = Lock()  # one drain at a time; a lookup waits for a drain in progress
         self.todo: collections.deque = collections.deque()  # unresolved jobs (appended without the lock)
         self.ready: list = []  # resolved jobs whose lines are not written yet, in encode order
@@ -199,8 +207,8 @@ class Recorder:
                     self._write(self._take(lambda job: not self._held(job)))
                     return
                 batch = batch_fingerprint(collated, decoder_key)
-                fingerprints = self._tag(rows, batch, decoder_key)
-                events = [] if batch is None else [loglines.collate_event(batch, fingerprints)]
+                names = self._tag(rows, batch, decoder_key)
+                events = [] if batch is None else [loglines.collate_event(batch, names)]
                 self._write(self._take(lambda job: not self._held(job)), events)
         except Exception as exc:  # recording must never cost the user a batch
             warn_once(f'collate:{type(exc).__name__}', f'swift-ext could not record a batch ({exc!r}); '
@@ -245,13 +253,11 @@ class Recorder:
             job = self.todo.popleft()  # only drains pop, one at a time
             try:
                 job.lines = job.resolve(*job.args)
-                if job.ids and not job.engine:
-                    job.row = row_fingerprint(job.ids[0], job.decoder)
             except Exception as exc:  # the template's resolve guards itself: this is a bug, never a crash
                 self._count_lost(job, exc)
                 continue
             finally:
-                job.resolve = job.args = job.decoder = None  # the encode's outputs are freed here
+                job.resolve = job.args = None  # the encode's outputs are freed here (its ids wait for its row)
             if job.lines is not None:
                 self.encodes += 1
                 job.encode = self.encodes
@@ -272,35 +278,46 @@ class Recorder:
     def _tag(self, rows: Iterable[Mapping], batch: str | None, decoder_key: str | None = None) -> list:
         """Tag the waiting jobs of ``rows`` (and failures waiting for a batch) with ``batch``.
 
-        Returns the rows' fingerprints. A row is found by identity (the very list its encode returned)
-        or, where the dataset copied it (streaming), by its fingerprint.
+        Returns the rows' names. A row is found by identity (the very list its encode returned), named
+        ``<token>-<encode>`` (nothing to hash), or, where the dataset copied it (streaming), by its
+        fingerprint: the waiting encodes are fingerprinted then, once a collate.
         """
-        by_ids, by_row = {}, collections.defaultdict(collections.deque)
+        by_ids, by_row = {}, None
         for job in self.ready:
             if job.batch is None and not job.failure and not job.engine:
                 for ids in job.ids:
                     by_ids[id(ids)] = job
-                by_row[job.row].append(job)
-        fingerprints = []
+        names = []
         for row in rows:
             for key in ID_KEYS:
                 ids = row.get(key) if isinstance(row, Mapping) else None
                 if ids is None:
                     continue
                 job = by_ids.get(id(ids))
-                if job is None or job.batch is not None or not any(x is ids for x in job.ids):
+                if job is not None and job.batch is None and any(x is ids for x in job.ids):
+                    if job.row is None:  # found itself: named by this process and encode, no hashing
+                        job.row, job.decoder = f'{self.token}-{job.encode}', None
+                    names.append(job.row)
+                else:
+                    by_row = self._by_row() if by_row is None else by_row
                     fingerprint = row_fingerprint(ids, row.get(decoder_key) if decoder_key else None)
                     found = by_row.get(fingerprint)
                     job = found.popleft() if found else None
-                    fingerprints.append(fingerprint)
-                else:
-                    fingerprints.append(job.row)
+                    names.append(fingerprint)
                 if job is not None and job.batch is None:
                     job.batch = batch
         for job in self.ready:
             if job.failure and job.batch is None and not job.engine:
                 job.batch = batch  # the batch that took the replacement sample
-        return fingerprints
+        return names
+
+    def _by_row(self) -> dict:
+        """The untagged waiting encodes by row fingerprint, oldest first (for rows a collate got as copies)."""
+        by_row = collections.defaultdict(collections.deque)
+        for job in self.ready:
+            if job.batch is None and not job.failure and not job.engine:
+                by_row[self._row(job)].append(job)
+        return by_row
 
     def _write(self, jobs: list, events: Sequence[dict] = ()) -> None:
         if not jobs and not events:
@@ -313,11 +330,18 @@ class Recorder:
         text, images = [], 0
         for job in jobs:
             try:
-                text.append(job.lines.render(step=job.step, batch=job.batch, row=job.row, encode=job.encode))
+                text.append(job.lines.render(step=job.step, batch=job.batch, row=self._row(job), encode=job.encode))
                 images += job.lines.count
             except Exception as exc:
                 self._count_lost(job, exc)
         runlog.write(directory, ''.join(text), images, events)
+
+    @staticmethod
+    def _row(job: Job) -> str | None:
+        """The job's row: the fingerprint of its token ids, made when first asked (None for an engine's encode)."""
+        if job.row is None and job.ids and not job.engine:
+            job.row, job.decoder = row_fingerprint(job.ids[0], job.decoder), None
+        return job.row
 
     def _count_lost(self, job: Job, exc: Exception) -> None:
         runlog.count_lost(getattr(job.lines, 'count', None) or 1)

@@ -4,8 +4,9 @@ Files in a run folder (``output_dir/v<N>-<time>/``); a rank N > 0 puts ``.rankN`
 - ``image_geometry.jsonl``: one line per image per encode (fields: ``image_line`` / ``failure_line``)
   and one per video per encode (``"kind": "video"``: ``video_line``), written by the `_geo` templates
   through the recorder (``swift_ext.recorder``, which says when); a line without ``kind`` is an image's;
-- ``image_batches.jsonl``: one event per batch: ``collate`` (the rows it holds, by the fingerprint of
-  their token ids) from the process that collated it, ``consume`` (the training step that trained on
+- ``image_batches.jsonl``: one event per batch: ``collate`` (the rows it holds, by their lines'
+  ``row``: the fingerprint of the token ids, or a name of the process and encode where that process's
+  collate found the encode itself) from the process that collated it, ``consume`` (the training step that trained on
   it) from the trainer. A line with ``step`` null gets its step there (``swift_ext.steps``);
 - ``geometry_settings.jsonl``: one line per template built (settings and fingerprint);
 - ms-swift's ``logging.jsonl`` (per-step metrics, ``vision/`` among them) and, with
@@ -35,6 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from .cache import BoundedCache
 from .forksafe import Lock, after_fork_in_child
 from .warn import warn_once
 
@@ -153,13 +155,39 @@ def set_step(step: int | None) -> None:
 
 
 # --- which folder ----------------------------------------------------------------------------------------------
+# os.environ's own store (bytes -> bytes on POSIX), which every change to os.environ writes through:
+# os.environ.get encodes the name and decodes the value in Python, about 8 us right after an encode has
+# filled the caches, where one dict lookup here is under 3 us. Read at every encode (`logging_encodes`,
+# the image root) and every write trigger.
+_ENVIRON = os.environ
+_ENV_DATA = os.environ._data if os.name == 'posix' and isinstance(getattr(os.environ, '_data', None), dict) else None
+_ENV_NAMES: dict = {}  # name -> its bytes key
+_ENV_VALUES = BoundedCache(64)  # bytes value -> str
+
+
+def env(name: str) -> str | None:
+    """``os.environ.get(name)``, read from its store."""
+    if _ENV_DATA is None or os.environ is not _ENVIRON:  # not POSIX, or os.environ was replaced (a test's mock)
+        return os.environ.get(name)
+    key = _ENV_NAMES.get(name)
+    if key is None:
+        key = _ENV_NAMES[name] = os.fsencode(name)
+    value = _ENV_DATA.get(key)
+    if value is None:
+        return None
+    text = _ENV_VALUES.get(value)
+    if text is None:
+        text = _ENV_VALUES[value] = os.fsdecode(value)
+    return text
+
+
 def log_dir() -> str | None:
     """The run folder image lines go to, or None (then nothing is written).
 
     Asked at write triggers, not per encode: a missing channel file costs one failed open.
     """
-    d = os.environ.get(ENV_DIR)
-    if d or not os.environ.get(ENV_CHANNEL):
+    d = env(ENV_DIR)
+    if d or not env(ENV_CHANNEL):
         return d or None
     d = _read_channel(os.environ[ENV_CHANNEL])
     if d:
@@ -172,12 +200,12 @@ def logging_encodes() -> bool:
 
     Encodes made before (ms-swift encodes a sample to print it before the trainer exists) are not logged.
     """
-    return bool(os.environ.get(ENV_DIR)) or log_dir_pending()
+    return bool(env(ENV_DIR)) or log_dir_pending()
 
 
 def log_dir_pending() -> bool:
     """True in a worker process started before the run folder was named, which the channel may still name."""
-    if os.environ.get(ENV_DIR) or not os.environ.get(ENV_CHANNEL):
+    if env(ENV_DIR) or not env(ENV_CHANNEL):
         return False
     if _IS_CHILD[0] != _PID[0]:
         import multiprocessing
@@ -249,14 +277,17 @@ def write(directory: str, text: str, images: int, events: Sequence[dict] = ()) -
 
     Never raises: a failed write is counted and warned about.
     """
+    paths = _PATHS.get((directory, _PID[0]))
+    if paths is None:
+        paths = _PATHS[(directory, _PID[0])] = (geometry_path(directory), batches_path(directory))
     if text:
-        path = geometry_path(directory)
+        path = paths[0]
         try:
             append_data(path, text.encode('utf-8', 'backslashreplace'))
         except OSError as exc:
             _count_failure(path, exc, images)
     if events:
-        path = batches_path(directory)
+        path = paths[1]
         try:
             append_lines(path, events)
         except OSError as exc:
@@ -266,6 +297,9 @@ def write(directory: str, text: str, images: int, events: Sequence[dict] = ()) -
 
 
 _dumps = json.JSONEncoder(separators=(',', ':')).encode  # json.dumps(..., separators=(',', ':'))
+# (run folder, pid) -> this rank's (geometry file, batch log): asked at every write trigger. A forked child
+# keys by its own pid, so it re-reads its rank.
+_PATHS = BoundedCache(64)
 
 
 def append_lines(path: str, records: Iterable[dict]) -> None:

@@ -1,7 +1,8 @@
 """Which training step trained on which image lines: the join of the geometry log and the batch log.
 
 A line written after the trainer trained on its batch carries that step. The others carry ``step``
-null and ``row`` (the fingerprint of the encode's token ids): those written by a dataloader worker
+null and ``row`` (the fingerprint of the encode's token ids, or a name of its process and encode where
+that process collated it: an opaque string either way): those written by a dataloader worker
 when it collated the batch, by a streaming or packing worker, or before their batch was collated.
 The batch log names the rows each batch holds (``collate``: only rows that carry image data) and the
 step that trained on it (``consume``); a batch trained on twice (GRPO ``--num_iterations``) counts

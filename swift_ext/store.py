@@ -72,6 +72,19 @@ class GeometryStore:
             while len(self._data) > self._max:
                 self._data.popitem(last=False)
 
+    def put_all(self, limits: tuple, template: str, items) -> None:
+        """``put`` of each ``(geometry, key, ...)`` in ``items`` (an encode's images), under one lock."""
+        if not items:
+            return
+        data = self._data
+        with self._lock:
+            for item in items:
+                k = (item[1], limits, template)
+                data[k] = item[0]
+                data.move_to_end(k)
+            while len(data) > self._max:
+                data.popitem(last=False)
+
     def get(self, key: str, limits: tuple, template: str) -> ImageGeometry | None:
         recorder().resolve()  # encodes not read yet
         with self._lock:

@@ -126,7 +126,11 @@ class GeoTemplateMixin:
         already seen. Only answers are remembered: a refusal is raised again (with this image's
         name) every time.
         """
-        settings, memo = self.geo_settings(), self.geo_memo()
+        cached = self.__dict__.get('_geo_settings_cache')
+        if cached is None or cached[0] != (self.max_pixels, id(self.processor)):
+            self.geo_settings()
+            cached = self.__dict__['_geo_settings_cache']
+        settings, memo = cached[1], cached[2]
         # The limits' types too: True == 1 as a key, but the row check refuses a bool.
         types = None if limits is NO_LIMITS else tuple(type(v) for v in limits)
         predicted, clamps = [], []
@@ -235,22 +239,29 @@ class GeoTemplateMixin:
     def _geo_defer(self, inputs, state, encoded) -> None:
         """Queue the encode's geometry: what the family reads of the output, as it is now (ms-swift may
         rebind keys later), of pixels the shape alone; of the inputs what the lines read. Nothing else."""
-        family = self.geo_family
-        batched = encoded if isinstance(encoded, list) else [encoded]  # --truncation_strategy split
-        keys = family.encoded_keys + (family.video_encoded_keys if state.videos else ())
-        kept = {k: batched[0][k] for k in keys if k in batched[0]}
+        # Plain loops, not comprehensions: each of those is one more function call in every encode.
+        family, mode = self.geo_family, self.mode
+        first = encoded[0] if isinstance(encoded, list) else encoded  # a list: --truncation_strategy split
+        kept = {}
+        for k in family.encoded_keys + family.video_encoded_keys if state.videos else family.encoded_keys:
+            if k in first:
+                kept[k] = first[k]
         for k in family.shape_keys:
             if hasattr(kept.get(k), 'shape'):
                 kept[k] = Shape(kept[k].shape)
-        engine = self.mode in ENGINE_MODES
-        ids = () if engine else tuple(b['input_ids'] for b in batched if b.get('input_ids') is not None)
+        engine = mode in ENGINE_MODES
+        if engine:
+            ids = ()
+        elif first is encoded:
+            ids = () if encoded.get('input_ids') is None else (encoded['input_ids'],)
+        else:
+            ids = tuple(b['input_ids'] for b in encoded if b.get('input_ids') is not None)
         # An encoder-decoder row's input_ids are its prompt alone: its answer tells rows apart (recorder.DECODER_KEY).
-        decoder = batched[0].get(DECODER_KEY) if self.is_encoder_decoder and ids else None
+        decoder = first.get(DECODER_KEY) if ids and self.is_encoder_decoder else None
         row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
-        logged = runlog.logging_encodes()
-        recorder().defer(self._geo_resolve, (row, kept, tuple(state.entries), self.mode, time.time(), logged,
-                                              tuple(state.videos)),
-                         ids=ids, mode=self.mode, step=runlog.STATE.step if engine else None, decoder=decoder)
+        recorder().defer(self._geo_resolve, (row, kept, tuple(state.entries), mode, time.time(),
+                                              runlog.logging_encodes(), tuple(state.videos)),
+                         ids=ids, mode=mode, step=runlog.STATE.step if engine else None, decoder=decoder)
 
     def _geo_resolve(self, row, encoded, entries, mode, when, logged, videos=()) -> loglines.ImageLines | None:
         """The encode's geometry into the stores; its log lines, where a run log takes them (``logged``).
@@ -258,7 +269,7 @@ class GeoTemplateMixin:
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
         """
         row_kwargs = row[0] or {}
-        limits = row_limits_key(row_kwargs)
+        limits = row_limits_key(row_kwargs) if row_kwargs else NO_LIMITS
         predicted, clamps = self._geo_predict_all(entries, row_kwargs, limits)
         family, template = self.geo_family, self.geo_spec.name
         if mode in ENGINE_MODES and mode != 'transformers':  # the engine's own processor does the rest
@@ -275,8 +286,8 @@ class GeoTemplateMixin:
                 warn_once(f'mismatch:{template}:{",".join(sorted(mismatch))}',
                           f'{entry.name}: template {template} produced {mismatch} '
                           f'(actual, predicted); swift-ext reports the actual values.')
-            STORE.put(entry.key, limits, template, geo)
             images.append((geo, entry.key, i, clamps[i], mismatch))
+        STORE.put_all(limits, template, images)
         video_lines, video_basis = video_record.resolve(self, encoded, videos, row_kwargs, mode) if videos else ((), '')
         if not (images or video_lines) or not logged:
             return None
@@ -340,13 +351,13 @@ def _entry(src, size) -> ImageEntry:
 
 def _entries(sources, sizes) -> list[ImageEntry]:
     """The entries of an encode's images, ``sizes`` as ms-swift opened them (shorter: unknown)."""
-    root, out = os.environ.get(ROOT_ENV), []
+    root, out = runlog.env(ROOT_ENV), []
     for i, src in enumerate(sources):
         size = sizes[i] if i < len(sizes) else None
         if size is None or type(src) is not str or len(src) > 4096:
             out.append(_entry(src, size))
             continue
-        key = (src, size, root, None if os.path.isabs(src) else os.getcwd())
+        key = (src, size, root, None if _isabs(src) else os.getcwd())
         entry = _ENTRIES.get(key)
         if entry is None:
             info = _classify_remembered(src)
@@ -365,6 +376,10 @@ _FOUND = BoundedCache()
 _ENTRIES = BoundedCache()
 
 
+# posixpath.isabs of a str is exactly this; os.path.isabs is three Python calls, paid per image per encode.
+_isabs = (lambda path: path.startswith('/')) if os.sep == '/' and os.altsep is None else os.path.isabs
+
+
 def _resolved(info) -> bool:
     return info.kind == 'path' and info.error is None and info.path == info.key  # found, or absolute
 
@@ -372,7 +387,7 @@ def _resolved(info) -> bool:
 def _classify_remembered(src):
     if type(src) is not str or len(src) > 4096:
         return classify(src)
-    key = (src, os.environ.get(ROOT_ENV), None if os.path.isabs(src) else os.getcwd())
+    key = (src, runlog.env(ROOT_ENV), None if _isabs(src) else os.getcwd())
     info = _FOUND.get(key)
     if info is None:
         info = classify(src)
@@ -395,7 +410,12 @@ def _warn_if_rotated(loaded, source) -> None:
 
 def _has_images(row) -> bool:
     """Whether an encoded row (of an rlhf pair too: ``chosen_pixel_values``, ...) holds images."""
-    return isinstance(row, dict) and any(k.endswith(IMAGE_KEYS) and row[k] is not None for k in row)
+    if not isinstance(row, dict):
+        return False
+    for key in IMAGE_KEYS:  # the usual row: one lookup or two, before every key is scanned
+        if row.get(key) is not None:
+            return True
+    return any(k.endswith(IMAGE_KEYS) and row[k] is not None for k in row)
 
 
 def _mismatch(actual: ImageGeometry, predicted: ImageGeometry) -> dict | None:

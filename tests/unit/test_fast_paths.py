@@ -278,3 +278,45 @@ def test_collating_a_batch_writes_its_records(qwen_template, log_dir, sample_ima
     qwen_template.data_collator([encoded])
     [rec] = _lines(log_dir)
     assert rec['image'] == os.path.abspath(image) and rec['mode'] == 'train'
+
+
+@given(st.text(alphabet='/.a\\:~ ', max_size=12))
+@settings(max_examples=300, deadline=None)
+def test_isabs_shortcut_is_os_path_isabs(path):
+    assert templates._isabs(path) == os.path.isabs(path)
+
+
+def test_a_row_holds_images_by_any_image_key_of_either_side():
+    tensor = torch.zeros(1)
+    assert templates._has_images({'input_ids': [1], 'pixel_values': tensor})
+    assert templates._has_images({'input_ids': [1], 'rejected_image_grid_thw': tensor})  # an rlhf pair's side
+    assert not templates._has_images({'input_ids': [1], 'pixel_values': None, 'chosen_pixel_values': None})
+    assert not templates._has_images({'input_ids': [1]}) and not templates._has_images([tensor])
+
+
+def test_an_encodes_images_go_into_the_store_at_once_bounded_as_one_by_one():
+    from swift_ext.store import GeometryStore
+    geos = [ImageGeometry(original_width=w, original_height=10, resized_width=28, resized_height=28, num_tokens=1)
+            for w in range(10, 15)]
+    one_by_one, at_once = GeometryStore(max_entries=3), GeometryStore(max_entries=3)
+    for start in (0, 2):
+        items = [(geos[i], f'/img/{i % 4}.png', i) for i in range(start, start + 3)]
+        for geo, key, _ in items:
+            one_by_one.put(key, (None, None), 't', geo)
+        at_once.put_all((None, None), 't', items)
+    assert list(at_once._data.items()) == list(one_by_one._data.items())
+    assert [k[0] for k in at_once._data] == ['/img/2.png', '/img/3.png', '/img/0.png']  # the newest three
+    assert at_once._data[('/img/0.png', (None, None), 't')] is geos[4]  # the latest geometry of a key wins
+
+
+@given(row=st.one_of(st.none(), st.text(max_size=20), st.just('6b7684f6-12')),
+       batch=st.one_of(st.none(), st.text(max_size=20)),
+       clamped=st.one_of(st.none(), st.sampled_from(['max_pixels', 'upscale']), st.text(max_size=8)))
+@settings(max_examples=300, deadline=None)
+def test_rendered_names_and_clamps_are_json_whatever_they_hold(row, batch, clamped):
+    lines = _image_lines('s', [(GEO, '/x/1.png', 0, clamped, None)])
+    [rendered] = [json.loads(x) for x in lines.render(step=1, batch=batch, row=row, encode=2).splitlines()]
+    direct = loglines.image_line(geometry=GEO, key='/x/1.png', image_index=0, mode='train', template='t_geo',
+                               clamped=clamped, mismatch=None, sample_id='s', step=1, basis='encode', row=row,
+                               batch=batch, encode=2, when=lines.when)
+    assert rendered == direct

@@ -150,3 +150,18 @@ def test_fork_and_thread_stress_keeps_every_line_whole(log_dir):
     lines = _lines(path)  # every line parses: none torn or interleaved
     assert sum(1 for r in lines if 'child' in r) == 20 * 50
     assert sum(1 for r in lines if 'writer' in r) == sum(counts)
+
+
+def test_env_reads_what_os_environ_holds_through_every_change(monkeypatch):
+    name = 'SWIFT_EXT_TEST_ENV_READ'
+    monkeypatch.delenv(name, raising=False)
+    assert runlog.env(name) is None
+    for value in ('/run/a', '', 'caf\xe9', '/run/\udcff'):  # empty, non-ASCII, an undecodable byte kept as os does
+        monkeypatch.setenv(name, value)
+        assert runlog.env(name) == os.environ.get(name) == value
+    os.environ[name] = '/set/directly'
+    assert runlog.env(name) == '/set/directly'
+    del os.environ[name]
+    assert runlog.env(name) is None
+    monkeypatch.setattr(os, 'environ', {name: '/a/mock'})  # a test that replaces os.environ is still read
+    assert runlog.env(name) == '/a/mock'

@@ -155,7 +155,11 @@ def test_a_collate_outside_the_trainer_writes_its_lines_with_the_batch_and_an_ev
     [event] = _lines(log_dir, runlog.BATCHES_FILE)
     batch = batch_fingerprint(collated)
     assert event['event'] == 'collate' and event['batch'] == batch
-    assert event['rows'] == [row_fingerprint(r['input_ids']) for r in rows]  # rows with images only
+    # rows with images only; each found itself, so named by this process and its encode, nothing hashed
+    token = recorder().token
+    assert len(event['rows']) == 2 and len(set(event['rows'])) == 2
+    assert all(r.startswith(f'{token}-') and r != row_fingerprint(x['input_ids'])
+               for r, x in zip(event['rows'], rows, strict=True))
     assert [(x['step'], x['batch'], x['row']) for x in lines] == [(None, batch, f) for f in event['rows']]
 
 
@@ -181,6 +185,17 @@ def test_a_copied_row_is_found_by_its_fingerprint(qwen, sample_images, log_dir, 
     trainer_process.consume(batch_fingerprint(collated), 2)
     [line] = _lines(log_dir)
     assert line['step'] == 2 and line['row'] == row_fingerprint(copy['input_ids'])
+
+
+def test_a_batch_of_own_and_copied_rows_names_each_as_its_lines_do(qwen, sample_images, log_dir):
+    own = qwen.encode(_row(sample_images['landscape']))
+    other = qwen.encode(_row(sample_images['portrait']))
+    copy = {**other, 'input_ids': list(other['input_ids'])}
+    qwen.data_collator([own, copy])
+    lines, [event] = _lines(log_dir), _lines(log_dir, runlog.BATCHES_FILE)
+    assert event['rows'][0].startswith(f'{recorder().token}-')
+    assert event['rows'][1] == row_fingerprint(copy['input_ids'])
+    assert [x['row'] for x in lines] == event['rows']
 
 
 def test_rollout_lines_carry_the_step_of_their_encode(qwen, sample_images, log_dir):

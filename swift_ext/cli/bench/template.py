@@ -2,12 +2,17 @@
 for the templates with video geometry)."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import functools
 import gc
 import json
+import logging
 import os
 import random
 import statistics
+import subprocess
+import sys
 from collections.abc import Sequence
 
 from . import Context, Figure, Goal
@@ -94,7 +99,9 @@ def family_parents() -> list[str]:
     return sorted(next((p for p in PREFERRED_PARENTS if p in group), group[0]) for group in by_family.values())
 
 
-def run(ctx: Context) -> list[Figure]:
+def _one_round(ctx: Context) -> tuple[list[Figure], bool]:
+    """One round of every family and video parent, in this process: the figures (one value each), and whether
+    the heap was kept steady."""
     import torch
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
@@ -124,7 +131,36 @@ def run(ctx: Context) -> list[Figure]:
             recorder().flush()
     finally:
         torch.set_num_threads(threads)
-    ctx.note(1, f'{len(samples)} samples of 1-3 images ({len(TEMPLATE_SIZES)} sizes from '
+    return figures, steady
+
+
+def run(ctx: Context) -> list[Figure]:
+    """Every round in a new Python process (``python -m swift_ext.cli.bench.template``), one after another.
+
+    Where a process's objects lie moves a family's ratio by up to 1.2% for the whole process (its rounds
+    move together; the same `_geo` class with every override taken out read 0.995 in one process, 1.001 in
+    the next), more than the goal's 1%: a median over rounds of one process is one draw of that. As pyperf
+    runs its worker processes, each round here is a fresh process, so the median is over independent draws.
+    """
+    merged: dict[str, Figure] = {}
+    steady = None
+    for index in range(ctx.rounds_for(1)):
+        result = _round_in_new_process(ctx, index)
+        if result is None:
+            continue
+        steady = result['steady'] if steady is None else steady and result['steady']
+        for text in result['failures']:
+            if text not in ctx.failures:
+                ctx.failures.append(text)
+        for fig in result['figures']:
+            found = merged.get(fig['name'])
+            if found is not None:
+                found.values += fig['values']
+                continue
+            goal = fig['goal'] and Goal(fig['goal']['op'], fig['goal']['threshold'], fig['goal']['stat'])
+            merged[fig['name']] = Figure(1, fig['name'], fig['unit'], list(fig['values']), goal)
+    samples = ctx.size(TEMPLATE_SAMPLES)
+    ctx.note(1, f'{samples} samples of 1-3 images ({len(TEMPLATE_SIZES)} sizes from '
                 f'64x48 to 1280x720, JPEG and PNG) for one parent template per family '
                 f'({", ".join(family_parents())}), mode train, torch 1 thread. Each sample goes through '
                 "both templates back to back, twice, once in each order, with new template objects every "
@@ -134,13 +170,62 @@ def run(ctx: Context) -> list[Figure]:
                 "a batch the parent cannot collate is collated row by row on both sides). Geometry log on; "
                 f'{AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs). '
+                f'Each round in a new Python process ({ctx.rounds_for(1)} rounds), its ratio the median over its '
+                'pairs; a figure is the median over rounds. '
                 f'Video: {ctx.size(VIDEO_SAMPLES)} samples of one generated video each ({len(VIDEO_CLIPS)} videos of '
                 '2-3 s, 64x48 to 640x360, H.264), whole, clipped, at fps 4 or 4 frames, for '
                 f'{", ".join(VIDEO_PARENTS)}, the same method (the reader qwen-vl-utils picks decodes each encode). '
                 + ('Large blocks kept on the heap (glibc mallopt) while measuring: the same collate no longer varies '
                    '2x with page faults, and the parents get faster, so ratios read higher, not lower.' if steady else
-                   'Allocator left as it is (not glibc): large collates vary with page faults.'))
-    return figures
+                   'Allocator left as it is (not glibc): large collates vary with page faults.' if steady is False
+                   else ''))
+    return list(merged.values())
+
+
+ROUND_TIMEOUT = 3600  # seconds for one round's process (about 2.5 minutes on 2 cores)
+ROUND_MODULE = 'swift_ext.cli.bench.template'  # this module, run as a round's process
+
+
+def _round_in_new_process(ctx: Context, index: int) -> dict | None:
+    """Run round ``index`` in a new process: its figures, failures and heap flag, or None (a failure noted)."""
+    out = os.path.join(ctx.work, f'template_round{index}.json')
+    log = os.path.join(ctx.work, f'template_round{index}.log')
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(out)
+    cmd = [sys.executable, '-m', ROUND_MODULE, '--work', ctx.work, '--out', out] + (['--quick'] if ctx.quick else [])
+    try:
+        with open(log, 'w') as f:
+            code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=ROUND_TIMEOUT).returncode
+    except subprocess.TimeoutExpired:
+        ctx.fail(1, f'round {index + 1}: not measured: its process ran past {ROUND_TIMEOUT} s (log: {log}).')
+        return None
+    try:
+        with open(out) as f:
+            result = json.load(f)
+    except (OSError, ValueError):
+        result = None
+    if code != 0 or not isinstance(result, dict):
+        with open(log, errors='replace') as f:
+            tail = f.read()[-600:].strip()
+        ctx.fail(1, f'round {index + 1}: not measured: its process exited with {code} (log: {log}): ...{tail}')
+        return None
+    return result
+
+
+def round_main(argv: Sequence[str] | None = None) -> int:
+    """One round in this process (what ``run`` starts): writes ``--out`` as JSON."""
+    parser = argparse.ArgumentParser(prog=f'python -m {ROUND_MODULE}', description=round_main.__doc__)
+    parser.add_argument('--work', required=True)
+    parser.add_argument('--out', required=True)
+    parser.add_argument('--quick', action='store_true')
+    args = parser.parse_args(argv)
+    for name in ('swift', 'swift_ext'):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    ctx = Context(quick=args.quick, rounds=1, work=args.work)
+    figures, steady = _one_round(ctx)
+    with open(args.out, 'w') as f:
+        json.dump({'figures': [fig.to_dict() for fig in figures], 'failures': ctx.failures, 'steady': steady}, f)
+    return 0
 
 
 def _make_videos(folder: str) -> list[str]:
@@ -255,3 +340,7 @@ def _encode_round(parent, other, samples: Sequence[dict],
             times += [((a[0] + pw / n, a[1] + pc / n), (b[0] + ow / n, b[1] + oc / n)) for a, b in pairs]
             outputs.clear()  # the batch is collated and dropped, outside the timing, for both templates alike
     return times
+
+
+if __name__ == '__main__':
+    raise SystemExit(round_main())
