@@ -43,6 +43,8 @@ TEMPLATE_SAMPLES = (40, 6)
 GOAL = 1.01
 # Samples per collate: `_geo` templates read and record a batch's encodes when it is collated.
 BATCH = 8
+# Samples of the discarded warm-up measurement each round's process starts with.
+WARM_UP_SAMPLES = 8
 # Which parent stands for its family when the family has several (otherwise the first, sorted).
 PREFERRED_PARENTS = ('qwen2_5_vl', 'internvl_hf')
 # The family also measured with the log off and against itself (A/A).
@@ -99,9 +101,14 @@ def family_parents() -> list[str]:
     return sorted(next((p for p in PREFERRED_PARENTS if p in group), group[0]) for group in by_family.values())
 
 
-def _one_round(ctx: Context) -> tuple[list[Figure], bool]:
-    """One round of every family and video parent, in this process: the figures (one value each), and whether
-    the heap was kept steady."""
+def _one_round(ctx: Context, index: int = 0) -> tuple[list[Figure], bool]:
+    """Round ``index`` of every family and video parent, in this process: the figures (one value each), and
+    whether the heap was kept steady.
+
+    A new process is not yet in its steady state (its heap grows, its caches fill): a family measured first
+    read 0.99 where it reads 1.006 later. So a warm-up measurement, discarded, comes first, and the families'
+    order is shuffled by the round's index, so that no family is always measured next to the same others.
+    """
     import torch
 
     import swift_ext.plugin  # noqa: F401  (registers the _geo templates)
@@ -116,11 +123,17 @@ def _one_round(ctx: Context) -> tuple[list[Figure], bool]:
     torch.set_num_threads(1)  # as in a DataLoader worker; keeps other load out of the timing
     try:
         with env_vars(**{ENV_DIR: os.path.join(ctx.work, 'template_runlog')}), steady_heap() as steady:
-            for parent in family_parents():
+            parents = family_parents()
+            random.Random(index).shuffle(parents)
+            with contextlib.suppress(Exception):  # a family that fails is reported where it is measured
+                _measure_parent(ctx, parents[-1], samples[:WARM_UP_SAMPLES])  # discarded: the process warms up
+            measured = {}
+            for parent in parents:
                 try:
-                    figures += _measure_parent(ctx, parent, samples)
+                    measured[parent] = _measure_parent(ctx, parent, samples)
                 except Exception as exc:  # one family's failure must not lose the others' figures
                     ctx.fail(1, f'{parent}: not measured: {type(exc).__name__}: {exc}')
+            figures += [fig for parent in sorted(measured) for fig in measured[parent]]
             videos = _make_videos(os.path.join(ctx.work, 'template_videos'))
             clips = video_samples(videos, ctx.size(VIDEO_SAMPLES))
             for parent in VIDEO_PARENTS:
@@ -170,8 +183,10 @@ def run(ctx: Context) -> list[Figure]:
                 "a batch the parent cannot collate is collated row by row on both sides). Geometry log on; "
                 f'{AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs). '
-                f'Each round in a new Python process ({ctx.rounds_for(1)} rounds), its ratio the median over its '
-                'pairs; a figure is the median over rounds. '
+                f'Each round in a new Python process ({ctx.rounds_for(1)} rounds) that first warms up on '
+                f'{WARM_UP_SAMPLES} samples of one family (discarded) and then takes the families in an order '
+                "shuffled by the round's number; a round's ratio is the median over its pairs, a figure the "
+                'median over rounds. '
                 f'Video: {ctx.size(VIDEO_SAMPLES)} samples of one generated video each ({len(VIDEO_CLIPS)} videos of '
                 '2-3 s, 64x48 to 640x360, H.264), whole, clipped, at fps 4 or 4 frames, for '
                 f'{", ".join(VIDEO_PARENTS)}, the same method (the reader qwen-vl-utils picks decodes each encode). '
@@ -192,7 +207,8 @@ def _round_in_new_process(ctx: Context, index: int) -> dict | None:
     log = os.path.join(ctx.work, f'template_round{index}.log')
     with contextlib.suppress(FileNotFoundError):
         os.unlink(out)
-    cmd = [sys.executable, '-m', ROUND_MODULE, '--work', ctx.work, '--out', out] + (['--quick'] if ctx.quick else [])
+    cmd = [sys.executable, '-m', ROUND_MODULE, '--work', ctx.work, '--out', out, '--round', str(index)]
+    cmd += ['--quick'] if ctx.quick else []
     try:
         with open(log, 'w') as f:
             code = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, timeout=ROUND_TIMEOUT).returncode
@@ -217,12 +233,13 @@ def round_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f'python -m {ROUND_MODULE}', description=round_main.__doc__)
     parser.add_argument('--work', required=True)
     parser.add_argument('--out', required=True)
+    parser.add_argument('--round', type=int, default=0)
     parser.add_argument('--quick', action='store_true')
     args = parser.parse_args(argv)
     for name in ('swift', 'swift_ext'):
         logging.getLogger(name).setLevel(logging.WARNING)
     ctx = Context(quick=args.quick, rounds=1, work=args.work)
-    figures, steady = _one_round(ctx)
+    figures, steady = _one_round(ctx, args.round)
     with open(args.out, 'w') as f:
         json.dump({'figures': [fig.to_dict() for fig in figures], 'failures': ctx.failures, 'steady': steady}, f)
     return 0
