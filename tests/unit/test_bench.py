@@ -276,3 +276,30 @@ def test_steady_heap_reuses_large_blocks_and_restores_the_defaults():
         inside = faults_of_one_block()
     outside = faults_of_one_block()
     assert inside < 1000 < (size >> 12) // 2 < outside
+
+
+def test_rounds_in_new_processes_are_merged_by_figure(tmp_path, monkeypatch):
+    # each round's process reports one value a figure; the figure is every round's value, its goal kept
+    from swift_ext.cli.bench import Context, template
+    goal = {'op': '<=', 'threshold': 1.01, 'stat': 'median', 'text': '<= 1.01'}
+    rounds = [{'figures': [{'name': 'a: _geo / parent, wall time', 'unit': 'ratio', 'goal': goal, 'values': [1.0 + i]},
+                           {'name': 'a: parent encode', 'unit': 'ms/sample', 'goal': None, 'values': [10.0 + i]}],
+               'failures': ['[1] b: not measured: boom'], 'steady': True} for i in range(3)]
+    monkeypatch.setattr(template, '_round_in_new_process', lambda ctx, index: rounds[index])
+    ctx = Context(quick=True, rounds=3, work=str(tmp_path))
+    figures = template.run(ctx)
+    assert [(f.name, f.values) for f in figures] == [('a: _geo / parent, wall time', [1.0, 2.0, 3.0]),
+                                                      ('a: parent encode', [10.0, 11.0, 12.0])]
+    assert figures[0].goal == Goal('<=', 1.01) and figures[1].goal is None
+    assert ctx.failures == ['[1] b: not measured: boom']  # once, not once a round
+    assert 'Each round in a new Python process (3 rounds)' in ctx.notes[1][0]
+
+
+@pytest.mark.tiny  # starts processes (that fail at once)
+def test_a_round_whose_process_fails_is_reported_not_measured(tmp_path, monkeypatch):
+    from swift_ext.cli.bench import Context, template
+    monkeypatch.setattr(template, 'ROUND_MODULE', 'swift_ext.no_such_module')
+    ctx = Context(quick=True, rounds=2, work=str(tmp_path))
+    assert template.run(ctx) == []
+    assert len(ctx.failures) == 2 and all('not measured: its process exited with 1' in x for x in ctx.failures)
+    assert 'No module named swift_ext.no_such_module' in ctx.failures[0]
