@@ -112,11 +112,15 @@ class GeoTemplateMixin:
 
     def geo_memo(self) -> dict:
         """A bounded dict for results computed from the current settings (cleared with them)."""
+        return self._geo_current()[2]
+
+    def _geo_current(self) -> tuple:
+        """``(key, settings, memo)`` for the current settings, read once: one lookup for both."""
         cached = self.__dict__.get('_geo_settings_cache')
         if cached is None or cached[0] != (self.max_pixels, id(self.processor)):
             self.geo_settings()
             cached = self.__dict__['_geo_settings_cache']
-        return cached[2]
+        return cached
 
     def _geo_predict_all(self, entries, row_kwargs, limits) -> tuple:
         """``settings.predict`` for each image (None where its size is unknown), and which limit clamped it.
@@ -126,11 +130,7 @@ class GeoTemplateMixin:
         already seen. Only answers are remembered: a refusal is raised again (with this image's
         name) every time.
         """
-        cached = self.__dict__.get('_geo_settings_cache')
-        if cached is None or cached[0] != (self.max_pixels, id(self.processor)):
-            self.geo_settings()
-            cached = self.__dict__['_geo_settings_cache']
-        settings, memo = cached[1], cached[2]
+        _, settings, memo = self._geo_current()
         # The limits' types too: True == 1 as a key, but the row check refuses a bool.
         types = None if limits is NO_LIMITS else tuple(type(v) for v in limits)
         predicted, clamps = [], []

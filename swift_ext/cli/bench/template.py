@@ -197,7 +197,7 @@ def run(ctx: Context) -> list[Figure]:
     return list(merged.values())
 
 
-ROUND_TIMEOUT = 3600  # seconds for one round's process (about 2.5 minutes on 2 cores)
+ROUND_TIMEOUT = 3600  # seconds for one round's process (about 3 minutes on 2 cores)
 ROUND_MODULE = 'swift_ext.cli.bench.template'  # this module, run as a round's process
 
 
