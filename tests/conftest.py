@@ -324,6 +324,7 @@ TINY_TESTS = (
     'tests/unit/test_bench_video.py::test_plan_dataset_has_a_path_per_video',  # encodes clips of up to 120 s: 23 s
     # They start processes (a `swift-ext` command, python -c, a fork):
     'tests/unit/test_callback_unit.py::test_each_step_counts_the_images_of_the_batches_it_trained_on',
+    'tests/unit/test_callback_unit.py::test_a_step_waits_for_a_workers_lines_still_on_their_way',
     'tests/unit/test_check.py::TestUnreadableInput::test_cli_exit_2',
     'tests/unit/test_cli.py::test_plugin_path_is_the_packaged_plugin',
     'tests/unit/test_cli.py::test_templates_json_lists_every_registered_template',
@@ -358,6 +359,13 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(tier_of(item))
+
+
+@pytest.fixture(autouse=True, scope='session')
+def _matplotlib_font_cache():
+    """matplotlib's font cache, built once before any test: on a machine without one, its first use runs
+    `fc-list`, which a `pure` test that plots (review) would be refused, depending on which test came first."""
+    import matplotlib.font_manager  # noqa: F401  (building the cache is what the import does)
 
 
 @pytest.fixture(autouse=True)
