@@ -33,7 +33,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from collections import deque
 from collections.abc import Iterable
 
@@ -54,8 +53,6 @@ logger = logging.getLogger(__name__)
 
 CALLBACK_NAME = 'geo_log'
 PREFIX = 'vision/'
-WORKER_WAIT = 1.0  # seconds a step waits for a dataloader worker's lines still on their way to the disk
-MAX_WORKER_WAITS = 3  # steps that waited in vain before the callback stops waiting
 
 
 # --- aggregation ----------------------------------------------------------------------------
@@ -276,7 +273,6 @@ class GeoLogCallback(TrainerCallback):
         self.log_dir: str | None = None
         self.tails: tuple = ()
         self.index = StepIndex()
-        self.worker_waits = 0  # steps whose batches' lines did not come within WORKER_WAIT
         self.consumed: list = []  # fingerprints of the batches the current step trained on (None: unknown)
         device = functools.partial(getattr, args, 'device', None)
         self._own_metrics: dict[str, _Metric] | None = new_metrics(device, self._clamps())
@@ -357,19 +353,12 @@ class GeoLogCallback(TrainerCallback):
         consumed, self.consumed = self.consumed, []
         if not self.tails:
             return
-        recorder().sync()  # this process's lines, the consume events included, are on disk
-        self._read_tails()
-        if self.worker_waits < MAX_WORKER_WAITS and any(b is not None and not self.index.known(b) for b in consumed):
-            # A dataloader worker hands its lines to its writer thread as it collates: they reach the disk
-            # within milliseconds, and may still be on their way when a step is done.
-            deadline = time.monotonic() + WORKER_WAIT
-            while time.monotonic() < deadline:
-                time.sleep(0.005)
-                self._read_tails()
-                if all(b is None or self.index.known(b) for b in consumed):
+        for tail, add in zip(self.tails, (self.index.add_lines, self.index.add_events), strict=True):
+            while True:
+                new = tail.read_new()
+                if not new:
                     break
-            else:
-                self.worker_waits += 1  # lines that do not come: after a few such steps, no more waiting
+                add(new)
         lines, why = [], None
         for batch in consumed:
             found = None if batch is None else self.index.batch_lines(batch)
@@ -390,14 +379,6 @@ class GeoLogCallback(TrainerCallback):
                       'Further steps like it are not warned about.')
         self.video_run = self.video_run or any(line_kind(line) == 'video' for line in lines)
         update_metrics(self.metrics, lines, complete=why is None, video_run=self.video_run)
-
-    def _read_tails(self) -> None:
-        for tail, add in zip(self.tails, (self.index.add_lines, self.index.add_events), strict=True):
-            while True:
-                new = tail.read_new()
-                if not new:
-                    break
-                add(new)
 
     @_guarded
     def on_log(self, args, state, control, logs=None, **kwargs):

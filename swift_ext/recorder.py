@@ -23,12 +23,7 @@ per trigger), in encode order, on these triggers:
 5. **lookup** -- a reward or the completions table asks the geometry store (``resolve()``).
 6. **exit** -- the process exits normally (atexit; a multiprocessing child's finalizer).
 
-At a trigger the recorder resolves, tags and takes the lines in the calling thread (the store is complete
-when it returns), then hands them to its writer thread (``swift_ext.writer``), which renders and writes them
-in the order they were handed (at once after the count, time and lookup triggers; a collate's within
-``writer.REST_SECONDS``, with the collates of that time); ``sync()`` waits for it (the geo_log callback before it
-reads a step's lines, ``flush()``, exit). A SIGKILL loses the encodes that had not reached a trigger, and
-what the writer had not written yet. A failed encode leaves a failure job
+A SIGKILL loses only the encodes that had not reached a trigger. A failed encode leaves a failure job
 (only the images at fault), tagged with the next batch this process collates: the batch that took the
 replacement sample. A forked child starts with an empty queue (its parent writes what it queued),
 fresh locks (``swift_ext.forksafe``) and is never the trainer. Internal module.
@@ -50,7 +45,6 @@ import xxhash
 from . import loglines, runlog
 from .forksafe import Lock, after_fork_in_child
 from .warn import warn_once
-from .writer import SYNC_SECONDS, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +153,6 @@ class Recorder:
         self.encodes = 0
         self.encode_only: bool | None = None  # a worker that encodes and never collates (decided once)
         self._exit_hooked = False
-        self.writer = Writer(_count_lost)
 
     # --- the encode side ----------------------------------------------------------------------------
     def defer(self, resolve: Callable[..., Any], args: tuple, *, ids: Sequence = (), mode: str = 'train',
@@ -199,7 +192,6 @@ class Recorder:
             with self.lock:
                 self._resolve_all()
                 self._write(self._take(lambda job: not self._held(job)))
-            self.writer.hurry.set()  # no batch follows to gather with (a count, time or lookup trigger): write now
         finally:
             _DRAINING.on = False
 
@@ -245,17 +237,11 @@ class Recorder:
         if self.todo or self.lock.locked():
             self.drain()
 
-    def flush(self, timeout: float = SYNC_SECONDS) -> bool:
-        """Write everything, lines held for a consume included (with ``step`` null), and wait until it is on
-        disk (``timeout`` seconds at most: False if it is not): exit, tests."""
+    def flush(self) -> None:
+        """Write everything, lines held for a consume included (with ``step`` null): exit, tests."""
         with self.lock:
             self._resolve_all()
             self._write(self._take(lambda job: True))
-        return self.sync(timeout)
-
-    def sync(self, timeout: float = SYNC_SECONDS) -> bool:
-        """Wait until every line a trigger took so far is written: False if ``timeout`` seconds passed."""
-        return self.writer.sync(timeout)
 
     def waiting(self) -> int:
         """Encodes not resolved yet."""
@@ -268,7 +254,7 @@ class Recorder:
             try:
                 job.lines = job.resolve(*job.args)
             except Exception as exc:  # the template's resolve guards itself: this is a bug, never a crash
-                _count_lost(job.lines, exc)
+                self._count_lost(job, exc)
                 continue
             finally:
                 job.resolve = job.args = None  # the encode's outputs are freed here (its ids wait for its row)
@@ -341,14 +327,14 @@ class Recorder:
             if runlog.log_dir_pending():  # a run log may be named later: keep what waits, MAX_HELD at most
                 self.ready[:0] = jobs[-MAX_HELD:]
             return
-        # What the lines need from the job, read now (its row is named here, where _tag reads it too).
-        items = []
+        text, images = [], 0
         for job in jobs:
             try:
-                items.append((job.lines, job.step, job.batch, self._row(job), job.encode))
+                text.append(job.lines.render(step=job.step, batch=job.batch, row=self._row(job), encode=job.encode))
+                images += job.lines.count
             except Exception as exc:
-                _count_lost(job.lines, exc)
-        self.writer.hand_off((directory, items, events))
+                self._count_lost(job, exc)
+        runlog.write(directory, ''.join(text), images, events)
 
     @staticmethod
     def _row(job: Job) -> str | None:
@@ -357,21 +343,18 @@ class Recorder:
             job.row, job.decoder = row_fingerprint(job.ids[0], job.decoder), None
         return job.row
 
+    def _count_lost(self, job: Job, exc: Exception) -> None:
+        runlog.count_lost(getattr(job.lines, 'count', None) or 1)
+        warn_once(f'record:{type(exc).__name__}', f'swift-ext could not record image geometry ({exc!r}); '
+                  'training continues without it, and the steps that lose lines leave their per-step '
+                  'vision/ metrics out.')
+
     def _hook_exit(self) -> None:
         # atexit for the main process; a multiprocessing child (a dataloader worker) runs only its finalizers.
         import multiprocessing.util
         self._exit_hooked = True
         multiprocessing.util.Finalize(self, _flush_at_exit, exitpriority=200)
         atexit.register(_flush_at_exit)
-
-
-def _count_lost(lines: Any, exc: Exception) -> None:
-    """Count ``lines`` (an encode's, or a list of them) as lost, with one warning per kind of cause."""
-    runlog.count_lost(sum(getattr(x, 'count', None) or 1 for x in lines) if isinstance(lines, list)
-                      else getattr(lines, 'count', None) or 1)
-    warn_once(f'record:{type(exc).__name__}', f'swift-ext could not record image geometry ({exc!r}); '
-              'training continues without it, and the steps that lose lines leave their per-step '
-              'vision/ metrics out.')
 
 
 def _encode_only_worker() -> bool:
@@ -390,9 +373,7 @@ def _flush_at_exit() -> None:
     recorder = _RECORDER[0]
     if recorder.pid == os.getpid():
         try:
-            if not recorder.flush():
-                logger.warning('swift-ext: the geometry log was still being written after %s s at exit; its last '
-                               'lines may be missing.', SYNC_SECONDS)
+            recorder.flush()
         except Exception:  # an exit must not fail for a log line
             logger.debug('swift-ext: writing the geometry log at exit failed', exc_info=True)
 

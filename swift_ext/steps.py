@@ -78,15 +78,6 @@ class StepIndex:
                 consumed.append(event)
         return consumed
 
-    def known(self, batch: str) -> bool:
-        """Whether ``batch_lines(batch)`` would find the batch whole (nothing is taken)."""
-        if batch in self.taken:
-            return True
-        rows = self.rows_of.get(batch)
-        if rows is None:
-            return False
-        return all(len(self.waiting.get(row, ())) >= n for row, n in collections.Counter(rows).items())
-
     def batch_lines(self, batch: str) -> list | None:
         """The image and failure lines of ``batch`` (again if trained on before), or None if not known whole."""
         if batch in self.taken:

@@ -324,7 +324,6 @@ TINY_TESTS = (
     'tests/unit/test_bench_video.py::test_plan_dataset_has_a_path_per_video',  # encodes clips of up to 120 s: 23 s
     # They start processes (a `swift-ext` command, python -c, a fork):
     'tests/unit/test_callback_unit.py::test_each_step_counts_the_images_of_the_batches_it_trained_on',
-    'tests/unit/test_callback_unit.py::test_a_step_waits_for_a_workers_lines_still_on_their_way',
     'tests/unit/test_check.py::TestUnreadableInput::test_cli_exit_2',
     'tests/unit/test_cli.py::test_plugin_path_is_the_packaged_plugin',
     'tests/unit/test_cli.py::test_templates_json_lists_every_registered_template',

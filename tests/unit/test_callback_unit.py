@@ -227,48 +227,6 @@ def test_each_step_counts_the_images_of_the_batches_it_trained_on(tmp_path, clea
     assert [e['step'] for e in events if e['event'] == 'consume'] == [1, 2, 3, 4]
 
 
-def _slow_worker(batches, done, stop):
-    # A dataloader worker whose writer thread is slow to reach the disk (0.2 s a write): its lines are on
-    # their way when the trainer is done with their steps.
-    import time
-    write = runlog.write
-
-    def slow_write(*args, **kwargs):
-        time.sleep(0.2)
-        write(*args, **kwargs)
-    runlog.write = slow_write
-    _worker_encodes_and_collates(batches, done)
-    stop.wait(60)
-
-
-def test_a_step_waits_for_a_workers_lines_still_on_their_way(tmp_path, clean_env, caplog):
-    args = SimpleNamespace(output_dir=str(tmp_path))
-    trainer = swift_like_trainer()
-    cb = callback.GeoLogCallback(args, trainer)
-    batches = [[{'name': f'b{b}r{r}', 'input_ids': [b, r, 7], 'images': b + 1} for r in range(2)] for b in range(4)]
-    ctx = multiprocessing.get_context('fork')
-    done, stop = ctx.Event(), ctx.Event()
-    worker = ctx.Process(target=_slow_worker, args=(batches, done, stop))
-    worker.start()
-    try:
-        assert done.wait(60)  # every batch collated; their lines written 0.2 s apart from now on
-        control = TrainerControl()
-        cb.on_train_begin(args, trainer.state, control)
-        per_step = []
-        with caplog.at_level(logging.WARNING, logger='swift_ext'):
-            for rows in batches:
-                cb.on_step_begin(args, trainer.state, control)
-                trainer.compute_loss(SimpleNamespace(training=True), {'input_ids': _ids_tensor(rows)})
-                trainer.state.global_step += 1
-                cb.on_step_end(args, trainer.state, control)
-                per_step.append(compute_like_swift(trainer.custom_metrics['train']).get('vision/images_per_step'))
-    finally:
-        stop.set()
-        worker.join(60)
-    assert per_step == [2.0, 4.0, 6.0, 8.0]
-    assert 'left out' not in caplog.text and cb.worker_waits == 0
-
-
 def test_a_step_whose_batch_is_unknown_leaves_its_counts_out(tmp_path, clean_env, caplog):
     args = SimpleNamespace(output_dir=str(tmp_path))
     trainer = swift_like_trainer()

@@ -54,7 +54,6 @@ def _engine_encode(tpl, paths):
 
 
 def _lines(d):
-    recorder().sync()  # what the triggers handed to the writer thread is on disk
     return [json.loads(x) for x in (d / runlog.GEOMETRY_FILE).read_text().splitlines()]
 
 

@@ -100,7 +100,6 @@ def test_a_collated_row_is_tagged_with_its_batch(checkpoint, images, log_dir):
     from swift_ext.recorder import batch_fingerprint
     tpl = _template(checkpoint, 'got_ocr2_hf_geo')
     collated = tpl.data_collator([tpl.encode(_sample([images[(640, 480)]]))])
-    recorder().sync()  # the collate handed its lines to the writer thread
     [line] = [json.loads(x) for x in (log_dir / runlog.GEOMETRY_FILE).read_text().splitlines()]
     [event] = [json.loads(x) for x in (log_dir / runlog.BATCHES_FILE).read_text().splitlines()]
     assert line['batch'] == event['batch'] == batch_fingerprint(collated) and event['rows'] == [line['row']]

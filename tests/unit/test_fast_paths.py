@@ -213,7 +213,6 @@ GEO = ImageGeometry(original_width=640, original_height=480, resized_width=644, 
 
 
 def _lines(d):
-    recorder().sync()  # what the triggers handed to the writer thread is on disk
     path = d / runlog.GEOMETRY_FILE
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 

@@ -179,9 +179,7 @@ def run(ctx: Context) -> list[Figure]:
                 "both templates back to back, twice, once in each order, with new template objects every "
                 "round; a round's ratio is the median over samples of the _geo / parent time of the same "
                 "sample, each with its share of its template's own data_collator over the batch of 8 (the "
-                "parent's collate; for _geo also the lines read there and handed to the writer thread, which "
-                "writes them while the next encodes run, as in a dataloader worker; the CPU-time figure is the "
-                "process's, that thread's included, counted in whichever encodes it overlaps, the parent's too; "
+                "parent's collate; for _geo also the lines read and written there, as in a dataloader worker; "
                 "a batch the parent cannot collate is collated row by row on both sides). Geometry log on; "
                 f'{AA_PARENT} also with the log off, and '
                 'against a second instance of its own parent (A/A: what the method reads when nothing differs). '
@@ -330,11 +328,10 @@ def _encode_round(parent, other, samples: Sequence[dict],
 
     Encodes are kept, as a DataLoader keeps a batch's, until after every ``batch`` samples each template
     collates its own encodes with its own data_collator: the parent's collate, and for `_geo` the
-    recorder's collate trigger on top (reading the batch's encodes, fingerprinting its rows, handing
-    its lines and event to the writer thread), as in a dataloader worker. Each side's collate time is
-    shared out over its batch's encodes, so each pair's ratio holds the work recording costs on the
-    dataloader's path (the writer's overlaps the next encodes, and slows them where it competes),
-    against all the work the parent does for a sample (some families process their images in the collate).
+    recorder's collate trigger on top (reading the batch's encodes, fingerprinting its rows, writing
+    its lines and event), as in a dataloader worker. Each side's collate time is shared out over its
+    batch's encodes, so each pair's ratio holds all the work recording costs, against all the work the
+    parent does for a sample (some families process their images in the collate).
     """
     from ...recorder import recorder
 
