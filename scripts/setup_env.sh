@@ -21,7 +21,9 @@ _swift_ext_install() (
   STAMP="$ROOT/.venv/.swift-ext-installed"
   # torchcodec (transformers' video decoder) only beside the OS FFmpeg: without it every video fails.
   EXTRAS="test,video"
-  if ldconfig -p 2>/dev/null | grep -q 'libavutil\.so'; then EXTRAS="$EXTRAS,video-hf"; fi
+  # Read whole, not piped into `grep -q`: grep's early exit kills ldconfig with SIGPIPE, and pipefail then made the
+  # test false on some runs (torchcodec left out, its tests not collected).
+  if grep -q 'libavutil\.so' <<<"$(ldconfig -p 2>/dev/null)"; then EXTRAS="$EXTRAS,video-hf"; fi
   WANT="$( (cat "$ROOT/setup.cfg" "$ROOT/constraints.txt"; echo "$EXTRAS") | sha1sum | cut -d' ' -f1)"
   if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT" ]; then
     return 0
