@@ -146,7 +146,8 @@ class Llava(Family):
             return list(predicted)
         # The template counts every image's tokens from the first view's shape: the runs are what the model gets.
         runs = token_runs(encoded['input_ids'], template.image_token_index, predicted_tokens(predicted))
-        view_h, view_w = (int(x) for x in pixels.shape[-2:])
+        shape = pixels.shape
+        view_h, view_w = int(shape[-2]), int(shape[-1])
         out = []
         for i, geo in enumerate(predicted):
             if geo is None:
@@ -154,7 +155,7 @@ class Llava(Family):
                 continue
             tokens = runs[i] if i < len(runs) else geo.num_tokens
             if (geo.canvas_width, geo.canvas_height) == (view_w, view_h):
-                out.append(updated(geo, num_tokens=tokens))
+                out.append(geo if tokens == geo.num_tokens else updated(geo, num_tokens=tokens))
             else:  # a view the settings did not predict: say what the encode shows
                 out.append(updated(geo, canvas_width=view_w, canvas_height=view_h, num_tokens=tokens))
         return out
