@@ -82,16 +82,14 @@ class ImageLines:
 
     def render(self, *, step: Any, batch: str | None, row: str | None, encode: int) -> str:
         """The lines, each ``image_line(...)`` field for field; shared fields encoded once, per process."""
-        common = f'{_prefix_json(step, self.mode)}{_json_name(self.sample_id())},"image_index":'
+        common = f'{_prefix_json(step, self.mode)}{_dumps(self.sample_id())},"image_index":'
         stamp = repr(self.when) if type(self.when) is float else _dumps(self.when)  # json writes a float's repr
         after = (f'"error":null,"basis":{_json_word(self.basis)},"row":{_json_name(row)},'
                  f'"batch":{_json_name(batch)},"encode":{int(encode)},"time":{stamp}}}\n')
-        parts = []  # a plain loop: a generator is one more call in every encode
-        for geo, key, i, clamped, mismatch in self.images:
-            parts.append(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
-                         f'"clamped":{"null" if clamped is None else _json_word(clamped)},'
-                         f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}')
-        text = ''.join(parts)
+        text = ''.join(f'{common}{i},{_source_json(key, self.template)},{_geometry_json(geo)},'
+                       f'"clamped":{_json_word(clamped)},'
+                       f'"mismatch":{"null" if mismatch is None else _dumps(mismatch)},{after}'
+                       for geo, key, i, clamped, mismatch in self.images)
         if not self.videos:
             return text
         sample = self.sample_id()
@@ -150,7 +148,7 @@ def _json_word(value: Any) -> str:
 
 
 def _json_name(value: Any) -> str:
-    """``_dumps(value)`` of a row or batch name or a sample id: ours are hex digits and '-', written as they are."""
+    """``_dumps(value)`` of a row or batch name: ours are hex digits and '-', written as they are."""
     if value is None:
         return 'null'
     if type(value) is str and value.isascii() and value.replace('-', '').isalnum():

@@ -1,11 +1,10 @@
 """The recorder: one per process, the one queue between a `_geo` template's encodes and the disk.
 
-An encode leaves a *job*: references into what it produced (the keys its family reads, its images as
-the row gave them when they are absolute paths, else their entries, its token ids), its mode and its
-time; nothing is made inside the encode, whose pixels have just evicted the CPU caches (a collate
-resolves a batch's jobs one after another, in code the first one warmed). A job is *resolved* (the
-family reads the geometry from the encode; the geometry store gets it, for rewards) and its lines are
-*written* (one ``os.write`` of whole lines per trigger), in encode order, on these triggers:
+An encode leaves a *job*: references into what it produced (the keys its family reads, its images'
+entries, its token ids), its mode and its time; nothing is computed inside the encode, where the CPU
+caches hold its pixels. A job is *resolved* (the family reads the geometry from the encode; the
+geometry store gets it, for rewards) and its lines are *written* (one ``os.write`` of whole lines
+per trigger), in encode order, on these triggers:
 
 1. **collate** -- the template collates a batch (ms-swift's ``data_collator``, in whichever process
    encoded it: a dataloader worker, a streaming pipeline, the trainer). Waiting encodes are resolved,
@@ -41,7 +40,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy
 import xxhash
 
 from . import loglines, runlog
@@ -81,10 +79,6 @@ def row_fingerprint(ids: Any, decoder: Any = None) -> str:
 def batch_fingerprint(batch: Any, decoder_key: str | None = None) -> str | None:
     """16 hex digits identifying a collated batch by its ``input_ids`` tensor (where it sits, GRPO's included);
     an encoder-decoder batch by its ``decoder_key`` tensor too."""
-    if type(batch) is dict and decoder_key is None:  # the usual batch, in fewer steps: see _fast_fingerprint
-        found = _fast_fingerprint(batch.get('input_ids'))
-        if found is not None:
-            return found
     if not isinstance(batch, Mapping):
         return None
     if batch.get('input_ids') is None and isinstance(batch.get('model_inputs'), Mapping):
@@ -106,24 +100,6 @@ def batch_fingerprint(batch: Any, decoder_key: str | None = None) -> str | None:
     return digest.hexdigest()
 
 
-def _fast_fingerprint(ids: Any) -> str | None:
-    """``batch_fingerprint`` of a CPU int64 C-contiguous tensor, else None (the general path decides).
-
-    A collate's first call into torch and numpy runs in caches its pixels have just evicted: each attribute
-    asked costs microseconds there (benchmark 1, per collate: 110 us by the general path).
-    """
-    try:
-        array = ids.numpy()
-        if array.dtype is _INT64:
-            return xxhash.xxh3_64_hexdigest(array, hash((array.shape,)) & 0xFFFFFFFFFFFFFFFF)
-    except (AttributeError, RuntimeError, TypeError, ValueError, BufferError):  # not C-contiguous: ValueError
-        pass
-    return None
-
-
-_INT64 = numpy.dtype('<i8')
-
-
 def _as_numpy(tensor):
     # A collated batch is on the CPU and needs no grad: `numpy()` shares its memory. Each torch call costs
     # microseconds on caches the batch's images just filled, so the detach / copy only where it is refused.
@@ -143,21 +119,23 @@ def _id_buffer(array):
 
 
 class Job:
-    """One resolved encode's lines (``loglines.ImageLines``), waiting to be written.
+    """One encode's work: ``resolve(*args)`` returns its lines (``loglines.ImageLines``) or None.
 
     ``ids``: the token-id lists the encode returned (one per sequence: two for chosen / rejected), held
     by reference until its lines are written, to find it in a collated batch or, where none found it, for
     its row fingerprint;
     ``decoder``: an encoder-decoder encode's decoder ids (``DECODER_KEY``), the same way, else None.
-    A failure job has no ids.
+    A failure job has its lines from the start and no ids.
     """
 
-    __slots__ = ('ids', 'decoder', 'engine', 'failure', 'step', 'lines', 'row', 'batch', 'encode')
+    __slots__ = ('resolve', 'args', 'ids', 'decoder', 'engine', 'failure', 'step', 'lines', 'row', 'batch', 'encode')
 
-    def __init__(self, lines: Any, ids: Sequence, engine: bool, step: Any, decoder: Any = None,
-                 failure: bool = False):
-        self.lines, self.ids, self.engine, self.step, self.decoder = lines, ids, engine, step, decoder
-        self.failure, self.row, self.batch, self.encode = failure, None, None, 0
+    def __init__(self, resolve: Callable[..., Any] | None, args: tuple, ids: Sequence, engine: bool,
+                 step: Any, lines: Any = None, decoder: Any = None):
+        self.resolve, self.args, self.ids, self.engine, self.step = resolve, args, ids, engine, step
+        self.decoder = decoder
+        self.failure = lines is not None
+        self.lines, self.row, self.batch, self.encode = lines, None, None, 0
 
 
 class Recorder:
@@ -167,8 +145,7 @@ class Recorder:
         self.pid = os.getpid()
         self.token = secrets.token_hex(4)  # names this process's rows that its own collates found (see _tag)
         self.lock = Lock()  # one drain at a time; a lookup waits for a drain in progress
-        # unresolved encodes, (resolve, args, ids, mode, step, decoder) each (appended without the lock)
-        self.todo: collections.deque = collections.deque()
+        self.todo: collections.deque = collections.deque()  # unresolved jobs (appended without the lock)
         self.ready: list = []  # resolved jobs whose lines are not written yet, in encode order
         self.since = 0.0  # when the oldest unresolved job was queued
         self.trainer = False  # this process trains on the batches (set by the geo_log callback)
@@ -180,17 +157,15 @@ class Recorder:
     # --- the encode side ----------------------------------------------------------------------------
     def defer(self, resolve: Callable[..., Any], args: tuple, *, ids: Sequence = (), mode: str = 'train',
               step: Any = None, decoder: Any = None) -> None:
-        """Queue an encode: ``resolve(*args)`` returns its lines (or None) at the latest at the next trigger.
-        Never raises.
+        """Queue an encode's job; it resolves at the latest at the next trigger. Never raises.
 
-        ``ids``, ``decoder``: see ``Job``. Nothing is made here (a Job is made when the encode resolves): an
-        encode's own time runs in caches its pixels have just evicted.
+        ``decoder``: an encoder-decoder encode's decoder ids (``DECODER_KEY``), part of its row fingerprint.
         """
         if not self.todo:
             self.since = time.monotonic()
             if not self._exit_hooked:
                 self._hook_exit()
-        self.todo.append((resolve, args, ids, mode, step, decoder))
+        self.todo.append(Job(resolve, args, ids, mode in ENGINE_MODES, step, decoder=decoder))
         if self.encode_only is None:
             self.encode_only = _encode_only_worker()
         if self.encode_only or len(self.todo) >= MAX_JOBS or time.monotonic() - self.since >= MAX_SECONDS:
@@ -199,7 +174,7 @@ class Recorder:
     def failed(self, lines: Any, *, mode: str, step: Any) -> None:
         """Queue an encode's failure lines (written with the next collate's batch, or at a trigger)."""
         with self.lock:
-            self.ready.append(Job(lines, (), mode in ENGINE_MODES, step, failure=True))
+            self.ready.append(Job(None, (), (), mode in ENGINE_MODES, step, lines))
         if not self._exit_hooked:
             self._hook_exit()
 
@@ -216,7 +191,7 @@ class Recorder:
         try:
             with self.lock:
                 self._resolve_all()
-                self._write(self._take_unheld())
+                self._write(self._take(lambda job: not self._held(job)))
         finally:
             _DRAINING.on = False
 
@@ -229,12 +204,12 @@ class Recorder:
             with self.lock:
                 self._resolve_all()
                 if mode in ENGINE_MODES:  # generation batches: nothing trains on them
-                    self._write(self._take_unheld())
+                    self._write(self._take(lambda job: not self._held(job)))
                     return
                 batch = batch_fingerprint(collated, decoder_key)
                 names = self._tag(rows, batch, decoder_key)
                 events = [] if batch is None else [loglines.collate_event(batch, names)]
-                self._write(self._take_unheld(), events)
+                self._write(self._take(lambda job: not self._held(job)), events)
         except Exception as exc:  # recording must never cost the user a batch
             warn_once(f'collate:{type(exc).__name__}', f'swift-ext could not record a batch ({exc!r}); '
                       'training continues without it.')
@@ -274,40 +249,24 @@ class Recorder:
 
     # --- inside the lock ----------------------------------------------------------------------------
     def _resolve_all(self) -> None:
-        todo = self.todo
-        while todo:
-            resolve, args, ids, mode, step, decoder = todo.popleft()  # only drains pop, one at a time
+        while self.todo:
+            job = self.todo.popleft()  # only drains pop, one at a time
             try:
-                lines = resolve(*args)
+                job.lines = job.resolve(*job.args)
             except Exception as exc:  # the template's resolve guards itself: this is a bug, never a crash
-                self._count_lost(None, exc)
+                self._count_lost(job, exc)
                 continue
             finally:
-                args = None  # the encode's outputs are freed here (its ids wait for its row)
-            if lines is not None:
+                job.resolve = job.args = None  # the encode's outputs are freed here (its ids wait for its row)
+            if job.lines is not None:
                 self.encodes += 1
-                job = Job(lines, ids, mode in ENGINE_MODES, step, decoder)
                 job.encode = self.encodes
                 self.ready.append(job)
         if len(self.ready) > MAX_HELD:  # held too long: the oldest go out without waiting for a consume
             self._write(self._take(lambda job: True, limit=len(self.ready) - MAX_HELD // 2))
 
-    def _take_unheld(self) -> list:
-        """The jobs no consume awaits, taken: all but, in the trainer, a collated training batch's not consumed yet.
-
-        One loop, no call a job: this runs at every collate.
-        """
-        if not self.trainer:
-            taken, self.ready = self.ready, []
-            return taken
-        taken, kept, consumed = [], [], self.consumed
-        for job in self.ready:
-            if job.batch is not None and not job.engine and job.batch not in consumed:
-                kept.append(job)
-            else:
-                taken.append(job)
-        self.ready = kept
-        return taken
+    def _held(self, job: Job) -> bool:
+        return self.trainer and job.batch is not None and not job.engine and job.batch not in self.consumed
 
     def _take(self, keep_out: Callable[[Job], bool], limit: int | None = None) -> list:
         taken, kept = [], []
@@ -335,7 +294,7 @@ class Recorder:
                 if ids is None:
                     continue
                 job = by_ids.get(id(ids))
-                if job is not None and job.batch is None and _holds(job.ids, ids):
+                if job is not None and job.batch is None and any(x is ids for x in job.ids):
                     if job.row is None:  # found itself: named by this process and encode, no hashing
                         job.row, job.decoder = f'{self.token}-{job.encode}', None
                     names.append(job.row)
@@ -384,8 +343,8 @@ class Recorder:
             job.row, job.decoder = row_fingerprint(job.ids[0], job.decoder), None
         return job.row
 
-    def _count_lost(self, job: Job | None, exc: Exception) -> None:
-        runlog.count_lost(getattr(getattr(job, 'lines', None), 'count', None) or 1)
+    def _count_lost(self, job: Job, exc: Exception) -> None:
+        runlog.count_lost(getattr(job.lines, 'count', None) or 1)
         warn_once(f'record:{type(exc).__name__}', f'swift-ext could not record image geometry ({exc!r}); '
                   'training continues without it, and the steps that lose lines leave their per-step '
                   'vision/ metrics out.')
@@ -396,14 +355,6 @@ class Recorder:
         self._exit_hooked = True
         multiprocessing.util.Finalize(self, _flush_at_exit, exitpriority=200)
         atexit.register(_flush_at_exit)
-
-
-def _holds(sequences: Sequence, ids: Any) -> bool:
-    """Whether ``ids`` is one of ``sequences`` (the object itself: an equal list is another row)."""
-    for x in sequences:
-        if x is ids:
-            return True
-    return False
 
 
 def _encode_only_worker() -> bool:

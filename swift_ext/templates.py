@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -35,11 +36,11 @@ from swift.template import TEMPLATE_MAPPING, register_template
 
 from . import loglines, runlog, video_record
 from .cache import BoundedCache
-from .encode_state import EncodeState, image_entry, isabs
 from .families import families, family_of
+from .families.base import ImageEntry
 from .families.encoded import Shape
 from .geometry import GeometryError, ImageGeometry
-from .images import describe_source
+from .images import ROOT_ENV, classify, describe_source, read_image_size
 from .recorder import DECODER_KEY, ENGINE_MODES, recorder
 from .settings import PreprocessSettings
 from .store import NO_LIMITS, STORE, row_limits_key, set_active_settings
@@ -61,6 +62,16 @@ def _versions() -> tuple:
         except metadata.PackageNotFoundError:
             out.append((lib, None))
     return tuple(out)
+
+
+@dataclasses.dataclass
+class EncodeState:
+    """What a `_geo` template knows of one encode while it runs (kept on the encode's inputs)."""
+
+    entries: list  # ImageEntry per image, in image order
+    fault: tuple | None = None  # (indices, GeometryError) where a hook refused an image (or a video)
+    videos: list = dataclasses.field(default_factory=list)  # VideoEntry per video (families with video geometry)
+    fault_kind: str = 'image'  # what `fault` names: 'image' or 'video'
 
 
 class GeoTemplateMixin:
@@ -157,32 +168,26 @@ class GeoTemplateMixin:
             super()._preprocess_inputs(inputs)
         except Exception as exc:
             loaded = len(_LOADED.sizes)
-            entries = [image_entry(src, _LOADED.sizes[i] if i < loaded else None) for i, src in enumerate(sources)]
+            entries = [_entry(src, _LOADED.sizes[i] if i < loaded else None) for i, src in enumerate(sources)]
             bad = [i for i, e in enumerate(entries) if e.error is not None]
             if bad:
-                inputs._geo = EncodeState(sources, _LOADED.sizes, entries=entries, fault=(bad, entries[bad[0]].error))
+                inputs._geo = EncodeState(entries, (bad, entries[bad[0]].error))
                 raise entries[bad[0]].error from exc
             if loaded >= len(sources):  # every image opened: not an image failure
                 raise
             # ms-swift opens the images in order: the first one not opened is the one at fault.
             error = GeometryError(f'{entries[loaded].name}: image could not be loaded ({exc}).')
-            inputs._geo = EncodeState(sources, _LOADED.sizes, entries=entries, fault=([loaded], error))
+            inputs._geo = EncodeState(entries, ([loaded], error))
             raise error from exc
         finally:
             sizes, _LOADED.sizes = _LOADED.sizes, None
         videos = [video_record.video_entry(v) for v in inputs.videos] \
             if inputs.videos and self.geo_family.records_video(self.geo_spec.parent) else []
-        inputs._geo = state = EncodeState(sources, sizes, videos)
-        for src in sources:
-            # An image in memory: its key now, its payload not held; a relative path: resolved against the
-            # folders of now. An absolute path waits as it is.
-            if type(src) is not str or len(src) > 4096 or not isabs(src):
-                state.entries  # noqa: B018
-                break
+        inputs._geo = EncodeState(_entries(sources, sizes), videos=videos)
 
     def replace_tag(self, media_type, index, inputs):
         state = getattr(inputs, '_geo', None)
-        images = state.count if state is not None else 0
+        entries = state.entries if state is not None else ()
         videos = state.videos if state is not None else ()
         try:
             context = super().replace_tag(media_type, index, inputs)
@@ -191,9 +196,9 @@ class GeoTemplateMixin:
                 error = video_record.refusal(videos[index], exc)
                 state.fault, state.fault_kind = ([index], error), 'video'
                 raise error from exc
-            if media_type != 'image' or index >= images:
+            if media_type != 'image' or index >= len(entries):
                 raise
-            entry = state.entries[index]
+            entry = entries[index]
             error = entry.error or self._predict_error(entry, inputs)
             if error is None:
                 error = GeometryError(f'{entry.name}: image could not be loaded ({exc}).')
@@ -203,10 +208,10 @@ class GeoTemplateMixin:
             found = self.geo_family.replaced_video(self, inputs, index)
             if found is not None:
                 videos[index] = dataclasses.replace(videos[index], found=found)
-        elif self.geo_family.reads_replace_tag and media_type == 'image' and index < images:
+        elif self.geo_family.reads_replace_tag and media_type == 'image' and index < len(entries):
             size = self.geo_family.replaced_size(self, inputs, index)
             if size is not None:
-                state.set_resized(index, size)
+                entries[index] = dataclasses.replace(entries[index], resized=size)
         return context
 
     def _encode_truncated(self, inputs):
@@ -218,7 +223,7 @@ class GeoTemplateMixin:
                 raise
             raise error from exc
         state = getattr(inputs, '_geo', None)
-        if state is not None and (state.count or state.videos):
+        if state is not None and (state.entries or state.videos):
             self._geo_defer(inputs, state, encoded)
         return encoded
 
@@ -232,10 +237,8 @@ class GeoTemplateMixin:
 
     # --- recording --------------------------------------------------------------------
     def _geo_defer(self, inputs, state, encoded) -> None:
-        """Queue the encode: what the family reads of the output, as it is now (ms-swift may rebind keys later),
-        of pixels the shape alone; of the inputs what the lines read. Its images' entries are made when it
-        resolves: a collate resolves a batch's encodes one after another, in code the first one warmed, where
-        here every encode runs in caches its pixels have just evicted."""
+        """Queue the encode's geometry: what the family reads of the output, as it is now (ms-swift may
+        rebind keys later), of pixels the shape alone; of the inputs what the lines read. Nothing else."""
         # Plain loops, not comprehensions: each of those is one more function call in every encode.
         family, mode = self.geo_family, self.mode
         first = encoded[0] if isinstance(encoded, list) else encoded  # a list: --truncation_strategy split
@@ -256,14 +259,11 @@ class GeoTemplateMixin:
         # An encoder-decoder row's input_ids are its prompt alone: its answer tells rows apart (recorder.DECODER_KEY).
         decoder = first.get(DECODER_KEY) if ids and self.is_encoder_decoder else None
         row = (inputs.chat_template_kwargs, getattr(inputs, 'extra_kwargs', None), inputs.messages)
-        recorder().defer(self._geo_resolve, (row, kept, state, mode, time.time(), runlog.logging_encodes()),
+        recorder().defer(self._geo_resolve, (row, kept, tuple(state.entries), mode, time.time(),
+                                              runlog.logging_encodes(), tuple(state.videos)),
                          ids=ids, mode=mode, step=runlog.STATE.step if engine else None, decoder=decoder)
 
-    def _geo_resolve(self, row, encoded, state, mode, when, logged) -> loglines.ImageLines | None:
-        """A queued encode's lines (``_geo_lines``), its entries made now."""
-        return self._geo_lines(row, encoded, tuple(state.entries), mode, when, logged, tuple(state.videos))
-
-    def _geo_lines(self, row, encoded, entries, mode, when, logged, videos=()) -> loglines.ImageLines | None:
+    def _geo_resolve(self, row, encoded, entries, mode, when, logged, videos=()) -> loglines.ImageLines | None:
         """The encode's geometry into the stores; its log lines, where a run log takes them (``logged``).
 
         ``row``: the encode's ``(chat_template_kwargs, extra_kwargs, messages)``.
@@ -308,7 +308,7 @@ class GeoTemplateMixin:
     def _geo_fail(self, inputs) -> GeometryError | None:
         """Note a failed encode for the images at fault (one line each); their error, or None if none was."""
         state = getattr(inputs, '_geo', None)
-        if state is None or not (state.count or state.videos):
+        if state is None or not (state.entries or state.videos):
             return None
         if state.fault is not None:
             indices, error = state.fault
@@ -335,6 +335,65 @@ class GeoTemplateMixin:
 # Sizes of the images ms-swift's _load_image opened for the encode running in this thread
 # (ms-swift's rollout engine encodes several samples at once in a thread pool).
 _LOADED = threading.local()
+
+
+def _entry(src, size) -> ImageEntry:
+    """What is known of one image before resizing; reads the header only if not loaded."""
+    info = _classify_remembered(src)  # one classification for both the key and the name
+    error = None
+    if size is None:
+        try:
+            size = read_image_size(src)
+        except GeometryError as exc:
+            error = exc
+    return ImageEntry(key=info.key, name=info.name, size=size, error=error)
+
+
+def _entries(sources, sizes) -> list[ImageEntry]:
+    """The entries of an encode's images, ``sizes`` as ms-swift opened them (shorter: unknown)."""
+    root, out = runlog.env(ROOT_ENV), []
+    for i, src in enumerate(sources):
+        size = sizes[i] if i < len(sizes) else None
+        if size is None or type(src) is not str or len(src) > 4096:
+            out.append(_entry(src, size))
+            continue
+        key = (src, size, root, None if _isabs(src) else os.getcwd())
+        entry = _ENTRIES.get(key)
+        if entry is None:
+            info = _classify_remembered(src)
+            entry = ImageEntry(key=info.key, name=info.name, size=size)
+            if _resolved(info):
+                _ENTRIES[key] = entry
+        out.append(entry)
+    return out
+
+
+# Path strings classify() resolved to an absolute file (found on disk, or absolute as given, which no
+# later file can change): a GRPO step encodes a prompt's images once per generation, and every
+# epoch sees each file again. Entries are frozen, so one serves every encode that opened the file at
+# that size (the root folder and working directory it was resolved from are part of the key).
+_FOUND = BoundedCache()
+_ENTRIES = BoundedCache()
+
+
+# posixpath.isabs of a str is exactly this; os.path.isabs is three Python calls, paid per image per encode.
+_isabs = (lambda path: path.startswith('/')) if os.sep == '/' and os.altsep is None else os.path.isabs
+
+
+def _resolved(info) -> bool:
+    return info.kind == 'path' and info.error is None and info.path == info.key  # found, or absolute
+
+
+def _classify_remembered(src):
+    if type(src) is not str or len(src) > 4096:
+        return classify(src)
+    key = (src, runlog.env(ROOT_ENV), None if _isabs(src) else os.getcwd())
+    info = _FOUND.get(key)
+    if info is None:
+        info = classify(src)
+        if _resolved(info):
+            _FOUND[key] = info
+    return info
 
 
 def _warn_if_rotated(loaded, source) -> None:
@@ -378,12 +437,8 @@ def _sample_id_later(extra_kwargs, messages, pending) -> Callable[[], str]:
     for key in ('id', 'sample_id', 'prompt_id'):
         if extra.get(key) is not None:
             return functools.partial(str, extra[key])
-    contents, names = [], []  # plain loops: each comprehension is one more call in every encode
-    for message in (messages or [])[:2]:
-        contents.append(message.get('content'))
-    for entry in pending:
-        names.append(entry.name)
-    return functools.partial(_text_id, contents, names)
+    contents = [m.get('content') for m in (messages or [])[:2]]
+    return functools.partial(_text_id, contents, [e.name for e in pending])
 
 
 def _text_id(contents: list, names: list[str]) -> str:

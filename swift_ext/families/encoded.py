@@ -12,11 +12,7 @@ from ..geometry import ImageGeometry, updated
 
 def token_runs(input_ids: Sequence[int], token_id: int, expected: Sequence[int] | None = None) -> list[int]:
     """Lengths of the contiguous runs of ``token_id`` in ``input_ids``, in order (see ``token_spans``)."""
-    # Plain loops, not comprehensions or generators, here and below: each is one more call in every encode.
-    out = []
-    for span in token_spans(input_ids, token_id, expected):
-        out.append(span[1])
-    return out
+    return [length for _, length in token_spans(input_ids, token_id, expected)]
 
 
 def token_spans(input_ids: Sequence[int], token_id: int,
@@ -48,14 +44,9 @@ def token_spans(input_ids: Sequence[int], token_id: int,
 
 def predicted_tokens(predicted: Sequence[ImageGeometry | None]) -> list[int] | None:
     """Every predicted image's token count (the ``expected`` hint of ``token_runs``); None if one is unknown."""
-    if not predicted:
+    if not predicted or any(geo is None for geo in predicted):
         return None
-    out = []
-    for geo in predicted:
-        if geo is None:
-            return None
-        out.append(geo.num_tokens)
-    return out
+    return [geo.num_tokens for geo in predicted]
 
 
 def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> list[tuple[int, int]] | None:
@@ -66,10 +57,7 @@ def _proved_spans(ids: list, token_id: int, expected: Sequence[int]) -> list[tup
     outside these intervals (the first is found by ``index``, the gaps by ``index`` too, the tail
     is checked), so with ``count`` equal to the expected total every interval is whole.
     """
-    for n in expected:
-        if not isinstance(n, int) or n <= 0:
-            return None
-    if token_id not in ids:
+    if any(not isinstance(n, int) or n <= 0 for n in expected) or token_id not in ids:
         return None
     # The template builds a run as `[token] * n`, one object n times: comparing with that object
     # stops at identity, about 15x faster than comparing equal values.

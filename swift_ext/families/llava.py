@@ -146,8 +146,7 @@ class Llava(Family):
             return list(predicted)
         # The template counts every image's tokens from the first view's shape: the runs are what the model gets.
         runs = token_runs(encoded['input_ids'], template.image_token_index, predicted_tokens(predicted))
-        shape = pixels.shape
-        view_h, view_w = int(shape[-2]), int(shape[-1])
+        view_h, view_w = (int(x) for x in pixels.shape[-2:])
         out = []
         for i, geo in enumerate(predicted):
             if geo is None:
@@ -155,7 +154,7 @@ class Llava(Family):
                 continue
             tokens = runs[i] if i < len(runs) else geo.num_tokens
             if (geo.canvas_width, geo.canvas_height) == (view_w, view_h):
-                out.append(geo if tokens == geo.num_tokens else updated(geo, num_tokens=tokens))
+                out.append(updated(geo, num_tokens=tokens))
             else:  # a view the settings did not predict: say what the encode shows
                 out.append(updated(geo, canvas_width=view_w, canvas_height=view_h, num_tokens=tokens))
         return out

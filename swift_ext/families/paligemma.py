@@ -70,13 +70,7 @@ class PaliGemma(StretchedFamily):
             return list(predicted)
         image_token = template_memo(template, 'paligemma.image_token', lambda: template.processor.image_token_id)
         runs = token_runs(encoded['input_ids'], image_token, predicted_tokens(predicted))
-        shape = pixels.shape
-        height, width = int(shape[-2]), int(shape[-1])
-        out = []  # a plain loop: a comprehension is one more call in every encode
-        for i, geo in enumerate(predicted):
-            if geo is not None:
-                tokens = runs[i] if i < len(runs) else geo.num_tokens
-                if (geo.resized_width, geo.resized_height, geo.num_tokens) != (width, height, tokens):
-                    geo = updated(geo, resized_width=width, resized_height=height, num_tokens=tokens)
-            out.append(geo)
-        return out
+        height, width = (int(x) for x in pixels.shape[-2:])
+        return [geo if geo is None else updated(geo, resized_width=width, resized_height=height,
+                                                num_tokens=runs[i] if i < len(runs) else geo.num_tokens)
+                for i, geo in enumerate(predicted)]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import swift_ext.plugin  # noqa: F401  (registers the templates)
-from swift_ext import encode_state, loglines, runlog, templates
+from swift_ext import loglines, runlog, templates
 from swift_ext.families.base import ImageEntry
 from swift_ext.families.encoded import token_runs, token_spans
 from swift_ext.families.gemma4 import patch_extents
@@ -170,40 +170,40 @@ def test_memo_starts_over_with_new_settings(qwen_template):
 
 def test_remembered_identity_only_for_files_it_cannot_change(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    encode_state._FOUND.clear()
-    assert encode_state._classify_remembered('late.png').key == str(tmp_path / 'late.png')
-    assert encode_state._FOUND == {}  # missing relative path: a later file or ROOT_IMAGE_DIR may change it
+    templates._FOUND.clear()
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'late.png')
+    assert templates._FOUND == {}  # missing relative path: a later file or ROOT_IMAGE_DIR may change it
     (tmp_path / 'sub').mkdir()
     (tmp_path / 'sub' / 'late.png').write_bytes(b'x')
     monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub'))
-    assert encode_state._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
     monkeypatch.chdir(tmp_path / 'sub')  # another working directory is another key
     (tmp_path / 'sub' / 'sub').mkdir()
     monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub' / 'sub'))
-    assert encode_state._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
+    assert templates._classify_remembered('late.png').key == str(tmp_path / 'sub' / 'late.png')
 
 
 def test_one_entry_serves_every_encode_of_a_resolved_file_at_its_size(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv('ROOT_IMAGE_DIR', raising=False)
-    encode_state._ENTRIES.clear()
+    templates._ENTRIES.clear()
     path = str(tmp_path / 'a.png')
     Image.new('RGB', (30, 20)).save(path)
-    first, = encode_state.image_entries([path], [(30, 20)])
+    first, = templates._entries([path], [(30, 20)])
     assert (first.key, first.size, first.error) == (path, (30, 20), None)
-    assert encode_state.image_entries([path], [(30, 20)])[0] is first  # frozen: shared, never changed in place
-    other, = encode_state.image_entries([path], [(15, 10)])  # another opened size is another entry
+    assert templates._entries([path], [(30, 20)])[0] is first  # frozen: shared, never changed in place
+    other, = templates._entries([path], [(15, 10)])  # another opened size is another entry
     assert other is not first and other.size == (15, 10)
     # A relative name that is missing now may be found later (a new file, ROOT_IMAGE_DIR): never kept.
-    missing, = encode_state.image_entries(['late.png'], [(5, 5)])
-    assert missing.key == str(tmp_path / 'late.png') and len(encode_state._ENTRIES) == 2
+    missing, = templates._entries(['late.png'], [(5, 5)])
+    assert missing.key == str(tmp_path / 'late.png') and len(templates._ENTRIES) == 2
     (tmp_path / 'sub').mkdir()
     Image.new('RGB', (5, 5)).save(tmp_path / 'sub' / 'late.png')
     monkeypatch.setenv('ROOT_IMAGE_DIR', str(tmp_path / 'sub'))
-    assert encode_state.image_entries(['late.png'], [(5, 5)])[0].key == str(tmp_path / 'sub' / 'late.png')
+    assert templates._entries(['late.png'], [(5, 5)])[0].key == str(tmp_path / 'sub' / 'late.png')
     # Unknown sizes are read from the header, and an image whose header cannot be read keeps its error.
     (tmp_path / 'bad.png').write_bytes(b'not an image')
-    read, bad = encode_state.image_entries([path, str(tmp_path / 'bad.png')], [])
+    read, bad = templates._entries([path, str(tmp_path / 'bad.png')], [])
     assert read.size == (30, 20) and bad.size is None and bad.error is not None
 
 
@@ -283,7 +283,7 @@ def test_collating_a_batch_writes_its_records(qwen_template, log_dir, sample_ima
 @given(st.text(alphabet='/.a\\:~ ', max_size=12))
 @settings(max_examples=300, deadline=None)
 def test_isabs_shortcut_is_os_path_isabs(path):
-    assert encode_state.isabs(path) == os.path.isabs(path)
+    assert templates._isabs(path) == os.path.isabs(path)
 
 
 def test_a_row_holds_images_by_any_image_key_of_either_side():

@@ -112,41 +112,22 @@ def test_a_waiting_encode_holds_no_pixels_and_records_what_the_encode_did(parent
     row = {'messages': [{'role': 'user', 'content': '<image><image>Where?'},
                         {'role': 'assistant', 'content': '[1, 2, 3, 4]'}], 'images': images}
     encoded = tpl.encode(row)
-    [(_, args, ids, _, _, _)] = list(recorder().todo)
-    held = args[1]
+    [job] = list(recorder().todo)
+    held = job.args[1]
     assert set(held) <= set(encoded)
     for key, value in held.items():
         nbytes = value.numel() * value.element_size() if hasattr(value, 'element_size') else 0
         assert nbytes <= 256 * 1024, (key, tuple(value.shape))  # a 640x480 image's pixels are megabytes
         if key == 'input_ids':
             assert value is encoded['input_ids']  # a reference, not a copy
-    assert len(ids) == 1 and ids[0] is encoded['input_ids']
-    assert args[2].sources == images  # paths: the entries are made when it resolves
-    del args
+    assert len(job.ids) == 1 and job.ids[0] is encoded['input_ids']
     recorder().resolve()
-    assert not recorder().todo  # resolved: nothing of the encode is held any more
+    assert job.args is None and job.resolve is None  # resolved: nothing of the encode is held any more
     for image in images:
         geo = _stored(tpl, image)
         with Image.open(image) as im:
             predicted, _ = tpl.geo_settings().predict(width=im.width, height=im.height)
         assert geo == predicted
-
-
-def test_a_waiting_encode_holds_a_path_not_an_image_given_in_memory(qwen, sample_images):
-    # A path waits as it is (its entry is made when the encode resolves, with the batch's others); an image given
-    # as bytes is keyed by their hash at once, so the payload is not held while the encode waits.
-    path = next(iter(sample_images.values()))
-    with open(path, 'rb') as f:
-        payload = f.read()
-    states = []
-    for image in (path, {'bytes': payload, 'path': None}):
-        qwen.encode(_row(image))
-        states.append(recorder().todo[-1][1][2])
-    assert states[0].sources == [path] and states[0].sizes
-    assert states[1].sources is None and states[1].entries[0].key == image_key(payload)
-    recorder().resolve()
-    assert states[0].sources is None and states[0].entries[0].key == path
-    assert _stored(qwen, path) == _stored(qwen, payload) is not None
 
 
 # --- triggers ----------------------------------------------------------------------------------------------------
